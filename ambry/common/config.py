@@ -1,0 +1,248 @@
+"""Configuration and the cluster map, loaded from one YAML file (``config/*.yaml``).
+
+Owns the schema (frozen dataclasses with defaults), validation with clear errors, and the
+cluster map queries (which replicas a node hosts, which nodes hold a partition). Does not own
+any I/O beyond reading the file. Sections that later components add (``frontend``,
+``replication``) are kept as plain mappings until those components define their schema.
+
+Partitions can be listed explicitly (``partitions: [{id, replicas: [node ids]}]``) or given as
+``partitions: {count: N}`` and assigned round-robin: each partition gets
+``replicas_per_datacenter`` distinct nodes in every datacenter.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ambry.common.errors import InvalidArgument
+
+__all__ = [
+    "ClusterConfig",
+    "ClusterMap",
+    "Datacenter",
+    "NodeConfig",
+    "PartitionConfig",
+    "StorageConfig",
+    "load_config",
+    "parse_size",
+]
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2,
+          "mib": 1024**2, "g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4,
+          "tb": 1000**4, "tib": 1024**4}
+
+
+def parse_size(value: int | str) -> int:
+    """``4194304``, ``"4MiB"``, ``"1 GiB"`` -> bytes."""
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().lower().replace(" ", "")
+    digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(digits):]
+    if unit not in _UNITS or not digits:
+        raise InvalidArgument(f"bad size {value!r}")
+    return int(float(digits) * _UNITS[unit])
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    segment_size_bytes: int = 1024**3
+    durability: str = "fsync"  # "fsync" (group commit) or "page-cache"
+    page_cache_flush_interval_ms: int = 1000
+    max_record_bytes: int = 64 * 1024**2
+    compaction_retention_s: int = 24 * 3600
+    compaction_interval_s: int = 600
+    snapshot_interval_s: int = 60
+    snapshot_min_records: int = 10000
+    readonly_fill_ratio: float = 0.95
+    io_threads: int = 8
+    verify_on_read_max_bytes: int = 8 * 1024**2
+
+    def __post_init__(self) -> None:
+        if self.durability not in ("fsync", "page-cache"):
+            raise InvalidArgument(f"storage.durability must be fsync or page-cache, "
+                                  f"not {self.durability!r}")
+        if self.segment_size_bytes < 4096 or self.segment_size_bytes > 2**32 - 1:
+            raise InvalidArgument("storage.segment_size_bytes must be in [4096, 4GiB)")
+        if not 0 < self.readonly_fill_ratio <= 1:
+            raise InvalidArgument("storage.readonly_fill_ratio must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class Datacenter:
+    name: str
+    id: int
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    id: str
+    datacenter: str
+    host: str
+    port: int
+    http_port: int
+    data_dir: str = ""  # relative to the data root; defaults to the node id
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    id: int
+    replicas: tuple[str, ...]
+    capacity_bytes: int
+
+
+@dataclass(frozen=True)
+class ClusterMap:
+    datacenters: tuple[Datacenter, ...]
+    nodes: tuple[NodeConfig, ...]
+    partitions: tuple[PartitionConfig, ...]
+
+    def node(self, node_id: str) -> NodeConfig:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise InvalidArgument(f"unknown node {node_id!r}")
+
+    def datacenter(self, name: str) -> Datacenter:
+        for dc in self.datacenters:
+            if dc.name == name:
+                return dc
+        raise InvalidArgument(f"unknown datacenter {name!r}")
+
+    def datacenter_by_id(self, dc_id: int) -> Datacenter:
+        for dc in self.datacenters:
+            if dc.id == dc_id:
+                return dc
+        raise InvalidArgument(f"unknown datacenter id {dc_id}")
+
+    def partition(self, partition_id: int) -> PartitionConfig:
+        for p in self.partitions:
+            if p.id == partition_id:
+                return p
+        raise InvalidArgument(f"unknown partition {partition_id}")
+
+    def partitions_of(self, node_id: str) -> list[PartitionConfig]:
+        return [p for p in self.partitions if node_id in p.replicas]
+
+    def replicas_in(self, partition_id: int, datacenter: str) -> list[NodeConfig]:
+        return [self.node(n) for n in self.partition(partition_id).replicas
+                if self.node(n).datacenter == datacenter]
+
+    @property
+    def partition_ids(self) -> frozenset[int]:
+        return frozenset(p.id for p in self.partitions)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    name: str
+    cluster_map: ClusterMap
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    data_root: Path = Path("data")
+    sections: Mapping[str, Any] = field(default_factory=dict)  # frontend, replication, ...
+
+    def node_data_dir(self, node_id: str) -> Path:
+        node = self.cluster_map.node(node_id)
+        return self.data_root / (node.data_dir or node.id)
+
+
+def _dataclass_from(cls: Any, raw: Mapping[str, Any] | None, where: str) -> Any:
+    raw = dict(raw or {})
+    known = {f.name for f in fields(cls)}
+    unknown = set(raw) - known
+    if unknown:
+        raise InvalidArgument(f"{where}: unknown keys {sorted(unknown)}")
+    for f in fields(cls):
+        if f.name in raw and f.name.endswith("_bytes"):
+            raw[f.name] = parse_size(raw[f.name])
+    try:
+        return cls(**raw)
+    except TypeError as e:
+        raise InvalidArgument(f"{where}: {e}") from None
+
+
+def _build_partitions(raw: Any, nodes: tuple[NodeConfig, ...], dcs: tuple[Datacenter, ...],
+                      per_dc: int) -> tuple[PartitionConfig, ...]:
+    node_ids = {n.id for n in nodes}
+    if isinstance(raw, Mapping):
+        count = int(raw.get("count", 0))
+        capacity = parse_size(raw.get("capacity_bytes", "100GiB"))
+        if count <= 0:
+            raise InvalidArgument("partitions.count must be > 0")
+        by_dc = {dc.name: [n.id for n in nodes if n.datacenter == dc.name] for dc in dcs}
+        for name, members in by_dc.items():
+            if len(members) < per_dc:
+                raise InvalidArgument(f"datacenter {name} has {len(members)} nodes, "
+                                      f"needs {per_dc} for replicas_per_datacenter")
+        out = []
+        for pid in range(count):
+            replicas: list[str] = []
+            for dc in dcs:
+                members = by_dc[dc.name]
+                replicas += [members[(pid + k) % len(members)] for k in range(per_dc)]
+            out.append(PartitionConfig(pid, tuple(replicas), capacity))
+        return tuple(out)
+    if not isinstance(raw, list) or not raw:
+        raise InvalidArgument("partitions must be a list or {count: N}")
+    out = []
+    seen = set()
+    for p in raw:
+        pid = int(p["id"])
+        if pid in seen:
+            raise InvalidArgument(f"partition {pid} listed twice")
+        seen.add(pid)
+        replicas = tuple(str(r) for r in p["replicas"])
+        missing = set(replicas) - node_ids
+        if missing:
+            raise InvalidArgument(f"partition {pid} names unknown nodes {sorted(missing)}")
+        if len(set(replicas)) != len(replicas):
+            raise InvalidArgument(f"partition {pid} lists a node twice")
+        out.append(PartitionConfig(pid, replicas, parse_size(p.get("capacity_bytes", "100GiB"))))
+    return tuple(out)
+
+
+def load_config(path: str | os.PathLike[str], data_root: str | os.PathLike[str] | None = None
+                ) -> ClusterConfig:
+    """Load and validate a cluster config file. ``data_root`` overrides ``data_dir``."""
+    with open(path, encoding="utf-8") as fh:
+        raw = yaml.safe_load(fh) or {}
+    return config_from_dict(raw, base_dir=Path(path).resolve().parent, data_root=data_root)
+
+
+def config_from_dict(raw: Mapping[str, Any], base_dir: Path | None = None,
+                     data_root: str | os.PathLike[str] | None = None) -> ClusterConfig:
+    cluster = raw.get("cluster", {}) or {}
+    dcs = tuple(Datacenter(str(d["name"]), int(d["id"])) for d in raw.get("datacenters", []))
+    if not dcs:
+        raise InvalidArgument("config needs at least one datacenter")
+    if len({d.id for d in dcs}) != len(dcs) or len({d.name for d in dcs}) != len(dcs):
+        raise InvalidArgument("datacenter names and ids must be unique")
+    nodes = tuple(_dataclass_from(NodeConfig, n, "nodes[]") for n in raw.get("nodes", []))
+    if len({n.id for n in nodes}) != len(nodes):
+        raise InvalidArgument("node ids must be unique")
+    dc_names = {d.name for d in dcs}
+    for n in nodes:
+        if n.datacenter not in dc_names:
+            raise InvalidArgument(f"node {n.id} names unknown datacenter {n.datacenter}")
+    per_dc = int(cluster.get("replicas_per_datacenter", 3))
+    partitions = _build_partitions(raw.get("partitions"), nodes, dcs, per_dc)
+    storage = _dataclass_from(StorageConfig, raw.get("storage"), "storage")
+    root = Path(data_root) if data_root is not None else Path(raw.get("data_dir", "data"))
+    if not root.is_absolute() and data_root is None:
+        root = Path.cwd() / root
+    sections = {k: v for k, v in raw.items()
+                if k not in ("cluster", "datacenters", "nodes", "partitions", "storage",
+                             "data_dir")}
+    return ClusterConfig(
+        name=str(cluster.get("name", "ambry")),
+        cluster_map=ClusterMap(dcs, nodes, partitions),
+        storage=storage,
+        data_root=root,
+        sections=sections,
+    )

@@ -1,0 +1,129 @@
+"""The ordered named-blob view of one replica, kept in rocksdict.
+
+Owns the mapping name -> latest entry for the NAME_PUT / NAME_DELETE records of one replica's
+log, and prefix listing. The log is the truth: this view is rebuilt from it by replay, and only
+records already durable in the log are applied (so it never shows a name the log could lose).
+Entries merge last-writer-wins by (timestamp, datacenter id), so applying records in any order,
+or twice, gives the same view on every replica.
+
+Writes go with sync off (a synced rocksdict write stalls the whole process under the GIL);
+``flush()`` makes them durable from an I/O thread before an index snapshot is published.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import msgpack
+from rocksdict import Options, Rdict, WriteOptions
+
+from ambry.storage.format import name_key
+
+__all__ = ["NameEntry", "NameView"]
+
+
+@dataclass(frozen=True, slots=True)
+class NameEntry:
+    account_id: int
+    container_id: int
+    name: str
+    blob_id: bytes  # 32 raw bytes; empty for a deletion
+    ts_ms: int
+    dc_id: int
+    deleted: bool
+    size: int = 0
+    content_type: str = ""
+    created_ms: int = 0
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """Last-writer-wins order: timestamp, then datacenter id."""
+        return (self.ts_ms, self.dc_id)
+
+    def encode_value(self) -> bytes:
+        return msgpack.packb([self.blob_id, self.ts_ms, self.dc_id, self.deleted, self.size,
+                              self.content_type, self.created_ms], use_bin_type=True)
+
+    @classmethod
+    def decode_value(cls, key: bytes, raw: bytes) -> NameEntry:
+        from ambry.storage.format import split_name_key
+
+        account, container, name = split_name_key(key)
+        blob_id, ts, dc, deleted, size, ctype, created = msgpack.unpackb(raw, raw=False)
+        return cls(account, container, name, blob_id, ts, dc, deleted, size, ctype, created)
+
+    def encode_record_props(self) -> bytes:
+        """The props section of a NAME_PUT / NAME_DELETE record."""
+        return msgpack.packb({"b": self.blob_id, "dc": self.dc_id, "sz": self.size,
+                              "ct": self.content_type, "cr": self.created_ms},
+                             use_bin_type=True)
+
+    @classmethod
+    def from_record(cls, key: bytes, ts_ms: int, deleted: bool, props: bytes) -> NameEntry:
+        from ambry.storage.format import split_name_key
+
+        account, container, name = split_name_key(key)
+        m = msgpack.unpackb(props, raw=False)
+        return cls(account, container, name, bytes(m.get("b", b"")), ts_ms, int(m["dc"]),
+                   deleted, int(m.get("sz", 0)), str(m.get("ct", "")), int(m.get("cr", 0)))
+
+
+class NameView:
+    def __init__(self, path: str) -> None:
+        opts = Options(raw_mode=True)
+        opts.create_if_missing(True)
+        opts.set_write_buffer_size(8 * 1024 * 1024)
+        opts.set_max_background_jobs(1)
+        self._db = Rdict(path, opts)
+        wo = WriteOptions()
+        wo.sync = False
+        self._db.set_write_options(wo)
+
+    def apply(self, entry: NameEntry) -> bool:
+        """Merge one entry in; True if it became the current one."""
+        key = name_key(entry.account_id, entry.container_id, entry.name)
+        old_raw = self._db.get(key)
+        if old_raw is not None:
+            old = NameEntry.decode_value(key, old_raw)
+            if old.version >= entry.version:
+                return False
+        self._db.put(key, entry.encode_value())
+        return True
+
+    def get(self, account_id: int, container_id: int, name: str) -> NameEntry | None:
+        key = name_key(account_id, container_id, name)
+        raw = self._db.get(key)
+        return None if raw is None else NameEntry.decode_value(key, raw)
+
+    def list(self, account_id: int, container_id: int, prefix: str = "",
+             start_after: str = "", limit: int = 1000,
+             include_deleted: bool = False) -> list[NameEntry]:
+        lo = name_key(account_id, container_id, prefix)
+        seek = lo
+        if start_after:
+            after = name_key(account_id, container_id, start_after) + b"\x00"
+            seek = max(seek, after)
+        out: list[NameEntry] = []
+        for key, raw in self._iter_from(seek):
+            if not key.startswith(lo):
+                break
+            e = NameEntry.decode_value(key, raw)
+            if e.deleted and not include_deleted:
+                continue
+            out.append(e)
+            if len(out) >= limit:
+                break
+        return out
+
+    def _iter_from(self, key: bytes) -> Iterator[tuple[bytes, bytes]]:
+        yield from self._db.items(from_key=key)
+
+    def count(self) -> int:
+        return sum(1 for _ in self._db.keys())
+
+    def flush(self) -> None:
+        self._db.flush_wal(True)
+
+    def close(self) -> None:
+        self._db.close()

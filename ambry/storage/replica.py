@@ -1,0 +1,758 @@
+"""One replica of one partition on one node: the store semantics over the log and index.
+
+Owns what records mean: put (idempotent for identical content), get with include-deleted /
+include-expired options, delete / TTL update / undelete with life versions and the conflict
+rule of ``ambry.common.blobstate``, named-blob records, ``entries_since`` for replication,
+recovery on open (snapshot + replay of the tail, torn tail truncated, damage quarantined),
+index snapshots, capacity and read-only state, and statistics. Compaction lives in
+``compaction`` and works through the hooks here.
+
+Concurrency: all methods are synchronous and thread-safe; the node runs them on I/O threads.
+``self.lock`` (the log's lock) is held across "check index, append, update index" so that log
+order equals sequence order and an index entry never points at a record not yet written. The
+payload is received and checksummed before the lock is taken, so a slow client never holds up
+other writers. Mutations return the end position of their record; the caller waits for
+``durable_future(end)`` before acknowledging.
+"""
+
+from __future__ import annotations
+
+import bisect
+import concurrent.futures
+import logging
+import os
+import threading
+import uuid as uuidlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import xxhash
+
+from ambry.common.blobid import BlobId
+from ambry.common.blobstate import BlobState, merge
+from ambry.common.clock import Clock, SystemClock
+from ambry.common.config import StorageConfig
+from ambry.common.errors import (
+    BlobAlreadyExists,
+    BlobDeleted,
+    BlobExpired,
+    BlobNotDeleted,
+    BlobNotFound,
+    DataCorrupt,
+    DiskFull,
+    InvalidArgument,
+    LifeVersionConflict,
+    PartitionReadOnly,
+    StorageError,
+)
+from ambry.common.properties import BlobProperties
+from ambry.native import BlobIndex
+from ambry.storage import filenames
+from ambry.storage.disk import Disk, OsDisk
+from ambry.storage.format import (
+    RECORD_HEADER_SIZE,
+    STATE_DELETED,
+    STATE_PERMANENT,
+    RecordHeader,
+    RecordType,
+    body_checksum,
+    encode_record_header,
+    name_key,
+)
+from ambry.storage.log import Damage, Log, Position, ScannedRecord
+from ambry.storage.names import NameEntry, NameView
+from ambry.storage.snapshot import SnapshotMeta, read_snapshot, write_snapshot
+
+__all__ = [
+    "BlobRead",
+    "Entry",
+    "MutationResult",
+    "Replica",
+    "ReplicaStats",
+    "Token",
+]
+
+log = logging.getLogger(__name__)
+
+# index entry flag bits (ambry.native stores them opaquely)
+F_HAS_PUT = 0x01
+F_DELETED = 0x02
+F_PERMANENT = 0x04
+MAX_LIFE_VERSION = 0xFFFF
+_SEQ_SAMPLE_EVERY = 256
+MAX_NAME_BYTES = 350
+
+Token = tuple[bytes, int]  # (incarnation uuid, last sequence number seen)
+
+
+def _ceil_s(ms: int) -> int:
+    return -(-ms // 1000)
+
+
+@dataclass(frozen=True)
+class MutationResult:
+    """Outcome of a put/delete/ttl_update/undelete: ``status`` says what happened."""
+
+    status: str  # created | duplicate | deleted | already_deleted | tombstoned | updated |
+    #              already_permanent | marked | undeleted
+    end: Position
+    life_version: int = 0
+
+
+@dataclass
+class BlobRead:
+    """A located, checked PUT record. Read the payload with ``read_payload``/``iter_payload``."""
+
+    replica: Replica
+    blob_id: BlobId
+    header: RecordHeader
+    position: Position
+    state: BlobState
+    properties: BlobProperties
+    user_metadata: bytes
+    expiry_ms: int  # effective expiry (0 = never, after TTL updates)
+    _file: Any = None
+
+    @property
+    def payload_len(self) -> int:
+        return self.header.payload_len
+
+    @property
+    def payload_file_offset(self) -> int:
+        return self.position[1] + self.header.payload_offset
+
+    def fileno(self) -> int | None:
+        return self._file.fileno()  # type: ignore[no-any-return]
+
+    def read_payload(self, start: int = 0, length: int | None = None) -> bytes:
+        """Read [start, start+length) of the payload. The whole record is verified first when
+        it is small enough (``verify_on_read_max_bytes``); bigger ranges are read as they are
+        (use :meth:`iter_payload` to stream a whole large payload with verification)."""
+        total = self.header.payload_len
+        length = total - start if length is None else length
+        if start < 0 or length < 0 or start + length > total:
+            raise InvalidArgument("range outside the payload")
+        if self.header.total_len <= self.replica.config.verify_on_read_max_bytes:
+            body = self._file.pread(self.header.body_len, self.position[1] + RECORD_HEADER_SIZE)
+            if len(body) != self.header.body_len or \
+                    xxhash.xxh3_64_intdigest(body) != self.header.body_xxh3:
+                self.replica.report_corrupt(self.position, self.header, "payload checksum "
+                                            "mismatch on read")
+            po = self.header.payload_offset - RECORD_HEADER_SIZE + start
+            return body[po:po + length]
+        data = self._file.pread(length, self.payload_file_offset + start)
+        if len(data) != length:
+            raise DataCorrupt("short read of payload")
+        return data  # type: ignore[no-any-return]
+
+    def iter_payload(self, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        """Stream the whole payload in bounded pieces, verifying the record checksum; raises
+        DataCorrupt after the last piece if it does not match (the caller then aborts)."""
+        h = xxhash.xxh3_64()
+        base = self.position[1] + RECORD_HEADER_SIZE
+        pre = self.header.payload_offset - RECORD_HEADER_SIZE
+        h.update(self._file.pread(pre, base))
+        off = 0
+        total = self.header.payload_len
+        while off < total:
+            piece = self._file.pread(min(chunk_bytes, total - off), base + pre + off)
+            if not piece:
+                raise DataCorrupt("short read of payload")
+            h.update(piece)
+            off += len(piece)
+            if off == total and h.intdigest() != self.header.body_xxh3:
+                self.replica.report_corrupt(self.position, self.header,
+                                            "payload checksum mismatch on read")
+            yield piece
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One log record as replication sees it (metadata only; payloads are fetched apart)."""
+
+    sequence: int
+    type: RecordType
+    key: bytes
+    life_version: int
+    state_flags: int
+    time_ms: int
+    expiry_ms: int
+    blob_flags: int
+    payload_len: int
+    record_len: int
+    props: bytes = b""  # NAME_* records carry their entry here
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"seq": self.sequence, "t": int(self.type), "k": self.key,
+                "lv": self.life_version, "sf": self.state_flags, "tm": self.time_ms,
+                "ex": self.expiry_ms, "bf": self.blob_flags, "pl": self.payload_len,
+                "rl": self.record_len, "p": self.props}
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> Entry:
+        return cls(m["seq"], RecordType(m["t"]), m["k"], m["lv"], m["sf"], m["tm"], m["ex"],
+                   m["bf"], m["pl"], m["rl"], m.get("p", b""))
+
+
+@dataclass
+class ReplicaStats:
+    partition_id: int
+    incarnation: str
+    blobs: int
+    names: int
+    log_bytes: int
+    capacity_bytes: int
+    segments: int
+    last_seq: int
+    durable_seq: int
+    read_only: str
+    damage_reports: int
+    group_commit_syncs: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def state_of(entry: tuple[int, ...] | None) -> BlobState | None:
+    """The merged lifecycle state held in an index entry."""
+    if entry is None:
+        return None
+    _seg, _off, _size, _exp, delete_s, lv, flags = entry
+    return BlobState(lv, bool(flags & F_DELETED), bool(flags & F_PERMANENT), delete_s * 1000)
+
+
+def put_location(entry: tuple[int, ...] | None) -> tuple[int, int, int, int] | None:
+    """(segment, offset, record size, expiry_s) of the blob's PUT record, if this replica has
+    it."""
+    if entry is None or not entry[6] & F_HAS_PUT:
+        return None
+    return (entry[0], entry[1], entry[2], entry[3])
+
+
+def store_entry(index: Any, uuid: bytes, loc: tuple[int, int, int, int] | None,
+                state: BlobState) -> None:
+    flags = (F_HAS_PUT if loc else 0) | (F_DELETED if state.deleted else 0) | \
+        (F_PERMANENT if state.permanent else 0)
+    seg, off, size, exp = loc if loc else (0, 0, 0, 0)
+    index.put(uuid, seg, off, size, exp, _ceil_s(state.delete_time_ms), state.life_version,
+              flags)
+
+
+def fold_blob_record(index: Any, pos: Position, h: RecordHeader, key: bytes) -> None:
+    """Fold one blob record found at ``pos`` into ``index`` by the conflict rule. The same
+    function serves live appends, replay on restart and the verify tool."""
+    if len(key) != 32:
+        raise DataCorrupt("blob record with a key that is not a blob id")
+    uuid = key[16:]
+    cur = index.get(uuid)
+    rec_state = BlobState(h.life_version, h.deleted, h.permanent, h.time_ms if h.deleted else 0)
+    state = merge(state_of(cur), rec_state)
+    assert state is not None
+    loc = put_location(cur)
+    if h.type == RecordType.PUT and loc is None:
+        loc = (pos[0], pos[1], h.total_len, _ceil_s(h.expiry_ms))
+    store_entry(index, uuid, loc, state)
+
+
+class Replica:
+    def __init__(self, directory: str, partition_id: int, config: StorageConfig,
+                 capacity_bytes: int, disk: Disk | None = None,
+                 clock: Clock | None = None, names_dir: str | None = None) -> None:
+        self.dir = directory
+        # rocksdict keeps its own files on the real file system; a test on a simulated disk
+        # passes a real directory here.
+        self.names_dir = names_dir or os.path.join(directory, filenames.NAMES_DB)
+        self.partition_id = partition_id
+        self.config = config
+        self.capacity_bytes = capacity_bytes
+        self.disk = disk if disk is not None else OsDisk()
+        self.clock = clock if clock is not None else SystemClock()
+        self.log = Log(directory, self.disk, config.segment_size_bytes, config.durability,
+                       config.page_cache_flush_interval_ms)
+        self.lock = self.log.lock
+        self.index = BlobIndex()
+        self.names: NameView | None = None
+        self.incarnation = b""
+        self.next_seq = 1
+        self.damage: list[Damage] = []
+        self.readonly_reason = ""
+        self.records_since_snapshot = 0
+        self._snapshot_lock = threading.RLock()  # also held by compaction
+        # sparse sequence -> position samples, for entries_since (ascending by sequence)
+        self._seq_samples: list[tuple[int, Position]] = []
+        self._seq_of_durable: int = 0
+        self._last_seq_end: list[tuple[Position, int]] = []  # recent (end, seq) for durable_seq
+        self.opened = False
+
+    # ================================================================ opening and recovery
+    @classmethod
+    def open(cls, directory: str, partition_id: int, config: StorageConfig,
+             capacity_bytes: int, disk: Disk | None = None,
+             clock: Clock | None = None, names_dir: str | None = None) -> Replica:
+        r = cls(directory, partition_id, config, capacity_bytes, disk, clock, names_dir)
+        r._recover()
+        return r
+
+    def _recover(self) -> None:
+        from ambry.storage import compaction
+
+        d = self.disk
+        d.makedirs(self.dir)
+        compaction.roll_forward(self)
+        for name in d.listdir(self.dir):
+            if name.endswith(".tmp"):
+                d.remove(os.path.join(self.dir, name))
+        has_segments = any(filenames.parse_segment_name(n) for n in d.listdir(self.dir))
+        inc_path = os.path.join(self.dir, filenames.INCARNATION)
+        self.incarnation = self._read_incarnation(inc_path)
+        if not self.incarnation:
+            if has_segments:
+                log.warning("replica %s has data but no incarnation: starting a new one",
+                            self.dir)
+            self.incarnation = uuidlib.uuid4().bytes
+            d.write_file_atomic(inc_path, self.incarnation +
+                                xxhash.xxh3_64_digest(self.incarnation))
+        names_fresh = not os.path.exists(self.names_dir)
+        self.names = NameView(self.names_dir)
+        self.log.open_existing()
+        start: Position = (0, 0)
+        last_seq = 0
+        try:
+            meta = self._load_snapshot()
+            start, last_seq = meta.position, meta.last_seq
+        except FileNotFoundError:
+            pass
+        except DataCorrupt as e:
+            log.warning("replica %s: ignoring index snapshot (%s); rebuilding from the log",
+                        self.dir, e.message)
+            self.index = BlobIndex()
+        self._sample_segment_starts()
+        if names_fresh and start > (0, 0):
+            # the name view was lost (or never built) but the snapshot covers the log before
+            # `start`: rebuild the view from the name records there.
+            for rec in self.log.scan((0, 0), verify=False, end=start):
+                if rec.header.type.is_name:
+                    self._apply_record(rec.position, rec.header, rec.key, replay=True)
+        replayed = 0
+        for rec in self.log.scan(start, on_damage=self.damage.append, verify=True, repair=True):
+            self._apply_record(rec.position, rec.header, rec.key, replay=True)
+            last_seq = max(last_seq, rec.header.sequence)
+            self._sample_seq(rec.header.sequence, rec.position)
+            replayed += 1
+        self.next_seq = last_seq + 1
+        self._seq_of_durable = last_seq
+        self.records_since_snapshot = replayed
+        self.log.sync_now()  # whatever survived in the page cache is durable from here on
+        self.log.start()
+        self.opened = True
+        log.info("replica %s open: %d blobs, %d records replayed from %s, last seq %d",
+                 self.dir, len(self.index), replayed, start, last_seq)
+
+    def _read_incarnation(self, path: str) -> bytes:
+        if not self.disk.exists(path):
+            return b""
+        raw = self.disk.read_file(path)
+        if len(raw) == 24 and xxhash.xxh3_64_digest(raw[:16]) == raw[16:]:
+            return raw[:16]
+        log.warning("replica %s: damaged incarnation file; starting a new incarnation", self.dir)
+        return b""
+
+    def _load_snapshot(self) -> SnapshotMeta:
+        idx = BlobIndex()
+        meta = read_snapshot(self.disk, self.dir, idx.load)
+        segs = tuple((s.number, s.generation) for s in self.log.segments)
+        if meta.segments != segs[:len(meta.segments)] or not meta.segments:
+            raise DataCorrupt("snapshot belongs to other segment files (older compaction)")
+        if meta.position > self.log.end:
+            raise DataCorrupt("snapshot points past the end of the log")
+        if meta.incarnation != self.incarnation:
+            raise DataCorrupt("snapshot belongs to another incarnation")
+        self.index = idx
+        return meta
+
+    # ================================================================ index state helpers
+    def _apply_record(self, pos: Position, h: RecordHeader, key: bytes, replay: bool) -> None:
+        """Fold one record (already in the log) into the index or the name view."""
+        if h.type.is_name:
+            entry = NameEntry.from_record(key, h.time_ms, h.type == RecordType.NAME_DELETE,
+                                          self._read_props(pos, h))
+            if replay:
+                assert self.names is not None
+                self.names.apply(entry)
+            else:  # only once durable: the view must never show what the log could lose
+                fut = self.log.durable_future((pos[0], pos[1] + h.total_len))
+                fut.add_done_callback(lambda f, e=entry: f.exception() is None
+                                      and self.names is not None and self.names.apply(e))
+            return
+        fold_blob_record(self.index, pos, h, key)
+
+    def _read_props(self, pos: Position, h: RecordHeader) -> bytes:
+        return self.log.read((pos[0], pos[1] + h.props_offset), h.props_len) if h.props_len \
+            else b""
+
+    # ================================================================ appending
+    def _check_writable(self, record_len: int, is_put: bool) -> None:
+        if self.log.failed is not None:
+            raise PartitionReadOnly(f"partition {self.partition_id} is read-only: "
+                                    f"{self.log.failed.message}")
+        if is_put:
+            if self.readonly_reason:
+                raise PartitionReadOnly(f"partition {self.partition_id} is read-only: "
+                                        f"{self.readonly_reason}")
+            used = self.log.total_bytes() + record_len
+            if used > self.capacity_bytes * self.config.readonly_fill_ratio:
+                raise PartitionReadOnly(f"partition {self.partition_id} is over "
+                                        f"{self.config.readonly_fill_ratio:.0%} full")
+
+    def _append(self, rtype: RecordType, key: bytes, blob_flags: int, state: BlobState,
+                time_ms: int, expiry_ms: int, parts: list[bytes | memoryview],
+                sizes: tuple[int, int, int], body_xxh3: int, sequence: int | None = None
+                ) -> tuple[Position, RecordHeader]:
+        """Append one record; caller holds self.lock and has checked writability."""
+        sflags = (STATE_DELETED if state.deleted else 0) | \
+            (STATE_PERMANENT if state.permanent else 0)
+        seq = self.next_seq if sequence is None else sequence
+        h = RecordHeader(rtype, blob_flags, sflags, state.life_version, len(key), sizes[0],
+                         sizes[1], sizes[2], seq, time_ms, expiry_ms, body_xxh3)
+        try:
+            pos = self.log.append([encode_record_header(h), key, *parts], h.total_len)
+        except DiskFull as e:
+            self.readonly_reason = e.message
+            raise PartitionReadOnly(f"partition {self.partition_id}: {e.message}") from e
+        except StorageError as e:
+            raise PartitionReadOnly(f"partition {self.partition_id}: {e.message}") from e
+        self.next_seq = seq + 1
+        self.records_since_snapshot += 1
+        self._sample_seq(seq, pos)
+        self._apply_record(pos, h, key, replay=False)
+        return pos, h
+
+    def _append_state(self, rtype: RecordType, blob_id: BlobId, state: BlobState,
+                      time_ms: int) -> Position:
+        key = blob_id.to_bytes()
+        self._check_writable(RECORD_HEADER_SIZE + len(key), is_put=False)
+        pos, h = self._append(rtype, key, key[2], state, time_ms, 0, [], (0, 0, 0),
+                              body_checksum(key))
+        return (pos[0], pos[1] + h.total_len)
+
+    def durable_future(self, end: Position) -> concurrent.futures.Future[None]:
+        return self.log.durable_future(end)
+
+    # ================================================================ blob operations
+    def put(self, blob_id: BlobId, props: BlobProperties, user_metadata: bytes,
+            payload: bytes | memoryview) -> MutationResult:
+        """Append a PUT. Same id and same content again: 'duplicate' (success). Same id with
+        other content: BlobAlreadyExists. A tombstone seen before keeps the blob deleted."""
+        self._check_partition(blob_id)
+        key = blob_id.to_bytes()
+        pbytes = props.encode()
+        total = RECORD_HEADER_SIZE + len(key) + len(pbytes) + len(user_metadata) + len(payload)
+        if len(payload) > self.config.max_record_bytes:
+            raise InvalidArgument(f"payload of {len(payload)} bytes is over the "
+                                  f"{self.config.max_record_bytes}-byte record limit")
+        body_xxh3 = body_checksum(key, pbytes, user_metadata, payload)  # outside the lock
+        uuid = blob_id.uuid
+        with self.lock:
+            cur = self.index.get(uuid)
+            loc = put_location(cur)
+            if loc is not None:
+                pos = (loc[0], loc[1])
+                existing = self.log.read_header(pos)
+                stored_key = self.log.read((pos[0], pos[1] + RECORD_HEADER_SIZE), 32)
+                if existing.body_xxh3 == body_xxh3 and stored_key == key:
+                    return MutationResult("duplicate", (pos[0], pos[1] + existing.total_len),
+                                          cur[5] if cur else 0)
+                raise BlobAlreadyExists(f"blob {blob_id} exists with different content")
+            self._check_writable(total, is_put=True)
+            state = BlobState(0, False, False)
+            pos, h = self._append(RecordType.PUT, key, key[2], state, props.created_ms,
+                                  props.expiry_ms, [pbytes, user_metadata, payload],
+                                  (len(pbytes), len(user_metadata), len(payload)), body_xxh3)
+            after = self.index.get(uuid)
+            return MutationResult("created", (pos[0], pos[1] + h.total_len),
+                                  after[5] if after else 0)
+
+    def _check_partition(self, blob_id: BlobId) -> None:
+        if blob_id.partition_id != self.partition_id:
+            raise InvalidArgument(f"blob {blob_id} belongs to partition {blob_id.partition_id},"
+                                  f" not {self.partition_id}")
+
+    def get(self, blob_id: BlobId, include_deleted: bool = False,
+            include_expired: bool = False) -> BlobRead:
+        self._check_partition(blob_id)
+        cur = self.index.get(blob_id.uuid)
+        state = state_of(cur)
+        loc = put_location(cur)
+        if cur is None or state is None:
+            raise BlobNotFound(f"blob {blob_id} not found")
+        if loc is None:
+            if state.deleted:
+                raise BlobDeleted(f"blob {blob_id} is deleted")
+            raise BlobNotFound(f"blob {blob_id} not found")
+        if state.deleted and not include_deleted:
+            raise BlobDeleted(f"blob {blob_id} is deleted")
+        pos = (loc[0], loc[1])
+        seg = self.log.segment(pos[0])
+        try:
+            h = self.log.read_header(pos)
+        except DataCorrupt as e:
+            self.report_corrupt(pos, None, f"header of an indexed record: {e.message}")
+        head_len = h.key_len + h.props_len + h.usermeta_len
+        meta = seg.file.pread(head_len, pos[1] + RECORD_HEADER_SIZE)
+        if meta[:32] != blob_id.to_bytes():
+            raise BlobNotFound(f"blob {blob_id} not found (id differs from the stored one)")
+        props = BlobProperties.decode(meta[h.key_len:h.key_len + h.props_len])
+        expiry = 0 if state.permanent else h.expiry_ms
+        if expiry and expiry <= self.clock.now_ms() and not include_expired:
+            raise BlobExpired(f"blob {blob_id} has expired")
+        return BlobRead(self, blob_id, h, pos, state, props, bytes(meta[h.usermeta_offset -
+                        RECORD_HEADER_SIZE:]), expiry, seg.file)
+
+    def report_corrupt(self, pos: Position, h: RecordHeader | None, reason: str) -> None:
+        seg = self.log.segment(pos[0])
+        dmg = Damage("corrupt", pos[0], seg.generation, pos[1], h.total_len if h else 0, reason)
+        self.damage.append(dmg)
+        try:
+            self.log.append_report(dmg)
+        except OSError:
+            log.exception("could not write the damage report")
+        raise DataCorrupt(f"partition {self.partition_id} record at {pos}: {reason}")
+
+    def delete(self, blob_id: BlobId, time_ms: int | None = None,
+               life_version: int | None = None,
+               tombstone_if_missing: bool = True) -> MutationResult:
+        self._check_partition(blob_id)
+        t = self.clock.now_ms() if time_ms is None else time_ms
+        with self.lock:
+            cur = self.index.get(blob_id.uuid)
+            state = state_of(cur)
+            if state is None:
+                if not tombstone_if_missing:
+                    raise BlobNotFound(f"blob {blob_id} not found")
+                lv = life_version or 0
+                end = self._append_state(RecordType.DELETE, blob_id,
+                                         BlobState(lv, True, False, t), t)
+                return MutationResult("tombstoned", end, lv)
+            if life_version is not None and life_version < state.life_version:
+                raise LifeVersionConflict(f"delete at life version {life_version} < "
+                                          f"{state.life_version}")
+            lv = state.life_version if life_version is None else life_version
+            if state.deleted and lv == state.life_version:
+                return MutationResult("already_deleted", self.log.end, lv)
+            new = BlobState(lv, True, state.permanent if lv == state.life_version else False, t)
+            end = self._append_state(RecordType.DELETE, blob_id, new, t)
+            return MutationResult("deleted" if put_location(cur) else "tombstoned", end, lv)
+
+    def ttl_update(self, blob_id: BlobId, time_ms: int | None = None,
+                   life_version: int | None = None) -> MutationResult:
+        """Make a blob permanent. Unknown id: a marker is stored (status 'marked')."""
+        self._check_partition(blob_id)
+        t = self.clock.now_ms() if time_ms is None else time_ms
+        with self.lock:
+            cur = self.index.get(blob_id.uuid)
+            state = state_of(cur)
+            if state is None:
+                lv = life_version or 0
+                end = self._append_state(RecordType.TTL_UPDATE, blob_id,
+                                         BlobState(lv, False, True), t)
+                return MutationResult("marked", end, lv)
+            if state.deleted:
+                raise BlobDeleted(f"blob {blob_id} is deleted")
+            loc = put_location(cur)
+            if loc is not None and not state.permanent:
+                h = self.log.read_header((loc[0], loc[1]))
+                if h.expiry_ms and h.expiry_ms <= t:
+                    raise BlobExpired(f"blob {blob_id} has expired")
+                if not h.expiry_ms:
+                    return MutationResult("already_permanent", self.log.end,
+                                          state.life_version)
+            if state.permanent:
+                return MutationResult("already_permanent", self.log.end, state.life_version)
+            new = BlobState(state.life_version, False, True)
+            end = self._append_state(RecordType.TTL_UPDATE, blob_id, new, t)
+            return MutationResult("updated", end, new.life_version)
+
+    def undelete(self, blob_id: BlobId, time_ms: int | None = None,
+                 life_version: int | None = None) -> MutationResult:
+        self._check_partition(blob_id)
+        t = self.clock.now_ms() if time_ms is None else time_ms
+        with self.lock:
+            cur = self.index.get(blob_id.uuid)
+            state = state_of(cur)
+            if state is None:
+                raise BlobNotFound(f"blob {blob_id} not found")
+            if not state.deleted:
+                if life_version is not None and life_version == state.life_version:
+                    return MutationResult("undeleted", self.log.end, state.life_version)
+                raise BlobNotDeleted(f"blob {blob_id} is not deleted")
+            loc = put_location(cur)
+            if loc is None:
+                raise BlobNotFound(f"blob {blob_id} is gone (compacted away)")
+            h = self.log.read_header((loc[0], loc[1]))
+            if not state.permanent and h.expiry_ms and h.expiry_ms <= t:
+                raise BlobExpired(f"blob {blob_id} has expired")
+            lv = state.life_version + 1 if life_version is None else life_version
+            if lv <= state.life_version or lv > MAX_LIFE_VERSION:
+                raise LifeVersionConflict(f"undelete to life version {lv} from "
+                                          f"{state.life_version}")
+            new = BlobState(lv, False, state.permanent)
+            end = self._append_state(RecordType.UNDELETE, blob_id, new, t)
+            return MutationResult("undeleted", end, lv)
+
+    def state(self, blob_id: BlobId) -> tuple[BlobState | None, bool]:
+        """(merged state, has the PUT) of a blob, without reading the log."""
+        cur = self.index.get(blob_id.uuid)
+        return state_of(cur), put_location(cur) is not None
+
+    # ================================================================ named blobs
+    def name_put(self, entry: NameEntry) -> concurrent.futures.Future[None]:
+        """Append NAME_PUT / NAME_DELETE (entry.deleted) and return a future that completes once
+        the record is durable and applied to the view."""
+        raw_name = entry.name.encode("utf-8")
+        if not raw_name or len(raw_name) > MAX_NAME_BYTES:
+            raise InvalidArgument(f"blob names are 1 to {MAX_NAME_BYTES} bytes")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in entry.name):
+            raise InvalidArgument("blob names may not contain control characters")
+        if not entry.deleted and len(entry.blob_id) != 32:
+            raise InvalidArgument("a name must point to a 32-byte blob id")
+        key = name_key(entry.account_id, entry.container_id, entry.name)
+        props = entry.encode_record_props()
+        rtype = RecordType.NAME_DELETE if entry.deleted else RecordType.NAME_PUT
+        with self.lock:
+            self._check_writable(RECORD_HEADER_SIZE + len(key) + len(props), is_put=False)
+            pos, h = self._append(rtype, key, 0, BlobState(), entry.ts_ms, 0, [props],
+                                  (len(props), 0, 0), body_checksum(key, props))
+        return self.durable_future((pos[0], pos[1] + h.total_len))
+
+    def name_get(self, account_id: int, container_id: int, name: str) -> NameEntry | None:
+        assert self.names is not None
+        return self.names.get(account_id, container_id, name)
+
+    def name_list(self, account_id: int, container_id: int, prefix: str = "",
+                  start_after: str = "", limit: int = 1000) -> list[NameEntry]:
+        assert self.names is not None
+        return self.names.list(account_id, container_id, prefix, start_after, limit)
+
+    # ================================================================ replication feed
+    def _sample_seq(self, seq: int, pos: Position) -> None:
+        if seq % _SEQ_SAMPLE_EVERY == 0 or not self._seq_samples:
+            if not self._seq_samples or seq > self._seq_samples[-1][0]:
+                self._seq_samples.append((seq, pos))
+
+    def _sample_segment_starts(self) -> None:
+        """Read the first record header of each segment: cheap anchors for entries_since."""
+        from ambry.storage.format import SEGMENT_HEADER_SIZE
+
+        samples = []
+        for seg in self.log.segments:
+            if seg.size >= SEGMENT_HEADER_SIZE + RECORD_HEADER_SIZE:
+                try:
+                    h = self.log.read_header((seg.number, SEGMENT_HEADER_SIZE))
+                    samples.append((h.sequence, (seg.number, SEGMENT_HEADER_SIZE)))
+                except DataCorrupt:
+                    continue
+        samples.sort()
+        self._seq_samples = samples
+
+    def entries_since(self, token: Token | None, max_entries: int = 1000,
+                      max_bytes: int = 4 * 1024 * 1024) -> tuple[list[Entry], Token, int]:
+        """Durable records after ``token``, in sequence order, bounded by count and by the sum
+        of their record sizes. Returns (entries, new token, bytes of durable log left after
+        them). A token of another incarnation starts over from the beginning."""
+        after = 0
+        if token is not None and token[0] == self.incarnation:
+            after = token[1]
+        durable = self.log.durable
+        with self.lock:
+            i = bisect.bisect_right(self._seq_samples, (after + 1, (1 << 62, 0))) - 1
+            start: Position = self._seq_samples[i][1] if i >= 0 else (0, 0)
+        out: list[Entry] = []
+        used = 0
+        last = after
+        last_end: Position = start
+        for rec in self.log.scan(start, verify=False, end=durable):
+            h = rec.header
+            if h.sequence <= after:
+                last_end = (rec.position[0], rec.position[1] + h.total_len)
+                continue
+            if out and (len(out) >= max_entries or used + h.total_len > max_bytes):
+                break
+            props = self._read_props(rec.position, h) if h.type.is_name else b""
+            out.append(Entry(h.sequence, h.type, rec.key, h.life_version, h.state_flags,
+                             h.time_ms, h.expiry_ms, h.blob_flags, h.payload_len, h.total_len,
+                             props))
+            used += h.total_len
+            last = h.sequence
+            last_end = (rec.position[0], rec.position[1] + h.total_len)
+            self._sample_seq(h.sequence, rec.position) if h.sequence % _SEQ_SAMPLE_EVERY == 0 \
+                else None
+        remaining = self._bytes_between(last_end, durable)
+        return out, (self.incarnation, last), remaining
+
+    def _bytes_between(self, a: Position, b: Position) -> int:
+        if a >= b:
+            return 0
+        total = 0
+        for seg in self.log.segments:
+            if seg.number < a[0] or seg.number > b[0]:
+                continue
+            lo = a[1] if seg.number == a[0] else 0
+            hi = b[1] if seg.number == b[0] else seg.size
+            total += max(0, hi - lo)
+        return total
+
+    # ================================================================ snapshots and stats
+    def write_snapshot(self) -> int:
+        """Publish a snapshot of the index. Safe to call from any thread, any time."""
+        with self._snapshot_lock:
+            with self.lock:
+                position = self.log.end
+                last_seq = self.next_seq - 1
+                count = len(self.index)
+                segs = tuple((s.number, s.generation) for s in self.log.segments)
+                self.records_since_snapshot = 0
+            meta = SnapshotMeta(position, last_seq, segs, count, self.incarnation)
+
+            def dump(start: int, n: int) -> bytes:
+                with self.lock:
+                    return self.index.dump(start, n)  # type: ignore[no-any-return]
+
+            def make_log_durable() -> None:
+                # entries dumped may reflect records after `position`: make them durable
+                # before the snapshot can be used, and the names view with them.
+                self.log.sync_now()
+                assert self.names is not None
+                self.names.flush()
+
+            return write_snapshot(self.disk, self.dir, meta, dump, make_log_durable)
+
+    def stats(self) -> ReplicaStats:
+        assert self.names is not None
+        return ReplicaStats(
+            partition_id=self.partition_id,
+            incarnation=self.incarnation.hex(),
+            blobs=len(self.index),
+            names=0,
+            log_bytes=self.log.total_bytes(),
+            capacity_bytes=self.capacity_bytes,
+            segments=len(self.log.segments),
+            last_seq=self.next_seq - 1,
+            durable_seq=self.next_seq - 1 if self.log.durable >= self.log.end else -1,
+            read_only=(self.log.failed.message if self.log.failed else self.readonly_reason),
+            damage_reports=len(self.damage),
+            group_commit_syncs=self.log.syncs,
+        )
+
+    def close(self, snapshot: bool = True) -> None:
+        if snapshot and self.log.failed is None and self.opened:
+            try:
+                self.write_snapshot()
+            except (OSError, StorageError):
+                log.exception("snapshot on close of %s failed", self.dir)
+        self.log.close()
+        if self.names is not None:
+            self.names.close()
+            self.names = None
+
+    def scan_records(self, verify: bool = True) -> Iterator[ScannedRecord]:
+        """Every valid record of the log (for admin tools); damage is reported, not repaired."""
+        yield from self.log.scan((0, 0), on_damage=self.damage.append, verify=verify)

@@ -1,0 +1,12 @@
+"""Build the C extension with setuptools; all metadata lives in pyproject.toml."""
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "ambry.native._cindex",
+            sources=["ambry/native/_cindex.c"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+        )
+    ]
+)
