@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 Position = tuple[int, int]  # (segment number, byte offset); compares in log order
 _VERIFY_BUF_BYTES = 4 * 1024 * 1024
+_JOIN_PARTS_MAX_BYTES = 256 * 1024
 
 
 @dataclass
@@ -185,10 +186,13 @@ class Log:
             seg = self._roll()
         start = seg.size
         try:
-            off = start
-            for p in parts:
-                seg.file.pwrite(p, off)
-                off += len(p)
+            if length <= _JOIN_PARTS_MAX_BYTES:  # one syscall for small records
+                seg.file.pwrite(b"".join(parts), start)
+            else:
+                off = start
+                for p in parts:
+                    seg.file.pwrite(p, off)
+                    off += len(p)
         except OSError as e:
             self._fail_write(seg, start, e)
         seg.size = start + length
@@ -197,17 +201,22 @@ class Log:
         return (seg.number, start)
 
     def _fail_write(self, seg: Segment, start: int, e: OSError) -> None:
+        """Cut a failed append off again. Disk full with a clean cut is not fatal (small
+        records such as deletes may still fit later); any other error, or a cut that fails,
+        makes the log read-only for good (until restart and recovery)."""
+        cut = True
         try:
             seg.file.truncate(start)
         except OSError:
+            cut = False
             log.exception("could not cut a failed append off %s", seg.name)
-        err: StorageError
         if e.errno == errno.ENOSPC:
-            err = DiskFull(f"disk full writing {seg.name}")
-        else:
-            err = StorageError(f"I/O error writing {seg.name}: {e}")
-        self.failed = err
-        raise err from e
+            err: StorageError = DiskFull(f"disk full writing {seg.name}")
+            if not cut:
+                self.failed = err
+            raise err from e
+        self.failed = StorageError(f"I/O error writing {seg.name}: {e}")
+        raise self.failed from e
 
     def _roll(self) -> Segment:
         """Seal the active segment (made durable first) and start the next one."""
@@ -327,8 +336,6 @@ class Log:
         """
         buf = bytearray(_VERIFY_BUF_BYTES) if verify else None
         for seg in list(self.segments):
-            if (seg.number, seg.size) <= start and seg.number < start[0]:
-                continue
             if seg.number < start[0]:
                 continue
             off = start[1] if seg.number == start[0] else SEGMENT_HEADER_SIZE

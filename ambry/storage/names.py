@@ -119,8 +119,9 @@ class NameView:
     def _iter_from(self, key: bytes) -> Iterator[tuple[bytes, bytes]]:
         yield from self._db.items(from_key=key)
 
-    def count(self) -> int:
-        return sum(1 for _ in self._db.keys())
+    def estimated_count(self) -> int:
+        """rocksdb's estimate of live keys (cheap; includes name tombstones)."""
+        return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)
 
     def flush(self) -> None:
         self._db.flush_wal(True)

@@ -18,6 +18,7 @@ other writers. Mutations return the end position of their record; the caller wai
 from __future__ import annotations
 
 import bisect
+from collections import OrderedDict
 import concurrent.futures
 import logging
 import os
@@ -81,6 +82,7 @@ F_DELETED = 0x02
 F_PERMANENT = 0x04
 MAX_LIFE_VERSION = 0xFFFF
 _SEQ_SAMPLE_EVERY = 256
+_MAX_RESUME_HINTS = 4096
 MAX_NAME_BYTES = 350
 
 Token = tuple[bytes, int]  # (incarnation uuid, last sequence number seen)
@@ -205,7 +207,6 @@ class ReplicaStats:
     capacity_bytes: int
     segments: int
     last_seq: int
-    durable_seq: int
     read_only: str
     damage_reports: int
     group_commit_syncs: int
@@ -279,8 +280,8 @@ class Replica:
         self._snapshot_lock = threading.RLock()  # also held by compaction
         # sparse sequence -> position samples, for entries_since (ascending by sequence)
         self._seq_samples: list[tuple[int, Position]] = []
-        self._seq_of_durable: int = 0
-        self._last_seq_end: list[tuple[Position, int]] = []  # recent (end, seq) for durable_seq
+        # where the last few batches ended: a peer's next request resumes right there
+        self._resume_hints: OrderedDict[int, Position] = OrderedDict()
         self.opened = False
 
     # ================================================================ opening and recovery
@@ -339,7 +340,6 @@ class Replica:
             self._sample_seq(rec.header.sequence, rec.position)
             replayed += 1
         self.next_seq = last_seq + 1
-        self._seq_of_durable = last_seq
         self.records_since_snapshot = replayed
         self.log.sync_now()  # whatever survived in the page cache is durable from here on
         self.log.start()
@@ -652,6 +652,7 @@ class Replica:
                     continue
         samples.sort()
         self._seq_samples = samples
+        self._resume_hints.clear()  # positions moved (compaction) or were never known
 
     def entries_since(self, token: Token | None, max_entries: int = 1000,
                       max_bytes: int = 4 * 1024 * 1024) -> tuple[list[Entry], Token, int]:
@@ -663,8 +664,12 @@ class Replica:
             after = token[1]
         durable = self.log.durable
         with self.lock:
-            i = bisect.bisect_right(self._seq_samples, (after + 1, (1 << 62, 0))) - 1
-            start: Position = self._seq_samples[i][1] if i >= 0 else (0, 0)
+            hint = self._resume_hints.get(after) if after else None
+            if hint is not None:
+                start: Position = hint
+            else:
+                i = bisect.bisect_right(self._seq_samples, (after + 1, (1 << 62, 0))) - 1
+                start = self._seq_samples[i][1] if i >= 0 else (0, 0)
         out: list[Entry] = []
         used = 0
         last = after
@@ -683,8 +688,11 @@ class Replica:
             used += h.total_len
             last = h.sequence
             last_end = (rec.position[0], rec.position[1] + h.total_len)
-            self._sample_seq(h.sequence, rec.position) if h.sequence % _SEQ_SAMPLE_EVERY == 0 \
-                else None
+        if last > after:
+            with self.lock:
+                self._resume_hints[last] = last_end
+                while len(self._resume_hints) > _MAX_RESUME_HINTS:
+                    self._resume_hints.popitem(last=False)
         remaining = self._bytes_between(last_end, durable)
         return out, (self.incarnation, last), remaining
 
@@ -731,12 +739,11 @@ class Replica:
             partition_id=self.partition_id,
             incarnation=self.incarnation.hex(),
             blobs=len(self.index),
-            names=0,
+            names=self.names.estimated_count(),
             log_bytes=self.log.total_bytes(),
             capacity_bytes=self.capacity_bytes,
             segments=len(self.log.segments),
             last_seq=self.next_seq - 1,
-            durable_seq=self.next_seq - 1 if self.log.durable >= self.log.end else -1,
             read_only=(self.log.failed.message if self.log.failed else self.readonly_reason),
             damage_reports=len(self.damage),
             group_commit_syncs=self.log.syncs,
