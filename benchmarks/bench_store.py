@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--restart-blobs", type=int, nargs="*", default=[1_000_000, 10_000_000])
     ap.add_argument("--durability", default="fsync", choices=["fsync", "page-cache"])
     ap.add_argument("--smoke", action="store_true", help="tiny run for CI (< 20 s)")
+    ap.add_argument("--skip-putget", action="store_true", help="only the restart rows")
     ap.add_argument("--out", default=None, help="also write the markdown table to this file")
     a = ap.parse_args(argv)
     if a.smoke:
@@ -173,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         lim = limits.measure_all(root, quick=a.smoke)
         rows = []
-        rows += bench_put_get(root, 4096, 32, a.seconds, a.durability)
-        rows += bench_put_get(root, 1 << 20, 8, a.seconds, a.durability)
+        if not a.skip_putget:
+            rows += bench_put_get(root, 4096, 32, a.seconds, a.durability)
+            rows += bench_put_get(root, 1 << 20, 8, a.seconds, a.durability)
         for n in a.restart_blobs:
             rows += bench_restart(root, n)
     finally:
