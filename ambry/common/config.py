@@ -23,7 +23,11 @@ import yaml
 from ambry.common.errors import InvalidArgument
 
 __all__ = [
+    "Account",
     "ClusterConfig",
+    "Container",
+    "FrontendConfig",
+    "FrontendEndpoint",
     "ClusterMap",
     "Datacenter",
     "NodeConfig",
@@ -72,6 +76,71 @@ class StorageConfig:
             raise InvalidArgument("storage.segment_size_bytes must be in [4096, 4GiB)")
         if not 0 < self.readonly_fill_ratio <= 1:
             raise InvalidArgument("storage.readonly_fill_ratio must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    """The ``frontend:`` section (one for every frontend of the cluster)."""
+
+    chunk_size_bytes: int = 4 * 1024**2
+    upload_window_chunks: int = 4          # chunks of one upload in flight at once
+    download_prefetch_chunks: int = 2      # chunks fetched ahead of the one being sent
+    inflight_budget_bytes: int = 256 * 1024**2  # all uploads of one frontend together
+    max_blob_size_bytes: int = 64 * 1024**3
+    node_timeout_ms: int = 10_000
+    node_connect_timeout_ms: int = 2_000
+    node_pool_size: int = 8
+    failure_threshold_errors: int = 3      # consecutive errors before a node is skipped
+    failure_backoff_s: float = 10.0
+    read_only_cooldown_s: float = 60.0
+    put_attempts: int = 3                  # partitions tried before a PUT gives up (503)
+    ttl_update_buffer_s: int = 60
+    signed_url_secret: str = "change-me"
+    signed_url_max_ttl_s: int = 7 * 24 * 3600
+    failed_upload_chunk_ttl_s: int = 3600  # unused when chunks can be deleted at once
+
+    def __post_init__(self) -> None:
+        if self.chunk_size_bytes < 1024:
+            raise InvalidArgument("frontend.chunk_size_bytes must be >= 1024")
+        if self.upload_window_chunks < 1 or self.download_prefetch_chunks < 0:
+            raise InvalidArgument("frontend windows must be >= 1 (prefetch >= 0)")
+        if self.inflight_budget_bytes < self.chunk_size_bytes:
+            raise InvalidArgument("frontend.inflight_budget_bytes must hold at least a chunk")
+
+
+@dataclass(frozen=True)
+class FrontendEndpoint:
+    datacenter: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    id: int
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    id: int
+    containers: tuple[Container, ...]
+
+    def container(self, name: str) -> Container | None:
+        for c in self.containers:
+            if c.name == name:
+                return c
+        return None
+
+    def container_by_id(self, cid: int) -> Container | None:
+        for c in self.containers:
+            if c.id == cid:
+                return c
+        return None
+
+
+DEFAULT_ACCOUNTS = (Account("default", 1, (Container("default", 1),)),)
 
 
 @dataclass(frozen=True)
@@ -144,8 +213,29 @@ class ClusterConfig:
     name: str
     cluster_map: ClusterMap
     storage: StorageConfig = field(default_factory=StorageConfig)
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    frontends: tuple[FrontendEndpoint, ...] = ()
+    accounts: tuple[Account, ...] = DEFAULT_ACCOUNTS
     data_root: Path = Path("data")
     sections: Mapping[str, Any] = field(default_factory=dict)  # frontend, replication, ...
+
+    def account(self, name: str) -> Account | None:
+        for a in self.accounts:
+            if a.name == name:
+                return a
+        return None
+
+    def account_by_id(self, aid: int) -> Account | None:
+        for a in self.accounts:
+            if a.id == aid:
+                return a
+        return None
+
+    def frontend_of(self, datacenter: str) -> FrontendEndpoint:
+        for f in self.frontends:
+            if f.datacenter == datacenter:
+                return f
+        raise InvalidArgument(f"no frontend configured for datacenter {datacenter!r}")
 
     def node_data_dir(self, node_id: str) -> Path:
         node = self.cluster_map.node(node_id)
@@ -207,6 +297,26 @@ def _build_partitions(raw: Any, nodes: tuple[NodeConfig, ...], dcs: tuple[Datace
     return tuple(out)
 
 
+def _parse_accounts(raw: Any) -> tuple[Account, ...]:
+    if not raw:
+        return DEFAULT_ACCOUNTS
+    out = []
+    for a in raw:
+        containers = tuple(Container(str(c["name"]), int(c["id"]))
+                           for c in a.get("containers", []) or [])
+        if len({c.id for c in containers}) != len(containers) or \
+                len({c.name for c in containers}) != len(containers):
+            raise InvalidArgument(f"account {a.get('name')}: container names and ids must be "
+                                  f"unique")
+        acc = Account(str(a["name"]), int(a["id"]), containers)
+        if not (0 <= acc.id <= 0xFFFF) or any(not 0 <= c.id <= 0xFFFF for c in containers):
+            raise InvalidArgument("account and container ids are u16")
+        out.append(acc)
+    if len({a.id for a in out}) != len(out) or len({a.name for a in out}) != len(out):
+        raise InvalidArgument("account names and ids must be unique")
+    return tuple(out)
+
+
 def load_config(path: str | os.PathLike[str], data_root: str | os.PathLike[str] | None = None
                 ) -> ClusterConfig:
     """Load and validate a cluster config file. ``data_root`` overrides ``data_dir``."""
@@ -233,16 +343,26 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: Path | None = None,
     per_dc = int(cluster.get("replicas_per_datacenter", 3))
     partitions = _build_partitions(raw.get("partitions"), nodes, dcs, per_dc)
     storage = _dataclass_from(StorageConfig, raw.get("storage"), "storage")
+    frontend = _dataclass_from(FrontendConfig, raw.get("frontend"), "frontend")
+    frontends = tuple(_dataclass_from(FrontendEndpoint, f, "frontends[]")
+                      for f in raw.get("frontends", []) or [])
+    for f in frontends:
+        if f.datacenter not in dc_names:
+            raise InvalidArgument(f"frontend names unknown datacenter {f.datacenter}")
+    accounts = _parse_accounts(raw.get("accounts"))
     root = Path(data_root) if data_root is not None else Path(raw.get("data_dir", "data"))
     if not root.is_absolute() and data_root is None:
         root = Path.cwd() / root
     sections = {k: v for k, v in raw.items()
                 if k not in ("cluster", "datacenters", "nodes", "partitions", "storage",
-                             "data_dir")}
+                             "data_dir", "frontend", "frontends", "accounts")}
     return ClusterConfig(
         name=str(cluster.get("name", "ambry")),
         cluster_map=ClusterMap(dcs, nodes, partitions),
         storage=storage,
+        frontend=frontend,
+        frontends=frontends,
+        accounts=accounts,
         data_root=root,
         sections=sections,
     )

@@ -1,0 +1,539 @@
+"""The Ambry REST API over aiohttp (DESIGN.md section 4): routes, headers, the error table.
+
+Owns HTTP: parsing requests into router calls, the one table mapping error codes to HTTP
+statuses, request ids, CORS, signed-URL checking, metrics and health. Does not own any
+storage decision (``router`` does). Bodies stream both ways: an upload is read chunk by chunk
+as the router asks for it, a download is written as the router yields it, so memory per
+request never grows with the blob's size.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from ambry.common.blobid import BlobId
+from ambry.common.clock import Clock, SystemClock
+from ambry.common.config import Account, ClusterConfig, Container
+from ambry.common.errors import AmbryError, BadRequest, InvalidArgument
+from ambry.common.properties import BlobProperties
+from ambry.frontend.chunking import content_range, parse_range, unsatisfied_content_range
+from ambry.frontend.headers import (
+    USER_METADATA_PREFIX,
+    decode_user_metadata,
+    encode_user_metadata,
+    etag_for,
+    http_date,
+    parse_blob_size,
+    parse_bool_header,
+    parse_get_option,
+    parse_ttl,
+    parse_user_metadata,
+    validate_blob_name,
+)
+from ambry.frontend.router import BlobRead, Router
+from ambry.frontend.signing import SIGNATURE_PARAM, sign_url, verify_url
+
+__all__ = ["FrontendApp", "STATUS_BY_CODE", "make_app"]
+
+log = logging.getLogger(__name__)
+
+# The one table from error codes to HTTP statuses. Anything not listed is a 500 (a bug).
+STATUS_BY_CODE: dict[str, int] = {
+    "BAD_REQUEST": 400,
+    "INVALID_BLOB_ID": 400,
+    "INVALID_ARGUMENT": 400,
+    "MISSING_HEADER": 400,
+    "SIGNATURE_INVALID": 401,
+    "ACCESS_DENIED": 403,
+    "BLOB_NOT_FOUND": 404,
+    "TTL_UPDATE_TOO_LATE": 405,
+    "BLOB_ALREADY_EXISTS": 409,
+    "NAME_ALREADY_EXISTS": 409,
+    "BLOB_NOT_DELETED": 409,
+    "LIFE_VERSION_CONFLICT": 409,
+    "BLOB_DELETED": 410,
+    "BLOB_EXPIRED": 410,
+    "PAYLOAD_TOO_LARGE": 413,
+    "RANGE_NOT_SATISFIABLE": 416,
+    "UNAVAILABLE": 503,
+    "PARTITION_READ_ONLY": 503,
+    "REPLICA_UNAVAILABLE": 503,
+    "PROTOCOL_ERROR": 503,
+    "STORAGE_ERROR": 503,
+    "DISK_FULL": 503,
+    "DATA_CORRUPT": 503,
+}
+
+_CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "*",
+}
+_MAX_LIST_RESULTS = 10_000
+_MAX_STITCH_BODY_BYTES = 16 * 1024 * 1024
+
+
+class MissingHeader(BadRequest):
+    code = "MISSING_HEADER"
+
+
+class AccessDenied(AmbryError):
+    code = "ACCESS_DENIED"
+
+
+class FrontendApp:
+    """State shared by the handlers of one frontend process."""
+
+    def __init__(self, config: ClusterConfig, datacenter: str, *, router: Router | None = None,
+                 clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.router = router or Router(config, datacenter, clock=self.clock,
+                                       on_node_error=self._node_error)
+        self.secret = config.frontend.signed_url_secret.encode()
+        self.draining = False
+        self.registry = CollectorRegistry()
+        self.m_requests = Counter("ambry_frontend_requests", "Requests by operation and status",
+                                  ["op", "status"], registry=self.registry)
+        self.m_latency = Histogram("ambry_frontend_request_seconds", "Request latency",
+                                   ["op"], registry=self.registry,
+                                   buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1,
+                                            2.5, 5, 10, 30, 60))
+        self.m_bytes_in = Counter("ambry_frontend_bytes_in", "Request body bytes received",
+                                  registry=self.registry)
+        self.m_bytes_out = Counter("ambry_frontend_bytes_out", "Response body bytes sent",
+                                   registry=self.registry)
+        self.m_node_errors = Counter("ambry_frontend_node_errors",
+                                     "Failed calls to storage nodes", ["node", "op"],
+                                     registry=self.registry)
+
+    def _node_error(self, node_id: str, op: str) -> None:
+        self.m_node_errors.labels(node_id, op).inc()
+
+    # ------------------------------------------------------------------ helpers
+    def account_and_container(self, request: web.Request) -> tuple[Account, Container]:
+        aname = request.headers.get("x-ambry-target-account-name", "default")
+        cname = request.headers.get("x-ambry-target-container-name", "default")
+        return self._resolve(aname, cname)
+
+    def _resolve(self, aname: str, cname: str) -> tuple[Account, Container]:
+        account = self.config.account(aname)
+        if account is None:
+            raise InvalidArgument(f"unknown account {aname!r}")
+        container = account.container(cname)
+        if container is None:
+            raise InvalidArgument(f"unknown container {cname!r} in account {aname!r}")
+        return account, container
+
+    def blob_id(self, text: str) -> BlobId:
+        return self.router.parse_id(text)
+
+    def check_owner(self, request: web.Request, bid: BlobId) -> None:
+        """An id read with explicit account/container headers must belong to them (403)."""
+        h = request.headers
+        if "x-ambry-target-account-name" not in h and "x-ambry-target-container-name" not in h:
+            return
+        account, container = self.account_and_container(request)
+        if (bid.account_id, bid.container_id) != (account.id, container.id):
+            raise AccessDenied("blob does not belong to the target account/container")
+
+    def props_from(self, request: web.Request, account: Account, container: Container
+                   ) -> tuple[BlobProperties, bytes]:
+        h = request.headers
+        for name in ("x-ambry-service-id", "x-ambry-content-type"):
+            if not h.get(name):
+                raise MissingHeader(f"missing required header {name}")
+        props = BlobProperties(
+            size=0, created_ms=self.clock.now_ms(), ttl_s=parse_ttl(h.get("x-ambry-ttl")),
+            content_type=h["x-ambry-content-type"], service_id=h["x-ambry-service-id"],
+            owner_id=h.get("x-ambry-owner-id", ""), filename=h.get("x-ambry-filename", ""),
+            account_id=account.id, container_id=container.id)
+        um = encode_user_metadata(parse_user_metadata(h))
+        return props, um
+
+    def body_reader(self, request: web.Request) -> Callable[[int], Awaitable[bytes]]:
+        content = request.content
+
+        async def read(n: int) -> bytes:
+            try:
+                data = await content.read(n)
+            except (ConnectionError, OSError, web.HTTPException) as e:
+                raise BadRequest(f"request body cut short: {e}") from None
+            except Exception as e:  # aiohttp payload errors (truncated chunked body, ...)
+                if type(e).__module__.startswith("aiohttp"):
+                    raise BadRequest(f"request body cut short: {e}") from None
+                raise
+            self.m_bytes_in.inc(len(data))
+            return data
+
+        return read
+
+    def blob_headers(self, info: BlobRead) -> CIMultiDict[str]:
+        p = info.properties
+        h: CIMultiDict[str] = CIMultiDict()
+        bid = info.blob_id.to_str()
+        h["x-ambry-blob-size"] = str(info.total_size)
+        h["x-ambry-service-id"] = p.service_id
+        h["x-ambry-creation-time"] = http_date(p.created_ms)
+        h["x-ambry-content-type"] = p.content_type
+        h["x-ambry-ttl"] = "-1" if info.state.permanent or p.ttl_s == -1 else str(p.ttl_s)
+        h["x-ambry-private"] = "false"
+        if p.owner_id:
+            h["x-ambry-owner-id"] = p.owner_id
+        if p.filename:
+            h["x-ambry-filename"] = p.filename
+        account = self.config.account_by_id(p.account_id)
+        if account is not None:
+            h["x-ambry-target-account-name"] = account.name
+            c = account.container_by_id(p.container_id)
+            if c is not None:
+                h["x-ambry-target-container-name"] = c.name
+        h["x-ambry-life-version"] = str(info.state.life_version)
+        if info.state.deleted:
+            h["x-ambry-deleted"] = "true"
+        for k, v in decode_user_metadata(info.user_metadata).items():
+            h[USER_METADATA_PREFIX + k] = v
+        h["ETag"] = etag_for(bid)
+        h["Last-Modified"] = http_date(p.created_ms)
+        h["Accept-Ranges"] = "bytes"
+        return h
+
+    # ------------------------------------------------------------------ blob routes
+    async def post_blob(self, request: web.Request) -> web.Response:
+        account, container = self.account_and_container(request)
+        props, um = self.props_from(request, account, container)
+        h = request.headers
+        stored = await self.router.put(
+            self.body_reader(request), account_id=account.id, container_id=container.id,
+            props=props, usermeta=um, declared_size=parse_blob_size(h.get("x-ambry-blob-size")),
+            content_xxh3=h.get("x-ambry-content-xxh3"), rid=request["rid"],
+            chunk_upload=parse_bool_header(h.get("x-ambry-chunk-upload")))
+        return self._created(stored.blob_id.to_str(), stored.size, stored.created_ms)
+
+    def _created(self, bid: str, size: int, created_ms: int) -> web.Response:
+        return web.Response(status=201, headers={
+            "Location": f"/{bid}", "x-ambry-blob-size": str(size),
+            "x-ambry-creation-time": http_date(created_ms)})
+
+    async def get_blob(self, request: web.Request, bid: BlobId | None = None
+                       ) -> web.StreamResponse:
+        bid = bid or self.blob_id(request.match_info["blob_id"])
+        self.check_owner(request, bid)
+        incl_deleted, incl_expired = parse_get_option(request.headers.get("x-ambry-get-option"))
+        head = request.method == "HEAD"
+        range_header = request.headers.get("Range")
+        resolved: dict[str, Any] = {}
+
+        def resolve(total: int) -> tuple[int, int] | None:
+            span = parse_range(range_header, total) if range_header else None
+            resolved["span"] = span
+            return span
+
+        info = await self.router.get(bid, include_deleted=incl_deleted,
+                                     include_expired=incl_expired, info_only=head,
+                                     range_resolver=resolve if range_header else None,
+                                     rid=request["rid"])
+        headers = self.blob_headers(info)
+        headers["Content-Type"] = info.properties.content_type
+        try:
+            if head:
+                if range_header:
+                    span = parse_range(range_header, info.total_size)
+                    if span is not None:
+                        headers["Content-Range"] = content_range(*span, info.total_size)
+                        headers["Content-Length"] = str(span[1])
+                        return web.Response(status=206, headers=headers)
+                headers["Content-Length"] = str(info.total_size)
+                return web.Response(status=200, headers=headers)
+            status = 200
+            if resolved.get("span") is not None:
+                status = 206
+                headers["Content-Range"] = content_range(info.range_start, info.length,
+                                                         info.total_size)
+            resp = web.StreamResponse(status=status, headers=headers)
+            resp.content_length = info.length
+            await resp.prepare(request)
+            assert info.body is not None
+            sent = 0
+            async for piece in info.body:
+                await resp.write(piece)
+                sent += len(piece)
+            self.m_bytes_out.inc(sent)
+            await resp.write_eof()
+            return resp
+        finally:
+            await info.aclose()
+
+    async def blob_info(self, request: web.Request) -> web.Response:
+        bid = self.blob_id(request.match_info["blob_id"])
+        self.check_owner(request, bid)
+        incl_deleted, incl_expired = parse_get_option(request.headers.get("x-ambry-get-option"))
+        info = await self.router.get(bid, include_deleted=incl_deleted,
+                                     include_expired=incl_expired, info_only=True,
+                                     rid=request["rid"])
+        headers = self.blob_headers(info)
+        if request.match_info["sub"] == "UserMetadata":
+            headers = CIMultiDict((k, v) for k, v in headers.items()
+                                  if k.lower().startswith(USER_METADATA_PREFIX))
+        return web.Response(status=200, headers=headers)
+
+    async def delete_blob(self, request: web.Request) -> web.Response:
+        bid = self.blob_id(request.match_info["blob_id"])
+        self.check_owner(request, bid)
+        await self.router.delete(bid, rid=request["rid"])
+        return web.Response(status=202)
+
+    def _id_from_header(self, request: web.Request) -> BlobId:
+        for name in ("x-ambry-blob-id", "x-ambry-service-id"):
+            if not request.headers.get(name):
+                raise MissingHeader(f"missing required header {name}")
+        text = request.headers["x-ambry-blob-id"].lstrip("/")
+        bid = self.blob_id(text)
+        self.check_owner(request, bid)
+        return bid
+
+    async def update_ttl(self, request: web.Request) -> web.Response:
+        await self.router.update_ttl(self._id_from_header(request), rid=request["rid"])
+        return web.Response(status=200)
+
+    async def undelete(self, request: web.Request) -> web.Response:
+        await self.router.undelete(self._id_from_header(request), rid=request["rid"])
+        return web.Response(status=200)
+
+    async def stitch(self, request: web.Request) -> web.Response:
+        account, container = self.account_and_container(request)
+        props, um = self.props_from(request, account, container)
+        if request.content_length is not None and \
+                request.content_length > _MAX_STITCH_BODY_BYTES:
+            raise InvalidArgument("stitch request body is too large")
+        raw = await request.content.read(_MAX_STITCH_BODY_BYTES + 1)
+        if len(raw) > _MAX_STITCH_BODY_BYTES:
+            raise InvalidArgument("stitch request body is too large")
+        try:
+            body = json.loads(raw)
+            chunk_ids = body["chunkIds"]
+            if not isinstance(chunk_ids, list):
+                raise TypeError("chunkIds must be a list")
+        except (ValueError, KeyError, TypeError) as e:
+            raise InvalidArgument(f"stitch body must be JSON {{\"chunkIds\": [...]}}: {e}") \
+                from None
+        stored = await self.router.stitch([str(c).lstrip("/") for c in chunk_ids],
+                                          account_id=account.id, container_id=container.id,
+                                          props=props, usermeta=um, rid=request["rid"])
+        return self._created(stored.blob_id.to_str(), stored.size, stored.created_ms)
+
+    # ------------------------------------------------------------------ named blobs
+    def _named_target(self, request: web.Request) -> tuple[Account, Container, str]:
+        account, container = self._resolve(request.match_info["account"],
+                                           request.match_info["container"])
+        return account, container, validate_blob_name(request.match_info["name"])
+
+    async def put_named(self, request: web.Request) -> web.Response:
+        account, container, name = self._named_target(request)
+        props, um = self.props_from(request, account, container)
+        h = request.headers
+        stored = await self.router.put_named(
+            name, self.body_reader(request), account_id=account.id,
+            container_id=container.id, props=props, usermeta=um,
+            declared_size=parse_blob_size(h.get("x-ambry-blob-size")),
+            content_xxh3=h.get("x-ambry-content-xxh3"),
+            upsert=parse_bool_header(h.get("x-ambry-named-upsert")), rid=request["rid"])
+        return self._created(stored.blob_id.to_str(), stored.size, stored.created_ms)
+
+    async def get_named(self, request: web.Request) -> web.StreamResponse:
+        account, container, name = self._named_target(request)
+        bid = await self.router.resolve_name(account.id, container.id, name, request["rid"])
+        return await self.get_blob(request, bid)
+
+    async def delete_named(self, request: web.Request) -> web.Response:
+        account, container, name = self._named_target(request)
+        await self.router.delete_named(name, account_id=account.id,
+                                       container_id=container.id, rid=request["rid"])
+        return web.Response(status=202)
+
+    async def list_named(self, request: web.Request) -> web.Response:
+        account, container = self._resolve(request.match_info["account"],
+                                           request.match_info["container"])
+        q = request.query
+        prefix = q.get("prefix", "")
+        try:
+            limit = int(q.get("maxResults", "1000"))
+        except ValueError:
+            raise InvalidArgument("maxResults must be an integer") from None
+        if not 1 <= limit <= _MAX_LIST_RESULTS:
+            raise InvalidArgument(f"maxResults must be 1..{_MAX_LIST_RESULTS}")
+        start_after = ""
+        if q.get("page"):
+            try:
+                start_after = base64.urlsafe_b64decode(q["page"] + "=" * (-len(q["page"]) % 4)
+                                                       ).decode("utf-8")
+            except (binascii.Error, ValueError, UnicodeDecodeError):
+                raise InvalidArgument("bad page token") from None
+        entries, more = await self.router.list_named(
+            account_id=account.id, container_id=container.id, prefix=prefix,
+            start_after=start_after, limit=limit, rid=request["rid"])
+        body: dict[str, Any] = {"entries": [
+            {"name": e.name, "blobId": BlobId.from_bytes(e.blob_id).to_str(), "size": e.size,
+             "contentType": e.content_type, "createdMs": e.created_ms} for e in entries]}
+        if more and entries:
+            body["nextPageToken"] = base64.urlsafe_b64encode(
+                entries[-1].name.encode()).rstrip(b"=").decode()
+        return web.json_response(body)
+
+    # ------------------------------------------------------------------ signed URLs
+    async def signed_url(self, request: web.Request) -> web.Response:
+        h = request.headers
+        kind = h.get("x-ambry-url-type", "").upper()
+        if kind not in ("GET", "POST"):
+            raise MissingHeader("x-ambry-url-type must be GET or POST")
+        try:
+            ttl = int(h.get("x-ambry-url-ttl-secs", "3600"))
+        except ValueError:
+            raise InvalidArgument("x-ambry-url-ttl-secs must be an integer") from None
+        if not 1 <= ttl <= self.config.frontend.signed_url_max_ttl_s:
+            raise InvalidArgument("x-ambry-url-ttl-secs out of range")
+        params = {k.lower(): v for k, v in h.items()
+                  if k.lower().startswith("x-ambry-") and k.lower() not in
+                  ("x-ambry-url-type", "x-ambry-url-ttl-secs", "x-ambry-request-id",
+                   "x-ambry-blob-id")}
+        if kind == "GET":
+            if not h.get("x-ambry-blob-id"):
+                raise MissingHeader("missing required header x-ambry-blob-id")
+            bid = self.blob_id(h["x-ambry-blob-id"].lstrip("/"))
+            path = f"/{bid.to_str()}"
+        else:
+            account, container = self.account_and_container(request)
+            self.props_from(request, account, container)  # the upload headers must be valid
+            path = "/"
+        expires = self.clock.now_ms() // 1000 + ttl
+        url = f"{request.scheme}://{request.host}" + sign_url(self.secret, kind, path, params,
+                                                                expires)
+        return web.Response(status=200, headers={"x-ambry-signed-url": url})
+
+    # ------------------------------------------------------------------ health, metrics
+    async def health(self, request: web.Request) -> web.Response:
+        if self.draining:
+            return web.Response(status=503, text="BAD")
+        return web.Response(status=200, text="GOOD")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        resp = web.Response(body=generate_latest(self.registry))
+        resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        return resp
+
+    async def options(self, request: web.Request) -> web.Response:
+        return web.Response(status=200, headers={
+            "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, DELETE, OPTIONS",
+            "Access-Control-Allow-Headers": request.headers.get(
+                "Access-Control-Request-Headers", "*"),
+            "Access-Control-Max-Age": "86400"})
+
+    # ------------------------------------------------------------------ middleware
+    @web.middleware
+    async def middleware(self, request: web.Request,
+                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                         ) -> web.StreamResponse:
+        rid = request.headers.get("x-ambry-request-id") or os.urandom(8).hex()
+        t0 = time.perf_counter()
+        op = _op_name(request)
+        status = 500
+        try:
+            if SIGNATURE_PARAM in request.query:
+                request = self._apply_signed_url(request)
+            request["rid"] = rid
+            resp = await handler(request)
+            status = resp.status
+        except AmbryError as e:
+            status = STATUS_BY_CODE.get(e.code, 500)
+            if status == 500:
+                log.error("rid=%s %s %s: unmapped error %s: %s", rid, request.method,
+                          request.path, e.code, e.message)
+            headers = {"x-ambry-error-code": e.code}
+            if e.code == "RANGE_NOT_SATISFIABLE" and getattr(e, "total_size", None) is not None:
+                headers["Content-Range"] = unsatisfied_content_range(e.total_size)  # type: ignore[attr-defined]
+            resp = web.Response(status=status, text=_one_line(e.message) + "\n",
+                                headers=headers)
+        except web.HTTPException as e:
+            status = e.status
+            resp = e
+        except Exception:
+            log.exception("rid=%s %s %s failed", rid, request.method, request.path)
+            status = 500
+            resp = web.Response(status=500, text="internal error\n",
+                                headers={"x-ambry-error-code": "INTERNAL"})
+        finally:
+            self.m_requests.labels(op, str(status)).inc()
+            self.m_latency.labels(op).observe(time.perf_counter() - t0)
+        if not resp.prepared:
+            resp.headers["x-ambry-request-id"] = rid
+            for k, v in _CORS_HEADERS.items():
+                resp.headers.setdefault(k, v)
+        log.debug("rid=%s %s %s -> %d", rid, request.method, request.path, status)
+        return resp
+
+    def _apply_signed_url(self, request: web.Request) -> web.Request:
+        """A signed URL's query parameters become the request's x-ambry-* headers."""
+        params = verify_url(self.secret, request.method, request.path, request.query,
+                            self.clock.now_ms() // 1000)
+        headers = CIMultiDict(request.headers)
+        for k, v in params.items():
+            headers[k] = v
+        return request.clone(headers=CIMultiDictProxy(headers))
+
+    async def on_cleanup(self, app: web.Application) -> None:
+        await self.router.close()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:500]
+
+
+def _op_name(request: web.Request) -> str:
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unknown"
+    return f"{request.method} {name}"
+
+
+async def _add_cors_to_prepared(request: web.Request, response: web.StreamResponse) -> None:
+    if "x-ambry-request-id" not in response.headers and "rid" in request:
+        response.headers["x-ambry-request-id"] = request["rid"]
+    for k, v in _CORS_HEADERS.items():
+        response.headers.setdefault(k, v)
+
+
+def make_app(config: ClusterConfig, datacenter: str, *, router: Router | None = None,
+             clock: Clock | None = None) -> web.Application:
+    fa = FrontendApp(config, datacenter, router=router, clock=clock)
+    app = web.Application(middlewares=[fa.middleware],
+                          client_max_size=_MAX_STITCH_BODY_BYTES)
+    app["frontend"] = fa
+    app.on_response_prepare.append(_add_cors_to_prepared)
+    app.on_cleanup.append(fa.on_cleanup)
+    r = app.router
+    r.add_get("/healthCheck", fa.health)
+    r.add_get("/metrics", fa.metrics)
+    r.add_get("/signedUrl", fa.signed_url)
+    r.add_put("/updateTtl", fa.update_ttl)
+    r.add_put("/undelete", fa.undelete)
+    r.add_post("/stitch", fa.stitch)
+    r.add_post("/", fa.post_blob)
+    r.add_get("/named/{account}/{container}", fa.list_named, allow_head=False)
+    r.add_put("/named/{account}/{container}/{name:.+}", fa.put_named)
+    r.add_get("/named/{account}/{container}/{name:.+}", fa.get_named)
+    r.add_delete("/named/{account}/{container}/{name:.+}", fa.delete_named)
+    r.add_get("/{blob_id}/{sub:BlobInfo|UserMetadata}", fa.blob_info)
+    r.add_get("/{blob_id}", fa.get_blob)
+    r.add_delete("/{blob_id}", fa.delete_blob)
+    r.add_route("OPTIONS", "/{tail:.*}", fa.options)
+    return app

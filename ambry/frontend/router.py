@@ -1,0 +1,932 @@
+"""The router: turns one blob operation into calls on storage-node replicas.
+
+Owns replica fan-out and quorums (via ``quorum``), replica choice and failure detection (via
+``failure``), chunking of large uploads and their composite metadata blobs (via ``chunking``),
+streaming of GETs chunk by chunk with bounded prefetch, the per-frontend in-flight byte budget,
+named-blob resolution, and the ordering rules of DESIGN.md section 5 (TTL update and undelete
+touch chunks first, delete touches the metadata blob first; a failed upload leaves no reachable
+chunks). Does not own HTTP (``app``), nor any disk: everything goes through ``NodeClient``.
+
+Verdicts are :class:`~ambry.frontend.quorum.Outcome` values turned into typed errors here, so
+the HTTP layer maps errors in exactly one table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import xxhash
+
+from ambry.common.blobid import BlobId, BlobType, decode, new_blob_id
+from ambry.common.blobstate import BlobState
+from ambry.common.clock import Clock, SystemClock
+from ambry.common.config import ClusterConfig, NodeConfig
+from ambry.common.errors import (
+    AmbryError,
+    BadRequest,
+    BlobAlreadyExists,
+    BlobDeleted,
+    BlobExpired,
+    BlobNotDeleted,
+    BlobNotFound,
+    DataCorrupt,
+    InvalidArgument,
+    LifeVersionConflict,
+    PartitionReadOnly,
+    PayloadTooLarge,
+    ProtocolError,
+    ReplicaUnavailable,
+    Unavailable,
+)
+from ambry.common.properties import BlobProperties
+from ambry.frontend.chunking import ChunkRef, decode_metadata, encode_metadata, slices_for_range
+from ambry.frontend.failure import (
+    FailureDetector,
+    ReadOnlyPartitions,
+    choose_partition,
+    order_replicas_for_get,
+)
+from ambry.frontend.quorum import Outcome, QuorumTracker, get_decided, get_verdict
+from ambry.protocol.client import GetReply, NodeClient
+from ambry.protocol.messages import NameRecord
+
+__all__ = ["BlobRead", "ByteBudget", "NameConflict", "Router", "StoredBlob",
+           "TtlUpdateTooLate", "name_partition"]
+
+log = logging.getLogger(__name__)
+
+ReadBody = Callable[[int], Awaitable[bytes]]  # read up to n bytes; b"" only at the end
+_STREAM_PIECE_BYTES = 1 << 20
+
+
+class NameConflict(AmbryError):
+    """PUT of a name that exists, without upsert (HTTP 409)."""
+
+    code = "NAME_ALREADY_EXISTS"
+
+
+class TtlUpdateTooLate(AmbryError):
+    """TTL update within ``ttl_update_buffer_s`` of expiry (HTTP 405)."""
+
+    code = "TTL_UPDATE_TOO_LATE"
+
+
+def _outcome_of(exc: BaseException | None) -> Outcome:
+    if exc is None:
+        return Outcome.SUCCESS
+    if isinstance(exc, BlobNotFound):
+        return Outcome.NOT_FOUND
+    if isinstance(exc, BlobDeleted):
+        return Outcome.DELETED
+    if isinstance(exc, BlobExpired):
+        return Outcome.EXPIRED
+    if isinstance(exc, BlobAlreadyExists):
+        return Outcome.ALREADY_EXISTS
+    if isinstance(exc, (BlobNotDeleted, LifeVersionConflict)):
+        return Outcome.CONFLICT
+    if isinstance(exc, PartitionReadOnly):
+        return Outcome.READ_ONLY
+    if isinstance(exc, (Unavailable, ReplicaUnavailable, OSError, asyncio.TimeoutError,
+                        ProtocolError)):
+        return Outcome.UNAVAILABLE
+    return Outcome.ERROR
+
+
+def _raise_for(verdict: Outcome, what: str, errors: Sequence[BaseException] = ()) -> None:
+    if verdict is Outcome.SUCCESS:
+        return
+    if verdict is Outcome.NOT_FOUND:
+        raise BlobNotFound(f"{what} not found")
+    if verdict is Outcome.DELETED:
+        raise BlobDeleted(f"{what} is deleted")
+    if verdict is Outcome.EXPIRED:
+        raise BlobExpired(f"{what} has expired")
+    if verdict is Outcome.ALREADY_EXISTS:
+        raise BlobAlreadyExists(f"{what} already exists")
+    if verdict is Outcome.CONFLICT:
+        for e in errors:
+            if isinstance(e, (BlobNotDeleted, LifeVersionConflict)):
+                raise type(e)(e.message)
+        raise BlobNotDeleted(f"{what}: conflicting state")
+    if verdict is Outcome.ERROR:
+        for e in errors:  # a client error the node found (bad range, ...) is the client's
+            if isinstance(e, BadRequest):
+                raise type(e)(e.message)
+    raise Unavailable(f"{what}: too few replicas answered")
+
+
+def name_partition(partition_ids: Sequence[int], account_id: int, container_id: int) -> int:
+    """All names of a container live on one partition, chosen by xxh3(account, container)."""
+    pids = sorted(partition_ids)
+    h = xxhash.xxh3_64_intdigest(struct.pack(">HH", account_id, container_id))
+    return pids[h % len(pids)]
+
+
+class ByteBudget:
+    """A frontend-wide bound on request bytes held in memory (uploads in flight). FIFO, so a
+    large upload is not starved by small ones; ``release`` never blocks (safe in finally
+    blocks of cancelled tasks)."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit = limit_bytes
+        self.used = 0
+        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = \
+            collections.deque()
+
+    async def acquire(self, n: int) -> None:
+        n = min(n, self.limit)
+        if not self._waiters and self.used + n <= self.limit:
+            self.used += n
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (n, fut)
+        self._waiters.append(entry)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release(n)  # granted just as we were cancelled: give it back
+            else:
+                self._waiters.remove(entry)
+                self._wake()
+            raise
+
+    def release(self, n: int) -> None:
+        self.used -= min(n, self.limit)
+        assert self.used >= 0, "byte budget released more than acquired"
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.used + self._waiters[0][0] <= self.limit:
+            n, fut = self._waiters.popleft()
+            if not fut.done():
+                self.used += n
+                fut.set_result(None)
+
+
+@dataclass
+class StoredBlob:
+    blob_id: BlobId
+    size: int
+    created_ms: int
+
+
+@dataclass
+class BlobRead:
+    """What a GET/HEAD found. ``body`` yields the requested bytes (None for info only)."""
+
+    blob_id: BlobId
+    properties: BlobProperties
+    user_metadata: bytes
+    state: BlobState
+    expiry_ms: int
+    total_size: int
+    range_start: int = 0
+    length: int = 0
+    body: AsyncIterator[bytes] | None = None
+    chunks: list[ChunkRef] = field(default_factory=list)
+    _reply: GetReply | None = None
+
+    async def aclose(self) -> None:
+        """Stop reading: frees the node connection even if ``body`` was never started."""
+        if self.body is not None:
+            await self.body.aclose()  # type: ignore[attr-defined]
+        if self._reply is not None:
+            await self._reply.release()
+
+
+class Router:
+    def __init__(self, config: ClusterConfig, datacenter: str, *, clock: Clock | None = None,
+                 rnd: random.Random | None = None,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 on_node_error: Callable[[str, str], None] | None = None) -> None:
+        self.config = config
+        self.fe = config.frontend
+        self.cmap = config.cluster_map
+        self.dc = self.cmap.datacenter(datacenter)
+        self.clock = clock or SystemClock()
+        self.rnd = rnd or random.Random()
+        self.detector = FailureDetector(monotonic, self.fe.failure_threshold_errors,
+                                        self.fe.failure_backoff_s)
+        self.read_only = ReadOnlyPartitions(monotonic, self.fe.read_only_cooldown_s)
+        self.budget = ByteBudget(self.fe.inflight_budget_bytes)
+        self.partition_ids = self.cmap.partition_ids
+        self._clients: dict[str, NodeClient] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._on_node_error = on_node_error
+        self.writable = sorted(p.id for p in self.cmap.partitions
+                               if len(self.cmap.replicas_in(p.id, self.dc.name)) >= 1)
+
+    # ------------------------------------------------------------------ plumbing
+    def client(self, node_id: str) -> NodeClient:
+        c = self._clients.get(node_id)
+        if c is None:
+            n = self.cmap.node(node_id)
+            c = self._clients[node_id] = NodeClient(
+                n.host, n.port, pool_size=self.fe.node_pool_size,
+                connect_timeout_ms=self.fe.node_connect_timeout_ms,
+                request_timeout_ms=self.fe.node_timeout_ms)
+        return c
+
+    async def close(self) -> None:
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=5)
+        for c in self._clients.values():
+            await c.close()
+        self._clients.clear()
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or
+                               log.warning("background task failed: %r", t.exception()))
+
+    def _note(self, node_id: str, op: str, exc: BaseException | None) -> Outcome:
+        out = _outcome_of(exc)
+        if out is Outcome.UNAVAILABLE:
+            self.detector.record_failure(node_id)
+            if self._on_node_error:
+                self._on_node_error(node_id, op)
+        elif out is Outcome.ERROR:
+            log.warning("node %s %s: %r", node_id, op, exc)
+            if self._on_node_error:
+                self._on_node_error(node_id, op)
+        else:
+            self.detector.record_success(node_id)
+        return out
+
+    def local_replicas(self, pid: int) -> list[NodeConfig]:
+        return self.cmap.replicas_in(pid, self.dc.name)
+
+    def _check_id(self, blob_id: BlobId) -> None:
+        if blob_id.partition_id not in self.partition_ids:
+            raise BadRequest(f"blob id names unknown partition {blob_id.partition_id}")
+
+    def parse_id(self, text: str) -> BlobId:
+        return decode(text, self.partition_ids)
+
+    # ------------------------------------------------------------------ write fan-out
+    async def _quorum(self, node_ids: Sequence[str], op: str,
+                      call: Callable[[NodeClient], Awaitable[Any]], w: int = 2,
+                      ) -> tuple[Outcome, dict[str, Any], list[BaseException]]:
+        """Send ``call`` to every node at once; return when ``w`` succeeded or that became
+        impossible. The stragglers finish in the background (they still count for
+        durability and are harmless)."""
+        n = len(node_ids)
+        if n == 0:
+            return Outcome.UNAVAILABLE, {}, []
+        tracker = QuorumTracker(n, min(w, n))
+        results: dict[str, Any] = {}
+        errors: list[BaseException] = []
+
+        async def one(node_id: str) -> tuple[str, Any, BaseException | None]:
+            try:
+                return node_id, await call(self.client(node_id)), None
+            except asyncio.CancelledError:
+                raise
+            except (TimeoutError, AmbryError, OSError) as e:
+                return node_id, None, e
+
+        tasks = [asyncio.ensure_future(one(nid)) for nid in node_ids]
+        try:
+            for fut in asyncio.as_completed(tasks):
+                nid, res, exc = await fut
+                tracker.record(nid, self._note(nid, op, exc))
+                if exc is None:
+                    results[nid] = res
+                else:
+                    errors.append(exc)
+                if tracker.done:
+                    break
+        finally:
+            for t in tasks:
+                if not t.done():
+                    self._background.add(t)
+                    t.add_done_callback(self._background.discard)
+        return tracker.result(), results, errors
+
+    async def _put_replicas(self, blob_id: BlobId, props: BlobProperties, usermeta: bytes,
+                            payload: bytes | memoryview, rid: str) -> tuple[Outcome, dict[str, Any]]:
+        nodes = [n.id for n in self.local_replicas(blob_id.partition_id)]
+        verdict, results, _ = await self._quorum(
+            nodes, "put", lambda c: c.put(blob_id, props, usermeta, payload, rid=rid))
+        return verdict, results
+
+    async def _put_one_blob(self, blob_type: BlobType, account_id: int, container_id: int,
+                            props: BlobProperties, usermeta: bytes,
+                            payload: bytes | memoryview, rid: str) -> BlobId:
+        """Store one record-sized blob on some writable partition of this DC (new id per try)."""
+        tried: set[int] = set()
+        for _attempt in range(self.fe.put_attempts):
+            pid = choose_partition(self.writable, tried | self.read_only.current(), self.rnd)
+            if pid is None:
+                break
+            tried.add(pid)
+            bid = new_blob_id(self.dc.id, account_id, container_id, pid, blob_type,
+                              randbytes=self.rnd.randbytes)
+            verdict, results = await self._put_replicas(bid, props, usermeta, payload, rid)
+            if verdict is Outcome.SUCCESS:
+                return bid
+            if verdict is Outcome.READ_ONLY:
+                self.read_only.mark(pid)
+            if results:  # a minority stored it: remove the orphan
+                self._spawn(self._delete_quietly(bid, rid))
+            log.info("rid=%s put on partition %d failed (%s); trying another", rid, pid,
+                     verdict.name)
+        raise Unavailable("no writable partition took the blob")
+
+    async def _delete_quietly(self, bid: BlobId, rid: str) -> None:
+        nodes = [n.id for n in self.local_replicas(bid.partition_id)]
+        t = self.clock.now_ms()
+        await self._quorum(nodes, "delete", lambda c: c.delete(bid, time_ms=t, rid=rid), w=3)
+
+    # ------------------------------------------------------------------ PUT
+    async def put(self, read: ReadBody, *, account_id: int, container_id: int,
+                  props: BlobProperties, usermeta: bytes, declared_size: int | None,
+                  content_xxh3: str | None, rid: str, chunk_upload: bool = False
+                  ) -> StoredBlob:
+        """Store the body that ``read`` yields. Small bodies become one simple blob; larger
+        ones chunks plus a metadata blob. On any failure (short body, checksum mismatch,
+        client gone, quorum lost) the chunks written so far are deleted and nothing is
+        returned. ``chunk_upload``: the body must fit one chunk; stored as a CHUNK blob for
+        a later stitch."""
+        cs = self.fe.chunk_size_bytes
+        hasher = xxhash.xxh3_64() if content_xxh3 else None
+        if declared_size is not None and declared_size > self.fe.max_blob_size_bytes:
+            raise PayloadTooLarge(f"blob of {declared_size} bytes is over the "
+                                  f"{self.fe.max_blob_size_bytes}-byte limit")
+        # Read up to two chunks to tell a one-record blob from a chunked one. Each chunk
+        # held in memory is first reserved in the frontend-wide byte budget.
+        budget: list[int] = []  # reservations not yet handed to a chunk task
+        try:
+            await self.budget.acquire(cs)
+            budget.append(cs)
+            first = await _read_up_to(read, cs)
+            second = b""
+            if len(first) == cs:
+                await self.budget.acquire(cs)
+                budget.append(cs)
+                second = await _read_up_to(read, cs)
+            if hasher is not None:
+                hasher.update(first)
+                hasher.update(second)
+            if not second:  # fits one record: a simple blob (or a chunk for stitching)
+                _check_size(len(first), declared_size, final=True)
+                _check_xxh3(hasher, content_xxh3)
+                p = _with_size(props, len(first))
+                btype = BlobType.CHUNK if chunk_upload else BlobType.SIMPLE
+                bid = await self._put_one_blob(btype, account_id, container_id, p, usermeta,
+                                               first, rid)
+                return StoredBlob(bid, len(first), props.created_ms)
+            if chunk_upload:
+                raise PayloadTooLarge(f"a chunk upload must fit one chunk ({cs} bytes)")
+            return await self._put_chunked(read, [first, second], budget, hasher,
+                                           account_id=account_id, container_id=container_id,
+                                           props=props, usermeta=usermeta,
+                                           declared_size=declared_size,
+                                           content_xxh3=content_xxh3, rid=rid)
+        finally:
+            for n in budget:
+                self.budget.release(n)
+
+    async def _put_chunked(self, read: ReadBody, pending: list[bytes], budget: list[int],
+                           hasher: Any, *, account_id: int, container_id: int,
+                           props: BlobProperties, usermeta: bytes, declared_size: int | None,
+                           content_xxh3: str | None, rid: str) -> StoredBlob:
+        """Upload chunks with at most ``upload_window_chunks`` in flight, then the metadata
+        blob. ``pending`` chunks were read already and own the reservations in ``budget``;
+        the caller releases whatever is left in ``budget`` when this returns or fails."""
+        cs = self.fe.chunk_size_bytes
+        window = asyncio.Semaphore(self.fe.upload_window_chunks)
+        slots: list[ChunkRef | None] = []
+        written: list[BlobId] = []
+        inflight: set[asyncio.Task[None]] = set()
+        failure: list[BaseException] = []
+        total = 0
+
+        async def store(index: int, data: bytes, reserved: int) -> None:
+            try:
+                p = _with_size(props, len(data))
+                bid = await self._put_one_blob(BlobType.CHUNK, account_id, container_id, p,
+                                               b"", data, rid)
+                written.append(bid)
+                slots[index] = ChunkRef(bid.to_str(), len(data))
+            except Exception as e:  # reported to the uploading loop
+                failure.append(e)
+            finally:
+                window.release()
+                self.budget.release(reserved)
+
+        try:
+            while True:
+                if failure:
+                    raise failure[0]
+                if pending:
+                    data = pending.pop(0)
+                else:
+                    await self.budget.acquire(cs)
+                    budget.append(cs)
+                    data = await _read_up_to(read, cs)
+                    if not data:
+                        break
+                    if hasher is not None:
+                        hasher.update(data)
+                total += len(data)
+                if total > self.fe.max_blob_size_bytes:
+                    raise PayloadTooLarge(f"blob is over the {self.fe.max_blob_size_bytes}-"
+                                          f"byte limit")
+                _check_size(total, declared_size, final=False)
+                await window.acquire()
+                slots.append(None)
+                # hand this chunk's reservation over to its task
+                t = asyncio.ensure_future(store(len(slots) - 1, data, budget.pop(0)))
+                inflight.add(t)
+                t.add_done_callback(inflight.discard)
+            if inflight:
+                await asyncio.gather(*inflight)
+            if failure:
+                raise failure[0]
+            _check_size(total, declared_size, final=True)
+            _check_xxh3(hasher, content_xxh3)
+            chunks = [c for c in slots if c is not None]
+            assert len(chunks) == len(slots), "a chunk task ended without a result"
+            bid = await self._put_one_blob(BlobType.METADATA, account_id, container_id,
+                                           _with_size(props, total), usermeta,
+                                           encode_metadata(chunks), rid)
+            return StoredBlob(bid, total, props.created_ms)
+        except BaseException:
+            for t in list(inflight):
+                t.cancel()
+            if inflight:
+                await asyncio.gather(*inflight, return_exceptions=True)
+            for bid in written:  # a failed upload leaves no reachable chunks
+                self._spawn(self._delete_quietly(bid, rid))
+            raise
+
+    async def stitch(self, chunk_ids: Sequence[str], *, account_id: int, container_id: int,
+                     props: BlobProperties, usermeta: bytes, rid: str) -> StoredBlob:
+        """One composite blob from chunks uploaded with ``x-ambry-chunk-upload``."""
+        if not chunk_ids:
+            raise InvalidArgument("stitch needs at least one chunk id")
+        ids = []
+        for text in chunk_ids:
+            if not isinstance(text, str):
+                raise InvalidArgument("chunk ids must be strings")
+            bid = self.parse_id(text)
+            if bid.blob_type is not BlobType.CHUNK:
+                raise InvalidArgument(f"{text} was not uploaded as a chunk")
+            if (bid.account_id, bid.container_id) != (account_id, container_id):
+                raise InvalidArgument(f"chunk {text} belongs to another container")
+            ids.append(bid)
+        infos = await asyncio.gather(*(self.get(b, info_only=True, rid=rid) for b in ids))
+        refs = [ChunkRef(b.to_str(), i.total_size) for b, i in zip(ids, infos, strict=True)]
+        total = sum(r.size for r in refs)
+        # chunks take the composite's TTL: make them permanent if the blob is
+        if props.ttl_s == -1:
+            for b, info in zip(ids, infos, strict=True):
+                if info.properties.ttl_s != -1 and not info.state.permanent:
+                    await self._mutate_blob("ttl_update", b, rid)
+        bid = await self._put_one_blob(BlobType.METADATA, account_id, container_id,
+                                       _with_size(props, total), usermeta,
+                                       encode_metadata(refs), rid)
+        return StoredBlob(bid, total, props.created_ms)
+
+    # ------------------------------------------------------------------ GET
+    async def _get_reply(self, blob_id: BlobId, rid: str, **kw: Any) -> GetReply:
+        """The first valid reply for one blob, asking replicas in waves (2 local, the 3rd,
+        the origin DC, the others). Raises the verdict's error otherwise."""
+        self._check_id(blob_id)
+        part = self.cmap.partition(blob_id.partition_id)
+        origin = self.cmap.datacenter_by_id(blob_id.datacenter_id).name \
+            if any(d.id == blob_id.datacenter_id for d in self.cmap.datacenters) else self.dc.name
+        local = [n.id for n in self.local_replicas(part.id)]
+        remote: dict[str, list[str]] = collections.defaultdict(list)
+        dc_of: dict[str, str] = {}
+        for nid in part.replicas:
+            node = self.cmap.node(nid)
+            dc_of[nid] = node.datacenter
+            if node.datacenter != self.dc.name:
+                remote[node.datacenter].append(nid)
+        origin_count = sum(1 for nid in part.replicas if dc_of[nid] == origin)
+        origin_answers: dict[str, Outcome] = {}
+        other_answers: dict[str, Outcome] = {}
+        errors: list[BaseException] = []
+        for wave in order_replicas_for_get(local, remote, origin, self.detector):
+            if not wave:
+                continue
+
+            async def one(nid: str) -> tuple[str, GetReply | None, BaseException | None]:
+                try:
+                    return nid, await self.client(nid).get(blob_id, rid=rid, **kw), None
+                except asyncio.CancelledError:
+                    raise
+                except (TimeoutError, AmbryError, OSError, ValueError) as e:
+                    return nid, None, e
+
+            tasks = [asyncio.ensure_future(one(nid)) for nid in wave]
+            winner: GetReply | None = None
+            try:
+                for fut in asyncio.as_completed(tasks):
+                    nid, reply, exc = await fut
+                    out = self._note(nid, "get", exc)
+                    (origin_answers if dc_of[nid] == origin else other_answers)[nid] = out
+                    if exc is not None:
+                        errors.append(exc)
+                    if reply is not None:
+                        if winner is None:
+                            winner = reply
+                        else:
+                            await reply.release()
+                    decided = get_decided(origin_answers, origin_count, other_answers)
+                    if decided is not None:
+                        if decided is Outcome.SUCCESS and winner is not None:
+                            return winner
+                        if winner is not None:
+                            await winner.release()
+                            winner = None
+                        _raise_for(decided, f"blob {blob_id}", errors)
+            finally:
+                for t in tasks:
+                    if not t.done():
+                        t.cancel()
+                        t.add_done_callback(_release_result)
+        verdict = get_verdict(origin_answers, origin_count, other_answers)
+        if verdict is Outcome.UNAVAILABLE and any(_outcome_of(e) is Outcome.ERROR
+                                                   for e in errors):
+            verdict = Outcome.ERROR
+        _raise_for(verdict, f"blob {blob_id}", errors)
+        raise Unavailable(f"blob {blob_id}: no replica answered")
+
+    async def get(self, blob_id: BlobId, *, include_deleted: bool = False,
+                  include_expired: bool = False, info_only: bool = False,
+                  range_resolver: Callable[[int], tuple[int, int] | None] | None = None,
+                  rid: str = "") -> BlobRead:
+        """Find a blob; for a composite one, resolve its chunk list. ``range_resolver`` maps
+        the blob's total size to the (start, length) to serve, or None for all of it (it may
+        raise RangeNotSatisfiable). A whole simple blob takes one round trip to one replica."""
+        composite = blob_id.blob_type is BlobType.METADATA
+        opts = {"include_deleted": include_deleted, "include_expired": include_expired}
+        whole_simple = not composite and not info_only and range_resolver is None
+        reply = await self._get_reply(blob_id, rid, info_only=not (composite or whole_simple),
+                                      **opts)
+        props = reply.properties
+        total = props.size
+        chunks: list[ChunkRef] = []
+        if composite:
+            async with reply:
+                total, chunks = decode_metadata(await reply.read())
+        read = BlobRead(blob_id, props, reply.user_metadata, reply.state, reply.expiry_ms,
+                        total, chunks=chunks)
+        if whole_simple:
+            read.length = total
+            read._reply = reply
+            read.body = _stream_reply(reply, total, blob_id)
+            return read
+        if info_only:
+            return read
+        span = range_resolver(total) if range_resolver is not None else None
+        start, length = span if span is not None else (0, total)
+        read.range_start, read.length = start, length
+        if composite:
+            read.body = self._composite_body(chunks, start, length, rid)
+        else:
+            read.body = self._simple_range_body(blob_id, start, length, rid, opts)
+        return read
+
+    async def _simple_range_body(self, blob_id: BlobId, start: int, length: int, rid: str,
+                                 opts: dict[str, bool]) -> AsyncIterator[bytes]:
+        if length == 0:
+            return
+        reply = await self._get_reply(blob_id, rid, range=(start, length), **opts)
+        async for piece in _stream_reply(reply, length, blob_id):
+            yield piece
+
+    async def _fetch_chunk(self, ref: ChunkRef, start: int, length: int, rid: str) -> bytes:
+        bid = self.parse_id(ref.blob_id)
+        reply = await self._get_reply(bid, rid, include_deleted=True, include_expired=True,
+                                      range=(start, length))
+        async with reply:
+            data = await reply.read()
+        if len(data) != length:
+            raise DataCorrupt(f"chunk {ref.blob_id}: got {len(data)} of {length} bytes")
+        return data
+
+    async def _composite_body(self, chunks: list[ChunkRef], start: int, length: int,
+                              rid: str) -> AsyncIterator[bytes]:
+        """Chunks in order, with at most ``download_prefetch_chunks`` fetched ahead."""
+        slices = slices_for_range([c.size for c in chunks], start, length)
+        ahead: collections.deque[asyncio.Task[bytes]] = collections.deque()
+        nxt = 0
+        try:
+            while nxt < len(slices) or ahead:
+                while nxt < len(slices) and len(ahead) <= self.fe.download_prefetch_chunks:
+                    s = slices[nxt]
+                    ahead.append(asyncio.ensure_future(
+                        self._fetch_chunk(chunks[s.index], s.start, s.length, rid)))
+                    nxt += 1
+                data = await ahead.popleft()
+                for i in range(0, len(data), _STREAM_PIECE_BYTES):
+                    yield data[i:i + _STREAM_PIECE_BYTES]
+        finally:
+            for t in ahead:
+                t.cancel()
+
+    # ------------------------------------------------------------------ DELETE / TTL / UNDELETE
+    async def _mutate_blob(self, op: str, blob_id: BlobId, rid: str, **kw: Any) -> Outcome:
+        """One mutation at 2 of 3 local replicas; when no local replica has the blob, at the
+        blob's origin DC (whose answer is authoritative for 404)."""
+        self._check_id(blob_id)
+        t = self.clock.now_ms()
+
+        def call(c: NodeClient) -> Awaitable[Any]:
+            fn = getattr(c, op)
+            return fn(blob_id, time_ms=t, rid=rid, **kw)  # type: ignore[no-any-return]
+
+        local = [n.id for n in self.local_replicas(blob_id.partition_id)]
+        verdict, _, errors = await self._quorum(local, op, call)
+        if verdict is not Outcome.NOT_FOUND:
+            _raise_for(verdict, f"blob {blob_id}", errors)
+            return verdict
+        origin_dc = next((d for d in self.cmap.datacenters if d.id == blob_id.datacenter_id),
+                         None)
+        if origin_dc is None or origin_dc.name == self.dc.name:
+            _raise_for(Outcome.NOT_FOUND, f"blob {blob_id}")
+        assert origin_dc is not None
+        remote = [n.id for n in self.cmap.replicas_in(blob_id.partition_id, origin_dc.name)]
+        verdict, _, errors = await self._quorum(remote, op, call)
+        _raise_for(verdict, f"blob {blob_id}", errors)
+        return verdict
+
+    async def _delete_at(self, node_ids: Sequence[str], blob_id: BlobId, t: int, rid: str,
+                         tombstone: bool) -> dict[str, Outcome]:
+        """Delete at every node given (waiting for all, each bounded by its timeout)."""
+        async def one(nid: str) -> Outcome:
+            try:
+                await self.client(nid).delete(blob_id, time_ms=t, rid=rid,
+                                              tombstone_if_missing=tombstone)
+                return self._note(nid, "delete", None)
+            except (AmbryError, OSError, TimeoutError) as e:
+                return self._note(nid, "delete", e)
+
+        outs = await asyncio.gather(*(one(n) for n in node_ids))
+        return dict(zip(node_ids, outs, strict=True))
+
+    async def _delete_one(self, blob_id: BlobId, rid: str) -> None:
+        """DELETE of one blob at 2 of 3 local replicas (DESIGN.md section 5, issue rules):
+        replicas that never saw the blob get a tombstone when another replica (local or in the
+        origin DC) proves it exists; 404 only when every origin replica says not-found; when
+        the origin DC is unreachable, local tombstones are written and the delete succeeds."""
+        self._check_id(blob_id)
+        t = self.clock.now_ms()
+        local = [n.id for n in self.local_replicas(blob_id.partition_id)]
+        need = min(2, len(local))
+        outs = await self._delete_at(local, blob_id, t, rid, tombstone=False)
+        ok = [n for n, o in outs.items() if o is Outcome.SUCCESS]
+        missing = [n for n, o in outs.items() if o is Outcome.NOT_FOUND]
+        if ok:
+            if len(ok) < need and missing:
+                more = await self._delete_at(missing, blob_id, t, rid, tombstone=True)
+                ok += [n for n, o in more.items() if o is Outcome.SUCCESS]
+            if len(ok) < need:
+                raise Unavailable(f"blob {blob_id}: delete reached {len(ok)} of {need} replicas")
+            return
+        origin = next((d for d in self.cmap.datacenters if d.id == blob_id.datacenter_id), None)
+        if origin is None or origin.name == self.dc.name:
+            if len(missing) == len(local):
+                raise BlobNotFound(f"blob {blob_id} not found")
+            raise Unavailable(f"blob {blob_id}: too few replicas answered")
+        # no local replica has it (yet): the origin DC decides
+        remote = [n.id for n in self.cmap.replicas_in(blob_id.partition_id, origin.name)]
+        routs = await self._delete_at(remote, blob_id, t, rid, tombstone=False)
+        if remote and all(o is Outcome.NOT_FOUND for o in routs.values()):
+            raise BlobNotFound(f"blob {blob_id} not found")
+        # exists in the origin DC, or the origin cannot tell: tombstone locally
+        tomb = await self._delete_at(local, blob_id, t, rid, tombstone=True)
+        if sum(1 for o in tomb.values() if o is Outcome.SUCCESS) < need:
+            raise Unavailable(f"blob {blob_id}: too few replicas took the tombstone")
+
+    async def delete(self, blob_id: BlobId, rid: str = "") -> None:
+        """Metadata blob first (the blob disappears at once), then its chunks."""
+        chunks: list[ChunkRef] = []
+        if blob_id.blob_type is BlobType.METADATA:
+            try:
+                info = await self.get(blob_id, include_deleted=True, include_expired=True,
+                                      info_only=True, rid=rid)
+                chunks = info.chunks
+            except (BlobNotFound, DataCorrupt, Unavailable):
+                chunks = []  # the delete itself decides below
+        await self._delete_one(blob_id, rid)
+        for ref in chunks:
+            self._spawn(self._delete_quietly(self.parse_id(ref.blob_id), rid))
+
+    async def update_ttl(self, blob_id: BlobId, rid: str = "") -> None:
+        """Make a blob permanent: chunks first, then the metadata blob."""
+        info = await self.get(blob_id, info_only=True, rid=rid)
+        if info.state.permanent or info.expiry_ms == 0:
+            return
+        now = self.clock.now_ms()
+        if info.expiry_ms - now < self.fe.ttl_update_buffer_s * 1000:
+            raise TtlUpdateTooLate(f"blob {blob_id} expires within "
+                                   f"{self.fe.ttl_update_buffer_s} s")
+        for ref in info.chunks:
+            await self._mutate_blob("ttl_update", self.parse_id(ref.blob_id), rid)
+        await self._mutate_blob("ttl_update", blob_id, rid)
+
+    async def undelete(self, blob_id: BlobId, rid: str = "") -> None:
+        """A new life for a deleted blob: chunks first, then the metadata blob."""
+        info = await self.get(blob_id, include_deleted=True, info_only=True, rid=rid)
+        if not info.state.deleted:
+            raise BlobNotDeleted(f"blob {blob_id} is not deleted")
+        lv = info.state.life_version + 1
+        for ref in info.chunks:
+            try:
+                await self._mutate_blob("undelete", self.parse_id(ref.blob_id), rid,
+                                        life_version=lv)
+            except BlobNotDeleted:
+                pass  # chunks of a composite are not deleted with it when the delete failed
+        await self._mutate_blob("undelete", blob_id, rid, life_version=lv)
+
+    # ------------------------------------------------------------------ named blobs
+    def _name_nodes(self, account_id: int, container_id: int) -> tuple[int, list[str]]:
+        pid = name_partition(sorted(self.partition_ids), account_id, container_id)
+        nodes = self.detector.order([n.id for n in self.local_replicas(pid)])
+        return pid, nodes
+
+    async def _name_read(self, account_id: int, container_id: int,
+                         call: Callable[[NodeClient, int], Awaitable[Any]], rid: str
+                         ) -> list[Any]:
+        """Ask 2 local replicas of the container's name partition (the 3rd if one fails)."""
+        pid, nodes = self._name_nodes(account_id, container_id)
+        answers: list[Any] = []
+        for wave in (nodes[:2], nodes[2:]):
+            if len(answers) >= 2 or not wave:
+                break
+            results = await asyncio.gather(*(call(self.client(n), pid) for n in wave),
+                                           return_exceptions=True)
+            for nid, res in zip(wave, results, strict=True):
+                if isinstance(res, BaseException):
+                    if not isinstance(res, (AmbryError, OSError, asyncio.TimeoutError)):
+                        raise res
+                    self._note(nid, "name_read", res)
+                else:
+                    self._note(nid, "name_read", None)
+                    answers.append(res)
+        if len(answers) < min(2, len(nodes)):
+            raise Unavailable("too few replicas of the name partition answered")
+        return answers
+
+    async def lookup_name(self, account_id: int, container_id: int, name: str,
+                          rid: str = "") -> NameRecord | None:
+        """The newest entry for a name across 2 local replicas (deleted ones included)."""
+        answers = await self._name_read(
+            account_id, container_id,
+            lambda c, pid: c.name_get(pid, account_id, container_id, name, rid=rid), rid)
+        best: NameRecord | None = None
+        for e in answers:
+            if e is not None and (best is None or (e.ts_ms, e.dc_id) > (best.ts_ms, best.dc_id)):
+                best = e
+        return best
+
+    async def resolve_name(self, account_id: int, container_id: int, name: str,
+                           rid: str = "") -> BlobId:
+        e = await self.lookup_name(account_id, container_id, name, rid)
+        if e is None or e.deleted:
+            raise BlobNotFound(f"no blob named {name!r}")
+        return BlobId.from_bytes(e.blob_id)
+
+    async def _write_name(self, record: NameRecord, rid: str) -> None:
+        pid, nodes = self._name_nodes(record.account_id, record.container_id)
+        verdict, _, errors = await self._quorum(
+            nodes, "name_put", lambda c: c.name_put(pid, record, rid=rid))
+        _raise_for(verdict, f"name {record.name!r}", errors)
+
+    async def put_named(self, name: str, read: ReadBody, *, account_id: int, container_id: int,
+                        props: BlobProperties, usermeta: bytes, declared_size: int | None,
+                        content_xxh3: str | None, upsert: bool, rid: str) -> StoredBlob:
+        """Store the blob, then point the name at it (the name only once the blob is
+        durable). Without upsert an existing live name is a 409; with upsert the blob it
+        pointed to is deleted afterwards so it does not leak disk."""
+        old = await self.lookup_name(account_id, container_id, name, rid)
+        if old is not None and not old.deleted and not upsert:
+            raise NameConflict(f"name {name!r} exists (send x-ambry-named-upsert: true)")
+        stored = await self.put(read, account_id=account_id, container_id=container_id,
+                                props=props, usermeta=usermeta, declared_size=declared_size,
+                                content_xxh3=content_xxh3, rid=rid)
+        ts = max(self.clock.now_ms(), (old.ts_ms + 1) if old is not None else 0)
+        record = NameRecord(account_id, container_id, name, stored.blob_id.to_bytes(), ts,
+                            self.dc.id, False, stored.size, props.content_type,
+                            props.created_ms)
+        try:
+            await self._write_name(record, rid)
+        except BaseException:
+            self._spawn(self.delete(stored.blob_id, rid))
+            raise
+        if old is not None and not old.deleted and old.blob_id != record.blob_id:
+            self._spawn(self._delete_ignoring_missing(BlobId.from_bytes(old.blob_id), rid))
+        return stored
+
+    async def _delete_ignoring_missing(self, bid: BlobId, rid: str) -> None:
+        try:
+            await self.delete(bid, rid)
+        except (BlobNotFound, BlobDeleted):
+            pass
+
+    async def delete_named(self, name: str, *, account_id: int, container_id: int,
+                           rid: str) -> None:
+        old = await self.lookup_name(account_id, container_id, name, rid)
+        if old is None or old.deleted:
+            raise BlobNotFound(f"no blob named {name!r}")
+        ts = max(self.clock.now_ms(), old.ts_ms + 1)
+        await self._write_name(NameRecord(account_id, container_id, name, b"", ts, self.dc.id,
+                                          True), rid)
+        await self._delete_ignoring_missing(BlobId.from_bytes(old.blob_id), rid)
+
+    async def list_named(self, *, account_id: int, container_id: int, prefix: str,
+                         start_after: str, limit: int, rid: str
+                         ) -> tuple[list[NameRecord], bool]:
+        """Live names under ``prefix`` after ``start_after``, merged from 2 replicas; and
+        whether more follow."""
+        answers = await self._name_read(
+            account_id, container_id,
+            lambda c, pid: c.name_list(pid, account_id, container_id, prefix, start_after,
+                                       limit + 1, rid=rid), rid)
+        merged: dict[str, NameRecord] = {}
+        for entries in answers:
+            for e in entries:
+                cur = merged.get(e.name)
+                if cur is None or (e.ts_ms, e.dc_id) > (cur.ts_ms, cur.dc_id):
+                    merged[e.name] = e
+        names = sorted(merged)
+        # each replica returned at most limit+1 names: beyond the smallest "last name" of a
+        # replica that was cut short, the merge may miss names; stop there.
+        cut = min((entries[-1].name for entries in answers if len(entries) > limit),
+                  default=None)
+        if cut is not None:
+            names = [n for n in names if n <= cut]
+        more = len(names) > limit
+        return [merged[n] for n in names[:limit]], more
+
+
+async def _stream_reply(reply: GetReply, length: int, blob_id: BlobId
+                        ) -> AsyncIterator[bytes]:
+    try:
+        got = 0
+        async for piece in reply.iter_chunks(_STREAM_PIECE_BYTES):
+            got += len(piece)
+            yield piece
+        if got != length:
+            raise DataCorrupt(f"blob {blob_id}: node sent {got} of {length} bytes")
+    finally:
+        await reply.release()
+
+
+def _release_result(t: asyncio.Task[Any]) -> None:
+    if t.cancelled() or t.exception() is not None:
+        return
+    _nid, reply, _exc = t.result()
+    if reply is not None:
+        reply._release_soon()
+
+
+async def _read_up_to(read: ReadBody, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        piece = await read(n - len(buf))
+        if not piece:
+            break
+        buf += piece
+    return bytes(buf)
+
+
+def _with_size(props: BlobProperties, size: int) -> BlobProperties:
+    return BlobProperties(size=size, created_ms=props.created_ms, ttl_s=props.ttl_s,
+                          content_type=props.content_type, service_id=props.service_id,
+                          owner_id=props.owner_id, filename=props.filename,
+                          account_id=props.account_id, container_id=props.container_id,
+                          extra=dict(props.extra))
+
+
+def _check_size(got: int, declared: int | None, final: bool) -> None:
+    if declared is None:
+        return
+    if got > declared or (final and got != declared):
+        raise BadRequest(f"body has {'more' if got > declared else 'fewer'} bytes than "
+                         f"x-ambry-blob-size ({declared})")
+
+
+def _check_xxh3(hasher: Any, expected: str | None) -> None:
+    if hasher is None or expected is None:
+        return
+    if hasher.hexdigest() != expected.strip().lower().rjust(16, "0"):
+        raise BadRequest("body does not match x-ambry-content-xxh3")
+
+

@@ -1,0 +1,62 @@
+"""The frontend daemon: aiohttp on uvloop, graceful shutdown on SIGTERM/SIGINT.
+
+Owns the process lifecycle of one frontend: event loop, listening socket (SO_REUSEPORT, so
+several frontend processes can share a port), draining (health turns BAD, in-flight requests
+finish within a grace period), and closing the node connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from ambry.common.config import ClusterConfig
+from ambry.frontend.app import FrontendApp, make_app
+
+__all__ = ["run_frontend", "serve_frontend"]
+
+log = logging.getLogger(__name__)
+
+
+async def serve_frontend(config: ClusterConfig, datacenter: str, host: str, port: int,
+                         stop: asyncio.Event, drain_s: float = 5.0,
+                         ready: asyncio.Event | None = None) -> None:
+    app = make_app(config, datacenter)
+    fa: FrontendApp = app["frontend"]
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=drain_s)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=True, backlog=1024)
+    await site.start()
+    log.info("frontend %s listening on http://%s:%d", datacenter, host, port)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    log.info("frontend %s draining", datacenter)
+    fa.draining = True
+    await runner.cleanup()
+    log.info("frontend %s stopped", datacenter)
+
+
+def run_frontend(config: ClusterConfig, datacenter: str, host: str | None = None,
+                 port: int | None = None) -> None:
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without
+        log.warning("uvloop not available; using the default event loop")
+    if host is None or port is None:
+        ep = config.frontend_of(datacenter)
+        host = host or ep.host
+        port = port or ep.port
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_frontend(config, datacenter, host, port, stop)
+
+    asyncio.run(main())
