@@ -1,0 +1,268 @@
+"""`ambry cluster up|status|down` and `ambry frontend`: run a whole cluster from one config.
+
+Owns starting every storage node and frontend of a config as separate processes on this
+machine, waiting until all are healthy, the state file (``<data root>/cluster.json``: role,
+datacenter, id, pid, ports of every process) that ``status`` and ``down`` read, and stopping
+them all cleanly on Ctrl-C / SIGTERM. A restart reuses the data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["cluster", "frontend"]
+
+STATE_FILE = "cluster.json"
+
+
+@dataclass
+class Proc:
+    role: str  # "node" | "frontend"
+    id: str
+    datacenter: str
+    host: str
+    port: int
+    health_port: int
+    pid: int = 0
+    log: str = ""
+
+    @property
+    def health_url(self) -> str:
+        return f"http://{self.host}:{self.health_port}/healthCheck"
+
+
+def _health(url: str, timeout_s: float = 0.5) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+    except (OSError, ValueError):
+        return None
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _procs_of(cfg: Any) -> list[Proc]:
+    out = [Proc("node", n.id, n.datacenter, n.host, n.port, n.http_port)
+           for n in cfg.cluster_map.nodes]
+    out += [Proc("frontend", f"frontend-{f.datacenter}", f.datacenter, f.host, f.port, f.port)
+            for f in cfg.frontends]
+    return out
+
+
+@click.group()
+def cluster() -> None:
+    """Run the whole cluster of a config on this machine."""
+
+
+@cluster.command("up")
+@click.option("--config", "config_path", default="config/local.yaml", show_default=True,
+              type=click.Path(exists=True, dir_okay=False))
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False),
+              help="Data root (default: data_dir of the config).")
+@click.option("--log-level", default="INFO", show_default=True)
+@click.option("--timeout", "timeout_s", default=60.0, show_default=True,
+              help="Seconds to wait for every process to become healthy.")
+def up(config_path: str, data_dir: str | None, log_level: str, timeout_s: float) -> None:
+    """Start every storage node and frontend; stop them all on Ctrl-C / SIGTERM."""
+    from ambry.common.config import load_config
+    from ambry.common.errors import AmbryError
+
+    try:
+        cfg = load_config(config_path, data_root=data_dir)
+    except AmbryError as e:
+        raise click.ClickException(e.message) from None
+    root = Path(cfg.data_root)
+    root.mkdir(parents=True, exist_ok=True)
+    logs = root / "logs"
+    logs.mkdir(exist_ok=True)
+    state_path = root / STATE_FILE
+    if state_path.exists():
+        old = json.loads(state_path.read_text())
+        if any(_alive(p["pid"]) for p in old.get("processes", [])):
+            raise click.ClickException(f"a cluster is already running from {root} "
+                                       f"(see `ambry cluster status --data-dir {root}`)")
+    procs = _procs_of(cfg)
+    busy = [f"{p.id} {p.host}:{port}" for p in procs for port in {p.port, p.health_port}
+            if not _port_free(p.host, port)]
+    if busy:
+        raise click.ClickException("ports already in use: " + ", ".join(busy))
+    env = dict(os.environ)
+    children: list[tuple[Proc, subprocess.Popen[bytes]]] = []
+    stopping = False
+
+    def stop_all(*_: Any) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        click.echo("stopping the cluster ...")
+        for _p, child in reversed(children):  # frontends first
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for p, child in children:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                click.echo(f"{p.id} did not stop in time: killing it")
+                child.kill()
+        state_path.unlink(missing_ok=True)
+
+    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
+    try:
+        for p in procs:
+            if p.role == "node":
+                cmd = [sys.executable, "-m", "ambry.cli", "server", "--config", config_path,
+                       "--node", p.id, "--data-dir", str(root), "--log-level", log_level]
+            else:
+                cmd = [sys.executable, "-m", "ambry.cli", "frontend", "--config", config_path,
+                       "--datacenter", p.datacenter, "--data-dir", str(root),
+                       "--log-level", log_level]
+            p.log = str(logs / f"{p.id}.log")
+            with open(p.log, "ab") as logf:
+                child = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=env)
+            p.pid = child.pid
+            children.append((p, child))
+        state_path.write_text(json.dumps({"config": os.path.abspath(config_path),
+                                          "data_dir": str(root.resolve()),
+                                          "processes": [asdict(p) for p in procs]}, indent=2))
+        deadline = time.monotonic() + timeout_s
+        pending = list(children)
+        while pending:
+            for p, child in list(pending):
+                if child.poll() is not None:
+                    tail = Path(p.log).read_text(errors="replace").splitlines()[-20:]
+                    raise click.ClickException(f"{p.id} exited with {child.returncode}:\n"
+                                               + "\n".join(tail))
+                if _health(p.health_url) == 200:
+                    pending.remove((p, child))
+            if time.monotonic() > deadline:
+                raise click.ClickException("not healthy in time: " +
+                                           ", ".join(p.id for p, _ in pending))
+            time.sleep(0.1)
+        click.echo(f"cluster '{cfg.name}' is up ({len(cfg.cluster_map.nodes)} storage nodes, "
+                   f"{len(cfg.frontends)} frontends); data in {root}, logs in {logs}")
+        for p in procs:
+            if p.role == "frontend":
+                click.echo(f"  {p.datacenter}: Ambry REST API at http://{p.host}:{p.port}/")
+        click.echo("try:  curl -i -X POST http://127.0.0.1:1174/ -H 'x-ambry-service-id: me' "
+                   "-H 'x-ambry-content-type: text/plain' --data-binary 'hello'")
+        click.echo("press Ctrl-C to stop")
+        while True:
+            for p, child in children:
+                if child.poll() is not None and not stopping:
+                    click.echo(f"warning: {p.id} exited with {child.returncode}; see {p.log}")
+                    children.remove((p, child))
+                    break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_all()
+
+
+def _load_state(data_dir: str | None, config_path: str) -> dict[str, Any]:
+    if data_dir is None:
+        from ambry.common.config import load_config
+
+        data_dir = str(load_config(config_path).data_root)
+    path = Path(data_dir) / STATE_FILE
+    if not path.exists():
+        raise click.ClickException(f"no running cluster found under {data_dir}")
+    return dict(json.loads(path.read_text()))
+
+
+@cluster.command("status")
+@click.option("--config", "config_path", default="config/local.yaml", show_default=True)
+@click.option("--data-dir", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def status(config_path: str, data_dir: str | None, as_json: bool) -> None:
+    """Every process of the running cluster: role, datacenter, id, pid, ports, health."""
+    state = _load_state(data_dir, config_path)
+    rows = []
+    for raw in state["processes"]:
+        p = Proc(**raw)
+        alive = _alive(p.pid)
+        code = _health(p.health_url) if alive else None
+        health = "GOOD" if code == 200 else ("BAD" if code else ("DOWN" if not alive
+                                                                  else "NO ANSWER"))
+        rows.append(asdict(p) | {"alive": alive, "health": health})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'role':<9} {'dc':<5} {'id':<14} {'pid':>7} {'port':>6} {'health':>6}  status")
+    for r in rows:
+        click.echo(f"{r['role']:<9} {r['datacenter']:<5} {r['id']:<14} {r['pid']:>7} "
+                   f"{r['port']:>6} {r['health_port']:>6}  {r['health']}")
+    if any(r["health"] != "GOOD" for r in rows):
+        sys.exit(1)
+
+
+@cluster.command("down")
+@click.option("--config", "config_path", default="config/local.yaml", show_default=True)
+@click.option("--data-dir", default=None)
+def down(config_path: str, data_dir: str | None) -> None:
+    """SIGTERM every process of the running cluster."""
+    state = _load_state(data_dir, config_path)
+    for raw in state["processes"]:
+        if _alive(raw["pid"]):
+            os.kill(raw["pid"], signal.SIGTERM)
+    click.echo("sent SIGTERM to every process")
+
+
+@click.command("frontend")
+@click.option("--config", "config_path", required=True,
+              type=click.Path(exists=True, dir_okay=False))
+@click.option("--datacenter", required=True, help="The datacenter this frontend serves.")
+@click.option("--host", default=None, help="Listen address (default: from the config).")
+@click.option("--port", default=None, type=int, help="Port (default: from the config).")
+@click.option("--data-dir", default=None, help="Ignored by frontends (they keep no data); "
+              "accepted so every daemon takes the same options.")
+@click.option("--log-level", default=lambda: os.environ.get("AMBRY_LOG_LEVEL", "INFO"))
+def frontend(config_path: str, datacenter: str, host: str | None, port: int | None,
+             data_dir: str | None, log_level: str) -> None:
+    """Run a frontend (Ambry REST API) until SIGTERM / SIGINT."""
+    from ambry.cli.main import setup_logging
+    from ambry.common.config import load_config
+    from ambry.common.errors import AmbryError
+    from ambry.frontend.server import run_frontend
+
+    setup_logging(f"frontend={datacenter}", log_level)
+    try:
+        cfg = load_config(config_path)
+        cfg.cluster_map.datacenter(datacenter)
+    except AmbryError as e:
+        raise click.ClickException(e.message) from None
+    run_frontend(cfg, datacenter, host, port)
