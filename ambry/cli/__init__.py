@@ -1,1 +1,1 @@
-
+"""The ``ambry`` command line (``ambry.cli.main:main``). Nothing imports this package."""

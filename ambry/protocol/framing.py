@@ -1,0 +1,82 @@
+"""Frame codec of the node protocol over asyncio streams.
+
+Owns the bytes of one message: a u32 big-endian header length, the msgpack header map, and the
+raw payload that may follow it (layout table in ``messages``). Does not own what the header
+means. Reading never trusts the peer: the length is bounded (``MAX_HEADER_BYTES``), the header
+must decode to a map, and anything else raises :class:`BadRequestFrame` with ``fatal=True``
+(the byte stream can no longer be followed, the caller closes the connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any
+
+import msgpack
+
+from ambry.protocol.messages import MAX_HEADER_BYTES, BadRequestFrame
+
+__all__ = ["LEN_PREFIX_BYTES", "STREAM_BUFFER_BYTES", "discard_exactly", "pack_header",
+           "read_header"]
+
+_LEN = struct.Struct(">I")
+LEN_PREFIX_BYTES = _LEN.size
+_DISCARD_CHUNK_BYTES = 256 * 1024
+#: StreamReader limit for protocol connections: the reader buffers up to twice this before it
+#: pauses the socket. The asyncio default (64 KiB) makes a 1 MiB payload cost dozens of
+#: pause/resume cycles.
+STREAM_BUFFER_BYTES = 1024 * 1024
+
+
+def pack_header(header: dict[str, Any]) -> bytes:
+    """Length prefix + msgpack of ``header``, ready to write."""
+    body: bytes = msgpack.packb(header, use_bin_type=True)
+    if len(body) > MAX_HEADER_BYTES:
+        raise ValueError(f"message header of {len(body)} bytes is over {MAX_HEADER_BYTES}")
+    return _LEN.pack(len(body)) + body
+
+
+def _corr_of(obj: Any) -> int:
+    if isinstance(obj, dict):
+        c = obj.get("corr")
+        if isinstance(c, int) and not isinstance(c, bool):
+            return c
+    return 0
+
+
+async def read_header(reader: asyncio.StreamReader) -> dict[str, Any] | None:
+    """Read one header map. ``None`` on a clean end of stream (at a message boundary).
+
+    Raises :class:`BadRequestFrame` (fatal) for a bad length, bytes that are not msgpack, or
+    msgpack that is not a map with string keys; ``asyncio.IncompleteReadError`` if the stream
+    ends inside a message.
+    """
+    try:
+        prefix = await reader.readexactly(LEN_PREFIX_BYTES)
+    except asyncio.IncompleteReadError as e:
+        if not e.partial:
+            return None
+        raise
+    (n,) = _LEN.unpack(prefix)
+    if n == 0 or n > MAX_HEADER_BYTES:
+        raise BadRequestFrame(f"header length {n} outside [1, {MAX_HEADER_BYTES}]", fatal=True)
+    raw = await reader.readexactly(n)
+    try:
+        obj = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
+    except Exception as e:  # noqa: BLE001 -- msgpack raises a zoo of types (ExtraData, FormatError, ValueError,
+        # UnicodeDecodeError, StackError...) for garbage; all mean the same thing here
+        raise BadRequestFrame(f"header is not msgpack: {type(e).__name__}", fatal=True) from None
+    if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
+        raise BadRequestFrame("header is not a msgpack map with string keys", _corr_of(obj),
+                              fatal=True)
+    return obj
+
+
+async def discard_exactly(reader: asyncio.StreamReader, n: int) -> None:
+    """Read and drop ``n`` bytes in bounded pieces."""
+    while n > 0:
+        piece = await reader.read(min(n, _DISCARD_CHUNK_BYTES))
+        if not piece:
+            raise asyncio.IncompleteReadError(b"", n)
+        n -= len(piece)

@@ -1,0 +1,329 @@
+"""The node protocol's messages: op names, the fields each request carries, reply shapes.
+
+Owns what travels between a frontend (or a replicating peer) and a storage node: the request
+schema checked by the node (:func:`parse_request`), the reply records the client rebuilds
+(:class:`MutationReply`, :class:`NameRecord`, ...). Does not own framing (``framing``), the
+connection pool (``client``) nor what the ops do (``ambry.storage.node``).
+
+Wire format (one message; requests and replies alike)::
+
+  +----------------------+----------------------------+------------------------------+
+  | u32 big-endian  N    | N bytes: msgpack map       | L raw bytes (only if the     |
+  | (1 <= N <= 1 MiB)    | (the header)               | header has payload_len L > 0)|
+  +----------------------+----------------------------+------------------------------+
+
+  request header  {"op": str, "corr": int, "rid": str, ...op fields[, "payload_len": L]}
+  reply header    {"corr": int, "status": "OK" | <AmbryError.code>, "msg": str,
+                   ...reply fields[, "payload_len": L]}
+
+Payload bytes are never inside msgpack. Many requests may be in flight on one connection
+(pipelining); the node serves them concurrently and replies may come back in any order, matched
+by ``corr``. A reply and its payload are written contiguously. Error replies never carry a
+payload. An error reply after which the node ends the connection says so with
+``"closing": true`` (the client sends nothing more on it).
+
+Requests (field: type; ``?`` = optional, default after ``=``)::
+
+  op             fields                                           reply fields
+  -------------  -----------------------------------------------  ------------------------------
+  ping           -                                                node, time_ms
+  put            partition: int, blob_id: bin32,                  result ("created" |
+                 props: map (BlobProperties.to_wire()),           "duplicate"), life_version
+                 usermeta?: bin = b"", payload_len: int (+ bytes)
+  get            partition, blob_id, include_deleted? = false,    props: map, usermeta: bin,
+                 include_expired? = false,                        state: STATE, blob_size: int,
+                 range?: [start, length] = nil,                   range_start: int,
+                 info_only? = false                               payload_len (+ bytes)
+  delete         partition, blob_id, time_ms?: int,               result, life_version
+                 life_version?: int, tombstone_if_missing? = true
+  ttl_update     partition, blob_id, time_ms?, life_version?      result, life_version
+  undelete       partition, blob_id, time_ms?, life_version?      result, life_version
+  name_put       partition, account_id, container_id, name: str,  -
+                 blob_id?: bin = b"" (empty for a delete),
+                 ts_ms: int, dc_id: int, deleted? = false,
+                 size? = 0, content_type? = "", created_ms? = 0
+  name_get       partition, account_id, container_id, name        entry: NAME | nil
+  name_list      partition, account_id, container_id,             entries: [NAME],
+                 prefix? = "", start_after? = "", limit? = 1000   truncated: bool
+  entries_since  partition, token?: [incarnation: bin16, seq] |   entries: [Entry.to_wire()],
+                 nil, max_entries? = 1000, max_bytes? = 4 MiB     token: [bin16, seq],
+                                                                  remaining_bytes: int
+  stats          -                                                node, replicas: [REPLICA]
+  blob_state     partition, blob_id                               state: STATE | nil, has_put
+
+  STATE   = {life_version, deleted, permanent, delete_time_ms, expiry_ms}
+            (expiry_ms is 0 = never, and only present when the node read the PUT record)
+  NAME    = {account_id, container_id, name, blob_id, ts_ms, dc_id, deleted, size,
+             content_type, created_ms}
+  REPLICA = ReplicaStats fields + damage: [{kind, segment, offset, length, reason}]
+            (a replica that failed to open is {partition_id, error})
+
+Semantics worth knowing:
+
+* ``range`` is clamped: ``[start, length]`` returns ``min(length, blob_size - start)`` bytes;
+  ``start > blob_size`` is INVALID_ARGUMENT. The frontend does the HTTP 416 logic.
+* A put whose ``payload_len`` is over the node's ``storage.max_record_bytes`` is answered
+  PAYLOAD_TOO_LARGE (``closing``) and the connection is closed: the node will not store that
+  payload just to resynchronise the stream. The close lingers: replies still owed go out, the
+  node shuts its write side and drops what the client still sends for up to 2 s, so the client
+  reads the error instead of a connection reset. Any other bad request that still has a
+  well-formed header gets its error reply, its payload (if any) is read and dropped, and the
+  connection goes on.
+* A header that is not a msgpack map, or a bad length prefix, is answered PROTOCOL_ERROR (with
+  ``corr`` 0 when it could not be read) and the connection is closed.
+* A large GET payload is streamed and its checksum verified as it goes; if the check fails at
+  the end the node aborts the connection, so the client sees a truncated reply, never a
+  silently wrong body.
+* ``name_list`` limit is clamped to 10000, ``entries_since`` to 10000 entries and 64 MiB.
+  Both cut a batch short to keep the reply header under 1 MiB: ``entries_since`` returns the
+  token of the last entry it sent (the rest counts in ``remaining_bytes``), ``name_list`` sets
+  ``truncated`` (ask again with ``start_after`` = the last name received).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ambry.common.blobstate import BlobState
+from ambry.common.errors import ProtocolError
+
+__all__ = [
+    "MAX_ENTRIES_BATCH",
+    "MAX_ENTRIES_BYTES",
+    "MAX_HEADER_BYTES",
+    "MAX_LIST_LIMIT",
+    "OPS",
+    "STATUS_OK",
+    "BadRequestFrame",
+    "EntriesReply",
+    "Field",
+    "MutationReply",
+    "NameRecord",
+    "Request",
+    "StateReply",
+    "parse_request",
+    "state_from_wire",
+    "state_to_wire",
+]
+
+STATUS_OK = "OK"
+MAX_HEADER_BYTES = 1 << 20
+MAX_LIST_LIMIT = 10_000
+MAX_ENTRIES_BATCH = 10_000
+MAX_ENTRIES_BYTES = 64 * 1024 * 1024
+DEFAULT_ENTRIES_BYTES = 4 * 1024 * 1024
+
+_INT = "int"
+_BOOL = "bool"
+_BYTES = "bytes"
+_STR = "str"
+_MAP = "map"
+_LIST = "list"
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    kind: str
+    required: bool = True
+    default: Any = None
+    nullable: bool = False
+
+
+def _partition() -> Field:
+    return Field("partition", _INT)
+
+
+def _blob_id() -> Field:
+    return Field("blob_id", _BYTES)
+
+
+_MUTATION = (_partition(), _blob_id(), Field("time_ms", _INT, False, None, True),
+             Field("life_version", _INT, False, None, True))
+
+OPS: dict[str, tuple[Field, ...]] = {
+    "ping": (),
+    "put": (_partition(), _blob_id(), Field("props", _MAP), Field("usermeta", _BYTES, False, b"")),
+    "get": (_partition(), _blob_id(), Field("include_deleted", _BOOL, False, False),
+            Field("include_expired", _BOOL, False, False),
+            Field("range", _LIST, False, None, True), Field("info_only", _BOOL, False, False)),
+    "delete": (*_MUTATION, Field("tombstone_if_missing", _BOOL, False, True)),
+    "ttl_update": _MUTATION,
+    "undelete": _MUTATION,
+    "name_put": (_partition(), Field("account_id", _INT), Field("container_id", _INT),
+                 Field("name", _STR), Field("blob_id", _BYTES, False, b""), Field("ts_ms", _INT),
+                 Field("dc_id", _INT), Field("deleted", _BOOL, False, False),
+                 Field("size", _INT, False, 0), Field("content_type", _STR, False, ""),
+                 Field("created_ms", _INT, False, 0)),
+    "name_get": (_partition(), Field("account_id", _INT), Field("container_id", _INT),
+                 Field("name", _STR)),
+    "name_list": (_partition(), Field("account_id", _INT), Field("container_id", _INT),
+                  Field("prefix", _STR, False, ""), Field("start_after", _STR, False, ""),
+                  Field("limit", _INT, False, 1000)),
+    "entries_since": (_partition(), Field("token", _LIST, False, None, True),
+                      Field("max_entries", _INT, False, 1000),
+                      Field("max_bytes", _INT, False, DEFAULT_ENTRIES_BYTES)),
+    "stats": (),
+    "blob_state": (_partition(), _blob_id()),
+}
+
+#: ops whose request carries a payload
+PAYLOAD_OPS = frozenset({"put"})
+
+
+class BadRequestFrame(ProtocolError):
+    """A request the node cannot serve. ``corr`` is the request's correlation id when known;
+    ``fatal`` means the byte stream cannot be trusted any more (close the connection)."""
+
+    def __init__(self, message: str, corr: int = 0, fatal: bool = False,
+                 code: str | None = None) -> None:
+        super().__init__(message)
+        self.corr = corr
+        self.fatal = fatal
+        if code is not None:
+            self.code = code
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if kind == _INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == _BOOL:
+        return isinstance(value, bool)
+    if kind == _BYTES:
+        return isinstance(value, (bytes, bytearray))
+    if kind == _STR:
+        return isinstance(value, str)
+    if kind == _MAP:
+        return isinstance(value, dict)
+    if kind == _LIST:
+        return isinstance(value, (list, tuple))
+    raise AssertionError(kind)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    op: str
+    corr: int
+    rid: str
+    args: dict[str, Any]
+    payload_len: int
+
+
+def payload_len_of(header: dict[str, Any]) -> int:
+    """The header's payload length; raises a fatal BadRequestFrame if it is not usable (the
+    stream position is then unknown)."""
+    c: Any = header.get("corr")
+    corr = int(c) if _is_kind(c, _INT) else 0
+    n = header.get("payload_len", 0)
+    if n is None:
+        return 0
+    if not _is_kind(n, _INT) or n < 0:
+        raise BadRequestFrame("payload_len must be an integer >= 0", corr, fatal=True)
+    return int(n)
+
+
+def parse_request(header: dict[str, Any]) -> Request:
+    """Check a request header against the op's schema; fill in defaults.
+
+    Raises :class:`BadRequestFrame` (non-fatal: the header itself was well framed) for an
+    unknown op or a missing / ill-typed field.
+    """
+    plen = payload_len_of(header)
+    c: Any = header.get("corr")
+    if not _is_kind(c, _INT):
+        raise BadRequestFrame("request has no integer corr", 0)
+    corr = int(c)
+    rid = header.get("rid", "")
+    if not isinstance(rid, str):
+        rid = str(rid)
+    op = header.get("op")
+    if not isinstance(op, str) or op not in OPS:
+        raise BadRequestFrame(f"unknown op {op!r}", corr)
+    if plen and op not in PAYLOAD_OPS:
+        raise BadRequestFrame(f"op {op} takes no payload", corr)
+    args: dict[str, Any] = {}
+    for f in OPS[op]:
+        if f.name not in header or (header[f.name] is None and not f.required):
+            if f.required:
+                raise BadRequestFrame(f"{op}: missing field {f.name!r}", corr)
+            args[f.name] = f.default
+            continue
+        v = header[f.name]
+        if v is None and f.nullable:
+            args[f.name] = None
+            continue
+        if not _is_kind(v, f.kind):
+            raise BadRequestFrame(f"{op}: field {f.name!r} must be {f.kind}, "
+                                  f"not {type(v).__name__}", corr)
+        args[f.name] = bytes(v) if f.kind == _BYTES else v
+    return Request(op, corr, rid, args, plen)
+
+
+# ---------------------------------------------------------------------------------- replies
+def state_to_wire(state: BlobState, expiry_ms: int | None = None) -> dict[str, Any]:
+    m: dict[str, Any] = {"life_version": state.life_version, "deleted": state.deleted,
+                         "permanent": state.permanent, "delete_time_ms": state.delete_time_ms}
+    if expiry_ms is not None:
+        m["expiry_ms"] = expiry_ms
+    return m
+
+
+def state_from_wire(m: dict[str, Any]) -> BlobState:
+    return BlobState(int(m["life_version"]), bool(m["deleted"]), bool(m["permanent"]),
+                     int(m.get("delete_time_ms", 0)))
+
+
+@dataclass(frozen=True, slots=True)
+class MutationReply:
+    """Reply to put / delete / ttl_update / undelete. ``result`` is the replica's status word
+    (created, duplicate, deleted, already_deleted, tombstoned, updated, already_permanent,
+    marked, undeleted)."""
+
+    result: str
+    life_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class StateReply:
+    state: BlobState | None
+    has_put: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NameRecord:
+    """A named-blob entry as it travels (same fields as ``ambry.storage.names.NameEntry``)."""
+
+    account_id: int
+    container_id: int
+    name: str
+    blob_id: bytes  # 32 raw bytes; empty for a deletion
+    ts_ms: int
+    dc_id: int
+    deleted: bool = False
+    size: int = 0
+    content_type: str = ""
+    created_ms: int = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"account_id": self.account_id, "container_id": self.container_id,
+                "name": self.name, "blob_id": self.blob_id, "ts_ms": self.ts_ms,
+                "dc_id": self.dc_id, "deleted": self.deleted, "size": self.size,
+                "content_type": self.content_type, "created_ms": self.created_ms}
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> NameRecord:
+        return cls(int(m["account_id"]), int(m["container_id"]), str(m["name"]),
+                   bytes(m.get("blob_id") or b""), int(m["ts_ms"]), int(m["dc_id"]),
+                   bool(m.get("deleted", False)), int(m.get("size", 0)),
+                   str(m.get("content_type", "")), int(m.get("created_ms", 0)))
+
+
+@dataclass(frozen=True, slots=True)
+class EntriesReply:
+    """A batch of a replica's log for replication. ``entries`` are ``Entry.to_wire()`` maps
+    (``ambry.storage.replica.Entry.from_wire`` rebuilds them)."""
+
+    entries: list[dict[str, Any]]
+    token: tuple[bytes, int]
+    remaining_bytes: int

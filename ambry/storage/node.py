@@ -1,0 +1,873 @@
+"""The storage node daemon: serves the node protocol over the replicas the cluster map gives it.
+
+Owns the node process's life: opening its replicas (in parallel, on I/O threads), the protocol
+server (``ambry.protocol``: frames, pipelined requests served concurrently, replies matched by
+``corr``), the HTTP side port (``/healthCheck``, ``/metrics``), periodic index snapshots and
+compaction, and graceful shutdown. Does not own what an operation means (``replica``) nor the
+wire layout (``ambry.protocol.messages`` has the table).
+
+Threads and the event loop: every ``Replica`` call blocks, so it runs on a bounded
+``ThreadPoolExecutor`` (``storage.io_threads``); snapshots and compaction run on a separate
+one-thread executor so that maintenance never takes an I/O thread from requests. The loop only
+parses frames, waits (for payload bytes, for durability futures) and writes replies.
+
+Bounds: at most ``max_inflight_per_connection`` requests per connection (the node stops reading
+that socket meanwhile: TCP backpressure), a node-wide budget of put payload bytes held in memory
+(``inflight_payload_budget_bytes``; a put waits for budget *before* its payload is read), and a
+put payload is never over ``storage.max_record_bytes``. A put's payload is read whole before
+the replica is called, so the append position is taken only once the bytes are in: a slow
+client never blocks other writers.
+
+Large GET payloads (records over ``storage.verify_on_read_max_bytes``) are streamed with
+``BlobRead.iter_payload`` (pread in 1 MiB pieces, checksum verified as it goes); a checksum
+mismatch at the end aborts the connection, so the client sees a truncated reply, never a
+silently wrong body. (``os.sendfile`` is not used: the bytes must pass through the checksum
+anyway, and uvloop's ``loop.sendfile`` is not implemented.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ambry.common.blobid import BlobId
+from ambry.common.clock import Clock, SystemClock
+from ambry.common.config import ClusterConfig, PartitionConfig
+from ambry.common.errors import (
+    AmbryError,
+    DataCorrupt,
+    InvalidArgument,
+    PayloadTooLarge,
+    ReplicaUnavailable,
+)
+from ambry.common.properties import BlobProperties
+from ambry.protocol.framing import (
+    STREAM_BUFFER_BYTES,
+    discard_exactly,
+    pack_header,
+    read_header,
+)
+from ambry.protocol.messages import (
+    MAX_ENTRIES_BATCH,
+    MAX_ENTRIES_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_LIST_LIMIT,
+    STATUS_OK,
+    BadRequestFrame,
+    NameRecord,
+    Request,
+    parse_request,
+    payload_len_of,
+    state_to_wire,
+)
+from ambry.storage import filenames
+from ambry.storage.compaction import compact
+from ambry.storage.metrics import CONTENT_TYPE, NodeMetrics
+from ambry.storage.names import NameEntry
+from ambry.storage.replica import BlobRead, Replica, ReplicaStats
+
+__all__ = ["StorageNode"]
+
+log = logging.getLogger(__name__)
+
+_STREAM_CHUNK_BYTES = 1 << 20
+_LINGER_S = 2.0  # how long a connection closed for a bad request keeps draining the client
+_IDLE_SNAPSHOT_FACTOR = 10  # snapshot a replica with few new records every 10 intervals
+# replies must stay under the header bound: batches of entries/names are cut at this size
+_REPLY_LIST_BUDGET_BYTES = MAX_HEADER_BYTES - 64 * 1024
+_U16 = 0xFFFF
+_U64 = 2**64 - 1
+
+
+class _ByteBudget:
+    """A FIFO byte semaphore: put payloads wait here before they are read off the socket."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit = limit_bytes
+        self.used = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    async def acquire(self, n: int) -> int:
+        n = min(n, self.limit)  # one payload bigger than the budget waits for all of it
+        if not self._waiters and self.used + n <= self.limit:
+            self.used += n
+            return n
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((n, fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release(n)
+            raise
+        return n
+
+    def release(self, n: int) -> None:
+        self.used -= n
+        while self._waiters:
+            want, fut = self._waiters[0]
+            if fut.done():
+                self._waiters.popleft()
+                continue
+            if self.used + want > self.limit:
+                break
+            self._waiters.popleft()
+            self.used += want
+            fut.set_result(None)
+
+
+class _Conn:
+    """One client connection: its reader task, write lock and in-flight requests."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 max_inflight: int) -> None:
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.write_lock = asyncio.Lock()
+        self.slots = asyncio.Semaphore(max_inflight)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.reader_task: asyncio.Task[Any] | None = None
+
+    @property
+    def closing(self) -> bool:
+        return self.writer.is_closing()
+
+    async def send(self, header: dict[str, Any], payload: bytes | None = None) -> int:
+        """Write one reply (header and payload contiguously). Returns payload bytes sent."""
+        frame = pack_header(header)
+        async with self.write_lock:
+            if self.closing:
+                return 0
+            self.writer.write(frame)
+            if payload:
+                self.writer.write(payload)
+            try:
+                await self.writer.drain()
+            except (ConnectionError, OSError):
+                self.abort()
+        return len(payload) if payload else 0
+
+    def abort(self) -> None:
+        transport = self.writer.transport
+        if not transport.is_closing():
+            transport.abort()
+
+
+class StorageNode:
+    def __init__(self, cfg: ClusterConfig, node_id: str, *, data_dir: str | Path | None = None,
+                 clock: Clock | None = None, drain_timeout_s: float = 10.0,
+                 max_inflight_per_connection: int = 64,
+                 inflight_payload_budget_bytes: int = 512 * 1024 * 1024) -> None:
+        self.cfg = cfg
+        self.node_id = node_id
+        self.node = cfg.cluster_map.node(node_id)
+        self.data_dir = Path(data_dir) if data_dir is not None else cfg.node_data_dir(node_id)
+        self.clock = clock if clock is not None else SystemClock()
+        self.drain_timeout_s = drain_timeout_s
+        self.max_inflight_per_connection = max_inflight_per_connection
+        self.replicas: dict[int, Replica] = {}
+        self.failed_replicas: dict[int, str] = {}
+        self.metrics = NodeMetrics(node_id, self._replica_stats)
+        self.port = self.node.port
+        self.http_port = self.node.http_port
+        self._io = concurrent.futures.ThreadPoolExecutor(
+            max(1, cfg.storage.io_threads), thread_name_prefix=f"io-{node_id}")
+        self._maint = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix=f"maint-{node_id}")
+        self._budget = _ByteBudget(inflight_payload_budget_bytes)
+        self._server: asyncio.AbstractServer | None = None
+        self._http: web.AppRunner | None = None
+        self._conns: set[_Conn] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._periodic: list[asyncio.Task[None]] = []
+        self._draining = False
+        self._stop_requested: asyncio.Event | None = None
+        self._stopped: asyncio.Event | None = None
+        self._ops: dict[str, Callable[[Request, bytes | None], Any]] = {
+            "ping": self._op_ping, "put": self._op_put, "get": self._op_get,
+            "delete": self._op_delete, "ttl_update": self._op_ttl_update,
+            "undelete": self._op_undelete, "name_put": self._op_name_put,
+            "name_get": self._op_name_get, "name_list": self._op_name_list,
+            "entries_since": self._op_entries_since, "stats": self._op_stats,
+            "blob_state": self._op_blob_state,
+        }
+
+    # ================================================================ life cycle
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
+        self._stopped = asyncio.Event()
+        t0 = time.monotonic()
+        await loop.run_in_executor(self._io, functools.partial(
+            self.data_dir.mkdir, parents=True, exist_ok=True))
+        parts = self.cfg.cluster_map.partitions_of(self.node_id)
+        opened = await asyncio.gather(
+            *(loop.run_in_executor(self._io, self._open_replica, p) for p in parts),
+            return_exceptions=True)
+        for p, res in zip(parts, opened):
+            if isinstance(res, Replica):
+                self.replicas[p.id] = res
+            else:
+                # a replica that cannot open (damaged disk...) is unavailable; the node serves
+                # the others, as Ambry does with a failed disk
+                self.failed_replicas[p.id] = repr(res)
+                log.error("replica of partition %d failed to open: %r", p.id, res,
+                          exc_info=res if isinstance(res, BaseException) else None)
+        try:
+            await self._listen()
+        except BaseException:  # e.g. a port in use: leave the replicas closed and clean
+            log.error("node %s could not listen on %s:%d / %d", self.node_id, self.node.host,
+                      self.node.port, self.node.http_port)
+            if self._server is not None:
+                self._server.close()
+            if self._http is not None:
+                await self._http.cleanup()
+            await asyncio.gather(*(loop.run_in_executor(self._io, r.close)
+                                   for r in self.replicas.values()), return_exceptions=True)
+            self._io.shutdown(wait=False)
+            self._maint.shutdown(wait=False)
+            raise
+        self._periodic = [loop.create_task(self._snapshot_loop(), name="snapshots"),
+                          loop.create_task(self._compaction_loop(), name="compaction")]
+        log.info("node %s serving %d replicas (%d failed) on %s:%d, http %d; started in "
+                 "%.2f s", self.node_id, len(self.replicas), len(self.failed_replicas),
+                 self.node.host, self.port, self.node.http_port, time.monotonic() - t0)
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(
+            self._on_connect, self.node.host, self.node.port, reuse_address=True, backlog=1024,
+            limit=STREAM_BUFFER_BYTES)
+        sock = self._server.sockets[0] if self._server.sockets else None
+        if sock is not None:
+            self.port = sock.getsockname()[1]
+        app = web.Application()
+        app.router.add_get("/healthCheck", self._http_health)
+        app.router.add_get("/metrics", self._http_metrics)
+        self._http = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._http.setup()
+        site = web.TCPSite(self._http, self.node.host, self.node.http_port, reuse_address=True)
+        await site.start()
+
+    def _open_replica(self, p: PartitionConfig) -> Replica:
+        path = self.data_dir / filenames.replica_dir_name(p.id)
+        return Replica.open(str(path), p.id, self.cfg.storage, p.capacity_bytes,
+                            clock=self.clock)
+
+    def request_stop(self) -> None:
+        """Ask for a graceful shutdown (signal handlers call this)."""
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    async def run_until_stopped(self) -> None:
+        assert self._stop_requested is not None
+        await self._stop_requested.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Drain and close: health goes BAD, no new requests are read, in-flight ones finish
+        (bounded wait), replicas close (writing a snapshot)."""
+        assert self._stopped is not None
+        if self._draining:
+            await self._stopped.wait()
+            return
+        self._draining = True
+        t0 = time.monotonic()
+        log.info("node %s draining: %d connections, %d requests in flight", self.node_id,
+                 len(self._conns), len(self._handlers))
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._conns):
+            if conn.reader_task is not None:
+                conn.reader_task.cancel()
+        if self._handlers:
+            _done, pending = await asyncio.wait(set(self._handlers),
+                                                timeout=self.drain_timeout_s)
+            if pending:
+                log.warning("node %s: %d requests still running after %.1f s; cancelling",
+                            self.node_id, len(pending), self.drain_timeout_s)
+                for t in pending:
+                    t.cancel()
+                await asyncio.wait(pending, timeout=5)
+        for conn in list(self._conns):
+            conn.writer.close()
+        self._conns.clear()
+        for t in self._periodic:
+            t.cancel()
+        await asyncio.gather(*self._periodic, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        # a running snapshot/compaction finishes first (close takes the same locks)
+        await loop.run_in_executor(None, functools.partial(self._maint.shutdown, wait=True))
+        await asyncio.gather(*(loop.run_in_executor(self._io, r.close)
+                               for r in self.replicas.values()), return_exceptions=True)
+        if self._http is not None:
+            await self._http.cleanup()
+        if self._server is not None:
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+            except TimeoutError:
+                pass
+        self._io.shutdown(wait=False)
+        log.info("node %s stopped in %.2f s", self.node_id, time.monotonic() - t0)
+        self._stopped.set()
+
+    # ================================================================ HTTP side port
+    async def _http_health(self, _request: web.Request) -> web.Response:
+        if self._draining:
+            return web.Response(status=503, text="BAD")
+        return web.Response(status=200, text="GOOD")
+
+    async def _http_metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(),
+                            headers={"Content-Type": CONTENT_TYPE})
+
+    def _replica_stats(self) -> list[ReplicaStats]:
+        out = []
+        for r in list(self.replicas.values()):
+            try:
+                out.append(r.stats())
+            except Exception:  # noqa: BLE001,S112 -- a replica closing at shutdown: best effort
+                continue
+        return out
+
+    # ================================================================ periodic work
+    async def _snapshot_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        st = self.cfg.storage
+        interval = max(0.05, float(st.snapshot_interval_s))
+        last = {pid: time.monotonic() for pid in self.replicas}
+        while True:
+            await asyncio.sleep(interval)
+            for pid, r in list(self.replicas.items()):
+                n = r.records_since_snapshot
+                idle_due = time.monotonic() - last.get(pid, 0) >= interval * _IDLE_SNAPSHOT_FACTOR
+                if n >= st.snapshot_min_records or (n > 0 and idle_due):
+                    try:
+                        t0 = time.monotonic()
+                        await loop.run_in_executor(self._maint, r.write_snapshot)
+                        self.metrics.snapshots.inc()
+                        log.info("snapshot of partition %d after %d records in %.3f s", pid, n,
+                                 time.monotonic() - t0)
+                    except Exception:
+                        log.exception("snapshot of partition %d failed", pid)
+                    last[pid] = time.monotonic()
+
+    async def _compaction_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = max(0.05, float(self.cfg.storage.compaction_interval_s))
+        while True:
+            await asyncio.sleep(interval)
+            for pid, r in list(self.replicas.items()):
+                try:
+                    rep = await loop.run_in_executor(self._maint, compact, r)
+                except Exception:
+                    log.exception("compaction of partition %d failed", pid)
+                    continue
+                self.metrics.compactions.inc()
+                if rep.segments_compacted:
+                    freed = max(0, rep.bytes_before - rep.bytes_after)
+                    self.metrics.compaction_reclaimed.inc(freed)
+                    log.info("compaction of partition %d: %d segments, %d records dropped, "
+                             "%d bytes freed", pid, rep.segments_compacted, rep.records_dropped,
+                             freed)
+
+    # ================================================================ connections
+    async def _on_connect(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        conn = _Conn(reader, writer, self.max_inflight_per_connection)
+        conn.reader_task = asyncio.current_task()
+        if self._draining:
+            writer.close()
+            return
+        self._conns.add(conn)
+        self.metrics.connections.inc()
+        drained = False
+        try:
+            await self._read_requests(conn)
+        except asyncio.CancelledError:
+            drained = True  # stop() owns the rest: wait for handlers, close the socket
+        except Exception:
+            log.exception("connection %s: reader failed", conn.peer)
+        finally:
+            self.metrics.connections.dec()
+            if not drained and not self._draining:
+                try:
+                    if conn.tasks:  # replies still owed (a client may half-close and wait)
+                        await asyncio.wait(set(conn.tasks))
+                except asyncio.CancelledError:
+                    drained = True
+            if not drained and not self._draining:
+                writer.close()
+                self._conns.discard(conn)
+            # else stop() waits for this connection's requests, then closes it
+
+    async def _read_requests(self, conn: _Conn) -> None:
+        reader = conn.reader
+        max_payload = self.cfg.storage.max_record_bytes
+        while True:
+            await conn.slots.acquire()
+            slot_taken = True
+            try:
+                try:
+                    header = await read_header(reader)
+                except BadRequestFrame as e:
+                    self._protocol_error(conn, e, None)
+                    await self._close_after(conn, self._error_reply(e.corr, e.code, e.message),
+                                            max_payload)
+                    return
+                except (asyncio.IncompleteReadError, ConnectionError, OSError):
+                    return  # the peer went away mid-frame
+                if header is None:
+                    return
+                try:
+                    req = parse_request(header)
+                except BadRequestFrame as e:
+                    self._protocol_error(conn, e, header)
+                    reply = self._error_reply(e.corr, e.code, e.message)
+                    if e.fatal:
+                        await self._close_after(conn, reply, max_payload)
+                        return
+                    n = payload_len_of(header)
+                    if n > max_payload:
+                        await self._close_after(conn, reply, n)
+                        return
+                    await conn.send(reply)
+                    if n:
+                        try:
+                            await discard_exactly(reader, n)
+                        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+                            return
+                    continue
+                payload: bytes | None = None
+                budget = 0
+                if req.payload_len:
+                    if req.payload_len > max_payload:
+                        e2 = PayloadTooLarge(f"payload of {req.payload_len} bytes is over the "
+                                             f"{max_payload}-byte limit")
+                        self.metrics.requests.labels(req.op, e2.code).inc()
+                        # megabytes we will not store follow: answer, then close
+                        await self._close_after(
+                            conn, self._error_reply(req.corr, e2.code, e2.message),
+                            req.payload_len)
+                        return
+                    budget = await self._budget.acquire(req.payload_len)
+                    self.metrics.inflight_payload_bytes.inc(budget)
+                    try:
+                        payload = await reader.readexactly(req.payload_len)
+                    except (asyncio.IncompleteReadError, ConnectionError, OSError):
+                        # a put cut off mid-payload: nothing reached the replica
+                        log.info("rid=%s op=%s from %s: connection lost mid-payload", req.rid,
+                                 req.op, conn.peer)
+                        self._release_budget(budget)
+                        return
+                    except BaseException:
+                        self._release_budget(budget)
+                        raise
+                    self.metrics.bytes_in.inc(len(payload))
+                task = asyncio.create_task(self._serve(conn, req, payload, budget))
+                slot_taken = False
+                conn.tasks.add(task)
+                self._handlers.add(task)
+                task.add_done_callback(functools.partial(self._request_done, conn))
+            finally:
+                if slot_taken:
+                    conn.slots.release()
+
+    async def _close_after(self, conn: _Conn, reply: dict[str, Any], unread_bytes: int) -> None:
+        """Answer a request after which the stream cannot go on, then end the connection with a
+        lingering close: the replies still owed go out, the write side is shut (the client reads
+        the error and then EOF), and what the client is still sending is read and dropped for a
+        bounded time, so that closing with unread bytes does not reset the connection and
+        destroy the error reply before the client has read it."""
+        await conn.send({**reply, "closing": True})
+        try:
+            if conn.tasks:
+                await asyncio.wait(set(conn.tasks))
+            async with conn.write_lock:
+                if conn.writer.can_write_eof() and not conn.closing:
+                    conn.writer.write_eof()
+            async with asyncio.timeout(_LINGER_S):
+                await discard_exactly(conn.reader, unread_bytes)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+
+    def _request_done(self, conn: _Conn, task: asyncio.Task[None]) -> None:
+        conn.tasks.discard(task)
+        self._handlers.discard(task)
+        conn.slots.release()
+
+    def _release_budget(self, n: int) -> None:
+        if n:
+            self._budget.release(n)
+            self.metrics.inflight_payload_bytes.dec(n)
+
+    def _protocol_error(self, conn: _Conn, e: BadRequestFrame,
+                        header: dict[str, Any] | None) -> None:
+        self.metrics.protocol_errors.inc()
+        rid = header.get("rid", "") if isinstance(header, dict) else ""
+        log.warning("rid=%s bad request from %s: %s (%s)", rid, conn.peer, e.message,
+                    "closing" if e.fatal else "continuing")
+
+    @staticmethod
+    def _error_reply(corr: int, code: str, message: str) -> dict[str, Any]:
+        return {"corr": corr, "status": code, "msg": message}
+
+    # ================================================================ serving one request
+    async def _serve(self, conn: _Conn, req: Request, payload: bytes | None,
+                     budget: int) -> None:
+        t0 = time.perf_counter()
+        status = STATUS_OK
+        self.metrics.inflight.inc()
+        try:
+            try:
+                fields, body = await self._ops[req.op](req, payload)
+            finally:
+                payload = None
+                self._release_budget(budget)
+            reply = {"corr": req.corr, "status": STATUS_OK, "msg": "", **fields}
+            if isinstance(body, _Stream):
+                reply["payload_len"] = body.length
+                status = await self._send_stream(conn, req, reply, body)
+            else:
+                if body:
+                    reply["payload_len"] = len(body)
+                self.metrics.bytes_out.inc(await conn.send(reply, body))
+        except AmbryError as e:
+            status = e.code
+            log.debug("rid=%s op=%s: %s %s", req.rid, req.op, e.code, e.message)
+            await conn.send(self._error_reply(req.corr, e.code, e.message))
+        except asyncio.CancelledError:
+            status = "CANCELLED"
+            raise
+        except Exception as e:
+            status = "INTERNAL"
+            self.metrics.internal_errors.inc()
+            log.exception("rid=%s op=%s from %s failed", req.rid, req.op, conn.peer)
+            try:
+                await conn.send(self._error_reply(req.corr, "INTERNAL",
+                                                  f"internal error: {type(e).__name__}"))
+            except Exception:  # noqa: BLE001 -- the reply to a failed request failed too
+                conn.abort()
+        finally:
+            self.metrics.inflight.dec()
+            elapsed = time.perf_counter() - t0
+            self.metrics.requests.labels(req.op, status).inc()
+            self.metrics.latency.labels(req.op).observe(elapsed)
+            log.debug("rid=%s op=%s status=%s %.2f ms", req.rid, req.op, status,
+                      elapsed * 1000)
+
+    async def _send_stream(self, conn: _Conn, req: Request, reply: dict[str, Any],
+                           body: _Stream) -> str:
+        """Header, then the payload piece by piece (each piece read on an I/O thread). Any
+        failure after the header is out aborts the connection: a short reply, never a wrong
+        one."""
+        loop = asyncio.get_running_loop()
+        frame = pack_header(reply)
+        async with conn.write_lock:
+            if conn.closing:
+                return "CLIENT_GONE"
+            conn.writer.write(frame)
+            sent = 0
+            try:
+                while sent < body.length:
+                    piece = await loop.run_in_executor(self._io, next, body.pieces, None)
+                    if not piece:
+                        raise DataCorrupt("payload ended early")
+                    if conn.closing:
+                        return "CLIENT_GONE"
+                    conn.writer.write(piece)
+                    sent += len(piece)
+                    self.metrics.bytes_out.inc(len(piece))
+                    await conn.writer.drain()
+            except AmbryError as e:
+                log.error("rid=%s op=%s: %s after %d of %d payload bytes; aborting the "
+                          "connection", req.rid, req.op, e.message, sent, body.length)
+                conn.abort()
+                return e.code
+            except (ConnectionError, OSError):
+                conn.abort()
+                return "CLIENT_GONE"
+            except BaseException:
+                conn.abort()
+                raise
+            finally:
+                close = getattr(body.pieces, "close", None)
+                if close is not None:
+                    close()
+        return STATUS_OK
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    def _replica(self, partition: int) -> Replica:
+        r = self.replicas.get(partition)
+        if r is None:
+            if partition in self.failed_replicas:
+                raise ReplicaUnavailable(f"replica of partition {partition} on {self.node_id} "
+                                         f"failed to open")
+            raise ReplicaUnavailable(f"partition {partition} has no replica on {self.node_id}")
+        return r
+
+    # ================================================================ ops
+    async def _op_ping(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], None]:
+        return {"node": self.node_id, "time_ms": self.clock.now_ms()}, None
+
+    async def _op_put(self, req: Request, payload: bytes | None) -> tuple[dict[str, Any], None]:
+        a = req.args
+        r = self._replica(a["partition"])
+        bid = BlobId.from_bytes(a["blob_id"])
+        props = BlobProperties.from_wire(a["props"])
+        res = await self._run(r.put, bid, props, a["usermeta"], payload or b"")
+        await asyncio.wrap_future(r.durable_future(res.end))
+        return {"result": res.status, "life_version": res.life_version}, None
+
+    async def _op_get(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], Any]:
+        a = req.args
+        r = self._replica(a["partition"])
+        bid = BlobId.from_bytes(a["blob_id"])
+        rng = a["range"]
+        if rng is not None and (len(rng) != 2 or not all(
+                isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in rng)):
+            raise InvalidArgument("range must be [start >= 0, length >= 0]")
+        verify_max = self.cfg.storage.verify_on_read_max_bytes
+
+        def locate_and_read() -> tuple[BlobRead, int, int, bytes | None]:
+            # one trip to an I/O thread for a small blob: locate, then read (and verify)
+            read: BlobRead = r.get(bid, a["include_deleted"], a["include_expired"])
+            total = read.payload_len
+            start, length = 0, total
+            if rng is not None:
+                start, length = int(rng[0]), int(rng[1])
+                if start > total:
+                    raise InvalidArgument(f"range starts at {start}, past the blob's "
+                                          f"{total} bytes")
+                length = min(length, total - start)
+            data = None
+            if not a["info_only"] and length and read.header.total_len <= verify_max:
+                data = read.read_payload(start, length)  # verifies the whole record first
+            return read, start, length, data
+
+        read, start, length, data = await self._run(locate_and_read)
+        fields = {"props": read.properties.to_wire(), "usermeta": read.user_metadata,
+                  "state": state_to_wire(read.state, read.expiry_ms),
+                  "blob_size": read.payload_len, "range_start": start}
+        if a["info_only"] or length == 0:
+            return fields, None
+        if data is not None:
+            return fields, data
+        if start == 0 and length == read.payload_len:
+            return fields, _Stream(read.iter_payload(_STREAM_CHUNK_BYTES), length)
+        return fields, _Stream(_range_pieces(read, start, length), length)
+
+    def _mutation_args(self, req: Request) -> tuple[Replica, BlobId, int | None, int | None]:
+        a = req.args
+        r = self._replica(a["partition"])
+        bid = BlobId.from_bytes(a["blob_id"])
+        t, lv = a["time_ms"], a["life_version"]
+        if t is not None and not 0 <= t <= _U64:
+            raise InvalidArgument("time_ms out of range")
+        if lv is not None and not 0 <= lv <= _U16:
+            raise InvalidArgument("life_version must be in [0, 65535]")
+        return r, bid, t, lv
+
+    async def _op_delete(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], None]:
+        r, bid, t, lv = self._mutation_args(req)
+        res = await self._run(functools.partial(
+            r.delete, bid, t, lv, tombstone_if_missing=req.args["tombstone_if_missing"]))
+        await asyncio.wrap_future(r.durable_future(res.end))
+        return {"result": res.status, "life_version": res.life_version}, None
+
+    async def _op_ttl_update(self, req: Request,
+                             _p: bytes | None) -> tuple[dict[str, Any], None]:
+        r, bid, t, lv = self._mutation_args(req)
+        res = await self._run(r.ttl_update, bid, t, lv)
+        await asyncio.wrap_future(r.durable_future(res.end))
+        return {"result": res.status, "life_version": res.life_version}, None
+
+    async def _op_undelete(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], None]:
+        r, bid, t, lv = self._mutation_args(req)
+        res = await self._run(r.undelete, bid, t, lv)
+        await asyncio.wrap_future(r.durable_future(res.end))
+        return {"result": res.status, "life_version": res.life_version}, None
+
+    @staticmethod
+    def _check_container(a: dict[str, Any]) -> None:
+        if not (0 <= a["account_id"] <= _U16 and 0 <= a["container_id"] <= _U16):
+            raise InvalidArgument("account_id and container_id must be in [0, 65535]")
+
+    async def _op_name_put(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], None]:
+        a = req.args
+        r = self._replica(a["partition"])
+        self._check_container(a)
+        for k in ("ts_ms", "created_ms", "size"):
+            if not 0 <= a[k] <= _U64:
+                raise InvalidArgument(f"{k} out of range")
+        if not 0 <= a["dc_id"] <= 0xFF:
+            raise InvalidArgument("dc_id must be in [0, 255]")
+        entry = NameEntry(a["account_id"], a["container_id"], a["name"], a["blob_id"],
+                          a["ts_ms"], a["dc_id"], a["deleted"], a["size"], a["content_type"],
+                          a["created_ms"])
+        fut = await self._run(r.name_put, entry)
+        await asyncio.wrap_future(fut)
+        return {}, None
+
+    async def _op_name_get(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], None]:
+        a = req.args
+        r = self._replica(a["partition"])
+        self._check_container(a)
+        e = await self._run(r.name_get, a["account_id"], a["container_id"], a["name"])
+        return {"entry": _name_to_wire(e) if e is not None else None}, None
+
+    async def _op_name_list(self, req: Request,
+                            _p: bytes | None) -> tuple[dict[str, Any], None]:
+        a = req.args
+        r = self._replica(a["partition"])
+        self._check_container(a)
+        limit = max(1, min(a["limit"], MAX_LIST_LIMIT))
+        entries = await self._run(functools.partial(
+            r.name_list, a["account_id"], a["container_id"], a["prefix"], a["start_after"],
+            limit))
+        out: list[dict[str, Any]] = []
+        used = 0
+        truncated = False
+        for e in entries:
+            w = _name_to_wire(e)
+            used += _approx_wire_bytes(w)
+            if used > _REPLY_LIST_BUDGET_BYTES and out:
+                truncated = True  # the client continues from the last name it got
+                break
+            out.append(w)
+        return {"entries": out, "truncated": truncated}, None
+
+    async def _op_entries_since(self, req: Request,
+                                _p: bytes | None) -> tuple[dict[str, Any], None]:
+        a = req.args
+        r = self._replica(a["partition"])
+        tok = a["token"]
+        token: tuple[bytes, int] | None = None
+        if tok is not None:
+            if (len(tok) != 2 or not isinstance(tok[0], (bytes, bytearray))
+                    or not isinstance(tok[1], int) or isinstance(tok[1], bool) or tok[1] < 0):
+                raise InvalidArgument("token must be [incarnation bytes, sequence >= 0]")
+            token = (bytes(tok[0]), int(tok[1]))
+        max_entries = max(1, min(a["max_entries"], MAX_ENTRIES_BATCH))
+        max_bytes = max(1, min(a["max_bytes"], MAX_ENTRIES_BYTES))
+        entries, new_token, remaining = await self._run(r.entries_since, token, max_entries,
+                                                        max_bytes)
+        out: list[dict[str, Any]] = []
+        used = 0
+        last_seq = token[1] if token is not None and token[0] == new_token[0] else 0
+        for i, e in enumerate(entries):
+            w = e.to_wire()
+            used += _approx_wire_bytes(w)
+            if used > _REPLY_LIST_BUDGET_BYTES and out:
+                # cut to keep the header bounded: the token covers what is returned, the rest
+                # counts as remaining
+                remaining += sum(x.record_len for x in entries[i:])
+                new_token = (new_token[0], last_seq)
+                break
+            out.append(w)
+            last_seq = e.sequence
+        return {"entries": out, "token": [new_token[0], new_token[1]],
+                "remaining_bytes": remaining}, None
+
+    async def _op_stats(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], None]:
+        def collect() -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
+            for pid, r in sorted(self.replicas.items()):
+                m = asdict(r.stats())
+                m["damage"] = [{"kind": d.kind, "segment": d.segment, "offset": d.offset,
+                                "length": d.length, "reason": d.reason}
+                               for d in list(r.damage)]
+                out.append(m)
+            for pid, err in sorted(self.failed_replicas.items()):
+                out.append({"partition_id": pid, "error": err})
+            return out
+
+        return {"node": self.node_id, "replicas": await self._run(collect)}, None
+
+    async def _op_blob_state(self, req: Request,
+                             _p: bytes | None) -> tuple[dict[str, Any], None]:
+        a = req.args
+        r = self._replica(a["partition"])
+        bid = BlobId.from_bytes(a["blob_id"])
+        if bid.partition_id != r.partition_id:
+            raise InvalidArgument(f"blob {bid} belongs to partition {bid.partition_id}")
+        state, has_put = await self._run(r.state, bid)
+        return {"state": state_to_wire(state) if state is not None else None,
+                "has_put": has_put}, None
+
+
+class _Stream:
+    """A reply payload produced piece by piece by a blocking iterator (run on I/O threads)."""
+
+    def __init__(self, pieces: Iterator[bytes], length: int) -> None:
+        self.pieces = pieces
+        self.length = length
+
+
+def _range_pieces(read: BlobRead, start: int, length: int) -> Iterator[bytes]:
+    # a range of a large record: read as it is, in bounded pieces (a whole-record check would
+    # read the entire record for every range request; the scrubber checks sealed segments)
+    off = start
+    end = start + length
+    while off < end:
+        n = min(_STREAM_CHUNK_BYTES, end - off)
+        yield read.read_payload(off, n)
+        off += n
+
+
+def _name_to_wire(e: NameEntry) -> dict[str, Any]:
+    return NameRecord(e.account_id, e.container_id, e.name, e.blob_id, e.ts_ms, e.dc_id,
+                      e.deleted, e.size, e.content_type, e.created_ms).to_wire()
+
+
+def _approx_wire_bytes(m: dict[str, Any]) -> int:
+    n = 16
+    for k, v in m.items():
+        n += len(k) + 10
+        if isinstance(v, (bytes, str)):
+            n += len(v) * (4 if isinstance(v, str) else 1)
+    return n
+
+
+def run_node(cfg: ClusterConfig, node_id: str, data_dir: str | Path | None = None) -> int:
+    """Run a node until SIGTERM/SIGINT on uvloop (the stock loop if AMBRY_NO_UVLOOP=1)."""
+    import signal
+
+    async def main() -> int:
+        node = StorageNode(cfg, node_id, data_dir=data_dir)
+        loop = asyncio.get_running_loop()
+        if loop.get_debug():  # PYTHONASYNCIODEBUG=1: report callbacks that hold the loop
+            loop.slow_callback_duration = float(os.environ.get("AMBRY_SLOW_CALLBACK_MS",
+                                                               "100")) / 1000
+            log.info("asyncio debug mode, slow callback threshold %.0f ms",
+                     loop.slow_callback_duration * 1000)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, node.request_stop)
+        try:
+            await node.start()
+        except OSError as e:
+            log.error("node %s failed to start: %s", node_id, e)
+            return 1
+        await node.run_until_stopped()
+        return 0
+
+    debug = os.environ.get("PYTHONASYNCIODEBUG", "") not in ("", "0")
+    if os.environ.get("AMBRY_NO_UVLOOP") == "1":
+        return asyncio.run(main(), debug=debug)
+    import uvloop
+
+    return uvloop.run(main(), debug=debug)
