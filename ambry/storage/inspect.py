@@ -118,7 +118,7 @@ def verify_replica(path: str, disk: Disk | None = None) -> ReplicaReport:
     rep.segments = len(lg.segments)
     rep.log_bytes = lg.total_bytes()
     rebuilt = BlobIndex()
-    damages: list[Damage] = []
+    damages: list[Damage] = list(lg.pending_damage)
     for rec in lg.scan((0, 0), on_damage=damages.append, verify=True):
         t = rec.header.type.name
         rep.records[t] = rep.records.get(t, 0) + 1

@@ -95,6 +95,7 @@ class Log:
         self._closing = False
         self._committer: threading.Thread | None = None
         self.syncs = 0  # number of fdatasync calls made by group commit (for stats)
+        self.pending_damage: list[Damage] = []  # found while opening read-only
 
     # -- opening -----------------------------------------------------------------------------
     def open_existing(self, readonly: bool = False) -> None:
@@ -116,6 +117,14 @@ class Log:
                 if (hdr.number, hdr.generation) != (num, gen):
                     raise DataCorrupt("segment header does not match its file name")
             except DataCorrupt as e:
+                if num == max(best) and size < SEGMENT_HEADER_SIZE and readonly:
+                    # a crash between creating the next segment and writing its header:
+                    # recovery will complete it; an inspection reports it as a torn tail
+                    self.pending_damage.append(Damage(
+                        "torn_tail", num, gen, 0, size, "segment created but its header "
+                        "was never written (crash while rolling to a new segment)"))
+                    f.close()
+                    continue
                 if num == max(best) and size < SEGMENT_HEADER_SIZE and not readonly:
                     # a segment created but never completed before a crash: nothing in it
                     f.truncate(0)

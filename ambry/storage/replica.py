@@ -23,6 +23,7 @@ import concurrent.futures
 import logging
 import os
 import threading
+import time
 import uuid as uuidlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from ambry.common.blobstate import BlobState, merge
 from ambry.common.clock import Clock, SystemClock
 from ambry.common.config import StorageConfig
 from ambry.common.errors import (
+    AmbryError,
     BlobAlreadyExists,
     BlobDeleted,
     BlobExpired,
@@ -45,6 +47,7 @@ from ambry.common.errors import (
     InvalidArgument,
     LifeVersionConflict,
     PartitionReadOnly,
+    ReplicaUnavailable,
     StorageError,
 )
 from ambry.common.properties import BlobProperties
@@ -283,6 +286,12 @@ class Replica:
         # where the last few batches ended: a peer's next request resumes right there
         self._resume_hints: OrderedDict[int, Position] = OrderedDict()
         self.opened = False
+        self._last_ack: concurrent.futures.Future[None] | None = None  # set by _append
+        # True when this replica started with an empty log (first start or a wiped disk)
+        self.created_fresh = False
+        # Set by replication while a fresh replica catches up with its peers: its "not found"
+        # is not authoritative then, so it answers ReplicaUnavailable instead.
+        self.rebuilding = False
 
     # ================================================================ opening and recovery
     @classmethod
@@ -303,6 +312,7 @@ class Replica:
             if name.endswith(".tmp"):
                 d.remove(os.path.join(self.dir, name))
         has_segments = any(filenames.parse_segment_name(n) for n in d.listdir(self.dir))
+        self.created_fresh = not has_segments
         inc_path = os.path.join(self.dir, filenames.INCARNATION)
         self.incarnation = self._read_incarnation(inc_path)
         if not self.incarnation:
@@ -370,20 +380,38 @@ class Replica:
         return meta
 
     # ================================================================ index state helpers
-    def _apply_record(self, pos: Position, h: RecordHeader, key: bytes, replay: bool) -> None:
-        """Fold one record (already in the log) into the index or the name view."""
+    def _apply_record(self, pos: Position, h: RecordHeader, key: bytes, replay: bool
+                      ) -> concurrent.futures.Future[None] | None:
+        """Fold one record (already in the log) into the index or the name view. For a live
+        name record, returns the future that completes once the record is durable *and*
+        visible in the view (the caller acknowledges on it)."""
         if h.type.is_name:
             entry = NameEntry.from_record(key, h.time_ms, h.type == RecordType.NAME_DELETE,
                                           self._read_props(pos, h))
             if replay:
                 assert self.names is not None
                 self.names.apply(entry)
-            else:  # only once durable: the view must never show what the log could lose
-                fut = self.log.durable_future((pos[0], pos[1] + h.total_len))
-                fut.add_done_callback(lambda f, e=entry: f.exception() is None
-                                      and self.names is not None and self.names.apply(e))
-            return
+                return None
+            # only once durable: the view must never show what the log could lose
+            visible: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+            def apply(f: concurrent.futures.Future[None], e: NameEntry = entry) -> None:
+                exc = f.exception()
+                if exc is not None:
+                    visible.set_exception(exc)
+                    return
+                try:
+                    if self.names is not None:
+                        self.names.apply(e)
+                except Exception as err:  # rocksdict failure: do not ack the name
+                    visible.set_exception(err)
+                    return
+                visible.set_result(None)
+
+            self.log.durable_future((pos[0], pos[1] + h.total_len)).add_done_callback(apply)
+            return visible
         fold_blob_record(self.index, pos, h, key)
+        return None
 
     def _read_props(self, pos: Position, h: RecordHeader) -> bytes:
         return self.log.read((pos[0], pos[1] + h.props_offset), h.props_len) if h.props_len \
@@ -423,7 +451,7 @@ class Replica:
         self.next_seq = seq + 1
         self.records_since_snapshot += 1
         self._sample_seq(seq, pos)
-        self._apply_record(pos, h, key, replay=False)
+        self._last_ack = self._apply_record(pos, h, key, replay=False)
         return pos, h
 
     def _append_state(self, rtype: RecordType, blob_id: BlobId, state: BlobState,
@@ -471,6 +499,12 @@ class Replica:
             return MutationResult("created", (pos[0], pos[1] + h.total_len),
                                   after[5] if after else 0)
 
+    def _not_found(self, message: str) -> AmbryError:
+        if self.rebuilding:
+            return ReplicaUnavailable(f"partition {self.partition_id} is rebuilding from its "
+                                      f"peers; cannot tell: {message}")
+        return BlobNotFound(message)
+
     def _check_partition(self, blob_id: BlobId) -> None:
         if blob_id.partition_id != self.partition_id:
             raise InvalidArgument(f"blob {blob_id} belongs to partition {blob_id.partition_id},"
@@ -483,11 +517,11 @@ class Replica:
         state = state_of(cur)
         loc = put_location(cur)
         if cur is None or state is None:
-            raise BlobNotFound(f"blob {blob_id} not found")
+            raise self._not_found(f"blob {blob_id} not found")
         if loc is None:
             if state.deleted:
                 raise BlobDeleted(f"blob {blob_id} is deleted")
-            raise BlobNotFound(f"blob {blob_id} not found")
+            raise self._not_found(f"blob {blob_id} not found")
         if state.deleted and not include_deleted:
             raise BlobDeleted(f"blob {blob_id} is deleted")
         pos = (loc[0], loc[1])
@@ -527,7 +561,7 @@ class Replica:
             state = state_of(cur)
             if state is None:
                 if not tombstone_if_missing:
-                    raise BlobNotFound(f"blob {blob_id} not found")
+                    raise self._not_found(f"blob {blob_id} not found")
                 lv = life_version or 0
                 end = self._append_state(RecordType.DELETE, blob_id,
                                          BlobState(lv, True, False, t), t)
@@ -579,7 +613,7 @@ class Replica:
             cur = self.index.get(blob_id.uuid)
             state = state_of(cur)
             if state is None:
-                raise BlobNotFound(f"blob {blob_id} not found")
+                raise self._not_found(f"blob {blob_id} not found")
             if not state.deleted:
                 if life_version is not None and life_version == state.life_version:
                     return MutationResult("undeleted", self.log.end, state.life_version)
@@ -597,6 +631,99 @@ class Replica:
             new = BlobState(lv, False, state.permanent)
             end = self._append_state(RecordType.UNDELETE, blob_id, new, t)
             return MutationResult("undeleted", end, lv)
+
+    def apply_state(self, blob_id: BlobId, rtype: RecordType, life_version: int,
+                    state_flags: int, time_ms: int) -> MutationResult:
+        """Replication: fold a peer's DELETE / TTL_UPDATE / UNDELETE record in. A record is
+        appended only when it changes this replica's merged state (so re-applying a batch is
+        a no-op); it carries the peer's life version, state and time unchanged."""
+        if rtype not in (RecordType.DELETE, RecordType.TTL_UPDATE, RecordType.UNDELETE):
+            raise InvalidArgument(f"apply_state of a {rtype.name} record")
+        self._check_partition(blob_id)
+        deleted = bool(state_flags & STATE_DELETED)
+        incoming = BlobState(life_version, deleted, bool(state_flags & STATE_PERMANENT),
+                             time_ms if deleted else 0)
+        with self.lock:
+            cur = state_of(self.index.get(blob_id.uuid))
+            if merge(cur, incoming) == cur:
+                return MutationResult("unchanged", self.log.end, cur.life_version
+                                      if cur else life_version)
+            end = self._append_state(rtype, blob_id, incoming, time_ms)
+            return MutationResult("applied", end, life_version)
+
+    def has_put(self, blob_key: bytes) -> bool:
+        """Replication: whether this replica has the PUT of the blob with this 32-byte key."""
+        return put_location(self.index.get(blob_key[16:32])) is not None
+
+    def name_apply(self, entry: NameEntry) -> concurrent.futures.Future[None] | None:
+        """Replication: store a peer's name record unless this replica already has that
+        version or a newer one (so replicas never bounce the same record back and forth).
+        Returns the durability future, or None when nothing was appended."""
+        assert self.names is not None
+        cur = self.names.get(entry.account_id, entry.container_id, entry.name)
+        if cur is not None and cur.version >= entry.version:
+            return None
+        return self.name_put(entry)
+
+    def scrub_sealed(self, bytes_per_s: int = 0) -> list[tuple[bytes, int]]:
+        """Re-read every sealed segment, verifying checksums (at most ``bytes_per_s``).
+        Damage is reported (quarantine log); returns (blob key, body checksum) of the damaged
+        PUT records whose header is intact and that the index still points to, so a peer's
+        copy can repair them."""
+        out: list[tuple[bytes, int]] = []
+        started = time.monotonic()
+        done = 0
+        for seg in list(self.log.segments[:-1]):
+            damages: list[Damage] = []
+            for rec in self.log.scan((seg.number, 0), on_damage=damages.append, verify=True,
+                                     end=(seg.number + 1, 0)):
+                done += rec.header.total_len
+                if bytes_per_s > 0:
+                    ahead = done / bytes_per_s - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(min(ahead, 1.0))
+            for dmg in damages:
+                self.damage.append(dmg)
+                self.log.append_report(dmg)
+                try:
+                    h = self.log.read_header((dmg.segment, dmg.offset))
+                except DataCorrupt:
+                    continue  # the header itself is gone: nothing tells what was there
+                if h.type != RecordType.PUT:
+                    continue
+                key = self.log.read((dmg.segment, dmg.offset + RECORD_HEADER_SIZE), 32)
+                loc = put_location(self.index.get(key[16:]))
+                if loc is not None and (loc[0], loc[1]) == (dmg.segment, dmg.offset):
+                    out.append((key, h.body_xxh3))
+        return out
+
+    def repair_put(self, blob_id: BlobId, props: BlobProperties, user_metadata: bytes,
+                   payload: bytes | memoryview, body_xxh3: int) -> bool:
+        """Append a good copy of a damaged PUT record (from a peer) and point the index at it.
+        The copy must have the damaged record's content checksum; the damaged bytes stay
+        where they are (reported, never silently dropped)."""
+        key = blob_id.to_bytes()
+        pbytes = props.encode()
+        if body_checksum(key, pbytes, user_metadata, payload) != body_xxh3:
+            return False
+        with self.lock:
+            cur = self.index.get(blob_id.uuid)
+            loc = put_location(cur)
+            state = state_of(cur)
+            if loc is None or state is None:
+                return False
+            self._check_writable(0, is_put=False)
+            seq = self.next_seq
+            pos, h = self._append(RecordType.PUT, key, key[2], BlobState(state.life_version),
+                                  props.created_ms, props.expiry_ms,
+                                  [pbytes, user_metadata, payload],
+                                  (len(pbytes), len(user_metadata), len(payload)), body_xxh3,
+                                  sequence=seq)
+            store_entry(self.index, blob_id.uuid,
+                        (pos[0], pos[1], h.total_len, _ceil_s(h.expiry_ms)), state)
+        self.durable_future((pos[0], pos[1] + h.total_len)).result()
+        log.info("partition %d: repaired blob %s from a peer copy", self.partition_id, blob_id)
+        return True
 
     def state(self, blob_id: BlobId) -> tuple[BlobState | None, bool]:
         """(merged state, has the PUT) of a blob, without reading the log."""
@@ -619,9 +746,11 @@ class Replica:
         rtype = RecordType.NAME_DELETE if entry.deleted else RecordType.NAME_PUT
         with self.lock:
             self._check_writable(RECORD_HEADER_SIZE + len(key) + len(props), is_put=False)
-            pos, h = self._append(rtype, key, 0, BlobState(), entry.ts_ms, 0, [props],
-                                  (len(props), 0, 0), body_checksum(key, props))
-        return self.durable_future((pos[0], pos[1] + h.total_len))
+            self._append(rtype, key, 0, BlobState(), entry.ts_ms, 0, [props],
+                         (len(props), 0, 0), body_checksum(key, props))
+            visible = self._last_ack
+        assert visible is not None
+        return visible
 
     def name_get(self, account_id: int, container_id: int, name: str) -> NameEntry | None:
         assert self.names is not None

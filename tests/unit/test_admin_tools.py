@@ -60,3 +60,19 @@ def test_verify_reports_clean_replica_and_flipped_bit(harness: ReplicaHarness) -
     assert "DAMAGED" in res.output and "checksum" in res.output
     res = CliRunner().invoke(admin, ["dump-log", seg])
     assert res.exit_code == 1 and "DAMAGE" in res.output
+
+
+def test_verify_after_crash_while_rolling_segment_reports_torn_tail(
+        harness: ReplicaHarness) -> None:
+    # kill -9 between creating the next segment file and writing its header: recovery
+    # completes it; the read-only verify must call it a torn tail, not an error.
+    harness.put(b"x")
+    harness.close()
+    with open(os.path.join(harness.dir, filenames.segment_name(2, 0)), "wb") as f:
+        f.write(b"AMBRYSEG\x01")
+    res = CliRunner().invoke(admin, ["verify", "--json", harness.dir])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.output)[0]
+    assert [d["kind"] for d in rep["damage"]] == ["torn_tail"]
+    r = harness.open()  # and recovery makes it a proper empty segment
+    assert r.log.segments[-1].number == 2
