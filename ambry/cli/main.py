@@ -44,6 +44,7 @@ def server(config_path: str, node_id: str, data_dir: str | None, log_level: str)
     """Run a storage node until SIGTERM / SIGINT (graceful shutdown, exit 0)."""
     from ambry.common.config import load_config
     from ambry.common.errors import AmbryError
+    from ambry.replication.manager import attach
     from ambry.storage.node import run_node
 
     setup_logging(f"node={node_id}", log_level)
@@ -52,7 +53,7 @@ def server(config_path: str, node_id: str, data_dir: str | None, log_level: str)
         cfg.cluster_map.node(node_id)
     except AmbryError as e:
         raise click.ClickException(e.message) from None
-    sys.exit(run_node(cfg, node_id))
+    sys.exit(run_node(cfg, node_id, replication_factory=attach))
 
 
 main.add_command(admin)

@@ -217,7 +217,19 @@ class ClusterConfig:
     frontends: tuple[FrontendEndpoint, ...] = ()
     accounts: tuple[Account, ...] = DEFAULT_ACCOUNTS
     data_root: Path = Path("data")
-    sections: Mapping[str, Any] = field(default_factory=dict)  # frontend, replication, ...
+    sections: Mapping[str, Any] = field(default_factory=dict)  # replication, ...
+    # how processes of one datacenter reach a node of another when not at its own address
+    # (a gateway, NAT, or a test's fault-injecting proxy): {from_dc: {node_id: "host:port"}}
+    cross_dc_routes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def address_of(self, node_id: str, from_datacenter: str) -> tuple[str, int]:
+        """Where a process in ``from_datacenter`` connects to reach ``node_id``."""
+        route = self.cross_dc_routes.get(from_datacenter, {}).get(node_id)
+        if route is not None:
+            host, _, port = route.rpartition(":")
+            return host, int(port)
+        n = self.cluster_map.node(node_id)
+        return n.host, n.port
 
     def account(self, name: str) -> Account | None:
         for a in self.accounts:
@@ -355,7 +367,16 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: Path | None = None,
         root = Path.cwd() / root
     sections = {k: v for k, v in raw.items()
                 if k not in ("cluster", "datacenters", "nodes", "partitions", "storage",
-                             "data_dir", "frontend", "frontends", "accounts")}
+                             "data_dir", "frontend", "frontends", "accounts",
+                             "cross_dc_routes")}
+    routes = {str(dc): {str(n): str(a) for n, a in (m or {}).items()}
+              for dc, m in (raw.get("cross_dc_routes") or {}).items()}
+    for dc, m in routes.items():
+        if dc not in dc_names:
+            raise InvalidArgument(f"cross_dc_routes names unknown datacenter {dc}")
+        for nid, addr in m.items():
+            if nid not in {n.id for n in nodes} or not addr.rpartition(":")[2].isdigit():
+                raise InvalidArgument(f"cross_dc_routes: bad route {nid}: {addr}")
     return ClusterConfig(
         name=str(cluster.get("name", "ambry")),
         cluster_map=ClusterMap(dcs, nodes, partitions),
@@ -364,5 +385,6 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: Path | None = None,
         frontends=frontends,
         accounts=accounts,
         data_root=root,
+        cross_dc_routes=routes,
         sections=sections,
     )

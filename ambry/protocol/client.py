@@ -549,6 +549,25 @@ class NodeClient:
         return EntriesReply(list(h.get("entries", [])), (bytes(tok[0]), int(tok[1])),
                             int(h.get("remaining_bytes", 0)))
 
+    async def replicate(self, requests: list[tuple[int, tuple[bytes, int] | None]], *,
+                        max_entries: int = 1000, max_bytes: int = 4 * 1024 * 1024,
+                        wait_ms: int = 0, rid: str | None = None
+                        ) -> list[tuple[int, list[dict[str, Any]], tuple[bytes, int], int]]:
+        """One batched replication pull: the records after each token of each partition the
+        peer shares, held up to ``wait_ms`` while there are none (long poll)."""
+        wire = [[pid, list(tok) if tok is not None else None] for pid, tok in requests]
+        reply = await self.request("replicate", {"requests": wire, "max_entries": max_entries,
+                                                 "max_bytes": max_bytes, "wait_ms": wait_ms},
+                                   rid=rid, timeout_ms=self.request_timeout_ms + wait_ms)
+        await reply.release()
+        out = []
+        for pid, entries, tok, remaining in reply.header.get("results", []):
+            out.append((int(pid), list(entries), (bytes(tok[0]), int(tok[1])), int(remaining)))
+        return out
+
+    async def digest(self, partition: int, rid: str | None = None) -> dict[str, Any]:
+        return await self._call("digest", {"partition": partition}, rid)
+
     async def stats(self, rid: str | None = None) -> list[dict[str, Any]]:
         h = await self._call("stats", rid=rid)
         return list(h.get("replicas", []))

@@ -50,6 +50,11 @@ Requests (field: type; ``?`` = optional, default after ``=``)::
                                                                   remaining_bytes: int
   stats          -                                                node, replicas: [REPLICA]
   blob_state     partition, blob_id                               state: STATE | nil, has_put
+  replicate      requests: [[partition, token | nil], ...],       results: [[partition,
+                 max_entries?, max_bytes? (per partition),          entries, token,
+                 wait_ms? = 0 (long poll: held until a record       remaining_bytes], ...]
+                 arrives or wait_ms passes, when all are empty)
+  digest         partition                                        digest: hex, blobs, names
 
   STATE   = {life_version, deleted, permanent, delete_time_ms, expiry_ms}
             (expiry_ms is 0 = never, and only present when the node read the PUT record)
@@ -166,6 +171,10 @@ OPS: dict[str, tuple[Field, ...]] = {
                       Field("max_bytes", _INT, False, DEFAULT_ENTRIES_BYTES)),
     "stats": (),
     "blob_state": (_partition(), _blob_id()),
+    "replicate": (Field("requests", _LIST), Field("max_entries", _INT, False, 1000),
+                  Field("max_bytes", _INT, False, DEFAULT_ENTRIES_BYTES),
+                  Field("wait_ms", _INT, False, 0)),
+    "digest": (_partition(),),
 }
 
 #: ops whose request carries a payload

@@ -64,6 +64,39 @@ class _ReplicaCollector:
         yield from fams.values()
 
 
+class _ReplicationCollector:
+    """Lag and progress of replication per (partition, peer)."""
+
+    def __init__(self, source: Callable[[], list[dict[str, Any]]]) -> None:
+        self._source = source
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["partition", "peer", "cross_dc"]
+        fams = {
+            "lag_bytes": GaugeMetricFamily("ambry_replication_lag_bytes",
+                                           "Durable log bytes of the peer not yet pulled "
+                                           "(-1: never reached)", labels=labels),
+            "lag_seconds": GaugeMetricFamily("ambry_replication_lag_seconds",
+                                             "Age of the newest record not yet pulled",
+                                             labels=labels),
+            "blobs_fetched": GaugeMetricFamily("ambry_replication_blobs_fetched",
+                                               "Blobs fetched from the peer", labels=labels),
+            "bytes_fetched": GaugeMetricFamily("ambry_replication_bytes_fetched",
+                                               "Blob bytes fetched from the peer",
+                                               labels=labels),
+            "errors": GaugeMetricFamily("ambry_replication_errors",
+                                        "Failed pulls from the peer", labels=labels),
+        }
+        for row in self._source():
+            lv = [str(row["partition"]), row["peer"], str(bool(row["cross_dc"])).lower()]
+            for k, fam in fams.items():
+                fam.add_metric(lv, float(row[k]))
+        yield from fams.values()
+
+
 class NodeMetrics:
     def __init__(self, node_id: str, replica_stats: Callable[[], Iterable[Any]]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
@@ -96,6 +129,12 @@ class NodeMetrics:
         info = Gauge("ambry_node_info", "Node identity", ["node"], registry=r)
         info.labels(node=node_id).set(1)
         r.register(_ReplicaCollector(replica_stats))
+        self._replication_rows: list[dict[str, Any]] = []
+        r.register(_ReplicationCollector(lambda: self._replication_rows))
+
+    def set_replication(self, rows: list[dict[str, Any]]) -> None:
+        """Replication lag per partition and peer, as of this scrape."""
+        self._replication_rows = rows
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -119,6 +119,11 @@ class NameView:
     def _iter_from(self, key: bytes) -> Iterator[tuple[bytes, bytes]]:
         yield from self._db.items(from_key=key)
 
+    def iter_all(self) -> Iterator[NameEntry]:
+        """Every entry (tombstones included) in key order."""
+        for key, raw in self._db.items():
+            yield NameEntry.decode_value(key, raw)
+
     def estimated_count(self) -> int:
         """rocksdb's estimate of live keys (cheap; includes name tombstones)."""
         return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)

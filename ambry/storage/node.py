@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -75,6 +75,7 @@ from ambry.storage import filenames
 from ambry.storage.compaction import compact
 from ambry.storage.metrics import CONTENT_TYPE, NodeMetrics
 from ambry.storage.names import NameEntry
+from ambry.protocol.client import NodeClient
 from ambry.storage.replica import BlobRead, Replica, ReplicaStats
 
 __all__ = ["StorageNode"]
@@ -166,11 +167,21 @@ class _Conn:
             transport.abort()
 
 
+class Replicator(Protocol):
+    """The node's replication component (``ambry.replication.manager``), as the node sees it."""
+
+    def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def status(self) -> list[dict[str, Any]]: ...
+
+
 class StorageNode:
     def __init__(self, cfg: ClusterConfig, node_id: str, *, data_dir: str | Path | None = None,
                  clock: Clock | None = None, drain_timeout_s: float = 10.0,
                  max_inflight_per_connection: int = 64,
-                 inflight_payload_budget_bytes: int = 512 * 1024 * 1024) -> None:
+                 inflight_payload_budget_bytes: int = 512 * 1024 * 1024,
+                 replication_factory: Callable[[StorageNode], Replicator] | None = None
+                 ) -> None:
         self.cfg = cfg
         self.node_id = node_id
         self.node = cfg.cluster_map.node(node_id)
@@ -202,8 +213,15 @@ class StorageNode:
             "undelete": self._op_undelete, "name_put": self._op_name_put,
             "name_get": self._op_name_get, "name_list": self._op_name_list,
             "entries_since": self._op_entries_since, "stats": self._op_stats,
-            "blob_state": self._op_blob_state,
+            "blob_state": self._op_blob_state, "replicate": self._op_replicate,
+            "digest": self._op_digest,
         }
+        # the replication component is plugged in by whoever composes the daemon (the CLI):
+        # storage does not import replication (DESIGN.md section 2)
+        self._replication_factory = replication_factory
+        self.replication: Replicator | None = None
+        self._links: dict[str, NodeClient] = {}
+        self._changed = asyncio.Event()  # set whenever a record was appended (long polls)
 
     # ================================================================ life cycle
     async def start(self) -> None:
@@ -242,9 +260,36 @@ class StorageNode:
             raise
         self._periodic = [loop.create_task(self._snapshot_loop(), name="snapshots"),
                           loop.create_task(self._compaction_loop(), name="compaction")]
+        self._start_replication()
         log.info("node %s serving %d replicas (%d failed) on %s:%d, http %d; started in "
                  "%.2f s", self.node_id, len(self.replicas), len(self.failed_replicas),
                  self.node.host, self.port, self.node.http_port, time.monotonic() - t0)
+
+    def _start_replication(self) -> None:
+        if self._replication_factory is not None:
+            self.replication = self._replication_factory(self)
+            self.replication.start()
+
+    def link(self, peer: str) -> NodeClient:
+        """The (shared) client this node uses to reach a peer node."""
+        c = self._links.get(peer)
+        if c is None:
+            host, port = self.cfg.address_of(peer, self.node.datacenter)
+            c = self._links[peer] = NodeClient(host, port, pool_size=2,
+                                               connect_timeout_ms=2000,
+                                               request_timeout_ms=30_000)
+        return c
+
+    async def run_io(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self._run(fn, *args)
+
+    def notify_change(self) -> None:
+        """Something was appended: wake the peers' long-polling replication requests."""
+        self._notify_change()
+
+    def _notify_change(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     async def _listen(self) -> None:
         self._server = await asyncio.start_server(
@@ -256,6 +301,7 @@ class StorageNode:
         app = web.Application()
         app.router.add_get("/healthCheck", self._http_health)
         app.router.add_get("/metrics", self._http_metrics)
+        app.router.add_get("/replication", self._http_replication)
         self._http = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._http.setup()
         site = web.TCPSite(self._http, self.node.host, self.node.http_port, reuse_address=True)
@@ -287,6 +333,9 @@ class StorageNode:
         t0 = time.monotonic()
         log.info("node %s draining: %d connections, %d requests in flight", self.node_id,
                  len(self._conns), len(self._handlers))
+        if self.replication is not None:
+            await self.replication.stop()
+        self._notify_change()  # wake long polls so they answer and finish
         if self._server is not None:
             self._server.close()
         for conn in list(self._conns):
@@ -314,6 +363,8 @@ class StorageNode:
                                for r in self.replicas.values()), return_exceptions=True)
         if self._http is not None:
             await self._http.cleanup()
+        for c in self._links.values():
+            await c.close()
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 5)
@@ -329,7 +380,15 @@ class StorageNode:
             return web.Response(status=503, text="BAD")
         return web.Response(status=200, text="GOOD")
 
+    async def _http_replication(self, _request: web.Request) -> web.Response:
+        rows = self.replication.status() if self.replication is not None else []
+        rebuilding = sorted(pid for pid, r in self.replicas.items() if r.rebuilding)
+        return web.json_response({"node": self.node_id, "datacenter": self.node.datacenter,
+                                  "rebuilding": rebuilding, "peers": rows})
+
     async def _http_metrics(self, _request: web.Request) -> web.Response:
+        if self.replication is not None:
+            self.metrics.set_replication(self.replication.status())
         return web.Response(body=self.metrics.render(),
                             headers={"Content-Type": CONTENT_TYPE})
 
@@ -631,6 +690,7 @@ class StorageNode:
         props = BlobProperties.from_wire(a["props"])
         res = await self._run(r.put, bid, props, a["usermeta"], payload or b"")
         await asyncio.wrap_future(r.durable_future(res.end))
+        self._notify_change()
         return {"result": res.status, "life_version": res.life_version}, None
 
     async def _op_get(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], Any]:
@@ -687,6 +747,7 @@ class StorageNode:
         res = await self._run(functools.partial(
             r.delete, bid, t, lv, tombstone_if_missing=req.args["tombstone_if_missing"]))
         await asyncio.wrap_future(r.durable_future(res.end))
+        self._notify_change()
         return {"result": res.status, "life_version": res.life_version}, None
 
     async def _op_ttl_update(self, req: Request,
@@ -694,12 +755,14 @@ class StorageNode:
         r, bid, t, lv = self._mutation_args(req)
         res = await self._run(r.ttl_update, bid, t, lv)
         await asyncio.wrap_future(r.durable_future(res.end))
+        self._notify_change()
         return {"result": res.status, "life_version": res.life_version}, None
 
     async def _op_undelete(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], None]:
         r, bid, t, lv = self._mutation_args(req)
         res = await self._run(r.undelete, bid, t, lv)
         await asyncio.wrap_future(r.durable_future(res.end))
+        self._notify_change()
         return {"result": res.status, "life_version": res.life_version}, None
 
     @staticmethod
@@ -721,6 +784,7 @@ class StorageNode:
                           a["created_ms"])
         fut = await self._run(r.name_put, entry)
         await asyncio.wrap_future(fut)
+        self._notify_change()
         return {}, None
 
     async def _op_name_get(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], None]:
@@ -751,19 +815,17 @@ class StorageNode:
             out.append(w)
         return {"entries": out, "truncated": truncated}, None
 
-    async def _op_entries_since(self, req: Request,
-                                _p: bytes | None) -> tuple[dict[str, Any], None]:
-        a = req.args
-        r = self._replica(a["partition"])
-        tok = a["token"]
+    async def _entries(self, r: Replica, tok: Any, max_entries: int, max_bytes: int
+                       ) -> tuple[list[dict[str, Any]], tuple[bytes, int], int]:
         token: tuple[bytes, int] | None = None
         if tok is not None:
-            if (len(tok) != 2 or not isinstance(tok[0], (bytes, bytearray))
+            if (not isinstance(tok, (list, tuple)) or len(tok) != 2
+                    or not isinstance(tok[0], (bytes, bytearray))
                     or not isinstance(tok[1], int) or isinstance(tok[1], bool) or tok[1] < 0):
                 raise InvalidArgument("token must be [incarnation bytes, sequence >= 0]")
             token = (bytes(tok[0]), int(tok[1]))
-        max_entries = max(1, min(a["max_entries"], MAX_ENTRIES_BATCH))
-        max_bytes = max(1, min(a["max_bytes"], MAX_ENTRIES_BYTES))
+        max_entries = max(1, min(max_entries, MAX_ENTRIES_BATCH))
+        max_bytes = max(1, min(max_bytes, MAX_ENTRIES_BYTES))
         entries, new_token, remaining = await self._run(r.entries_since, token, max_entries,
                                                         max_bytes)
         out: list[dict[str, Any]] = []
@@ -780,8 +842,53 @@ class StorageNode:
                 break
             out.append(w)
             last_seq = e.sequence
+        return out, new_token, remaining
+
+    async def _op_entries_since(self, req: Request,
+                                _p: bytes | None) -> tuple[dict[str, Any], None]:
+        a = req.args
+        r = self._replica(a["partition"])
+        out, new_token, remaining = await self._entries(r, a["token"], a["max_entries"],
+                                                        a["max_bytes"])
         return {"entries": out, "token": [new_token[0], new_token[1]],
                 "remaining_bytes": remaining}, None
+
+    async def _op_replicate(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], None]:
+        """Batched pull for every partition a peer shares with this node; long-polls."""
+        a = req.args
+        reqs = a["requests"]
+        if len(reqs) > 100_000 or not all(isinstance(x, (list, tuple)) and len(x) == 2
+                                          and isinstance(x[0], int) for x in reqs):
+            raise InvalidArgument("requests must be [[partition, token], ...]")
+        wait_s = max(0, min(a["wait_ms"], 60_000)) / 1000
+        deadline = time.monotonic() + wait_s
+        per_bytes = max(1, a["max_bytes"] // max(1, len(reqs)))
+        while True:
+            changed = self._changed
+            results = []
+            any_entries = False
+            budget = _REPLY_LIST_BUDGET_BYTES
+            for pid, tok in reqs:
+                r = self._replica(pid)
+                out, token, remaining = await self._entries(r, tok, a["max_entries"], per_bytes)
+                size = sum(_approx_wire_bytes(w) for w in out)
+                if size > budget and any_entries:  # keep the reply header bounded
+                    same = tok is not None and bytes(tok[0]) == token[0]
+                    out, token = [], (token[0], tok[1] if same else 0)
+                budget -= size
+                any_entries = any_entries or bool(out)
+                results.append([pid, out, [token[0], token[1]], remaining])
+            left = deadline - time.monotonic()
+            if any_entries or left <= 0 or self._draining:
+                return {"results": results}, None
+            try:
+                await asyncio.wait_for(changed.wait(), left)
+            except TimeoutError:
+                return {"results": results}, None
+
+    async def _op_digest(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], None]:
+        r = self._replica(req.args["partition"])
+        return await self._run(r.digest), None
 
     async def _op_stats(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], None]:
         def collect() -> list[dict[str, Any]]:
@@ -843,12 +950,14 @@ def _approx_wire_bytes(m: dict[str, Any]) -> int:
     return n
 
 
-def run_node(cfg: ClusterConfig, node_id: str, data_dir: str | Path | None = None) -> int:
+def run_node(cfg: ClusterConfig, node_id: str, data_dir: str | Path | None = None,
+             replication_factory: Callable[[StorageNode], Replicator] | None = None) -> int:
     """Run a node until SIGTERM/SIGINT on uvloop (the stock loop if AMBRY_NO_UVLOOP=1)."""
     import signal
 
     async def main() -> int:
-        node = StorageNode(cfg, node_id, data_dir=data_dir)
+        node = StorageNode(cfg, node_id, data_dir=data_dir,
+                           replication_factory=replication_factory)
         loop = asyncio.get_running_loop()
         if loop.get_debug():  # PYTHONASYNCIODEBUG=1: report callbacks that hold the loop
             loop.slow_callback_duration = float(os.environ.get("AMBRY_SLOW_CALLBACK_MS",

@@ -56,6 +56,7 @@ from ambry.storage import filenames
 from ambry.storage.disk import Disk, OsDisk
 from ambry.storage.format import (
     RECORD_HEADER_SIZE,
+    SEGMENT_HEADER_SIZE,
     STATE_DELETED,
     STATE_PERMANENT,
     RecordHeader,
@@ -725,6 +726,27 @@ class Replica:
         log.info("partition %d: repaired blob %s from a peer copy", self.partition_id, blob_id)
         return True
 
+    def digest(self) -> dict[str, Any]:
+        """A fingerprint of this replica's logical content: every blob's merged state and
+        whether its PUT is here, and every name's current entry. Two replicas that converged
+        have equal digests whatever order they received records in."""
+        h = xxhash.xxh3_64()
+        with self.lock:
+            items = sorted((k, state_of(v), put_location(v) is not None)
+                           for k, v in self.index.items())
+        for key, st, has_put in items:
+            assert st is not None
+            h.update(key)
+            h.update(bytes([st.deleted, st.permanent, has_put]))
+            h.update(st.life_version.to_bytes(2, "big"))
+        names = 0
+        assert self.names is not None
+        for e in self.names.iter_all():
+            names += 1
+            h.update(name_key(e.account_id, e.container_id, e.name))
+            h.update(e.blob_id + e.ts_ms.to_bytes(8, "big") + bytes([e.dc_id, e.deleted]))
+        return {"digest": h.hexdigest(), "blobs": len(items), "names": names}
+
     def state(self, blob_id: BlobId) -> tuple[BlobState | None, bool]:
         """(merged state, has the PUT) of a blob, without reading the log."""
         cur = self.index.get(blob_id.uuid)
@@ -769,7 +791,6 @@ class Replica:
 
     def _sample_segment_starts(self) -> None:
         """Read the first record header of each segment: cheap anchors for entries_since."""
-        from ambry.storage.format import SEGMENT_HEADER_SIZE
 
         samples = []
         for seg in self.log.segments:
@@ -832,7 +853,7 @@ class Replica:
         for seg in self.log.segments:
             if seg.number < a[0] or seg.number > b[0]:
                 continue
-            lo = a[1] if seg.number == a[0] else 0
+            lo = max(a[1] if seg.number == a[0] else 0, SEGMENT_HEADER_SIZE)
             hi = b[1] if seg.number == b[0] else seg.size
             total += max(0, hi - lo)
         return total
