@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from ambry.native._pyindex import ENTRY_SIZE, ENTRY_STRUCT, EntryValues, PyBlobIndex
 
-__all__ = ["BlobIndex", "ENTRY_SIZE", "ENTRY_STRUCT", "EntryValues", "implementation"]
+__all__ = ["ENTRY_SIZE", "ENTRY_STRUCT", "BlobIndex", "EntryValues", "implementation"]
 
 _log = logging.getLogger(__name__)
 

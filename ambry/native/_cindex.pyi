@@ -2,15 +2,15 @@
 
 import mmap
 from collections.abc import Iterator
-from typing import final
+from typing import TypeAlias, final
 
 ENTRY_SIZE: int
 PAGE_ENTRIES: int
 MIGRATE_BATCH: int
 
-_Key = bytes | bytearray | memoryview
-_Buffer = bytes | bytearray | memoryview | mmap.mmap
-_Values = tuple[int, int, int, int, int, int, int]
+_Key: TypeAlias = bytes | bytearray | memoryview
+_Buffer: TypeAlias = bytes | bytearray | memoryview | mmap.mmap
+_Values: TypeAlias = tuple[int, int, int, int, int, int, int]
 
 class CBlobIndex:
     def __init__(self, capacity_hint: int = 0) -> None: ...

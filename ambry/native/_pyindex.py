@@ -16,8 +16,9 @@ import operator
 import struct
 import sys
 from collections.abc import Iterator
+from typing import SupportsIndex, cast
 
-__all__ = ["ENTRY_SIZE", "ENTRY_STRUCT", "EntryValues", "Key", "MAX_ENTRIES", "PyBlobIndex"]
+__all__ = ["ENTRY_SIZE", "ENTRY_STRUCT", "MAX_ENTRIES", "EntryValues", "Key", "PyBlobIndex"]
 
 ENTRY_SIZE = 40
 ENTRY_STRUCT = struct.Struct("<16sIIIIIHBx")
@@ -73,7 +74,7 @@ def _values(values: tuple[object, ...]) -> tuple[int, ...]:
     """Validate the 7 value fields in order (TypeError for non-integers, else OverflowError)."""
     out = []
     for (name, limit), value in zip(_FIELDS, values):
-        v = value if type(value) is int else operator.index(value)
+        v = value if type(value) is int else operator.index(cast(SupportsIndex, value))
         if not 0 <= v <= limit:
             raise OverflowError(f"{name} out of range (0..{limit})")
         out.append(v)
@@ -81,7 +82,7 @@ def _values(values: tuple[object, ...]) -> tuple[int, ...]:
 
 
 def _nonneg(value: object, name: str) -> int:
-    v = operator.index(value)  # type: ignore[call-overload]
+    v = operator.index(cast(SupportsIndex, value))
     if v < 0:
         raise ValueError(f"{name} must be >= 0")
     return v
@@ -107,7 +108,8 @@ class PyBlobIndex:
         pos = self._pos.get(key if type(key) is bytes and len(key) == _KEY_SIZE else _key(key))
         if pos is None:
             return None
-        return _VALUES.unpack_from(self._recs, pos * ENTRY_SIZE + _KEY_SIZE)  # type: ignore[return-value]
+        values: EntryValues = _VALUES.unpack_from(self._recs, pos * ENTRY_SIZE + _KEY_SIZE)
+        return values
 
     def put(
         self,
