@@ -21,7 +21,7 @@ BENCHMARKS = [
     ("bench_index.py", ["--entries", "1000000", "10000000"],
      ["--entries", "100000", "--impl", "c"]),
     ("bench_store.py", [], ["--smoke"]),
-    ("bench_node.py", [], ["--smoke"]),
+    ("bench_frontend.py", [], ["--smoke"]),
 ]
 
 
