@@ -376,8 +376,10 @@ class FrontendApp:
         start_after = ""
         if q.get("page"):
             try:
-                start_after = base64.urlsafe_b64decode(q["page"] + "=" * (-len(q["page"]) % 4)
-                                                       ).decode("utf-8")
+                # validate=True: urlsafe_b64decode silently drops bad characters, which
+                # turned a garbled token into "from the start" instead of a 400
+                start_after = base64.b64decode(q["page"] + "=" * (-len(q["page"]) % 4),
+                                               altchars=b"-_", validate=True).decode("utf-8")
             except (binascii.Error, ValueError, UnicodeDecodeError):
                 raise InvalidArgument("bad page token") from None
         entries, more = await self.router.list_named(
@@ -452,6 +454,11 @@ class FrontendApp:
             if SIGNATURE_PARAM in request.query:
                 request = self._apply_signed_url(request)
             request["rid"] = rid
+            if request.method == "OPTIONS":
+                # CORS preflight for any path, answered here rather than by a catch-all
+                # OPTIONS route: such a route made every unknown path exist, so a GET of one
+                # was a 405 "Allow: OPTIONS" instead of a 404
+                handler = self.options
             resp = await handler(request)
             status = resp.status
         except AmbryError as e:
@@ -464,9 +471,12 @@ class FrontendApp:
                 headers["Content-Range"] = unsatisfied_content_range(e.total_size)  # type: ignore[attr-defined]
             resp = web.Response(status=status, text=_one_line(e.message) + "\n",
                                 headers=headers)
-        except web.HTTPException as e:
+        except web.HTTPException as e:  # aiohttp's own: unknown route, wrong method, ...
             status = e.status
             resp = e
+            if status >= 400:  # every error reply names its cause
+                resp.headers.setdefault("x-ambry-error-code",
+                                        (e.reason or "HTTP_ERROR").upper().replace(" ", "_"))
         except Exception:
             log.exception("rid=%s %s %s failed", rid, request.method, request.path)
             status = 500
@@ -535,5 +545,5 @@ def make_app(config: ClusterConfig, datacenter: str, *, router: Router | None = 
     r.add_get("/{blob_id}/{sub:BlobInfo|UserMetadata}", fa.blob_info)
     r.add_get("/{blob_id}", fa.get_blob)
     r.add_delete("/{blob_id}", fa.delete_blob)
-    r.add_route("OPTIONS", "/{tail:.*}", fa.options)
+    # OPTIONS (CORS preflight) is answered by the middleware, for every path
     return app

@@ -464,13 +464,21 @@ class Router:
                                            encode_metadata(chunks), rid)
             return StoredBlob(bid, total, props.created_ms)
         except BaseException:
-            for t in list(inflight):
-                t.cancel()
-            if inflight:
-                await asyncio.gather(*inflight, return_exceptions=True)
-            for bid in written:  # a failed upload leaves no reachable chunks
-                self._spawn(self._delete_quietly(bid, rid))
+            # A failed upload leaves no reachable chunks. The chunk puts already sent are
+            # left to finish (each is bounded by the node timeout) and every chunk stored is
+            # then deleted, in the background: the client may be gone, and this task may be
+            # cancelled. (Cancelling them instead orphaned chunks whose put had reached the
+            # replicas before the task recorded the id: a client that hung up mid-upload
+            # left permanent chunks behind.) ``written`` is shared: late puts land in it.
+            self._spawn(self._delete_chunks_when_done(set(inflight), written, rid))
             raise
+
+    async def _delete_chunks_when_done(self, inflight: set[asyncio.Task[None]],
+                                       written: list[BlobId], rid: str) -> None:
+        if inflight:
+            await asyncio.gather(*inflight, return_exceptions=True)
+        await asyncio.gather(*(self._delete_quietly(bid, rid) for bid in written),
+                             return_exceptions=True)
 
     async def stitch(self, chunk_ids: Sequence[str], *, account_id: int, container_id: int,
                      props: BlobProperties, usermeta: bytes, rid: str) -> StoredBlob:
@@ -534,9 +542,11 @@ class Router:
 
             tasks = [asyncio.ensure_future(one(nid)) for nid in wave]
             winner: GetReply | None = None
+            seen: set[str] = set()  # replicas whose reply this loop took charge of
             try:
                 for fut in asyncio.as_completed(tasks):
                     nid, reply, exc = await fut
+                    seen.add(nid)
                     out = self._note(nid, "get", exc)
                     (origin_answers if dc_of[nid] == origin else other_answers)[nid] = out
                     if exc is not None:
@@ -555,10 +565,18 @@ class Router:
                             winner = None
                         _raise_for(decided, f"blob {blob_id}", errors)
             finally:
+                # A replica that answered after the deciding one, but before this loop looked
+                # at its task, holds a reply whose payload pins its node connection: release
+                # it now. (Only cancelling the unfinished tasks left such a reply unread, and
+                # the connection stalled for node_timeout_ms before the client dropped it,
+                # failing every request pipelined on it: GETs took 5 s instead of 0.1 s.)
                 for t in tasks:
                     if not t.done():
                         t.cancel()
                         t.add_done_callback(_release_result)
+                    elif not t.cancelled() and t.exception() is None and \
+                            t.result()[0] not in seen:
+                        _release_result(t)
         verdict = get_verdict(origin_answers, origin_count, other_answers)
         if verdict is Outcome.UNAVAILABLE and any(_outcome_of(e) is Outcome.ERROR
                                                    for e in errors):
@@ -652,13 +670,22 @@ class Router:
             return fn(blob_id, time_ms=t, rid=rid, **kw)  # type: ignore[no-any-return]
 
         local = [n.id for n in self.local_replicas(blob_id.partition_id)]
-        verdict, _, errors = await self._quorum(local, op, call)
-        if verdict is not Outcome.NOT_FOUND:
+        verdict, results, errors = await self._quorum(local, op, call)
+        # A replica without the blob answers a TTL update with "marked" (it keeps the update
+        # for when replication brings the blob): a success that proves nothing. When every
+        # local answer is one, no local replica has the blob yet, and the origin DC must be
+        # updated too (before this, a TTL update through a DC the blob had not reached
+        # answered 200 and left the blob's only copies, in its origin DC, untouched).
+        only_marked = (verdict is Outcome.SUCCESS and op == "ttl_update" and
+                       all(getattr(r, "result", None) == "marked" for r in results.values()))
+        if verdict is not Outcome.NOT_FOUND and not only_marked:
             _raise_for(verdict, f"blob {blob_id}", errors)
             return verdict
         origin_dc = next((d for d in self.cmap.datacenters if d.id == blob_id.datacenter_id),
                          None)
         if origin_dc is None or origin_dc.name == self.dc.name:
+            if only_marked:
+                return verdict  # the origin's own replicas keep the marker until they catch up
             _raise_for(Outcome.NOT_FOUND, f"blob {blob_id}")
         assert origin_dc is not None
         remote = [n.id for n in self.cmap.replicas_in(blob_id.partition_id, origin_dc.name)]
@@ -667,18 +694,34 @@ class Router:
         return verdict
 
     async def _delete_at(self, node_ids: Sequence[str], blob_id: BlobId, t: int, rid: str,
-                         tombstone: bool) -> dict[str, Outcome]:
-        """Delete at every node given (waiting for all, each bounded by its timeout)."""
-        async def one(nid: str) -> Outcome:
+                         tombstone: bool, enough: int | None = None) -> dict[str, Outcome]:
+        """Delete at every node given, each bounded by its timeout. Waits for every answer,
+        or only until ``enough`` succeeded: the rest then finish in the background and are
+        missing from the result. (Waiting for all made every DELETE take the whole node
+        timeout while one replica hung, though 2 of 3 had already acknowledged it.)"""
+        async def one(nid: str) -> tuple[str, Outcome]:
             try:
                 await self.client(nid).delete(blob_id, time_ms=t, rid=rid,
                                               tombstone_if_missing=tombstone)
-                return self._note(nid, "delete", None)
+                return nid, self._note(nid, "delete", None)
             except (AmbryError, OSError, TimeoutError) as e:
-                return self._note(nid, "delete", e)
+                return nid, self._note(nid, "delete", e)
 
-        outs = await asyncio.gather(*(one(n) for n in node_ids))
-        return dict(zip(node_ids, outs, strict=True))
+        tasks = [asyncio.ensure_future(one(n)) for n in node_ids]
+        outs: dict[str, Outcome] = {}
+        try:
+            for fut in asyncio.as_completed(tasks):
+                nid, out = await fut
+                outs[nid] = out
+                if enough is not None and \
+                        sum(1 for o in outs.values() if o is Outcome.SUCCESS) >= enough:
+                    break
+        finally:
+            for task in tasks:
+                if not task.done():
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
+        return outs
 
     async def _delete_one(self, blob_id: BlobId, rid: str) -> None:
         """DELETE of one blob at 2 of 3 local replicas (DESIGN.md section 5, issue rules):
@@ -689,7 +732,7 @@ class Router:
         t = self.clock.now_ms()
         local = [n.id for n in self.local_replicas(blob_id.partition_id)]
         need = min(2, len(local))
-        outs = await self._delete_at(local, blob_id, t, rid, tombstone=False)
+        outs = await self._delete_at(local, blob_id, t, rid, tombstone=False, enough=need)
         ok = [n for n, o in outs.items() if o is Outcome.SUCCESS]
         missing = [n for n, o in outs.items() if o is Outcome.NOT_FOUND]
         if ok:
@@ -710,7 +753,7 @@ class Router:
         if remote and all(o is Outcome.NOT_FOUND for o in routs.values()):
             raise BlobNotFound(f"blob {blob_id} not found")
         # exists in the origin DC, or the origin cannot tell: tombstone locally
-        tomb = await self._delete_at(local, blob_id, t, rid, tombstone=True)
+        tomb = await self._delete_at(local, blob_id, t, rid, tombstone=True, enough=need)
         if sum(1 for o in tomb.values() if o is Outcome.SUCCESS) < need:
             raise Unavailable(f"blob {blob_id}: too few replicas took the tombstone")
 
@@ -722,11 +765,23 @@ class Router:
                 info = await self.get(blob_id, include_deleted=True, include_expired=True,
                                       info_only=True, rid=rid)
                 chunks = info.chunks
-            except (BlobNotFound, DataCorrupt, Unavailable):
-                chunks = []  # the delete itself decides below
+            except (BlobNotFound, BlobDeleted, BlobExpired, DataCorrupt, Unavailable):
+                # the delete itself decides below. (BlobDeleted: a DC holding only the
+                # tombstone of a composite cannot list its chunks; a second DELETE there
+                # answered 410 instead of 202.)
+                chunks = []
         await self._delete_one(blob_id, rid)
         for ref in chunks:
-            self._spawn(self._delete_quietly(self.parse_id(ref.blob_id), rid))
+            self._spawn(self._delete_chunk_quietly(self.parse_id(ref.blob_id), rid))
+
+    async def _delete_chunk_quietly(self, bid: BlobId, rid: str) -> None:
+        """Delete one chunk of a deleted composite wherever it lives: like the composite
+        itself, through the origin DC when no local replica has it (deleting at local
+        replicas only left a composite deleted through another DC with all its chunks)."""
+        try:
+            await self._delete_one(bid, rid)
+        except AmbryError as e:
+            log.info("rid=%s delete of chunk %s: %s", rid, bid, e.message)
 
     async def update_ttl(self, blob_id: BlobId, rid: str = "") -> None:
         """Make a blob permanent: chunks first, then the metadata blob."""
@@ -799,8 +854,10 @@ class Router:
     async def resolve_name(self, account_id: int, container_id: int, name: str,
                            rid: str = "") -> BlobId:
         e = await self.lookup_name(account_id, container_id, name, rid)
-        if e is None or e.deleted:
+        if e is None:
             raise BlobNotFound(f"no blob named {name!r}")
+        if e.deleted:  # "as for ids" (DESIGN.md section 4): a deleted name is gone, 410
+            raise BlobDeleted(f"the blob named {name!r} is deleted")
         return BlobId.from_bytes(e.blob_id)
 
     async def _write_name(self, record: NameRecord, rid: str) -> None:
@@ -843,8 +900,10 @@ class Router:
     async def delete_named(self, name: str, *, account_id: int, container_id: int,
                            rid: str) -> None:
         old = await self.lookup_name(account_id, container_id, name, rid)
-        if old is None or old.deleted:
+        if old is None:
             raise BlobNotFound(f"no blob named {name!r}")
+        if old.deleted:
+            return  # as for ids: deleting a deleted blob is a 202
         ts = max(self.clock.now_ms(), old.ts_ms + 1)
         await self._write_name(NameRecord(account_id, container_id, name, b"", ts, self.dc.id,
                                           True), rid)

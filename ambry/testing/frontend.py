@@ -1,0 +1,431 @@
+"""Real frontend processes, and whole stores (storage nodes + one frontend per datacenter).
+
+Owns starting, killing (``kill -9``), terminating and restarting ``ambry frontend`` processes
+from the source tree (:class:`FrontendProcess`), and :class:`StoreCluster`: a config written
+with ports that were free a moment ago (so parallel test runs do not collide), the storage node
+processes of :class:`~ambry.testing.cluster.LocalCluster`, and one frontend per datacenter,
+with their base URLs; a started store has also waited until no fresh replica is still
+rebuilding from its peers (before that, nodes cannot say "not found"). Also a way to list
+what a replica really holds (:func:`replica_records`), so a test can tell "never written" from
+"written and deleted", and :class:`RssSampler` for memory bounds of a frontend process.
+
+Does not own any assertion about the API (tests do), nor the storage node processes
+themselves (``ambry.testing.cluster``). Plain synchronous code (``subprocess``), like
+``ambry.testing.cluster``, so it works from sync and async fixtures alike.
+
+    with StoreCluster(tmp_path, datacenters=1, nodes_per_dc=3) as store:
+        url = store.url("dc1", "/healthCheck")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from ambry.common.blobid import BlobId, BlobType
+from ambry.testing.cluster import REPO_ROOT, LocalCluster, NodeProcess, free_ports
+
+__all__ = [
+    "TEST_ACCOUNTS",
+    "TEST_FRONTEND",
+    "FrontendProcess",
+    "RssSampler",
+    "StoreCluster",
+    "StoredRecord",
+    "replica_records",
+]
+
+_LIVE: set[FrontendProcess] = set()
+
+#: Accounts of a test store: a second container (403 checks) and a second account.
+TEST_ACCOUNTS: list[dict[str, Any]] = [
+    {"name": "default", "id": 1,
+     "containers": [{"name": "default", "id": 1}, {"name": "models", "id": 2}]},
+    {"name": "team", "id": 7, "containers": [{"name": "default", "id": 1}]},
+]
+
+#: The ``frontend:`` section of a test store; a :class:`StoreCluster` argument overrides keys.
+#: Small chunks so that a 3 MiB blob is already a composite; a short failure backoff so a
+#: restarted node is used again quickly.
+TEST_FRONTEND: dict[str, Any] = {
+    "chunk_size_bytes": "1MiB",
+    "upload_window_chunks": 4,
+    "download_prefetch_chunks": 2,
+    "inflight_budget_bytes": "64MiB",
+    "node_timeout_ms": 5000,
+    "node_connect_timeout_ms": 1000,
+    "failure_threshold_errors": 3,
+    "failure_backoff_s": 1,
+    "ttl_update_buffer_s": 1,
+}
+
+
+class FrontendProcess:
+    """One ``ambry frontend`` process for one datacenter (restartable, same port)."""
+
+    def __init__(self, datacenter: str, config_path: Path, host: str, port: int,
+                 log_path: Path, log_level: str = "INFO",
+                 env: dict[str, str] | None = None) -> None:
+        self.datacenter = datacenter
+        self.config_path = config_path
+        self.host = host
+        self.port = port
+        self.log_path = log_path
+        self.log_level = log_level
+        self.env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def name(self) -> str:
+        return f"frontend-{self.datacenter}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def url(self, path: str = "/") -> str:
+        return self.base_url + path
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "ambry.cli", "frontend", "--config",
+                str(self.config_path), "--datacenter", self.datacenter, "--host", self.host,
+                "--port", str(self.port), "--log-level", self.log_level]
+
+    def start(self) -> FrontendProcess:
+        assert not self.running, f"{self.name} is already running"
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env.update(self.env)
+        self.starts += 1
+        with open(self.log_path, "ab") as logf:
+            logf.write(f"---- start #{self.starts} of {self.name} ----\n".encode())
+            logf.flush()
+            self.proc = subprocess.Popen(self.command(), stdout=logf, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT), env=env)
+        _LIVE.add(self)
+        return self
+
+    def _health(self) -> int | None:
+        try:
+            with urllib.request.urlopen(self.url("/healthCheck"), timeout=0.5) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+        except (OSError, ValueError):
+            return None
+
+    def _check_alive(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            code = self.proc.returncode if self.proc is not None else None
+            raise RuntimeError(f"{self.name} exited (code {code}) before it was ready; "
+                               f"log tail:\n{self.log_tail()}")
+
+    def wait_ready(self, timeout_s: float = 30.0) -> FrontendProcess:
+        """Block until /healthCheck says 200 (raises with the log tail if the process died)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._check_alive()
+            if self._health() == 200:
+                return self
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name} not ready after {timeout_s} s; log tail:\n"
+                           f"{self.log_tail()}")
+
+    async def wait_ready_async(self, timeout_s: float = 30.0) -> FrontendProcess:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._check_alive()
+            if await asyncio.to_thread(self._health) == 200:
+                return self
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"{self.name} not ready after {timeout_s} s; log tail:\n"
+                           f"{self.log_tail()}")
+
+    def kill(self) -> None:
+        """``kill -9``: no shutdown code runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        _LIVE.discard(self)
+
+    def terminate(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM and wait for the exit code; kills it after the timeout and raises."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise TimeoutError(f"{self.name} ignored SIGTERM for {timeout_s} s; "
+                                   f"log tail:\n{self.log_tail()}") from None
+        _LIVE.discard(self)
+        return int(self.proc.returncode)
+
+    def restart(self, wait: bool = True) -> FrontendProcess:
+        if self.running:
+            self.terminate()
+        self.start()
+        return self.wait_ready() if wait else self
+
+    def rss_bytes(self) -> int:
+        """Resident set size of the process now (psutil; a test dependency)."""
+        import psutil
+
+        assert self.proc is not None
+        return int(psutil.Process(self.proc.pid).memory_info().rss)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "<no log>"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class RssSampler:
+    """Samples a process's resident set size every ``interval_s`` on a thread, while in a
+    ``with`` block (so an event loop in the test keeps running). ``peak_bytes`` is the
+    highest sample."""
+
+    def __init__(self, pid: int, interval_s: float = 0.02) -> None:
+        import psutil
+
+        self._proc = psutil.Process(pid)
+        self.interval_s = interval_s
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"rss-{pid}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):  # the process may be gone
+                self.samples.append(int(self._proc.memory_info().rss))
+            self._stop.wait(self.interval_s)
+
+    @property
+    def peak_bytes(self) -> int:
+        return max(self.samples, default=0)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class StoreCluster:
+    """Storage nodes plus one frontend per datacenter under ``root``, from one config.
+
+    ``frontend`` overrides keys of :data:`TEST_FRONTEND`; ``accounts`` replaces
+    :data:`TEST_ACCOUNTS`; ``extra`` adds top-level config sections (e.g. ``replication``).
+    The signing secret is random per store. Every port (node protocol, node HTTP, frontends)
+    is chosen free at construction and distinct from the others.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, datacenters: int = 1,
+                 nodes_per_dc: int = 3, partitions: int = 4, replicas_per_dc: int | None = None,
+                 capacity: str = "2GiB", storage: dict[str, Any] | None = None,
+                 frontend: dict[str, Any] | None = None,
+                 accounts: list[dict[str, Any]] | None = None,
+                 extra: dict[str, Any] | None = None, log_level: str = "INFO",
+                 env: dict[str, str] | None = None) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.secret = "test-" + secrets.token_hex(8)
+        fe_section = {**TEST_FRONTEND, "signed_url_secret": self.secret, **(frontend or {})}
+        dcs = [f"dc{d}" for d in range(1, datacenters + 1)]
+        # write_config picks the node ports on its own: pick the frontend ports first and
+        # retry the (cheap) config write in the unlikely case they overlap.
+        host = "127.0.0.1"
+        for _ in range(20):
+            fe_ports = free_ports(len(dcs), host)
+            endpoints: list[dict[str, Any]] = [
+                {"datacenter": dc, "host": host, "port": p}
+                for dc, p in zip(dcs, fe_ports, strict=True)]
+            self.nodes_cluster = LocalCluster(
+                self.root, datacenters=datacenters, nodes_per_dc=nodes_per_dc,
+                partitions=partitions, replicas_per_dc=replicas_per_dc, capacity=capacity,
+                storage=storage, log_level=log_level, env=env,
+                extra={**(extra or {}), "frontends": endpoints, "frontend": fe_section,
+                       "accounts": accounts if accounts is not None else TEST_ACCOUNTS})
+            node_ports = {p for n in self.nodes_cluster.config["nodes"]
+                          for p in (n["port"], n["http_port"])}
+            if not node_ports & set(fe_ports):
+                break
+        else:  # pragma: no cover - the kernel hands out ports in sequence
+            raise RuntimeError("could not find distinct free ports")
+        self.config = self.nodes_cluster.config
+        self.config_path = self.nodes_cluster.config_path
+        self.frontends: dict[str, FrontendProcess] = {
+            dc: FrontendProcess(dc, self.config_path, host, port,
+                                self.root / f"frontend-{dc}.log", log_level, env)
+            for dc, port in zip(dcs, fe_ports, strict=True)}
+
+    @property
+    def nodes(self) -> dict[str, NodeProcess]:
+        return self.nodes_cluster.nodes
+
+    def nodes_in(self, datacenter: str) -> list[NodeProcess]:
+        return [n for nid, n in self.nodes.items() if self._node_dc(nid) == datacenter]
+
+    def _node_dc(self, node_id: str) -> str:
+        return str(next(n["datacenter"] for n in self.config["nodes"] if n["id"] == node_id))
+
+    def url(self, datacenter: str = "dc1", path: str = "/") -> str:
+        return self.frontends[datacenter].url(path)
+
+    @property
+    def partition_ids(self) -> list[int]:
+        return list(range(int(self.config["partitions"]["count"])))
+
+    def start(self, wait: bool = True) -> StoreCluster:
+        self.nodes_cluster.start(wait=False)
+        for f in self.frontends.values():
+            f.start()
+        if wait:
+            for n in self.nodes.values():
+                n.wait_ready()
+            for f in self.frontends.values():
+                f.wait_ready()
+            self.wait_settled()
+        return self
+
+    @property
+    def replication_enabled(self) -> bool:
+        return bool((self.config.get("replication") or {}).get("enabled", True))
+
+    def wait_settled(self, timeout_s: float = 30.0) -> None:
+        """Block until no node reports a replica still rebuilding from its peers (a fresh
+        replica answers "unavailable" instead of "not found" until it has caught up once, so
+        a 404 is only possible after this). Nothing to wait for with replication off."""
+        if not self.replication_enabled:
+            return
+        deadline = time.monotonic() + timeout_s
+        for n in self.nodes.values():
+            if not n.running:
+                continue
+            while True:
+                try:
+                    with urllib.request.urlopen(n.http_url("/replication"), timeout=2) as r:
+                        if not json.loads(r.read()).get("rebuilding"):
+                            break
+                except urllib.error.HTTPError as e:
+                    if e.code == 404:
+                        break  # a node without replication status: nothing to wait for
+                except (OSError, ValueError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{n.node_id} still rebuilding after {timeout_s} s; "
+                                       f"log tail:\n{n.log_tail()}")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        """SIGTERM the frontends, then the nodes (kill -9 whatever does not stop)."""
+        for f in self.frontends.values():
+            if f.running:
+                with contextlib.suppress(TimeoutError):
+                    f.terminate()
+        self.nodes_cluster.stop()
+
+    def kill_all(self) -> None:
+        for f in self.frontends.values():
+            f.kill()
+        self.nodes_cluster.kill_all()
+
+    def logs(self, lines: int = 40) -> str:
+        """The tail of every process's log, for printing at teardown."""
+        out = []
+        for f in self.frontends.values():
+            out.append(f"==== log of {f.name} ====\n{f.log_tail(lines)}")
+        for n in self.nodes.values():
+            out.append(f"==== log of {n.node_id} ====\n{n.log_tail(lines)}")
+        return "\n".join(out)
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.kill_all()
+            raise
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if et is not None:
+            self.kill_all()
+        else:
+            self.stop()
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """One blob record in a replica's log, as replication would see it."""
+
+    blob_id: str
+    blob_type: BlobType
+    record: str  # PUT / DELETE / TTL_UPDATE / UNDELETE
+    life_version: int
+    expiry_ms: int
+
+
+_BLOB_RECORD_TYPES = {1: "PUT", 2: "DELETE", 3: "TTL_UPDATE", 4: "UNDELETE"}
+
+
+async def replica_records(node: NodeProcess, partitions: list[int]) -> list[StoredRecord]:
+    """Every blob record the node's replicas of ``partitions`` hold, in log order (read through
+    the node protocol's replication feed, so the node may keep running)."""
+    out: list[StoredRecord] = []
+    client = node.client()
+    try:
+        for pid in partitions:
+            token: tuple[bytes, int] | None = None
+            while True:
+                batch = await client.entries_since(pid, token, max_entries=1000)
+                for e in batch.entries:
+                    rtype = _BLOB_RECORD_TYPES.get(int(e["t"]))
+                    if rtype is None:
+                        continue  # a name record
+                    bid = BlobId.from_bytes(bytes(e["k"]))
+                    out.append(StoredRecord(bid.to_str(), bid.blob_type, rtype, int(e["lv"]),
+                                            int(e["ex"])))
+                if not batch.entries or batch.token == token:
+                    break
+                token = batch.token
+    finally:
+        await client.close()
+    return out
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for f in list(_LIVE):
+        with contextlib.suppress(Exception):
+            f.kill()
