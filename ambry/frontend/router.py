@@ -27,6 +27,7 @@ import xxhash
 
 from ambry.common.blobid import BlobId, BlobType, decode, new_blob_id
 from ambry.common.blobstate import BlobState
+from ambry.common.budget import ByteBudget
 from ambry.common.clock import Clock, SystemClock
 from ambry.common.config import ClusterConfig, NodeConfig
 from ambry.common.errors import (
@@ -130,48 +131,6 @@ def name_partition(partition_ids: Sequence[int], account_id: int, container_id: 
     return pids[h % len(pids)]
 
 
-class ByteBudget:
-    """A frontend-wide bound on request bytes held in memory (uploads in flight). FIFO, so a
-    large upload is not starved by small ones; ``release`` never blocks (safe in finally
-    blocks of cancelled tasks)."""
-
-    def __init__(self, limit_bytes: int) -> None:
-        self.limit = limit_bytes
-        self.used = 0
-        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = \
-            collections.deque()
-
-    async def acquire(self, n: int) -> None:
-        n = min(n, self.limit)
-        if not self._waiters and self.used + n <= self.limit:
-            self.used += n
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (n, fut)
-        self._waiters.append(entry)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release(n)  # granted just as we were cancelled: give it back
-            else:
-                self._waiters.remove(entry)
-                self._wake()
-            raise
-
-    def release(self, n: int) -> None:
-        self.used -= min(n, self.limit)
-        assert self.used >= 0, "byte budget released more than acquired"
-        self._wake()
-
-    def _wake(self) -> None:
-        while self._waiters and self.used + self._waiters[0][0] <= self.limit:
-            n, fut = self._waiters.popleft()
-            if not fut.done():
-                self.used += n
-                fut.set_result(None)
-
-
 @dataclass
 class StoredBlob:
     blob_id: BlobId
@@ -229,9 +188,9 @@ class Router:
     def client(self, node_id: str) -> NodeClient:
         c = self._clients.get(node_id)
         if c is None:
-            n = self.cmap.node(node_id)
+            host, port = self.config.address_of(node_id, self.dc.name)
             c = self._clients[node_id] = NodeClient(
-                n.host, n.port, pool_size=self.fe.node_pool_size,
+                host, port, pool_size=self.fe.node_pool_size,
                 connect_timeout_ms=self.fe.node_connect_timeout_ms,
                 request_timeout_ms=self.fe.node_timeout_ms)
         return c
@@ -420,7 +379,7 @@ class Router:
                                                b"", data, rid)
                 written.append(bid)
                 slots[index] = ChunkRef(bid.to_str(), len(data))
-            except Exception as e:  # reported to the uploading loop
+            except Exception as e:  # noqa: BLE001 - reported to the uploading loop
                 failure.append(e)
             finally:
                 window.release()

@@ -18,6 +18,7 @@ or which peers to pull from (``planner``).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 import time
@@ -33,6 +34,8 @@ from ambry.common.errors import (
     BlobDeleted,
     BlobExpired,
     BlobNotFound,
+    DataCorrupt,
+    InvalidArgument,
     PartitionReadOnly,
 )
 from ambry.replication.planner import plan_pulls
@@ -46,6 +49,7 @@ __all__ = ["LagRow", "PeerLink", "ReplicationConfig", "ReplicationManager", "att
 log = logging.getLogger(__name__)
 
 Token = tuple[bytes, int]
+Position = tuple[int, int]
 RunIO = Callable[..., Awaitable[Any]]
 
 
@@ -66,8 +70,12 @@ class ReplicationConfig:
     @classmethod
     def from_sections(cls, sections: Mapping[str, Any]) -> ReplicationConfig:
         raw = dict(sections.get("replication") or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = set(raw) - known
+        if unknown:
+            raise InvalidArgument(f"replication: unknown keys {sorted(unknown)}")
         for k in list(raw):
-            if k.endswith("_bytes") or k.endswith("_bytes_per_s"):
+            if k.endswith(("_bytes", "_bytes_per_s")):
                 raw[k] = parse_size(raw[k])
         return cls(**raw)
 
@@ -79,7 +87,8 @@ class PeerLink(Protocol):
                         max_bytes: int, wait_ms: int, rid: str | None = None
                         ) -> list[tuple[int, list[dict[str, Any]], Token, int]]: ...
 
-    async def get(self, blob_id: BlobId | bytes, **kw: Any) -> Any: ...
+    async def get(self, blob_id: BlobId | bytes, *, include_deleted: bool = False,
+                  include_expired: bool = False) -> Any: ...
 
 
 @dataclass
@@ -126,7 +135,12 @@ class ReplicationManager:
         self.lag: dict[tuple[int, str], LagRow] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
-        self.on_stop: Callable[[], None] | None = None
+        self.on_stop: Callable[[], Any] | None = None  # may return an awaitable
+        # (partition, blob key) -> the fetch of that missing PUT now running, resolving to the
+        # end of the record it appended (None if it failed). Every peer that has a blob lists
+        # its PUT; without this, the loops of 2-3 peers that list it at the same moment
+        # each fetched it (the bytes crossed the DC link 2-3 times).
+        self._inflight: dict[tuple[int, bytes], asyncio.Future[Position | None]] = {}
         for pid in replicas:
             for peer in self.cmap.partition(pid).replicas:
                 if peer != node_id:
@@ -134,7 +148,8 @@ class ReplicationManager:
                     self.lag[(pid, peer)] = LagRow(pid, peer,
                                                    self.dc_of[peer] != self.dc_of[node_id])
         for pid, rep in replicas.items():
-            if rep.created_fresh and len(self.cmap.partition(pid).replicas) > 1:
+            if self.rcfg.enabled and rep.created_fresh and \
+                    len(self.cmap.partition(pid).replicas) > 1:
                 rep.rebuilding = True
                 log.info("replica %d is new: rebuilding from its peers", pid)
 
@@ -154,7 +169,9 @@ class ReplicationManager:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         if self.on_stop is not None:
-            self.on_stop()
+            res = self.on_stop()
+            if inspect.isawaitable(res):
+                await res
 
     # ------------------------------------------------------------------ planning
     def _down_for(self, node: str) -> float:
@@ -171,6 +188,12 @@ class ReplicationManager:
                 continue
             plan = plan_pulls(self.node_id, part.replicas, self.dc_of, self._down_for,
                               self.rcfg.standby_wait_s)
+            if peer in plan.cross_dc and self.replicas[pid].rebuilding and \
+                    any(not self._down_for(p) for p in plan.intra_dc):
+                # A rebuilding replica copies everything: from its own datacenter first, so
+                # the whole partition does not cross the DC link; cross-DC pulls resume as
+                # soon as the rebuild is done.
+                continue
             if peer in plan.intra_dc or peer in plan.cross_dc:
                 out.append(pid)
         return out
@@ -192,7 +215,11 @@ class ReplicationManager:
                     max_bytes=self.rcfg.batch_max_bytes, wait_ms=self.rcfg.long_poll_ms)
             except asyncio.CancelledError:
                 raise
-            except (AmbryError, OSError, TimeoutError) as e:
+            except Exception as e:  # any failure: the peer is down for us
+                # (AmbryError/OSError/TimeoutError are the expected ones; anything else, e.g.
+                # a malformed reply, must not end this loop for good either)
+                if not isinstance(e, (AmbryError, OSError, TimeoutError)):
+                    log.exception("replicate request to %s failed unexpectedly", peer)
                 if not st.down_since:
                     st.down_since = self.monotonic()
                     log.info("replication from %s paused: %s", peer, e)
@@ -214,10 +241,14 @@ class ReplicationManager:
                 except PartitionReadOnly as e:
                     self.lag[(pid, peer)].errors += 1
                     log.warning("replica %d cannot take records from %s: %s", pid, peer, e)
-                except (AmbryError, OSError, TimeoutError) as e:
+                except Exception as e:  # retried from the same token
                     self.lag[(pid, peer)].errors += 1
-                    log.warning("applying records of partition %d from %s failed: %r",
-                                pid, peer, e)
+                    if isinstance(e, (AmbryError, OSError, TimeoutError)):
+                        log.warning("applying records of partition %d from %s failed: %r",
+                                    pid, peer, e)
+                    else:
+                        log.exception("applying records of partition %d from %s failed",
+                                      pid, peer)
                     await self._sleep(0.5)
 
     async def _sleep(self, seconds: float) -> None:
@@ -239,14 +270,15 @@ class ReplicationManager:
             if e.type == RecordType.PUT:
                 if rep.has_put(e.key):
                     continue
-                res = await self._fetch_put(link, rep, e, row)
-                if res is not None:
-                    appended = res
+                end = await self._fetch_put_once(link, rep, e, row)
+                if end is not None and (appended is None or end > appended):
+                    appended = end
             elif e.type.is_blob:
                 res = await self.run_io(rep.apply_state, BlobId.from_bytes(e.key), e.type,
                                         e.life_version, e.state_flags, e.time_ms)
                 if res.status == "applied":
-                    appended = res.end
+                    if appended is None or res.end > appended:
+                        appended = res.end
                     row.records_applied += 1
             else:
                 entry = NameEntry.from_record(e.key, e.time_ms,
@@ -259,9 +291,8 @@ class ReplicationManager:
             await asyncio.wrap_future(rep.durable_future(appended))
         if waits:
             await asyncio.gather(*waits)
-        if appended is not None or waits:
-            if self.on_change is not None:
-                self.on_change()
+        if (appended is not None or waits) and self.on_change is not None:
+            self.on_change()
         # the records this token covers are durable here: now the token may move
         self.tokens.put(pid, peer, rep.incarnation, token)
         row.lag_bytes = remaining
@@ -273,8 +304,30 @@ class ReplicationManager:
         elif last_time_ms:
             row.lag_seconds = max(0.0, (self.now_ms() - last_time_ms) / 1000)
 
+    async def _fetch_put_once(self, link: PeerLink, rep: Replica, e: Entry, row: LagRow
+                              ) -> Position | None:
+        """Fetch a missing PUT from this peer unless another peer's loop is fetching it right
+        now; then wait for that one, and fetch here only if it failed."""
+        key = (rep.partition_id, e.key)
+        while True:
+            running = self._inflight.get(key)
+            if running is None:
+                break
+            end = await asyncio.shield(running)
+            if rep.has_put(e.key):
+                return end
+        fut: asyncio.Future[Position | None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        end = None
+        try:
+            end = await self._fetch_put(link, rep, e, row)
+        finally:
+            del self._inflight[key]
+            fut.set_result(end)  # waiters check has_put and fetch themselves when it failed
+        return end
+
     async def _fetch_put(self, link: PeerLink, rep: Replica, e: Entry, row: LagRow
-                         ) -> Any:
+                         ) -> Position | None:
         bid = BlobId.from_bytes(e.key)
         try:
             reply = await link.get(bid, include_deleted=True, include_expired=True)
@@ -282,6 +335,14 @@ class ReplicationManager:
                 data = await reply.read()
         except (BlobNotFound, BlobDeleted, BlobExpired):
             return None  # compacted away at the peer; its state records still come
+        except DataCorrupt as err:
+            # The peer's copy is damaged (its scrubber repairs it; a repaired copy is a new
+            # record that comes later). Skip it: retrying here forever stalled replication of
+            # the whole partition from this peer; the other replicas still have good copies.
+            row.errors += 1
+            log.warning("partition %d: peer copy of blob %s is damaged, skipped: %s",
+                        rep.partition_id, bid, err.message)
+            return None
         try:
             res = await self.run_io(rep.put, bid, reply.properties, reply.user_metadata, data)
         except BlobAlreadyExists:
@@ -292,7 +353,7 @@ class ReplicationManager:
         row.blobs_fetched += 1
         row.bytes_fetched += len(data)
         row.records_applied += 1
-        return res.end
+        return res.end  # type: ignore[no-any-return]
 
     def _maybe_end_rebuild(self, pid: int) -> None:
         rep = self.replicas[pid]
@@ -363,12 +424,36 @@ class ReplicationManager:
 
 
 def attach(node: Any) -> ReplicationManager:
-    """Build the replication component of a ``StorageNode`` (the CLI plugs this in)."""
+    """Build the replication component of a ``StorageNode`` (the CLI plugs this in).
+
+    Replication has its own clients to the peers, built with the ``replication:`` timeouts
+    (the node's shared links have fixed ones: ``request_timeout_ms`` was ignored, so a peer
+    behind a link that drops packets held a pull for 30 s whatever the config said)."""
+    from ambry.protocol.client import NodeClient
     from ambry.storage.node import StorageNode
 
     assert isinstance(node, StorageNode)
+    rcfg = ReplicationConfig.from_sections(node.cfg.sections)
     tokens = TokenStore(str(node.data_dir / "replication-tokens"))
-    mgr = ReplicationManager(node.node_id, node.cfg, node.replicas, node.run_io, node.link,
-                             tokens, now_ms=node.clock.now_ms, on_change=node.notify_change)
-    mgr.on_stop = tokens.close
+    links: dict[str, NodeClient] = {}
+
+    def link_for(peer: str) -> PeerLink:
+        c = links.get(peer)
+        if c is None:
+            host, port = node.cfg.address_of(peer, node.node.datacenter)
+            c = links[peer] = NodeClient(
+                host, port, pool_size=2,
+                connect_timeout_ms=min(2000, rcfg.request_timeout_ms),
+                request_timeout_ms=rcfg.request_timeout_ms)
+        return c
+
+    async def close() -> None:
+        for c in list(links.values()):
+            await c.close()
+        tokens.close()
+
+    mgr = ReplicationManager(node.node_id, node.cfg, node.replicas, node.run_io, link_for,
+                             tokens, rcfg=rcfg, now_ms=node.clock.now_ms,
+                             on_change=node.notify_change)
+    mgr.on_stop = close
     return mgr

@@ -33,7 +33,6 @@ import functools
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from ambry.common.blobid import BlobId
+from ambry.common.budget import ByteBudget
 from ambry.common.clock import Clock, SystemClock
 from ambry.common.config import ClusterConfig, PartitionConfig
 from ambry.common.errors import (
@@ -52,6 +52,7 @@ from ambry.common.errors import (
     ReplicaUnavailable,
 )
 from ambry.common.properties import BlobProperties
+from ambry.protocol.client import NodeClient
 from ambry.protocol.framing import (
     STREAM_BUFFER_BYTES,
     discard_exactly,
@@ -75,7 +76,6 @@ from ambry.storage import filenames
 from ambry.storage.compaction import compact
 from ambry.storage.metrics import CONTENT_TYPE, NodeMetrics
 from ambry.storage.names import NameEntry
-from ambry.protocol.client import NodeClient
 from ambry.storage.replica import BlobRead, Replica, ReplicaStats
 
 __all__ = ["StorageNode"]
@@ -89,43 +89,6 @@ _IDLE_SNAPSHOT_FACTOR = 10  # snapshot a replica with few new records every 10 i
 _REPLY_LIST_BUDGET_BYTES = MAX_HEADER_BYTES - 64 * 1024
 _U16 = 0xFFFF
 _U64 = 2**64 - 1
-
-
-class _ByteBudget:
-    """A FIFO byte semaphore: put payloads wait here before they are read off the socket."""
-
-    def __init__(self, limit_bytes: int) -> None:
-        self.limit = limit_bytes
-        self.used = 0
-        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
-
-    async def acquire(self, n: int) -> int:
-        n = min(n, self.limit)  # one payload bigger than the budget waits for all of it
-        if not self._waiters and self.used + n <= self.limit:
-            self.used += n
-            return n
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((n, fut))
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release(n)
-            raise
-        return n
-
-    def release(self, n: int) -> None:
-        self.used -= n
-        while self._waiters:
-            want, fut = self._waiters[0]
-            if fut.done():
-                self._waiters.popleft()
-                continue
-            if self.used + want > self.limit:
-                break
-            self._waiters.popleft()
-            self.used += want
-            fut.set_result(None)
 
 
 class _Conn:
@@ -198,7 +161,7 @@ class StorageNode:
             max(1, cfg.storage.io_threads), thread_name_prefix=f"io-{node_id}")
         self._maint = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix=f"maint-{node_id}")
-        self._budget = _ByteBudget(inflight_payload_budget_bytes)
+        self._budget = ByteBudget(inflight_payload_budget_bytes)
         self._server: asyncio.AbstractServer | None = None
         self._http: web.AppRunner | None = None
         self._conns: set[_Conn] = set()
