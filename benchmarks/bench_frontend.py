@@ -26,11 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aiohttp  # noqa: E402
-import xxhash  # noqa: E402
+import aiohttp
+import xxhash
 
-from ambry.testing.frontend import RssSampler, StoreCluster  # noqa: E402
-from benchmarks import limits  # noqa: E402
+from ambry.testing.frontend import RssSampler, StoreCluster
+from benchmarks import limits
 
 HEADERS = {"x-ambry-service-id": "bench", "x-ambry-content-type": "application/octet-stream"}
 PIECE = 1 << 20

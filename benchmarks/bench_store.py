@@ -16,7 +16,6 @@ import argparse
 import os
 import random
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
@@ -27,12 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ambry import native  # noqa: E402
-from ambry.common.blobid import BlobId, new_blob_id  # noqa: E402
-from ambry.common.config import StorageConfig  # noqa: E402
-from ambry.common.properties import BlobProperties  # noqa: E402
-from ambry.storage.replica import Replica  # noqa: E402
-from benchmarks import limits  # noqa: E402
+from ambry import native
+from ambry.common.blobid import BlobId, new_blob_id
+from ambry.common.config import StorageConfig
+from ambry.common.properties import BlobProperties
+from ambry.storage.replica import Replica
+from benchmarks import limits
 
 PARTITION = 1
 

@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 
-__all__ = ["fsync_write_iops", "seq_write_fsync_mbps", "loopback_tcp_mbps", "measure_all"]
+__all__ = ["fsync_write_iops", "loopback_tcp_mbps", "measure_all", "seq_write_fsync_mbps"]
 
 
 def fsync_write_iops(directory: str, seconds: float = 2.0) -> float:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from ambry.common.errors import InvalidBlobId
 
-__all__ = ["BlobId", "BlobType", "BLOB_ID_BYTES", "BLOB_ID_TEXT_LEN", "decode", "new_blob_id"]
+__all__ = ["BLOB_ID_BYTES", "BLOB_ID_TEXT_LEN", "BlobId", "BlobType", "decode", "new_blob_id"]
 
 BLOB_ID_VERSION = 1
 BLOB_ID_BYTES = 32

@@ -25,11 +25,11 @@ from ambry.common.errors import InvalidArgument
 __all__ = [
     "Account",
     "ClusterConfig",
+    "ClusterMap",
     "Container",
+    "Datacenter",
     "FrontendConfig",
     "FrontendEndpoint",
-    "ClusterMap",
-    "Datacenter",
     "NodeConfig",
     "PartitionConfig",
     "StorageConfig",

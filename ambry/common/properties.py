@@ -14,7 +14,7 @@ import msgpack
 
 from ambry.common.errors import InvalidArgument
 
-__all__ = ["BlobProperties", "TTL_INFINITE"]
+__all__ = ["TTL_INFINITE", "BlobProperties"]
 
 TTL_INFINITE = -1
 

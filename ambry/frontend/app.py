@@ -45,7 +45,7 @@ from ambry.frontend.headers import (
 from ambry.frontend.router import BlobRead, Router
 from ambry.frontend.signing import SIGNATURE_PARAM, sign_url, verify_url
 
-__all__ = ["FrontendApp", "STATUS_BY_CODE", "make_app"]
+__all__ = ["STATUS_BY_CODE", "FrontendApp", "make_app"]
 
 log = logging.getLogger(__name__)
 

@@ -126,7 +126,6 @@ def compact(replica: Replica, now_ms: int | None = None,
             min_reclaim_ratio: float = 0.1) -> CompactionReport:
     """Compact every sealed segment where at least ``min_reclaim_ratio`` of it is reclaimable.
     Blocking (run it on an I/O thread); appends and reads go on meanwhile."""
-    from ambry.storage.replica import F_HAS_PUT
 
     now = replica.clock.now_ms() if now_ms is None else now_ms
     with replica._snapshot_lock:  # one compaction at a time, and no snapshot during a swap

@@ -43,7 +43,7 @@ class Disk(Protocol):
 
 
 class OsFile:
-    __slots__ = ("path", "fd")
+    __slots__ = ("fd", "path")
 
     def __init__(self, path: str, fd: int) -> None:
         self.path = path

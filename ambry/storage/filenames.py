@@ -17,19 +17,19 @@ from __future__ import annotations
 import re
 
 __all__ = [
-    "INCARNATION",
-    "SNAPSHOT",
-    "SNAPSHOT_TMP",
     "COMPACTION_MARKER",
+    "INCARNATION",
+    "NAMES_DB",
     "QUARANTINE_DIR",
     "QUARANTINE_LOG",
-    "NAMES_DB",
-    "replica_dir_name",
+    "SNAPSHOT",
+    "SNAPSHOT_TMP",
     "parse_replica_dir_name",
-    "segment_name",
-    "segment_tmp_name",
     "parse_segment_name",
     "quarantine_name",
+    "replica_dir_name",
+    "segment_name",
+    "segment_tmp_name",
 ]
 
 INCARNATION = "incarnation"

@@ -145,9 +145,7 @@ def verify_replica(path: str, disk: Disk | None = None) -> ReplicaReport:
             else:
                 rep.snapshot = "ok"
                 for key, entry in snap.items():
-                    if rebuilt.get(key) is None:
-                        rep.index_mismatches += 1
-                    elif put_location(entry) is not None and \
+                    if rebuilt.get(key) is None or put_location(entry) is not None and \
                             put_location(entry) != put_location(rebuilt.get(key)):
                         rep.index_mismatches += 1
         except DataCorrupt:

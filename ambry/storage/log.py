@@ -268,8 +268,7 @@ class Log:
 
     def _advance(self, target: Position) -> None:
         with self._cv:
-            if target > self._durable:
-                self._durable = target
+            self._durable = max(self._durable, target)
             done = [w for w in self._waiters if w[0] <= self._durable]
             self._waiters = [w for w in self._waiters if w[0] > self._durable]
         for _, fut in done:

@@ -18,13 +18,13 @@ other writers. Mutations return the end position of their record; the caller wai
 from __future__ import annotations
 
 import bisect
-from collections import OrderedDict
 import concurrent.futures
 import logging
 import os
 import threading
 import time
 import uuid as uuidlib
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any

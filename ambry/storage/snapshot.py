@@ -36,7 +36,7 @@ from ambry.native import ENTRY_SIZE
 from ambry.storage import filenames
 from ambry.storage.disk import Disk
 
-__all__ = ["SnapshotMeta", "write_snapshot", "read_snapshot"]
+__all__ = ["SnapshotMeta", "read_snapshot", "write_snapshot"]
 
 MAGIC = b"AMBRYIDX"
 _HEAD = struct.Struct("<8sHHI")

@@ -8,8 +8,8 @@ import pytest
 
 from ambry.common.config import StorageConfig
 from ambry.common.errors import BlobNotFound, PartitionReadOnly
-from tests.unit.conftest import ReplicaHarness, make_id, props_for
 from ambry.testing.simdisk import SimDisk
+from tests.unit.conftest import ReplicaHarness, make_id, props_for
 
 
 def test_disk_full_makes_replica_read_only_for_puts(tmp_path: object,
