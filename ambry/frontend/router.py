@@ -806,7 +806,7 @@ class Router:
             lambda c, pid: c.name_get(pid, account_id, container_id, name, rid=rid), rid)
         best: NameRecord | None = None
         for e in answers:
-            if e is not None and (best is None or (e.ts_ms, e.dc_id) > (best.ts_ms, best.dc_id)):
+            if e is not None and (best is None or _name_version(e) > _name_version(best)):
                 best = e
         return best
 
@@ -881,7 +881,7 @@ class Router:
         for entries in answers:
             for e in entries:
                 cur = merged.get(e.name)
-                if cur is None or (e.ts_ms, e.dc_id) > (cur.ts_ms, cur.dc_id):
+                if cur is None or _name_version(e) > _name_version(cur):
                     merged[e.name] = e
         names = sorted(merged)
         # each replica returned at most limit+1 names: beyond the smallest "last name" of a
@@ -913,6 +913,11 @@ def _release_result(t: asyncio.Task[Any]) -> None:
     _nid, reply, _exc = t.result()
     if reply is not None:
         reply._release_soon()
+
+
+def _name_version(e: NameRecord) -> tuple[int, int, bytes]:
+    """The same last-writer-wins order as the storage nodes' name view (NameEntry.version)."""
+    return (e.ts_ms, e.dc_id, bytes(e.blob_id))
 
 
 async def _read_up_to(read: ReadBody, n: int) -> bytes:

@@ -2,9 +2,11 @@
 
 Owns, per peer *node*, one worker that asks the peer for the records after this node's tokens
 of every partition the two share (one batched, long-polling request: an idle cluster costs a
-request per ``long_poll_ms`` per peer, not a spin), fetches the blobs missing here, folds
-deletes / TTL updates / undeletes / name records in by the conflict rules, waits until what it
-appended is durable, and only then stores the new tokens. Re-applying a batch is harmless:
+request per ``long_poll_ms`` per peer, not a spin), fetches the blobs missing here (up to
+``fetch_concurrency`` at once per peer, and each blob once per node even when several peers list
+it at the same moment), folds deletes / TTL updates / undeletes / name records in by the
+conflict rules, waits until every record the batch covers is durable here, and only then stores
+the new tokens. A peer whose replica of one partition is unavailable still serves the others. Re-applying a batch is harmless:
 puts of blobs already here are skipped, state records only append when they change the merged
 state, name records only when newer. Also owns lag accounting (bytes and seconds behind per
 partition and peer), the rebuild of a new or wiped replica (it answers "unavailable" instead of
@@ -37,12 +39,13 @@ from ambry.common.errors import (
     DataCorrupt,
     InvalidArgument,
     PartitionReadOnly,
+    ReplicaUnavailable,
 )
-from ambry.replication.planner import plan_pulls
+from ambry.replication.planner import PullPlan, plan_pulls
 from ambry.replication.tokens import TokenStore
 from ambry.storage.format import RecordType
 from ambry.storage.names import NameEntry
-from ambry.storage.replica import Entry, Replica
+from ambry.storage.replica import Entry, Replica, put_location
 
 __all__ = ["LagRow", "PeerLink", "ReplicationConfig", "ReplicationManager", "attach"]
 
@@ -66,6 +69,7 @@ class ReplicationConfig:
     request_timeout_ms: int = 30_000
     scrub_interval_s: float = 3600.0  # one pass over the sealed segments per interval
     scrub_bytes_per_s: int = 32 * 1024 * 1024
+    fetch_concurrency: int = 4        # missing blobs fetched at once from one peer
 
     @classmethod
     def from_sections(cls, sections: Mapping[str, Any]) -> ReplicationConfig:
@@ -141,6 +145,17 @@ class ReplicationManager:
         # its PUT; without this, the loops of 2-3 peers that list it at the same moment
         # each fetched it (the bytes crossed the DC link 2-3 times).
         self._inflight: dict[tuple[int, bytes], asyncio.Future[Position | None]] = {}
+        # (peer, partition) -> since when / until when the peer's replica of that partition
+        # answered REPLICA_UNAVAILABLE (failed to open, ...). The peer node itself is up: its
+        # other partitions are still pulled, and for this one it counts as down (so a standby
+        # takes over its cross-DC pulls).
+        self._part_down_since: dict[tuple[str, int], float] = {}
+        self._part_retry_at: dict[tuple[str, int], float] = {}
+        self._part_failures: dict[tuple[str, int], int] = {}
+        # (peer, partition) -> until when applying from that peer is paused after a local
+        # failure (read-only replica, a failed fetch), so the loop neither spins nor stalls
+        # the peer's other partitions
+        self._apply_hold_until: dict[tuple[str, int], float] = {}
         for pid in replicas:
             for peer in self.cmap.partition(pid).replicas:
                 if peer != node_id:
@@ -180,16 +195,31 @@ class ReplicationManager:
             return 0.0
         return self.monotonic() - st.down_since
 
+    def _down_in(self, pid: int) -> Callable[[str], float]:
+        """How long each node has been unable to serve partition ``pid`` (node down, or its
+        replica of the partition unavailable)."""
+        def down(node: str) -> float:
+            since = self._part_down_since.get((node, pid))
+            part = self.monotonic() - since if since else 0.0
+            return max(self._down_for(node), part)
+        return down
+
+    def _plan(self, pid: int) -> PullPlan:
+        return plan_pulls(self.node_id, self.cmap.partition(pid).replicas, self.dc_of,
+                          self._down_in(pid), self.rcfg.standby_wait_s)
+
     def partitions_to_pull(self, peer: str) -> list[int]:
         out = []
+        now = self.monotonic()
         for pid in sorted(self.replicas):
-            part = self.cmap.partition(pid)
-            if peer not in part.replicas:
+            if peer not in self.cmap.partition(pid).replicas:
                 continue
-            plan = plan_pulls(self.node_id, part.replicas, self.dc_of, self._down_for,
-                              self.rcfg.standby_wait_s)
+            if self._part_retry_at.get((peer, pid), 0.0) > now or \
+                    self._apply_hold_until.get((peer, pid), 0.0) > now:
+                continue  # the peer's replica is unavailable, or applying failed: later
+            plan = self._plan(pid)
             if peer in plan.cross_dc and self.replicas[pid].rebuilding and \
-                    any(not self._down_for(p) for p in plan.intra_dc):
+                    any(not self._down_in(pid)(p) for p in plan.intra_dc):
                 # A rebuilding replica copies everything: from its own datacenter first, so
                 # the whole partition does not cross the DC link; cross-DC pulls resume as
                 # soon as the rebuild is done.
@@ -198,21 +228,72 @@ class ReplicationManager:
                 out.append(pid)
         return out
 
+    def _next_hold_s(self) -> float:
+        """Seconds until the first paused (peer, partition) may be pulled again."""
+        now = self.monotonic()
+        waits = [t - now for t in (*self._part_retry_at.values(),
+                                   *self._apply_hold_until.values()) if t > now]
+        return max(0.05, min(waits, default=1.0))
+
+    def _partition_unavailable(self, peer: str, pid: int, err: AmbryError) -> None:
+        key = (peer, pid)
+        now = self.monotonic()
+        if key not in self._part_down_since:
+            self._part_down_since[key] = now
+            log.warning("replica of partition %d on %s is unavailable; pulling the other "
+                        "partitions from it meanwhile: %s", pid, peer, err.message)
+        n = self._part_failures[key] = self._part_failures.get(key, 0) + 1
+        self._part_retry_at[key] = now + min(self.rcfg.backoff_max_s, 0.25 * 2 ** n)
+        self.lag[(pid, peer)].errors += 1
+
+    def _partition_ok(self, peer: str, pid: int) -> None:
+        key = (peer, pid)
+        if self._part_down_since.pop(key, None) is not None:
+            log.info("replica of partition %d on %s is available again", pid, peer)
+        self._part_retry_at.pop(key, None)
+        self._part_failures.pop(key, None)
+
+    async def _probe_each(self, peer: str, link: PeerLink,
+                          reqs: list[tuple[int, Token | None]]
+                          ) -> list[tuple[int, list[dict[str, Any]], Token, int]]:
+        """A batched pull failed with REPLICA_UNAVAILABLE: one of the peer's replicas cannot
+        serve, which fails the whole batch. Ask partition by partition (no long poll) to learn
+        which, and keep the answers of the others."""
+        out = []
+        for pid, tok in reqs:
+            try:
+                out += await link.replicate([(pid, tok)], max_entries=self.rcfg.batch_max_entries,
+                                            max_bytes=self.rcfg.batch_max_bytes, wait_ms=0)
+            except ReplicaUnavailable as e:
+                self._partition_unavailable(peer, pid, e)
+            else:
+                self._partition_ok(peer, pid)
+        return out
+
     # ------------------------------------------------------------------ the pull loop
     async def _peer_loop(self, peer: str) -> None:
         st = self.peers[peer]
         link = self.link_for(peer)
+        slots = asyncio.Semaphore(max(1, self.rcfg.fetch_concurrency))  # blob fetches at once
         while not self._stopping.is_set():
             pids = self.partitions_to_pull(peer)
             if not pids:
-                await self._sleep(1.0)
+                await self._sleep(min(1.0, self.rcfg.standby_wait_s / 4, self._next_hold_s()))
                 continue
             reqs = [(pid, self.tokens.get(pid, peer, self.replicas[pid].incarnation))
                     for pid in pids]
             try:
-                results = await link.replicate(
-                    reqs, max_entries=self.rcfg.batch_max_entries,
-                    max_bytes=self.rcfg.batch_max_bytes, wait_ms=self.rcfg.long_poll_ms)
+                try:
+                    results = await link.replicate(
+                        reqs, max_entries=self.rcfg.batch_max_entries,
+                        max_bytes=self.rcfg.batch_max_bytes, wait_ms=self.rcfg.long_poll_ms)
+                except ReplicaUnavailable:
+                    # before: the whole peer counted as down, and every partition it shares
+                    # with this node stopped replicating from it
+                    results = await self._probe_each(peer, link, reqs)
+                else:
+                    for pid in pids:
+                        self._partition_ok(peer, pid)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # any failure: the peer is down for us
@@ -231,25 +312,38 @@ class ReplicationManager:
             if st.down_since:
                 log.info("replication from %s resumed", peer)
             st.down_since, st.backoff_s = 0.0, 0.0
-            for pid, entries, token, remaining in results:
-                if pid not in self.replicas:
-                    continue
-                try:
-                    await self._apply(peer, link, pid, entries, token, remaining)
-                except asyncio.CancelledError:
-                    raise
-                except PartitionReadOnly as e:
-                    self.lag[(pid, peer)].errors += 1
-                    log.warning("replica %d cannot take records from %s: %s", pid, peer, e)
-                except Exception as e:  # retried from the same token
-                    self.lag[(pid, peer)].errors += 1
-                    if isinstance(e, (AmbryError, OSError, TimeoutError)):
-                        log.warning("applying records of partition %d from %s failed: %r",
-                                    pid, peer, e)
-                    else:
-                        log.exception("applying records of partition %d from %s failed",
-                                      pid, peer)
-                    await self._sleep(0.5)
+            # the partitions of one answer are applied side by side (their missing blobs
+            # share the peer's fetch slots), not one after the other
+            await asyncio.gather(*(self._apply_guarded(peer, link, pid, entries, token,
+                                                       remaining, slots)
+                                   for pid, entries, token, remaining in results
+                                   if pid in self.replicas))
+
+    async def _apply_guarded(self, peer: str, link: PeerLink, pid: int,
+                             entries: list[dict[str, Any]], token: Token, remaining: int,
+                             slots: asyncio.Semaphore) -> None:
+        """``_apply``; a failure pauses this (peer, partition) briefly and is counted."""
+        try:
+            await self._apply(peer, link, pid, entries, token, remaining, slots)
+        except asyncio.CancelledError:
+            raise
+        except PartitionReadOnly as e:
+            # before: no pause at all, so the peer answered the same batch at once, again
+            # and again (a busy loop for as long as the replica was full)
+            self.lag[(pid, peer)].errors += 1
+            self._apply_hold_until[(peer, pid)] = self.monotonic() + self.rcfg.backoff_max_s
+            log.warning("replica %d cannot take records from %s: %s", pid, peer, e)
+        except Exception as e:  # retried from the same token, a little later
+            self.lag[(pid, peer)].errors += 1
+            self._apply_hold_until[(peer, pid)] = self.monotonic() + \
+                min(0.5, self.rcfg.backoff_max_s)
+            if isinstance(e, (AmbryError, OSError, TimeoutError)):
+                log.warning("applying records of partition %d from %s failed: %r",
+                            pid, peer, e)
+            else:
+                log.exception("applying records of partition %d from %s failed", pid, peer)
+        else:
+            self._apply_hold_until.pop((peer, pid), None)
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -258,40 +352,69 @@ class ReplicationManager:
             pass
 
     async def _apply(self, peer: str, link: PeerLink, pid: int, raw_entries: list[dict[str, Any]],
-                     token: Token, remaining: int) -> None:
+                     token: Token, remaining: int, slots: asyncio.Semaphore | None = None
+                     ) -> None:
+        """Fold one batch of a peer's records into the local replica, then move the token.
+        ``slots`` bounds the blob fetches running at once (shared by a peer's partitions)."""
         rep = self.replicas[pid]
         row = self.lag[(pid, peer)]
-        appended: Any = None
+        # every record of the batch is durable here up to ``need`` (appended by this batch,
+        # or already present: maybe appended a moment ago by another peer's loop and not yet
+        # durable), and whether this batch appended anything (wakes the peers' long polls)
+        need: Position | None = None
+        changed = False
         waits: list[Any] = []
+        fetches: list[asyncio.Future[tuple[Position | None, bool]]] = []
+        if slots is None:
+            slots = asyncio.Semaphore(max(1, self.rcfg.fetch_concurrency))
         last_time_ms = 0
-        for raw in raw_entries:
-            e = Entry.from_wire(raw)
-            last_time_ms = e.time_ms
-            if e.type == RecordType.PUT:
-                if rep.has_put(e.key):
-                    continue
-                end = await self._fetch_put_once(link, rep, e, row)
-                if end is not None and (appended is None or end > appended):
-                    appended = end
-            elif e.type.is_blob:
-                res = await self.run_io(rep.apply_state, BlobId.from_bytes(e.key), e.type,
-                                        e.life_version, e.state_flags, e.time_ms)
-                if res.status == "applied":
-                    if appended is None or res.end > appended:
-                        appended = res.end
-                    row.records_applied += 1
-            else:
-                entry = NameEntry.from_record(e.key, e.time_ms,
-                                              e.type == RecordType.NAME_DELETE, e.props)
-                fut = await self.run_io(rep.name_apply, entry)
-                if fut is not None:
-                    waits.append(asyncio.wrap_future(fut))
-                    row.records_applied += 1
-        if appended is not None:
-            await asyncio.wrap_future(rep.durable_future(appended))
+
+        async def fetch(e: Entry) -> tuple[Position | None, bool]:
+            async with slots:
+                return await self._fetch_put_once(link, rep, e, row)
+
+        try:
+            for raw in raw_entries:
+                e = Entry.from_wire(raw)
+                last_time_ms = e.time_ms
+                if e.type == RecordType.PUT:
+                    # missing blobs are fetched a few at a time while the batch goes on: the
+                    # conflict rule makes the order of a blob's records irrelevant (a delete
+                    # applied before its put leaves a tombstone the put then stays under)
+                    end = _put_end(rep, e.key)
+                    if end is None:
+                        fetches.append(asyncio.ensure_future(fetch(e)))
+                    else:
+                        need = max(need or end, end)
+                elif e.type.is_blob:
+                    res = await self.run_io(rep.apply_state, BlobId.from_bytes(e.key), e.type,
+                                            e.life_version, e.state_flags, e.time_ms)
+                    need = max(need or res.end, res.end)
+                    if res.status == "applied":
+                        changed = True
+                        row.records_applied += 1
+                else:
+                    entry = NameEntry.from_record(e.key, e.time_ms,
+                                                  e.type == RecordType.NAME_DELETE, e.props)
+                    fut = await self.run_io(rep.name_apply, entry)
+                    if fut is not None:  # (a name already in the view is durable)
+                        waits.append(asyncio.wrap_future(fut))
+                        changed = True
+                        row.records_applied += 1
+            for end, fetched in await asyncio.gather(*fetches):
+                changed = changed or fetched
+                if end is not None:
+                    need = max(need or end, end)
+        except BaseException:
+            for f in fetches:
+                f.cancel()
+            await asyncio.gather(*fetches, return_exceptions=True)
+            raise
+        if need is not None:
+            await asyncio.wrap_future(rep.durable_future(need))
         if waits:
             await asyncio.gather(*waits)
-        if (appended is not None or waits) and self.on_change is not None:
+        if changed and self.on_change is not None:
             self.on_change()
         # the records this token covers are durable here: now the token may move
         self.tokens.put(pid, peer, rep.incarnation, token)
@@ -305,17 +428,19 @@ class ReplicationManager:
             row.lag_seconds = max(0.0, (self.now_ms() - last_time_ms) / 1000)
 
     async def _fetch_put_once(self, link: PeerLink, rep: Replica, e: Entry, row: LagRow
-                              ) -> Position | None:
-        """Fetch a missing PUT from this peer unless another peer's loop is fetching it right
-        now; then wait for that one, and fetch here only if it failed."""
+                              ) -> tuple[Position | None, bool]:
+        """Fetch a missing PUT from this peer unless it arrived meanwhile or another peer's
+        loop is fetching it right now (then wait for that one, and fetch here only if it
+        failed). Returns (end of the PUT record here if there is one, fetched by this call)."""
         key = (rep.partition_id, e.key)
         while True:
             running = self._inflight.get(key)
             if running is None:
                 break
-            end = await asyncio.shield(running)
-            if rep.has_put(e.key):
-                return end
+            await asyncio.shield(running)
+        end = _put_end(rep, e.key)
+        if end is not None:  # stored by another loop since the batch was read
+            return end, False
         fut: asyncio.Future[Position | None] = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
         end = None
@@ -323,8 +448,8 @@ class ReplicationManager:
             end = await self._fetch_put(link, rep, e, row)
         finally:
             del self._inflight[key]
-            fut.set_result(end)  # waiters check has_put and fetch themselves when it failed
-        return end
+            fut.set_result(end)  # waiters look again, and fetch themselves if it failed
+        return end, end is not None
 
     async def _fetch_put(self, link: PeerLink, rep: Replica, e: Entry, row: LagRow
                          ) -> Position | None:
@@ -362,7 +487,8 @@ class ReplicationManager:
         mine = self.dc_of[self.node_id]
         peers = [p for p in self.cmap.partition(pid).replicas if p != self.node_id]
         local = [p for p in peers if self.dc_of[p] == mine] or peers
-        reachable = [p for p in local if not self.peers[p].down_since]
+        down = self._down_in(pid)
+        reachable = [p for p in local if not down(p)]
         if reachable and all(self.lag[(pid, p)].caught_up_once for p in reachable):
             rep.rebuilding = False
             log.info("replica %d caught up with its peers: rebuild complete", pid)
@@ -374,13 +500,11 @@ class ReplicationManager:
                  "blobs_fetched": r.blobs_fetched, "bytes_fetched": r.bytes_fetched,
                  "records_applied": r.records_applied, "errors": r.errors,
                  "pulling": r.peer in self._pulling_from(r.partition),
-                 "peer_down_s": round(self._down_for(r.peer), 1)}
+                 "peer_down_s": round(self._down_in(r.partition)(r.peer), 1)}
                 for r in sorted(self.lag.values(), key=lambda r: (r.partition, r.peer))]
 
     def _pulling_from(self, pid: int) -> set[str]:
-        part = self.cmap.partition(pid)
-        plan = plan_pulls(self.node_id, part.replicas, self.dc_of, self._down_for,
-                          self.rcfg.standby_wait_s)
+        plan = self._plan(pid)
         return set(plan.intra_dc) | set(plan.cross_dc)
 
     # ------------------------------------------------------------------ scrubber
@@ -421,6 +545,12 @@ class ReplicationManager:
                     break
         return repaired
 
+
+
+def _put_end(rep: Replica, blob_key: bytes) -> Position | None:
+    """Where the PUT record of this blob ends in the replica's log, if the replica has it."""
+    loc = put_location(rep.index.get(blob_key[16:32]))
+    return None if loc is None else (loc[0], loc[1] + loc[2])
 
 
 def attach(node: Any) -> ReplicationManager:

@@ -37,9 +37,11 @@ class NameEntry:
     created_ms: int = 0
 
     @property
-    def version(self) -> tuple[int, int]:
-        """Last-writer-wins order: timestamp, then datacenter id."""
-        return (self.ts_ms, self.dc_id)
+    def version(self) -> tuple[int, int, bytes]:
+        """Last-writer-wins order: timestamp, then datacenter id, then the blob id (empty for
+        a deletion), so two writes with the same timestamp from one datacenter (two frontends
+        in the same millisecond) still resolve identically on every replica."""
+        return (self.ts_ms, self.dc_id, self.blob_id)
 
     def encode_value(self) -> bytes:
         return msgpack.packb([self.blob_id, self.ts_ms, self.dc_id, self.deleted, self.size,

@@ -207,6 +207,10 @@ class StorageNode:
                 self.failed_replicas[p.id] = repr(res)
                 log.error("replica of partition %d failed to open: %r", p.id, res,
                           exc_info=res if isinstance(res, BaseException) else None)
+        if self._replication_factory is not None:
+            # built before the node serves: it marks fresh replicas "rebuilding", so a wiped
+            # node never answers an authoritative not-found, not even for a moment
+            self.replication = self._replication_factory(self)
         try:
             await self._listen()
         except BaseException:  # e.g. a port in use: leave the replicas closed and clean
@@ -229,8 +233,7 @@ class StorageNode:
                  self.node.host, self.port, self.node.http_port, time.monotonic() - t0)
 
     def _start_replication(self) -> None:
-        if self._replication_factory is not None:
-            self.replication = self._replication_factory(self)
+        if self.replication is not None:
             self.replication.start()
 
     def link(self, peer: str) -> NodeClient:

@@ -775,12 +775,19 @@ class Replica:
         return visible
 
     def name_get(self, account_id: int, container_id: int, name: str) -> NameEntry | None:
+        """The current entry of a name (deletions included), None if never seen. A replica
+        that is rebuilding cannot say a name does not exist: ReplicaUnavailable."""
         assert self.names is not None
-        return self.names.get(account_id, container_id, name)
+        e = self.names.get(account_id, container_id, name)
+        if e is None and self.rebuilding:
+            raise self._not_found(f"name {name!r} not found")
+        return e
 
     def name_list(self, account_id: int, container_id: int, prefix: str = "",
                   start_after: str = "", limit: int = 1000) -> list[NameEntry]:
         assert self.names is not None
+        if self.rebuilding:  # a partial listing would hide names
+            raise self._not_found("listing of a rebuilding replica")
         return self.names.list(account_id, container_id, prefix, start_after, limit)
 
     # ================================================================ replication feed
