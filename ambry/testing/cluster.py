@@ -32,10 +32,10 @@ import yaml
 
 from ambry.protocol.client import NodeClient
 
-__all__ = ["LocalCluster", "NodeProcess", "free_ports", "write_config"]
+__all__ = ["DaemonProcess", "LocalCluster", "NodeProcess", "free_ports", "write_config"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-_LIVE: set[NodeProcess] = set()
+_LIVE: set[DaemonProcess] = set()
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -79,27 +79,24 @@ def write_config(path: str | os.PathLike[str], data_root: str | os.PathLike[str]
     return raw
 
 
-class NodeProcess:
-    """One ``ambry server`` process (started again by :meth:`restart` with the same data)."""
+class DaemonProcess:
+    """One ``ambry`` daemon process from the source tree, restartable with the same
+    arguments: start, ``kill -9``, SIGTERM, wait for its /healthCheck, read its log. Subclasses
+    say which command and health URL."""
 
-    def __init__(self, node_id: str, config_path: Path, data_root: Path, host: str, port: int,
-                 http_port: int, log_path: Path, log_level: str = "INFO",
-                 env: dict[str, str] | None = None) -> None:
-        self.node_id = node_id
-        self.config_path = config_path
-        self.data_root = data_root
-        self.host = host
-        self.port = port
-        self.http_port = http_port
-        self.log_path = log_path
-        self.log_level = log_level
-        self.env = env or {}
+    name: str
+    log_path: Path
+    env: dict[str, str]
+
+    def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
-    @property
-    def data_dir(self) -> Path:
-        return self.data_root / self.node_id
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def health_url(self) -> str:
+        raise NotImplementedError
 
     @property
     def pid(self) -> int | None:
@@ -109,20 +106,15 @@ class NodeProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "ambry.cli", "server", "--config", str(self.config_path),
-                "--node", self.node_id, "--data-dir", str(self.data_root),
-                "--log-level", self.log_level]
-
-    def start(self) -> NodeProcess:
-        assert not self.running, f"{self.node_id} is already running"
+    def start(self) -> Self:
+        assert not self.running, f"{self.name} is already running"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         env.update(self.env)
         self.starts += 1
         with open(self.log_path, "ab") as logf:
-            logf.write(f"---- start #{self.starts} of {self.node_id} ----\n".encode())
+            logf.write(f"---- start #{self.starts} of {self.name} ----\n".encode())
             logf.flush()
             self.proc = subprocess.Popen(self.command(), stdout=logf, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT), env=env)
@@ -131,7 +123,7 @@ class NodeProcess:
 
     def _health(self) -> int | None:
         try:
-            with urllib.request.urlopen(self.http_url("/healthCheck"), timeout=0.5) as r:
+            with urllib.request.urlopen(self.health_url(), timeout=0.5) as r:
                 return int(r.status)
         except urllib.error.HTTPError as e:
             return int(e.code)
@@ -141,10 +133,10 @@ class NodeProcess:
     def _check_alive(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             code = self.proc.returncode if self.proc is not None else None
-            raise RuntimeError(f"node {self.node_id} exited (code {code}) before it was ready;"
+            raise RuntimeError(f"{self.name} exited (code {code}) before it was ready;"
                                f" log tail:\n{self.log_tail()}")
 
-    def wait_ready(self, timeout_s: float = 30.0) -> NodeProcess:
+    def wait_ready(self, timeout_s: float = 30.0) -> Self:
         """Block until /healthCheck says 200 (raises with the log tail if the process died)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -152,17 +144,17 @@ class NodeProcess:
             if self._health() == 200:
                 return self
             time.sleep(0.05)
-        raise TimeoutError(f"node {self.node_id} not ready after {timeout_s} s; log tail:\n"
+        raise TimeoutError(f"{self.name} not ready after {timeout_s} s; log tail:\n"
                            f"{self.log_tail()}")
 
-    async def wait_ready_async(self, timeout_s: float = 30.0) -> NodeProcess:
+    async def wait_ready_async(self, timeout_s: float = 30.0) -> Self:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self._check_alive()
             if await asyncio.to_thread(self._health) == 200:
                 return self
             await asyncio.sleep(0.05)
-        raise TimeoutError(f"node {self.node_id} not ready after {timeout_s} s; log tail:\n"
+        raise TimeoutError(f"{self.name} not ready after {timeout_s} s; log tail:\n"
                            f"{self.log_tail()}")
 
     def kill(self) -> None:
@@ -182,16 +174,61 @@ class NodeProcess:
                 self.proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 self.kill()
-                raise TimeoutError(f"node {self.node_id} ignored SIGTERM for {timeout_s} s; "
+                raise TimeoutError(f"{self.name} ignored SIGTERM for {timeout_s} s; "
                                    f"log tail:\n{self.log_tail()}") from None
         _LIVE.discard(self)
         return int(self.proc.returncode)
 
-    def restart(self, wait: bool = True) -> NodeProcess:
+    def restart(self, wait: bool = True) -> Self:
         if self.running:
             self.terminate()
         self.start()
         return self.wait_ready() if wait else self
+
+    def rss_bytes(self) -> int:
+        """Resident set size of the process now (psutil; a test dependency)."""
+        import psutil
+
+        assert self.proc is not None
+        return int(psutil.Process(self.proc.pid).memory_info().rss)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "<no log>"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class NodeProcess(DaemonProcess):
+    """One ``ambry server`` process (started again by :meth:`restart` with the same data)."""
+
+    def __init__(self, node_id: str, config_path: Path, data_root: Path, host: str, port: int,
+                 http_port: int, log_path: Path, log_level: str = "INFO",
+                 env: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.node_id = node_id
+        self.name = f"node {node_id}"
+        self.config_path = config_path
+        self.data_root = data_root
+        self.host = host
+        self.port = port
+        self.http_port = http_port
+        self.log_path = log_path
+        self.log_level = log_level
+        self.env = env or {}
+
+    @property
+    def data_dir(self) -> Path:
+        return self.data_root / self.node_id
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "ambry.cli", "server", "--config", str(self.config_path),
+                "--node", self.node_id, "--data-dir", str(self.data_root),
+                "--log-level", self.log_level]
+
+    def health_url(self) -> str:
+        return self.http_url("/healthCheck")
 
     def client(self, **kw: Any) -> NodeClient:
         """A NodeClient for this node (create it inside the event loop that will use it)."""
@@ -201,13 +238,6 @@ class NodeProcess:
 
     def http_url(self, path: str) -> str:
         return f"http://{self.host}:{self.http_port}{path}"
-
-    def log_tail(self, lines: int = 60) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "<no log>"
-        return "\n".join(text.splitlines()[-lines:])
 
 
 class LocalCluster:

@@ -19,14 +19,10 @@ themselves (``ambry.testing.cluster``). Plain synchronous code (``subprocess``),
 
 from __future__ import annotations
 
-import asyncio
-import atexit
 import contextlib
 import json
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -38,7 +34,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from ambry.common.blobid import BlobId, BlobType
-from ambry.testing.cluster import REPO_ROOT, LocalCluster, NodeProcess, free_ports
+from ambry.testing.cluster import DaemonProcess, LocalCluster, NodeProcess, free_ports
 
 __all__ = [
     "TEST_ACCOUNTS",
@@ -50,7 +46,6 @@ __all__ = [
     "replica_records",
 ]
 
-_LIVE: set[FrontendProcess] = set()
 
 #: Accounts of a test store: a second container (403 checks) and a second account.
 TEST_ACCOUNTS: list[dict[str, Any]] = [
@@ -75,33 +70,21 @@ TEST_FRONTEND: dict[str, Any] = {
 }
 
 
-class FrontendProcess:
+class FrontendProcess(DaemonProcess):
     """One ``ambry frontend`` process for one datacenter (restartable, same port)."""
 
     def __init__(self, datacenter: str, config_path: Path, host: str, port: int,
                  log_path: Path, log_level: str = "INFO",
                  env: dict[str, str] | None = None) -> None:
+        super().__init__()
         self.datacenter = datacenter
+        self.name = f"frontend-{datacenter}"
         self.config_path = config_path
         self.host = host
         self.port = port
         self.log_path = log_path
         self.log_level = log_level
         self.env = env or {}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def name(self) -> str:
-        return f"frontend-{self.datacenter}"
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     @property
     def base_url(self) -> str:
@@ -115,97 +98,8 @@ class FrontendProcess:
                 str(self.config_path), "--datacenter", self.datacenter, "--host", self.host,
                 "--port", str(self.port), "--log-level", self.log_level]
 
-    def start(self) -> FrontendProcess:
-        assert not self.running, f"{self.name} is already running"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        env.update(self.env)
-        self.starts += 1
-        with open(self.log_path, "ab") as logf:
-            logf.write(f"---- start #{self.starts} of {self.name} ----\n".encode())
-            logf.flush()
-            self.proc = subprocess.Popen(self.command(), stdout=logf, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT), env=env)
-        _LIVE.add(self)
-        return self
-
-    def _health(self) -> int | None:
-        try:
-            with urllib.request.urlopen(self.url("/healthCheck"), timeout=0.5) as r:
-                return int(r.status)
-        except urllib.error.HTTPError as e:
-            return int(e.code)
-        except (OSError, ValueError):
-            return None
-
-    def _check_alive(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            code = self.proc.returncode if self.proc is not None else None
-            raise RuntimeError(f"{self.name} exited (code {code}) before it was ready; "
-                               f"log tail:\n{self.log_tail()}")
-
-    def wait_ready(self, timeout_s: float = 30.0) -> FrontendProcess:
-        """Block until /healthCheck says 200 (raises with the log tail if the process died)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self._check_alive()
-            if self._health() == 200:
-                return self
-            time.sleep(0.05)
-        raise TimeoutError(f"{self.name} not ready after {timeout_s} s; log tail:\n"
-                           f"{self.log_tail()}")
-
-    async def wait_ready_async(self, timeout_s: float = 30.0) -> FrontendProcess:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self._check_alive()
-            if await asyncio.to_thread(self._health) == 200:
-                return self
-            await asyncio.sleep(0.05)
-        raise TimeoutError(f"{self.name} not ready after {timeout_s} s; log tail:\n"
-                           f"{self.log_tail()}")
-
-    def kill(self) -> None:
-        """``kill -9``: no shutdown code runs."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=30)
-        _LIVE.discard(self)
-
-    def terminate(self, timeout_s: float = 30.0) -> int:
-        """SIGTERM and wait for the exit code; kills it after the timeout and raises."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                raise TimeoutError(f"{self.name} ignored SIGTERM for {timeout_s} s; "
-                                   f"log tail:\n{self.log_tail()}") from None
-        _LIVE.discard(self)
-        return int(self.proc.returncode)
-
-    def restart(self, wait: bool = True) -> FrontendProcess:
-        if self.running:
-            self.terminate()
-        self.start()
-        return self.wait_ready() if wait else self
-
-    def rss_bytes(self) -> int:
-        """Resident set size of the process now (psutil; a test dependency)."""
-        import psutil
-
-        assert self.proc is not None
-        return int(psutil.Process(self.proc.pid).memory_info().rss)
-
-    def log_tail(self, lines: int = 60) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "<no log>"
-        return "\n".join(text.splitlines()[-lines:])
+    def health_url(self) -> str:
+        return self.url("/healthCheck")
 
 
 class RssSampler:
@@ -422,10 +316,3 @@ async def replica_records(node: NodeProcess, partitions: list[int]) -> list[Stor
     finally:
         await client.close()
     return out
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    for f in list(_LIVE):
-        with contextlib.suppress(Exception):
-            f.kill()
