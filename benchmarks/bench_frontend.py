@@ -31,17 +31,10 @@ import xxhash
 
 from ambry.testing.frontend import RssSampler, StoreCluster
 from benchmarks import limits
+from benchmarks._stats import percentiles_ms
 
 HEADERS = {"x-ambry-service-id": "bench", "x-ambry-content-type": "application/octet-stream"}
 PIECE = 1 << 20
-
-
-def _pcts(lat: list[float]) -> tuple[float, float, float]:
-    lat = sorted(lat)
-    if not lat:
-        return (0.0, 0.0, 0.0)
-    return (lat[len(lat) // 2] * 1e3, lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3,
-            lat[-1] * 1e3)
 
 
 async def load(base: str, size: int, clients: int, seconds: float) -> list[dict[str, object]]:
@@ -87,7 +80,7 @@ async def load(base: str, size: int, clients: int, seconds: float) -> list[dict[
             t0 = time.perf_counter()
             await asyncio.gather(*(worker(i) for i in range(clients)))
             dt = time.perf_counter() - t0
-            p50, p99, mx = _pcts(lat)
+            p50, p99, mx = percentiles_ms(lat)
             rows.append({"workload": f"{_size(size)} {op}", "clients": clients,
                          "ops/s": len(lat) / dt, "MB/s": len(lat) * size / dt / 1e6,
                          "p50": p50, "p99": p99, "max": mx, "errors": errors,

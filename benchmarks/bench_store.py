@@ -32,6 +32,7 @@ from ambry.common.config import StorageConfig
 from ambry.common.properties import BlobProperties
 from ambry.storage.replica import Replica
 from benchmarks import limits
+from benchmarks._stats import percentiles_ms
 
 PARTITION = 1
 
@@ -39,14 +40,6 @@ PARTITION = 1
 def _props(n: int) -> BlobProperties:
     return BlobProperties(size=n, created_ms=int(time.time() * 1000), content_type="x/y",
                           service_id="bench")
-
-
-def _pcts(lat: list[float]) -> tuple[float, float, float]:
-    lat = sorted(lat)
-    if not lat:
-        return (0.0, 0.0, 0.0)
-    return (lat[len(lat) // 2] * 1e3, lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3,
-            lat[-1] * 1e3)
 
 
 def _run(threads: int, seconds: float, op: Callable[[random.Random], int]
@@ -105,7 +98,7 @@ def bench_put_get(root: str, size: int, threads: int, seconds: float,
     syncs0 = r.log.syncs
     for name, op in (("put", put), ("get", get)):
         n, b, lat, dt = _run(threads, seconds, op)
-        p50, p99, mx = _pcts(lat)
+        p50, p99, mx = percentiles_ms(lat)
         rows.append({"workload": f"{size // 1024} KiB {name}", "threads": threads,
                      "ops/s": n / dt, "MB/s": b / dt / 1e6, "p50 ms": p50, "p99 ms": p99,
                      "max ms": mx, "durability": durability,
