@@ -147,6 +147,10 @@ async def concurrent_uploads(base: str, fe_pid: int, n: int, size: int) -> dict[
                               headers=HEADERS) as r:
                 if r.status != 201:
                     errors += 1
+                    if errors == 1:
+                        print(f"first failed upload: {r.status} "
+                              f"{r.headers.get('x-ambry-error-code')} {await r.text()}",
+                              file=sys.stderr)
 
         with RssSampler(fe_pid) as rss:
             t0 = time.perf_counter()

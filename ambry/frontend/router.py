@@ -236,10 +236,12 @@ class Router:
     # ------------------------------------------------------------------ write fan-out
     async def _quorum(self, node_ids: Sequence[str], op: str,
                       call: Callable[[NodeClient], Awaitable[Any]], w: int = 2,
+                      stragglers: list[asyncio.Task[Any]] | None = None,
                       ) -> tuple[Outcome, dict[str, Any], list[BaseException]]:
         """Send ``call`` to every node at once; return when ``w`` succeeded or that became
         impossible. The stragglers finish in the background (they still count for
-        durability and are harmless)."""
+        durability and are harmless); they are added to ``stragglers`` when given, so a
+        caller can keep what they hold (a payload) accounted for until they end."""
         n = len(node_ids)
         if n == 0:
             return Outcome.UNAVAILABLE, {}, []
@@ -271,19 +273,44 @@ class Router:
                 if not t.done():
                     self._background.add(t)
                     t.add_done_callback(self._background.discard)
+                    if stragglers is not None:
+                        stragglers.append(t)
         return tracker.result(), results, errors
 
     async def _put_replicas(self, blob_id: BlobId, props: BlobProperties, usermeta: bytes,
-                            payload: bytes | memoryview, rid: str) -> tuple[Outcome, dict[str, Any]]:
+                            payload: bytes | memoryview, rid: str,
+                            hold: list[asyncio.Task[Any]] | None = None
+                            ) -> tuple[Outcome, dict[str, Any]]:
         nodes = [n.id for n in self.local_replicas(blob_id.partition_id)]
         verdict, results, _ = await self._quorum(
-            nodes, "put", lambda c: c.put(blob_id, props, usermeta, payload, rid=rid))
+            nodes, "put", lambda c: c.put(blob_id, props, usermeta, payload, rid=rid),
+            stragglers=hold)
         return verdict, results
+
+    def _release_when_done(self, tasks: list[asyncio.Task[Any]], n: int) -> None:
+        """Give ``n`` bytes back to the budget once every task still holding the payload has
+        ended (a straggling third replica write keeps the bytes alive: counting them until
+        then is what keeps many concurrent uploads within the budget)."""
+        pending = [t for t in tasks if not t.done()]
+        if not pending:
+            self.budget.release(n)
+            return
+        left = [len(pending)]
+
+        def one_done(_t: asyncio.Task[Any]) -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                self.budget.release(n)
+
+        for t in pending:
+            t.add_done_callback(one_done)
 
     async def _put_one_blob(self, blob_type: BlobType, account_id: int, container_id: int,
                             props: BlobProperties, usermeta: bytes,
-                            payload: bytes | memoryview, rid: str) -> BlobId:
-        """Store one record-sized blob on some writable partition of this DC (new id per try)."""
+                            payload: bytes | memoryview, rid: str,
+                            hold: list[asyncio.Task[Any]] | None = None) -> BlobId:
+        """Store one record-sized blob on some writable partition of this DC (new id per
+        try). Replica writes still running when it returns are added to ``hold``."""
         tried: set[int] = set()
         for _attempt in range(self.fe.put_attempts):
             pid = choose_partition(self.writable, tried | self.read_only.current(), self.rnd)
@@ -292,7 +319,8 @@ class Router:
             tried.add(pid)
             bid = new_blob_id(self.dc.id, account_id, container_id, pid, blob_type,
                               randbytes=self.rnd.randbytes)
-            verdict, results = await self._put_replicas(bid, props, usermeta, payload, rid)
+            verdict, results = await self._put_replicas(bid, props, usermeta, payload, rid,
+                                                        hold)
             if verdict is Outcome.SUCCESS:
                 return bid
             if verdict is Outcome.READ_ONLY:
@@ -326,6 +354,7 @@ class Router:
         # Read up to two chunks to tell a one-record blob from a chunked one. Each chunk
         # held in memory is first reserved in the frontend-wide byte budget.
         budget: list[int] = []  # reservations not yet handed to a chunk task
+        hold: list[asyncio.Task[Any]] = []  # replica writes still holding a payload
         try:
             await self.budget.acquire(cs)
             budget.append(cs)
@@ -344,7 +373,7 @@ class Router:
                 p = _with_size(props, len(first))
                 btype = BlobType.CHUNK if chunk_upload else BlobType.SIMPLE
                 bid = await self._put_one_blob(btype, account_id, container_id, p, usermeta,
-                                               first, rid)
+                                               first, rid, hold)
                 return StoredBlob(bid, len(first), props.created_ms)
             if chunk_upload:
                 raise PayloadTooLarge(f"a chunk upload must fit one chunk ({cs} bytes)")
@@ -354,8 +383,8 @@ class Router:
                                            declared_size=declared_size,
                                            content_xxh3=content_xxh3, rid=rid)
         finally:
-            for n in budget:
-                self.budget.release(n)
+            for n in budget:  # one release per reservation (each was capped at the limit)
+                self._release_when_done(hold, n)
 
     async def _put_chunked(self, read: ReadBody, pending: list[bytes], budget: list[int],
                            hasher: Any, *, account_id: int, container_id: int,
@@ -373,17 +402,18 @@ class Router:
         total = 0
 
         async def store(index: int, data: bytes, reserved: int) -> None:
+            hold: list[asyncio.Task[Any]] = []
             try:
                 p = _with_size(props, len(data))
                 bid = await self._put_one_blob(BlobType.CHUNK, account_id, container_id, p,
-                                               b"", data, rid)
+                                               b"", data, rid, hold)
                 written.append(bid)
                 slots[index] = ChunkRef(bid.to_str(), len(data))
             except Exception as e:  # noqa: BLE001 - reported to the uploading loop
                 failure.append(e)
             finally:
                 window.release()
-                self.budget.release(reserved)
+                self._release_when_done(hold, reserved)
 
         try:
             while True:

@@ -29,8 +29,7 @@ async def serve_frontend(config: ClusterConfig, datacenter: str, host: str, port
     # user metadata travels in headers: allow long header lines (aiohttp's default is 8 KiB,
     # which answered its own 400 without our error code for one long x-ambry-um-* value)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=drain_s,
-                           handler_args={"max_field_size": 64 * 1024,
-                                         "max_line_size": 64 * 1024})
+                           max_field_size=64 * 1024, max_line_size=64 * 1024)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=True, backlog=1024)
     await site.start()
