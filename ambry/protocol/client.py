@@ -177,7 +177,6 @@ class Reply:
 
 
 _BACKGROUND: set[asyncio.Task[None]] = set()
-_SEND_PIECE_BYTES = 256 * 1024
 
 
 class GetReply(Reply):
@@ -216,25 +215,12 @@ class _Connection:
         async with self.write_lock:
             if self.closed:
                 raise Unavailable(f"connection to {self.peer} is closed")
-            # A small message goes into the transport with no await in between: a cancelled
-            # caller can never leave half a message on the wire. A large payload goes in
-            # pieces, each drained before the next: otherwise the transport copies what the
-            # socket cannot take at once, and many concurrent chunk puts held several copies
-            # of every chunk (frontend RSS grew past its byte budget). Cancelled half-way, the
-            # connection is failed, so a half message is never followed by another.
+            # header and payload go into the transport with no await in between: a cancelled
+            # caller can never leave half a message on the wire.
             self.writer.write(frame)
+            if payload:
+                self.writer.write(payload)
             try:
-                if payload and len(payload) <= _SEND_PIECE_BYTES:
-                    self.writer.write(payload)
-                elif payload:
-                    view = memoryview(payload)
-                    try:
-                        for off in range(0, len(view), _SEND_PIECE_BYTES):
-                            self.writer.write(view[off:off + _SEND_PIECE_BYTES])
-                            await self.writer.drain()
-                    except asyncio.CancelledError:
-                        self.fail(Unavailable(f"send to {self.peer} interrupted"))
-                        raise
                 await self.writer.drain()
             except (OSError, RuntimeError) as e:
                 err = Unavailable(f"writing to {self.peer}: {e}")
