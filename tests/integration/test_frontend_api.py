@@ -56,12 +56,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreCluster]:
 
 
 @pytest.fixture
-async def http() -> aiohttp.ClientSession:
-    async with aiohttp.ClientSession(timeout=TIMEOUT) as s:
-        yield s  # type: ignore[misc]
-
-
-@pytest.fixture
 def base(store: StoreCluster) -> str:
     return store.url("dc1", "")
 

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import aiohttp
 import pytest
 from fe_helpers import (
     CHUNK,
     SERVICE,
-    TIMEOUT,
     blob_bytes,
     call,
     node_records,
@@ -33,12 +31,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreCluster]:
     yield from store_fixture(tmp_path_factory.mktemp("fe-2dc"), datacenters=2,
                              nodes_per_dc=3, partitions=4,
                              extra={"replication": {"enabled": False}})
-
-
-@pytest.fixture
-async def http() -> aiohttp.ClientSession:
-    async with aiohttp.ClientSession(timeout=TIMEOUT) as s:
-        yield s  # type: ignore[misc]
 
 
 @pytest.fixture
