@@ -159,3 +159,182 @@ def digests(config_path: str, as_json: bool) -> None:
                 click.echo(f"   {nid:<10} {v.get('digest', v.get('error'))} "
                            f"blobs={v.get('blobs', '-')} names={v.get('names', '-')}")
     sys.exit(0 if converged else 1)
+
+
+def _render_clustermap(doc: dict[str, Any], header: str) -> str:
+    """YAML in the style of config/local.yaml: one flow-style line per datacenter, node,
+    partition and frontend; other sections in block style."""
+    import yaml
+
+    def line(item: Any) -> str:
+        return str(yaml.safe_dump(item, default_flow_style=True, sort_keys=False,
+                                  width=1 << 20)).strip()
+
+    parts = [header.rstrip("\n") + "\n"]
+    for key, value in doc.items():
+        if key in ("datacenters", "nodes", "partitions", "frontends") and isinstance(value,
+                                                                                     list):
+            parts.append(f"\n{key}:\n" + "".join(f"  - {line(v)}\n" for v in value))
+        else:
+            parts.append("\n" + str(yaml.safe_dump({key: value}, default_flow_style=False,
+                                                   sort_keys=False)))
+    return "".join(parts)
+
+
+def _write_atomically(path: str, text: str) -> None:
+    import os
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".clustermap-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _split_assignment(text: str, option: str) -> tuple[str, str]:
+    name, eq, value = text.partition("=")
+    if not eq or not name or not value:
+        raise click.BadParameter(f"expected DC=VALUE, got {text!r}", param_hint=option)
+    return name.strip(), value.strip()
+
+
+@admin.command("build-clustermap")
+@click.option("--dc", "dcs", multiple=True, metavar="DC=NODE,NODE,...",
+              help="A datacenter and its storage nodes, each [id@]host[:port[:http_port]] "
+                   "(repeat per datacenter; ids default to <dc>-n1, <dc>-n2, ...).")
+@click.option("--partitions", type=int, default=None, help="Number of partitions.")
+@click.option("--replicas-per-dc", type=int, default=3, show_default=True)
+@click.option("--capacity", default=None, metavar="SIZE",
+              help="Capacity of each new replica, e.g. 100GiB [default: 100GiB, or the "
+                   "largest existing one with --from].")
+@click.option("--node-port", type=int, default=6670, show_default=True,
+              help="Node protocol port of nodes given without one.")
+@click.option("--http-port", type=int, default=6680, show_default=True,
+              help="/healthCheck + /metrics port of nodes given without one.")
+@click.option("--frontend", "frontends", multiple=True, metavar="DC=HOST:PORT",
+              help="A frontend endpoint (repeatable).")
+@click.option("--name", default="ambry", show_default=True, help="Cluster name.")
+@click.option("--data-dir", default="data", show_default=True,
+              help="data_dir of the map (each node keeps <data_dir>/<node id>).")
+@click.option("--settings-from", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Copy every non-topology section (storage, frontend, accounts, "
+                   "replication, ...) from this config.")
+@click.option("--from", "from_path", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="Grow this existing map instead of building a new one; "
+                                 "no existing replica moves.")
+@click.option("--add-partitions", type=int, default=0,
+              help="With --from: partitions to add (placed on the least loaded nodes).")
+@click.option("--add-node", "add_nodes", multiple=True, metavar="DC=NODE",
+              help="With --from: a storage node to add (repeatable).")
+@click.option("-o", "--output", default="-", show_default=True,
+              help="Where to write the map (written atomically; '-' = stdout).")
+def build_clustermap(dcs: tuple[str, ...], partitions: int | None, replicas_per_dc: int,
+                     capacity: str | None, node_port: int, http_port: int,
+                     frontends: tuple[str, ...], name: str, data_dir: str,
+                     settings_from: str | None, from_path: str | None, add_partitions: int,
+                     add_nodes: tuple[str, ...], output: str) -> None:
+    """Write a cluster map (the YAML config every daemon reads) for the given datacenters,
+    nodes and partitions, or grow an existing one (--from) by nodes and partitions.
+
+    \b
+    ambry admin build-clustermap --dc dc1=h1,h2,h3 --dc dc2=h4,h5,h6 --partitions 16 \\
+        --frontend dc1=fe1:1174 --frontend dc2=fe2:1174 -o cluster.yaml
+    ambry admin build-clustermap --from cluster.yaml --add-node dc1=h7 --add-node dc2=h8 \\
+        --add-partitions 8 -o cluster.yaml
+    """
+    import shlex
+
+    import yaml
+
+    from ambry.common.config import config_from_dict, parse_size
+    from ambry.common.errors import AmbryError
+    from ambry.common.placement import (
+        build_document,
+        grow_document,
+        parse_node_spec,
+        replica_counts,
+    )
+
+    fe_specs = [_split_assignment(f, "--frontend") for f in frontends]
+    try:
+        cap = parse_size(capacity) if capacity is not None else None
+        if from_path is None:
+            if add_partitions or add_nodes:
+                raise click.UsageError("--add-partitions / --add-node need --from")
+            if not dcs or partitions is None:
+                raise click.UsageError("give --dc (once per datacenter) and --partitions, "
+                                       "or --from to grow an existing map")
+            settings: dict[str, Any] = {}
+            if settings_from is not None:
+                with open(settings_from, encoding="utf-8") as fh:
+                    settings = yaml.safe_load(fh) or {}
+            datacenters = []
+            for d in dcs:
+                dc, members = _split_assignment(d, "--dc")
+                datacenters.append((dc, [parse_node_spec(m) for m in members.split(",")
+                                         if m.strip()]))
+            doc = build_document(datacenters, partitions, replicas_per_dc,
+                                 cap if cap is not None else 100 * 1024**3, name=name,
+                                 data_dir=data_dir, frontends=fe_specs, node_port=node_port,
+                                 http_port=http_port, settings=settings)
+            before: dict[str, int] = {}
+            new_ids = list(range(partitions))
+        else:
+            if dcs or partitions is not None or settings_from is not None:
+                raise click.UsageError("--dc / --partitions / --settings-from build a new map; "
+                                       "with --from use --add-node / --add-partitions")
+            with open(from_path, encoding="utf-8") as fh:
+                existing = yaml.safe_load(fh) or {}
+            old = config_from_dict(existing).cluster_map
+            before = replica_counts([n.id for n in old.nodes],
+                                    {p.id: p.replicas for p in old.partitions})
+            adds = []
+            for a in add_nodes:
+                dc, spec = _split_assignment(a, "--add-node")
+                adds.append((dc, parse_node_spec(spec)))
+            doc = grow_document(existing, {p.id: p.replicas for p in old.partitions},
+                                {p.id: p.capacity_bytes for p in old.partitions},
+                                add_partitions=add_partitions, add_nodes=adds,
+                                capacity_bytes=cap, frontends=fe_specs,
+                                node_port=node_port, http_port=http_port)
+            new_ids = sorted({doc_p["id"] for doc_p in doc["partitions"]}
+                             - old.partition_ids)
+            if adds and not add_partitions:
+                click.echo("warning: the new nodes hold no replicas until partitions are "
+                           "added (--add-partitions N); existing replicas never move", err=True)
+        new = config_from_dict(doc).cluster_map  # the loader must accept what we write
+    except AmbryError as e:
+        raise click.ClickException(e.message) from None
+    args = sys.argv[sys.argv.index("build-clustermap") + 1:] \
+        if "build-clustermap" in sys.argv else []
+    header = (f"# Cluster map written by `ambry admin build-clustermap {shlex.join(args)}`.\n"
+              "# Replicas are placed on the least loaded nodes; grow it with --from (existing\n"
+              "# replicas never move), then send SIGHUP to every node and frontend "
+              "(docs/operations.md).\n")
+    text = _render_clustermap(doc, header)
+    if output == "-":
+        click.echo(text, nl=False)
+    else:
+        _write_atomically(output, text)
+    after = replica_counts([n.id for n in new.nodes],
+                           {p.id: p.replicas for p in new.partitions})
+    click.echo(f"{len(new.nodes)} nodes, {len(new.partitions)} partitions "
+               f"({len(new_ids)} new); replicas per node:", err=True)
+    for datacenter in new.datacenters:
+        row = [f"{n.id}={after[n.id]}" + (f"(+{after[n.id] - before.get(n.id, 0)})"
+                                          if before and after[n.id] != before.get(n.id, 0)
+                                          else "")
+               for n in new.nodes if n.datacenter == datacenter.name]
+        click.echo(f"  {datacenter.name}: " + " ".join(row), err=True)
