@@ -49,7 +49,7 @@ async def load(base: str, size: int, clients: int, seconds: float) -> list[dict[
             verified = 0
             stop = time.perf_counter() + seconds
 
-            async def worker(i: int) -> None:
+            async def worker(i: int, op: str, stop: float, lat: list[float]) -> None:
                 nonlocal errors, verified
                 k = i
                 while time.perf_counter() < stop:
@@ -78,7 +78,7 @@ async def load(base: str, size: int, clients: int, seconds: float) -> list[dict[
                     lat.append(time.perf_counter() - t0)
 
             t0 = time.perf_counter()
-            await asyncio.gather(*(worker(i) for i in range(clients)))
+            await asyncio.gather(*(worker(i, op, stop, lat) for i in range(clients)))
             dt = time.perf_counter() - t0
             p50, p99, mx = percentiles_ms(lat)
             rows.append({"workload": f"{_size(size)} {op}", "clients": clients,
@@ -138,27 +138,44 @@ async def huge(base: str, fe_pid: int, size: int) -> list[dict[str, object]]:
 
 
 async def concurrent_uploads(base: str, fe_pid: int, n: int, size: int) -> dict[str, object]:
+    """``n`` uploads of ``size`` at once (frontend RSS sampled), then every blob read back
+    one at a time and checked against the hash of what was sent."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as s:
         errors = 0
+        stored: list[tuple[str, int]] = []
 
         async def one(i: int) -> None:
             nonlocal errors
-            async with s.post(base + "/", data=_body(size, i, xxhash.xxh3_64()),
-                              headers=HEADERS) as r:
+            h = xxhash.xxh3_64()
+            async with s.post(base + "/", data=_body(size, i, h), headers=HEADERS) as r:
                 if r.status != 201:
                     errors += 1
                     if errors == 1:
                         print(f"first failed upload: {r.status} "
                               f"{r.headers.get('x-ambry-error-code')} {await r.text()}",
                               file=sys.stderr)
+                    return
+                stored.append((r.headers["Location"], h.intdigest()))
 
         with RssSampler(fe_pid) as rss:
             t0 = time.perf_counter()
             await asyncio.gather(*(one(i) for i in range(n)))
             dt = time.perf_counter() - t0
+        verified = 0
+        for loc, want in stored:
+            got = xxhash.xxh3_64()
+            async with s.get(base + loc) as r:
+                async for piece in r.content.iter_chunked(PIECE):
+                    got.update(piece)
+            if r.status == 200 and got.intdigest() == want:
+                verified += size
+            else:
+                errors += 1
+            async with s.delete(base + loc):
+                pass
     return {"workload": f"{n} x {_size(size)} concurrent uploads", "clients": n,
             "MB/s": n * size / dt / 1e6, "rss": rss.peak_bytes, "errors": errors,
-            "verified": 0}
+            "verified": verified}
 
 
 async def run(a: argparse.Namespace, base: str, fe_pid: int) -> list[dict[str, object]]:
@@ -193,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         store = StoreCluster(root, datacenters=1, nodes_per_dc=3, partitions=16,
                              capacity="64GiB", storage={"segment_size_bytes": "1GiB"},
                              frontend={"chunk_size_bytes": "4MiB",
-                                       "inflight_budget_bytes": "256MiB"},
+                                       "inflight_budget_bytes": "128MiB"},
                              extra={"replication": {"scrub_interval_s": 0}}, log_level="WARNING")
         with store:
             fe = store.frontends["dc1"]

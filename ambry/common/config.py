@@ -85,7 +85,7 @@ class FrontendConfig:
     chunk_size_bytes: int = 4 * 1024**2
     upload_window_chunks: int = 4          # chunks of one upload in flight at once
     download_prefetch_chunks: int = 2      # chunks fetched ahead of the one being sent
-    inflight_budget_bytes: int = 256 * 1024**2  # all uploads of one frontend together
+    inflight_budget_bytes: int = 128 * 1024**2  # all uploads of one frontend together
     max_blob_size_bytes: int = 64 * 1024**3
     node_timeout_ms: int = 10_000
     node_connect_timeout_ms: int = 2_000

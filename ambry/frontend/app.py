@@ -84,6 +84,10 @@ _MAX_LIST_RESULTS = 10_000
 _MAX_STITCH_BODY_BYTES = 16 * 1024 * 1024
 
 
+#: Largest piece read from a request body at once (bounds aiohttp's per-request buffer).
+BODY_READ_BYTES = 256 * 1024
+
+
 class MissingHeader(BadRequest):
     code = "MISSING_HEADER"
 
@@ -167,7 +171,10 @@ class FrontendApp:
 
         async def read(n: int) -> bytes:
             try:
-                data = await content.read(n)
+                # Small reads: aiohttp raises a request's buffer limit to the largest read
+                # asked for (read(4 MiB) lets it buffer 8 MiB per upload, outside the
+                # frontend's byte budget); pieces of BODY_READ_BYTES keep it at 2 x that.
+                data = await content.read(min(n, BODY_READ_BYTES))
             except (ConnectionError, OSError, web.HTTPException) as e:
                 raise BadRequest(f"request body cut short: {e}") from None
             except Exception as e:  # aiohttp payload errors (truncated chunked body, ...)

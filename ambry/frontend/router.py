@@ -278,7 +278,7 @@ class Router:
         return tracker.result(), results, errors
 
     async def _put_replicas(self, blob_id: BlobId, props: BlobProperties, usermeta: bytes,
-                            payload: bytes | memoryview, rid: str,
+                            payload: bytes | bytearray | memoryview, rid: str,
                             hold: list[asyncio.Task[Any]] | None = None
                             ) -> tuple[Outcome, dict[str, Any]]:
         nodes = [n.id for n in self.local_replicas(blob_id.partition_id)]
@@ -307,7 +307,7 @@ class Router:
 
     async def _put_one_blob(self, blob_type: BlobType, account_id: int, container_id: int,
                             props: BlobProperties, usermeta: bytes,
-                            payload: bytes | memoryview, rid: str,
+                            payload: bytes | bytearray | memoryview, rid: str,
                             hold: list[asyncio.Task[Any]] | None = None) -> BlobId:
         """Store one record-sized blob on some writable partition of this DC (new id per
         try). Replica writes still running when it returns are added to ``hold``."""
@@ -351,23 +351,20 @@ class Router:
         if declared_size is not None and declared_size > self.fe.max_blob_size_bytes:
             raise PayloadTooLarge(f"blob of {declared_size} bytes is over the "
                                   f"{self.fe.max_blob_size_bytes}-byte limit")
-        # Read up to two chunks to tell a one-record blob from a chunked one. Each chunk
-        # held in memory is first reserved in the frontend-wide byte budget.
+        # Read one chunk, then peek one byte to tell a one-record blob from a chunked one.
+        # Every chunk held in memory is first reserved in the frontend-wide byte budget,
+        # and an upload never waits for a second reservation while holding its first one
+        # unsent (64 uploads each holding one chunk of a full budget would deadlock).
         budget: list[int] = []  # reservations not yet handed to a chunk task
         hold: list[asyncio.Task[Any]] = []  # replica writes still holding a payload
         try:
-            await self.budget.acquire(cs)
-            budget.append(cs)
-            first = await _read_up_to(read, cs)
-            second = b""
-            if len(first) == cs:
-                await self.budget.acquire(cs)
-                budget.append(cs)
-                second = await _read_up_to(read, cs)
+            budget.append(await self.budget.acquire(cs))
+            pending = [await _read_up_to(read, cs)]
+            more = await read(1) if len(pending[0]) == cs else b""
             if hasher is not None:
-                hasher.update(first)
-                hasher.update(second)
-            if not second:  # fits one record: a simple blob (or a chunk for stitching)
+                hasher.update(pending[0])
+            if not more:  # fits one record: a simple blob (or a chunk for stitching)
+                first = pending.pop()
                 _check_size(len(first), declared_size, final=True)
                 _check_xxh3(hasher, content_xxh3)
                 p = _with_size(props, len(first))
@@ -377,7 +374,9 @@ class Router:
                 return StoredBlob(bid, len(first), props.created_ms)
             if chunk_upload:
                 raise PayloadTooLarge(f"a chunk upload must fit one chunk ({cs} bytes)")
-            return await self._put_chunked(read, [first, second], budget, hasher,
+            # ``pending`` hands the chunk over: this frame keeps no reference to it, so its
+            # memory goes when its replica writes end, as its reservation does.
+            return await self._put_chunked(read, pending, more, budget, hasher,
                                            account_id=account_id, container_id=container_id,
                                            props=props, usermeta=usermeta,
                                            declared_size=declared_size,
@@ -386,13 +385,14 @@ class Router:
             for n in budget:  # one release per reservation (each was capped at the limit)
                 self._release_when_done(hold, n)
 
-    async def _put_chunked(self, read: ReadBody, pending: list[bytes], budget: list[int],
-                           hasher: Any, *, account_id: int, container_id: int,
+    async def _put_chunked(self, read: ReadBody, pending: list[bytearray], carry: bytes,
+                           budget: list[int], hasher: Any, *, account_id: int, container_id: int,
                            props: BlobProperties, usermeta: bytes, declared_size: int | None,
                            content_xxh3: str | None, rid: str) -> StoredBlob:
         """Upload chunks with at most ``upload_window_chunks`` in flight, then the metadata
-        blob. ``pending`` chunks were read already and own the reservations in ``budget``;
-        the caller releases whatever is left in ``budget`` when this returns or fails."""
+        blob. ``pending`` chunks were read already (and hashed) and own the reservations in
+        ``budget``; ``carry`` is body read past them, the start of the next chunk. The
+        caller releases whatever is left in ``budget`` when this returns or fails."""
         cs = self.fe.chunk_size_bytes
         window = asyncio.Semaphore(self.fe.upload_window_chunks)
         slots: list[ChunkRef | None] = []
@@ -401,7 +401,7 @@ class Router:
         failure: list[BaseException] = []
         total = 0
 
-        async def store(index: int, data: bytes, reserved: int) -> None:
+        async def store(index: int, data: bytearray, reserved: int) -> None:
             hold: list[asyncio.Task[Any]] = []
             try:
                 p = _with_size(props, len(data))
@@ -422,9 +422,9 @@ class Router:
                 if pending:
                     data = pending.pop(0)
                 else:
-                    await self.budget.acquire(cs)
-                    budget.append(cs)
-                    data = await _read_up_to(read, cs)
+                    budget.append(await self.budget.acquire(cs))
+                    data = await _read_up_to(read, cs, carry)
+                    carry = b""
                     if not data:
                         break
                     if hasher is not None:
@@ -438,6 +438,7 @@ class Router:
                 slots.append(None)
                 # hand this chunk's reservation over to its task
                 t = asyncio.ensure_future(store(len(slots) - 1, data, budget.pop(0)))
+                del data  # the task owns it now
                 inflight.add(t)
                 t.add_done_callback(inflight.discard)
             if inflight:
@@ -950,14 +951,25 @@ def _name_version(e: NameRecord) -> tuple[int, int, bytes]:
     return (e.ts_ms, e.dc_id, bytes(e.blob_id))
 
 
-async def _read_up_to(read: ReadBody, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        piece = await read(n - len(buf))
-        if not piece:
-            break
-        buf += piece
-    return bytes(buf)
+async def _read_up_to(read: ReadBody, n: int, prefix: bytes = b"") -> bytearray:
+    """Up to ``n`` bytes of body (fewer only at its end), ``prefix`` first, in one buffer of
+    exactly that size: no growing, no final copy (a chunk costs its size, not twice it)."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = len(prefix)
+    view[:got] = prefix
+    try:
+        while got < n:
+            piece = await read(n - got)
+            if not piece:
+                break
+            view[got:got + len(piece)] = piece
+            got += len(piece)
+    finally:
+        view.release()
+    if got < n:
+        del buf[got:]
+    return buf
 
 
 def _with_size(props: BlobProperties, size: int) -> BlobProperties:

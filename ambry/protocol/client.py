@@ -211,7 +211,7 @@ class _Connection:
     def load(self) -> int:
         return len(self.pending) + (_STREAMING_LOAD if self.streaming is not None else 0)
 
-    async def send(self, frame: bytes, payload: bytes | memoryview | None) -> None:
+    async def send(self, frame: bytes, payload: bytes | bytearray | memoryview | None) -> None:
         async with self.write_lock:
             if self.closed:
                 raise Unavailable(f"connection to {self.peer} is closed")
@@ -386,7 +386,7 @@ class NodeClient:
 
     # ------------------------------------------------------------------------ raw requests
     async def request(self, op: str, fields: dict[str, Any] | None = None,
-                      payload: bytes | memoryview | None = None, *, rid: str | None = None,
+                      payload: bytes | bytearray | memoryview | None = None, *, rid: str | None = None,
                       timeout_ms: int | None = None) -> Reply:
         """Send one request and wait for its reply header. Error replies raise their typed
         error; no reply in time raises Unavailable. A reply with a payload must be consumed
@@ -441,7 +441,7 @@ class NodeClient:
         return await self._call("ping", rid=rid)
 
     async def put(self, blob_id: BlobId | bytes, props: BlobProperties | dict[str, Any],
-                  usermeta: bytes, payload: bytes | memoryview, *, partition: int | None = None,
+                  usermeta: bytes, payload: bytes | bytearray | memoryview, *, partition: int | None = None,
                   rid: str | None = None) -> MutationReply:
         raw, pid = _id_and_partition(blob_id, partition)
         wire_props = props.to_wire() if isinstance(props, BlobProperties) else props

@@ -6,10 +6,11 @@ uploads and downloads. Every test leaves the cluster whole again for the next on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import aiohttp
 import pytest
@@ -105,6 +106,57 @@ async def test_frontend_memory_stays_bounded_and_flat_as_blobs_grow(store, base)
     # malloc's: freed 1 MiB buffers are not all handed back, so peaks differ by up to
     # ~60 MiB from run to run (measured: 134..147 MiB small, 149..199 MiB large).
     assert large.peak_bytes - small.peak_bytes < 96 * MIB
+
+
+async def test_uploads_holding_a_whole_budget_do_not_deadlock(store):
+    """A Router in this process, on the module's real storage nodes, with a budget of 8
+    chunks and 12 multi-chunk uploads whose bodies are held back until 8 of them are
+    waiting: every upload holds one chunk's reservation at that moment. All must finish.
+    (An upload that waited for a second reservation before sending its first chunk
+    deadlocked exactly here: the budget was full of first chunks waiting for seconds.)"""
+    from ambry.common.config import load_config
+    from ambry.common.properties import BlobProperties
+    from ambry.frontend.router import Router
+
+    cfg = load_config(store.config_path)
+    cs = cfg.frontend.chunk_size_bytes
+    cfg = dataclasses.replace(
+        cfg, frontend=dataclasses.replace(cfg.frontend, inflight_budget_bytes=8 * cs))
+    router = Router(cfg, "dc1")
+    waiting = 0
+    go = asyncio.Event()
+
+    def body(seed: int) -> Callable[[int], Awaitable[bytes]]:
+        data = b"".join(PatternBody(2 * cs + 1000, seed=seed).pieces())
+        pos = 0
+
+        async def read(n: int) -> bytes:
+            nonlocal pos, waiting
+            if pos == 0:
+                waiting += 1
+                if waiting >= 8:
+                    go.set()
+                await go.wait()
+            piece = data[pos:pos + min(n, 64 * KIB)]
+            pos += len(piece)
+            return piece
+        return read
+
+    async def upload(seed: int) -> int:
+        props = BlobProperties(size=0, created_ms=int(time.time() * 1000),
+                               service_id="itest", account_id=1, container_id=1)
+        stored = await router.put(body(seed), account_id=1, container_id=1, props=props,
+                                  usermeta=b"", declared_size=None, content_xxh3=None,
+                                  rid=f"budget-{seed}")
+        return stored.size
+
+    try:
+        async with asyncio.timeout(60):
+            sizes = await asyncio.gather(*(upload(s) for s in range(12)))
+    finally:
+        await router.close()
+    assert sizes == [2 * cs + 1000] * 12
+    assert router.budget.used == 0
 
 
 # ------------------------------------------------------------------------------- clients
