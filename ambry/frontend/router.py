@@ -385,7 +385,7 @@ class Router:
             for n in budget:  # one release per reservation (each was capped at the limit)
                 self._release_when_done(hold, n)
 
-    async def _put_chunked(self, read: ReadBody, pending: list[bytearray], carry: bytes,
+    async def _put_chunked(self, read: ReadBody, pending: list[bytes], carry: bytes,
                            budget: list[int], hasher: Any, *, account_id: int, container_id: int,
                            props: BlobProperties, usermeta: bytes, declared_size: int | None,
                            content_xxh3: str | None, rid: str) -> StoredBlob:
@@ -401,7 +401,7 @@ class Router:
         failure: list[BaseException] = []
         total = 0
 
-        async def store(index: int, data: bytearray, reserved: int) -> None:
+        async def store(index: int, data: bytes, reserved: int) -> None:
             hold: list[asyncio.Task[Any]] = []
             try:
                 p = _with_size(props, len(data))
@@ -951,25 +951,22 @@ def _name_version(e: NameRecord) -> tuple[int, int, bytes]:
     return (e.ts_ms, e.dc_id, bytes(e.blob_id))
 
 
-async def _read_up_to(read: ReadBody, n: int, prefix: bytes = b"") -> bytearray:
-    """Up to ``n`` bytes of body (fewer only at its end), ``prefix`` first, in one buffer of
-    exactly that size: no growing, no final copy (a chunk costs its size, not twice it)."""
-    buf = bytearray(n)
-    view = memoryview(buf)
+async def _read_up_to(read: ReadBody, n: int, prefix: bytes = b"") -> bytes:
+    """Up to ``n`` bytes of body (fewer only at its end), ``prefix`` first. Pieces are joined
+    once at the end (a body that came in one piece is returned as is): no buffer is sized
+    for a whole chunk before the bytes are there (a 4 KiB upload must not fault in 4 MiB),
+    none grows by copying, and the pieces die as soon as the join returns."""
+    pieces = [prefix] if prefix else []
     got = len(prefix)
-    view[:got] = prefix
-    try:
-        while got < n:
-            piece = await read(n - got)
-            if not piece:
-                break
-            view[got:got + len(piece)] = piece
-            got += len(piece)
-    finally:
-        view.release()
-    if got < n:
-        del buf[got:]
-    return buf
+    while got < n:
+        piece = await read(n - got)
+        if not piece:
+            break
+        pieces.append(piece)
+        got += len(piece)
+    if len(pieces) == 1:
+        return pieces[0]
+    return b"".join(pieces)
 
 
 def _with_size(props: BlobProperties, size: int) -> BlobProperties:
