@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SRC_DEPS := pyproject.toml setup.py ambry/native/_cindex.c
 
-.PHONY: all venv build run test test-c test-py faults bench bench-smoke lint clean distclean
+.PHONY: all venv build run test test-c test-py faults bench bench-smoke lint clean distclean \
+	docker-test
 
 all: build
 
@@ -29,11 +30,16 @@ run: build
 # pytest exit 5 (no tests collected) is a failure here, as any non-zero exit.
 test: build
 	$(PY) -c "import ambry.native as n; assert n.implementation == 'c', n.implementation"
-	$(PY) -m pytest -q -m "not slow" tests
-	AMBRY_NO_EXTENSIONS=1 $(PY) -m pytest -q -m "not slow" tests/unit
+	$(PY) -m pytest -q -m "not slow and not docker" tests
+	AMBRY_NO_EXTENSIONS=1 $(PY) -m pytest -q -m "not slow and not docker" tests/unit
 
 faults: build
 	$(PY) -m pytest -q -m slow tests
+
+# The docker-compose cluster for real: builds the image (deploy/build-image.sh), runs
+# docker-compose.yml, kills and restarts a storage node, then `down -v`. Needs dockerd running.
+docker-test: build
+	AMBRY_DOCKER_REQUIRED=1 $(PY) -m pytest -q -m docker tests/docker
 
 bench: build
 	$(PY) benchmarks/run_all.py

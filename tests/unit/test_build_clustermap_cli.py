@@ -3,6 +3,7 @@ it writes loads with the config loader, and growing it (--from) moves no replica
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,11 @@ def test_build_then_grow_through_the_cli(tmp_path: Path) -> None:
         assert p.capacity_bytes == 20 * 1024**3
     assert cfg.frontend_of("dc2").host == "fe2"
     assert out.read_text().startswith("# Cluster map written by `ambry admin build-clustermap")
+    # daemons in containers run as another user: the map is readable like any new file
+    # (it was 0600, from mkstemp, and no container could read config/docker.yaml)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
 
     grown = tmp_path / "grown.yaml"
     r = _ambry("--from", str(out), "--add-node", "dc1=host7", "--add-node", "dc2=host8",

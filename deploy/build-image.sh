@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Build the Ambry-py image (Dockerfile at the repository root) without an image registry.
+#
+#   deploy/build-image.sh [--wheels-in-container]
+#
+# 1. The base: the Dockerfile says FROM python:3.11-slim. If no image of that tag is present
+#    locally, make one: debootstrap a minimal Debian bookworm with python3 + python3-venv
+#    (Python 3.11) and `docker import` it under that tag (AMBRY_BASE_PULL=1 pulls the official
+#    image instead, where a registry is reachable).
+# 2. The wheels: ambry (with its C extension) and its dependencies, built into
+#    build/docker-wheels/ by the host's Python when it has the image's major.minor version (the
+#    wheels must be cp3XX of the image's interpreter), else inside a build container of the
+#    base image with host networking and the host's CA bundle (--wheels-in-container forces it).
+# 3. docker build: the image installs those wheels offline (pip --no-index).
+#
+# Environment: AMBRY_IMAGE (default ambry-py:latest), PYTHON (default .venv/bin/python, else
+# python3), DEBIAN_MIRROR (default http://deb.debian.org/debian), AMBRY_BASE_PULL=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+IMAGE=${AMBRY_IMAGE:-ambry-py:latest}
+BASE=$(awk 'toupper($1) == "FROM" {print $2; exit}' Dockerfile)
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+WHEELS=build/docker-wheels
+CA_BUNDLE=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+IN_CONTAINER=0
+[[ "${1:-}" == "--wheels-in-container" ]] && IN_CONTAINER=1
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+# ---------------------------------------------------------------- 1. base image
+if docker image inspect "$BASE" >/dev/null 2>&1; then
+    say "base image $BASE is present"
+elif [[ "${AMBRY_BASE_PULL:-0}" == 1 ]]; then
+    say "pulling $BASE"
+    docker pull "$BASE"
+else
+    command -v debootstrap >/dev/null || { echo "debootstrap is missing (apt-get install debootstrap)" >&2; exit 1; }
+    ROOTFS=$(mktemp -d "${TMPDIR:-/tmp}/ambry-rootfs.XXXXXX")
+    trap 'rm -rf "$ROOTFS"' EXIT
+    say "no $BASE here: debootstrap bookworm (minbase + python3, python3-venv) into $ROOTFS"
+    debootstrap --variant=minbase --include=python3,python3-venv bookworm "$ROOTFS" "$MIRROR" \
+        > build-debootstrap.log 2>&1 || { tail -20 build-debootstrap.log >&2; exit 1; }
+    rm -f build-debootstrap.log
+    # no package caches or lists in the image
+    rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/* \
+           "$ROOTFS"/usr/share/doc/* "$ROOTFS"/usr/share/man/*
+    say "docker import -> $BASE"
+    tar -C "$ROOTFS" -c . | docker import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'ENV LANG=C.UTF-8' \
+        --change 'CMD ["python3"]' \
+        --message "debootstrap bookworm minbase + python3 (deploy/build-image.sh)" \
+        - "$BASE" >/dev/null
+    rm -rf "$ROOTFS"
+    trap - EXIT
+fi
+
+image_py=$(docker run --rm --network none --entrypoint python3 "$BASE" \
+    -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+host_py=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+say "python in $BASE: $image_py; host $PYTHON: $host_py"
+
+# ---------------------------------------------------------------- 2. wheels
+rm -rf "$WHEELS"
+mkdir -p "$WHEELS"
+if [[ "$image_py" == "$host_py" && "$IN_CONTAINER" == 0 ]]; then
+    say "building wheels on the host into $WHEELS"
+    # (the filter drops pip's notes about this machine's own index settings)
+    "$PYTHON" -m pip wheel --quiet --wheel-dir "$WHEELS" . 2>&1 \
+        | { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2
+else
+    say "building wheels in a $BASE container (host network, host CA bundle)"
+    docker run --rm --network host \
+        -v "$ROOT":/src:ro -v "$ROOT/$WHEELS":/wheels \
+        -v "$CA_BUNDLE":/etc/ssl/certs/host-ca.crt:ro \
+        -e PIP_CERT=/etc/ssl/certs/host-ca.crt -e PIP_DISABLE_PIP_VERSION_CHECK=1 \
+        -e DEBIAN_FRONTEND=noninteractive -e HOST_UID="$(id -u)" -e HOST_GID="$(id -g)" \
+        --entrypoint sh "$BASE" -ec '
+            apt-get update -q >/dev/null
+            apt-get install -y -q --no-install-recommends gcc libc6-dev python3-dev >/dev/null
+            mkdir /tmp/src
+            tar -C /src --exclude=./.venv --exclude=./.git --exclude=./data \
+                --exclude=./build -c . | tar -C /tmp/src -x
+            python3 -m venv /tmp/venv
+            /tmp/venv/bin/pip wheel --quiet --wheel-dir /wheels /tmp/src
+            chown -R "$HOST_UID:$HOST_GID" /wheels'
+fi
+tag=cp${image_py/./}
+ls "$WHEELS"/ambry-*-"$tag"-"$tag"-*.whl >/dev/null 2>&1 \
+    || { echo "no $tag wheel of ambry in $WHEELS: $(ls "$WHEELS")" >&2; exit 1; }
+say "$(ls "$WHEELS" | wc -l) wheels: $(ls "$WHEELS" | tr '\n' ' ')"
+
+# ---------------------------------------------------------------- 3. image
+say "docker build -t $IMAGE"
+# the legacy builder: works with or without the buildx plugin
+DOCKER_BUILDKIT=0 docker build --quiet -t "$IMAGE" . 2>&1 >/dev/null | { grep -v -i -E "deprecated|buildkit|environment-variable|^ *$" || true; } >&2
+docker image prune --force --filter label=org.ambry-py.stage=install >/dev/null
+docker image inspect "$IMAGE" --format '==> {{index .RepoTags 0}}: {{.Size}} bytes, user {{.Config.User}}' >&2
