@@ -22,6 +22,7 @@ BENCHMARKS = [
      ["--entries", "100000", "--impl", "c"]),
     ("bench_store.py", [], ["--smoke"]),
     ("bench_frontend.py", [], ["--smoke"]),
+    ("bench_sdk.py", [], ["--smoke"]),
     ("bench_idle.py", [], ["--smoke"]),
 ]
 
@@ -52,7 +53,7 @@ def main() -> int:
         args = smoke if a.smoke else full
         print(f"== {script} {' '.join(args)}", flush=True)
         proc = subprocess.run([sys.executable, str(HERE / script), *args],
-                              capture_output=True, text=True)
+                              check=False, capture_output=True, text=True)
         sys.stdout.write(proc.stdout)
         sys.stderr.write(proc.stderr[-4000:])
         if proc.returncode != 0:

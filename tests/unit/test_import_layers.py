@@ -50,3 +50,19 @@ def test_import_direction() -> None:
             if allowed is not None and used - allowed:
                 problems.append(f"{f.relative_to(ROOT)} imports {sorted(used - allowed)}")
     assert not problems, problems
+
+
+def test_the_sdk_loads_nothing_but_ambry_common() -> None:
+    # the AST check above sees only direct imports; this one runs the import in a fresh
+    # interpreter and looks at every ambry module it loaded (the SDK must install and run on
+    # a machine that has no storage node or frontend code paths set up)
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys, ambry.client; "
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('ambry.'))))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True, cwd=ROOT.parent).stdout
+    loaded = {m.split(".")[1] for m in json.loads(out)}
+    assert loaded <= {"common", "client"}, sorted(loaded)
