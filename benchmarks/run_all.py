@@ -22,6 +22,7 @@ BENCHMARKS = [
      ["--entries", "100000", "--impl", "c"]),
     ("bench_store.py", [], ["--smoke"]),
     ("bench_frontend.py", [], ["--smoke"]),
+    ("bench_compare.py", ["--compare", "swift"], ["--smoke"]),
     ("bench_sdk.py", [], ["--smoke"]),
     ("bench_idle.py", [], ["--smoke"]),
 ]
