@@ -74,7 +74,8 @@ class AsyncClient:
     * ``on_request``: called with a :class:`RequestEvent` after every HTTP attempt (on the
       event loop: keep it quick and never call the client from it).
 
-    Use it as ``async with AsyncClient(...) as c:`` or call :meth:`aclose`.
+    Use it as ``async with AsyncClient(...) as c:`` or call :meth:`aclose`, from one event
+    loop (its HTTP session belongs to the loop that first used it).
 
     Example::
 
@@ -110,7 +111,7 @@ class AsyncClient:
                             read_timeout_s=read_timeout_s,
                             max_connections=max(8, 4 * parallelism), on_request=on_request)
         # file reads/writes and sync iterators run here, never on the event loop
-        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ambry-client-io")
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ambry-client-io")
         self._uploader = Uploader(self._t, part_size=part_size_bytes, parallelism=parallelism,
                                   resume_dir=Path(resume_dir) if resume_dir is not None
                                   else default_resume_dir(), resume_window_s=resume_window_s)
@@ -144,8 +145,9 @@ class AsyncClient:
         """Upload a new blob and return its id.
 
         ``data``: ``bytes``/``bytearray``/``memoryview``; a file path (``str`` or
-        ``os.PathLike``); a binary file object (read from its current position); or an
-        iterator / async iterator of ``bytes`` chunks of any size. ``ttl_s``: seconds until
+        ``os.PathLike``); a binary file object, read from its current position (a
+        :class:`BlobReader` or :class:`AsyncBlobReader` too: that copies a blob with bounded
+        memory); or an iterator / async iterator of ``bytes`` chunks of any size. ``ttl_s``: seconds until
         the blob expires (None: never). ``user_metadata``: str -> str, returned by
         :meth:`head`. ``filename`` defaults to the file's name for a path.
 

@@ -1,4 +1,5 @@
-"""What an upload reads from: bytes, a file path, a file object, or an iterator of chunks.
+"""What an upload reads from: bytes, a file path, a file object (sync, or with an async
+``read`` such as another blob's reader), or an iterator of chunks.
 
 Owns turning any of those into one sequential reader of parts (:class:`Source`), with the
 size when it is known, and the file's identity (path, size, mtime) for resumable uploads.
@@ -9,6 +10,7 @@ bounded executor, never on the event loop. Does not own part sizes or hashing (`
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
@@ -124,6 +126,22 @@ class _PathSource(_FileSource):
             raise
 
 
+class _AsyncFileSource(Source):
+    """An object whose ``read(n)`` is a coroutine (an :class:`AsyncBlobReader`, aiofiles)."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+
+    async def read(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            piece = await self._f.read(n - len(buf))
+            if not piece:
+                break
+            buf += _as_bytes(piece)
+        return bytes(buf)
+
+
 class _IterSource(Source):
     def __init__(self, it: Iterator[Any], executor: Executor) -> None:
         self._it = it
@@ -185,6 +203,8 @@ def open_source(data: Data, executor: Executor) -> Source:
     if isinstance(data, str | os.PathLike):
         return _PathSource(Path(data), executor)
     if hasattr(data, "read"):
+        if inspect.iscoroutinefunction(data.read):
+            return _AsyncFileSource(data)
         return _FileSource(data, executor, owned=False)  # type: ignore[arg-type]
     if isinstance(data, AsyncIterable):
         return _AsyncIterSource(aiter(data), executor)

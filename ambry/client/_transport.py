@@ -239,6 +239,8 @@ class Transport:
                 last = _Failed(kind, e)
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
                 kind = classify(e)
+                if kind is Failure.FINAL:
+                    raise  # a bad URL or the like: a bug to see as it is, not "unavailable"
                 self._report(method, path, endpoint, 0, f"{type(e).__name__}: {e}", n, hdrs)
                 if kind in (Failure.CONNECT, Failure.TIMEOUT):
                     self.endpoints.mark_failed(endpoint)

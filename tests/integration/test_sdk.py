@@ -164,6 +164,25 @@ async def test_async_client_round_trips(store, tmp_path):
             assert (await c.head(blob_id)).size == size
 
 
+def test_copy_a_blob_by_uploading_its_reader(client):
+    # the sync reader is read on the client's I/O thread while the upload runs on its loop
+    data = data_of(3 * CHUNK + 11, "copy")
+    src = client.put(data)
+    with client.open(src) as f:
+        copy = client.put(f)
+    assert copy != src and client.get_bytes(copy) == data
+
+
+async def test_async_copy_through_an_async_reader(store, tmp_path):
+    data = data_of(2 * CHUNK + 3, "acopy")
+    async with AsyncClient(store.url("dc1", ""), part_size_bytes=CHUNK, progress=False,
+                           resume_dir=tmp_path) as c:
+        src = await c.put(data)
+        async with await c.open(src) as r:
+            copy = await c.put(r)
+        assert await c.get_bytes(copy) == data
+
+
 def test_properties_round_trip(client):
     blob_id = client.put(b"props", content_type="text/plain", ttl_s=3600,
                          user_metadata={"Run": "42", "note": "a b\tc"}, owner_id="alice",
@@ -462,6 +481,17 @@ def test_large_named_puts_stream_through(client, tmp_path, kind):
     assert info.size == len(data)
     # a path can be read twice, so its xxh3 is known before sending; an iterator's is not
     assert info.content_xxh3 == (xxhash.xxh3_64_hexdigest(data) if kind == "path" else None)
+
+
+def test_a_large_named_put_onto_a_taken_name_is_a_conflict(client, tmp_path):
+    # the frontend answers 409 before it reads the streamed body
+    client.put_named("taken/big", b"first", upsert=True)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data_of(3 * CHUNK, "taken"))
+    for body in (src, iter([data_of(3 * CHUNK, "taken")])):
+        with pytest.raises(NameExists):
+            client.put_named("taken/big", body)
+    assert client.get_named_bytes("taken/big") == b"first"
 
 
 # ------------------------------------------------------------------ lifecycle
