@@ -37,10 +37,10 @@ from pathlib import Path
 import xxhash
 
 from ambry.client._errors import (
+    BadRequest,
     BlobNotFound,
     Gone,
     IntegrityError,
-    InvalidArgument,
     PayloadTooLarge,
 )
 from ambry.client._progress import Progress
@@ -275,7 +275,7 @@ class Uploader:
         try:
             reply = await self.t.call("POST", "/stitch", headers=hdrs, body=body,
                                       idempotent=True, what="stitch", rid=f"{rid}-stitch")
-        except (BlobNotFound, Gone, InvalidArgument):
+        except (BlobNotFound, Gone, BadRequest):  # BadRequest: ids of another cluster
             if journal is not None:
                 journal.remove()
             if journal is not None and done and not fresh:
