@@ -3,6 +3,9 @@
 #
 #   deploy/build-image.sh [--wheels-in-container]
 #
+# The image is built from the committed tree of AMBRY_SOURCE (a git revision, default HEAD;
+# AMBRY_SOURCE=worktree takes the working tree as it is, uncommitted edits included).
+#
 # 1. The base: the Dockerfile says FROM python:3.11-slim. If no image of that tag is present
 #    locally, make one: debootstrap a minimal Debian bookworm with python3 + python3-venv
 #    (Python 3.11) and `docker import` it under that tag (AMBRY_BASE_PULL=1 pulls the official
@@ -13,15 +16,15 @@
 #    base image with host networking and the host's CA bundle (--wheels-in-container forces it).
 # 3. docker build: the image installs those wheels offline (pip --no-index).
 #
-# Environment: AMBRY_IMAGE (default ambry-py:latest), PYTHON (default .venv/bin/python, else
-# python3), DEBIAN_MIRROR (default http://deb.debian.org/debian), AMBRY_BASE_PULL=1.
+# Environment: AMBRY_IMAGE (default ambry-py:latest), AMBRY_SOURCE (default HEAD), PYTHON
+# (default .venv/bin/python, else python3), DEBIAN_MIRROR (default http://deb.debian.org/debian),
+# AMBRY_BASE_PULL=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 IMAGE=${AMBRY_IMAGE:-ambry-py:latest}
-BASE=$(awk 'toupper($1) == "FROM" {print $2; exit}' Dockerfile)
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-WHEELS=build/docker-wheels
+SOURCE=${AMBRY_SOURCE:-HEAD}
 CA_BUNDLE=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
@@ -30,6 +33,23 @@ IN_CONTAINER=0
 [[ "${1:-}" == "--wheels-in-container" ]] && IN_CONTAINER=1
 
 say() { printf '==> %s\n' "$*" >&2; }
+
+TMP_DIRS=()
+cleanup() { if ((${#TMP_DIRS[@]})); then rm -rf "${TMP_DIRS[@]}"; fi; }
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- 0. the source tree
+if [[ "$SOURCE" == worktree ]] || ! git rev-parse --git-dir >/dev/null 2>&1; then
+    SRC=$ROOT
+    say "source: the working tree $SRC"
+else
+    SRC=$(mktemp -d "${TMPDIR:-/tmp}/ambry-src.XXXXXX")
+    TMP_DIRS+=("$SRC")
+    git archive --format=tar "$SOURCE" | tar -x -C "$SRC"
+    say "source: $SOURCE ($(git rev-parse --short "$SOURCE"))"
+fi
+BASE=$(awk 'toupper($1) == "FROM" {print $2; exit}' "$SRC/Dockerfile")
+WHEELS=$SRC/build/docker-wheels
 
 # ---------------------------------------------------------------- 1. base image
 if docker image inspect "$BASE" >/dev/null 2>&1; then
@@ -40,11 +60,11 @@ elif [[ "${AMBRY_BASE_PULL:-0}" == 1 ]]; then
 else
     command -v debootstrap >/dev/null || { echo "debootstrap is missing (apt-get install debootstrap)" >&2; exit 1; }
     ROOTFS=$(mktemp -d "${TMPDIR:-/tmp}/ambry-rootfs.XXXXXX")
-    trap 'rm -rf "$ROOTFS"' EXIT
+    TMP_DIRS+=("$ROOTFS")
     say "no $BASE here: debootstrap bookworm (minbase + python3, python3-venv) into $ROOTFS"
     debootstrap --variant=minbase --include=python3,python3-venv bookworm "$ROOTFS" "$MIRROR" \
-        > build-debootstrap.log 2>&1 || { tail -20 build-debootstrap.log >&2; exit 1; }
-    rm -f build-debootstrap.log
+        > "$ROOTFS.log" 2>&1 || { tail -20 "$ROOTFS.log" >&2; rm -f "$ROOTFS.log"; exit 1; }
+    rm -f "$ROOTFS.log"
     # no package caches or lists in the image
     rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/* \
            "$ROOTFS"/usr/share/doc/* "$ROOTFS"/usr/share/man/*
@@ -56,7 +76,6 @@ else
         --message "debootstrap bookworm minbase + python3 (deploy/build-image.sh)" \
         - "$BASE" >/dev/null
     rm -rf "$ROOTFS"
-    trap - EXIT
 fi
 
 image_py=$(docker run --rm --network none --entrypoint python3 "$BASE" \
@@ -70,12 +89,12 @@ mkdir -p "$WHEELS"
 if [[ "$image_py" == "$host_py" && "$IN_CONTAINER" == 0 ]]; then
     say "building wheels on the host into $WHEELS"
     # (the filter drops pip's notes about this machine's own index settings)
-    "$PYTHON" -m pip wheel --quiet --wheel-dir "$WHEELS" . 2>&1 \
+    "$PYTHON" -m pip wheel --quiet --wheel-dir "$WHEELS" "$SRC" 2>&1 \
         | { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2
 else
     say "building wheels in a $BASE container (host network, host CA bundle)"
     docker run --rm --network host \
-        -v "$ROOT":/src:ro -v "$ROOT/$WHEELS":/wheels \
+        -v "$SRC":/src:ro -v "$WHEELS":/wheels \
         -v "$CA_BUNDLE":/etc/ssl/certs/host-ca.crt:ro \
         -e PIP_CERT=/etc/ssl/certs/host-ca.crt -e PIP_DISABLE_PIP_VERSION_CHECK=1 \
         -e DEBIAN_FRONTEND=noninteractive -e HOST_UID="$(id -u)" -e HOST_GID="$(id -g)" \
@@ -97,6 +116,6 @@ say "$(ls "$WHEELS" | wc -l) wheels: $(ls "$WHEELS" | tr '\n' ' ')"
 # ---------------------------------------------------------------- 3. image
 say "docker build -t $IMAGE"
 # the legacy builder: works with or without the buildx plugin
-DOCKER_BUILDKIT=0 docker build --quiet -t "$IMAGE" . 2>&1 >/dev/null | { grep -v -i -E "deprecated|buildkit|environment-variable|^ *$" || true; } >&2
+DOCKER_BUILDKIT=0 docker build --quiet -t "$IMAGE" "$SRC" 2>&1 >/dev/null | { grep -v -i -E "deprecated|buildkit|environment-variable|^ *$" || true; } >&2
 docker image prune --force --filter label=org.ambry-py.stage=install >/dev/null
 docker image inspect "$IMAGE" --format '==> {{index .RepoTags 0}}: {{.Size}} bytes, user {{.Config.User}}' >&2
