@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Self
 
 import pytest
@@ -347,29 +347,27 @@ async def test_random_access_fetches_little_more_than_it_reads():
 
 def test_sync_client_from_many_threads():
     import concurrent.futures
+    import threading
 
     data = b"0123456789" * 1000
     xxh3 = xxhash.xxh3_64_hexdigest(data)
+    ready = threading.Event()
+    urls: list[str] = []
 
-    async def serve(stop: asyncio.Event, ready: list[str], started: asyncio.Event) -> None:
+    async def serve(stop: asyncio.Event) -> None:
         routes, _ = blob_server(data, xxh3)
         async with FakeFrontend(routes) as fe:
-            ready.append(fe.url)
-            started.set()
+            urls.append(fe.url)
+            ready.set()
             await stop.wait()
 
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
-    started = asyncio.Event()
-    ready: list[str] = []
-    import threading
-
-    t = threading.Thread(target=loop.run_until_complete, args=(serve(stop, ready, started),))
+    t = threading.Thread(target=loop.run_until_complete, args=(serve(stop),))
     t.start()
     try:
-        while not ready:
-            pass
-        with Client(ready[0], retry=FAST, progress=False) as c, \
+        assert ready.wait(10)
+        with Client(urls[0], retry=FAST, progress=False) as c, \
                 concurrent.futures.ThreadPoolExecutor(8) as pool:
             results = list(pool.map(lambda _: c.get_bytes(ID), range(32)))
             assert all(r == data for r in results)
@@ -380,7 +378,3 @@ def test_sync_client_from_many_threads():
         loop.call_soon_threadsafe(stop.set)
         t.join()
         loop.close()
-
-
-async def _unused() -> AsyncIterator[None]:  # keeps the AsyncIterator import honest for mypy
-    yield None
