@@ -17,6 +17,8 @@ RUN python3 -m venv /opt/ambry \
  && /opt/ambry/bin/python -c "import ambry.native as n; assert n.implementation == 'c', n.implementation"
 
 FROM python:3.11-slim
+# lets deploy/build-image.sh prune the images a rebuild leaves untagged
+LABEL org.ambry-py.image=ambry
 # the venv's python is a symlink to the base image's python3: same base in both stages
 COPY --from=install /opt/ambry /opt/ambry
 COPY deploy/healthcheck.py /opt/ambry/bin/ambry-healthcheck

@@ -117,5 +117,7 @@ say "$(ls "$WHEELS" | wc -l) wheels: $(ls "$WHEELS" | tr '\n' ' ')"
 say "docker build -t $IMAGE"
 # the legacy builder: works with or without the buildx plugin
 DOCKER_BUILDKIT=0 docker build --quiet -t "$IMAGE" "$SRC" 2>&1 >/dev/null | { grep -v -i -E "deprecated|buildkit|environment-variable|^ *$" || true; } >&2
+# only dangling images of this Dockerfile: the install stage, and the previous untagged build
 docker image prune --force --filter label=org.ambry-py.stage=install >/dev/null
+docker image prune --force --filter label=org.ambry-py.image >/dev/null
 docker image inspect "$IMAGE" --format '==> {{index .RepoTags 0}}: {{.Size}} bytes, user {{.Config.User}}' >&2
