@@ -177,6 +177,7 @@ def up(config_path: str, data_dir: str | None, log_level: str, timeout_s: float)
         for p in procs:
             if p.role == "frontend":
                 click.echo(f"  {p.datacenter}: Ambry REST API at http://{p.host}:{p.port}/")
+        _echo_s3(cfg)
         click.echo("try:  curl -i -X POST http://127.0.0.1:1174/ -H 'x-ambry-service-id: me' "
                    "-H 'x-ambry-content-type: text/plain' --data-binary 'hello'")
         click.echo("press Ctrl-C to stop")
@@ -248,10 +249,14 @@ def down(config_path: str, data_dir: str | None) -> None:
 @click.option("--datacenter", required=True, help="The datacenter this frontend serves.")
 @click.option("--host", default=None, help="Listen address (default: from the config).")
 @click.option("--port", default=None, type=int, help="Port (default: from the config).")
+@click.option("--s3-port", default=None, type=int,
+              help="S3 API port (default: frontends[].s3_port of the config, else 1175; "
+                   "0 turns S3 off).")
 @click.option("--data-dir", default=None, help="Ignored by frontends (they keep no data); "
               "accepted so every daemon takes the same options.")
 @click.option("--log-level", default=lambda: os.environ.get("AMBRY_LOG_LEVEL", "INFO"))
 def frontend(config_path: str, datacenter: str, host: str | None, port: int | None,
+             s3_port: int | None,
              data_dir: str | None, log_level: str) -> None:
     """Run a frontend (Ambry REST API) until SIGTERM / SIGINT."""
     from ambry.cli.main import setup_logging
@@ -265,4 +270,26 @@ def frontend(config_path: str, datacenter: str, host: str | None, port: int | No
         cfg.cluster_map.datacenter(datacenter)
     except AmbryError as e:
         raise click.ClickException(e.message) from None
-    run_frontend(cfg, datacenter, host, port)
+    run_frontend(cfg, datacenter, host, port, s3_port=s3_port)
+
+
+def _echo_s3(cfg: Any) -> None:
+    """The S3 endpoints and the first access key of the config (the development key pair of
+    config/local.yaml), ready to paste."""
+    from ambry.common.config import DEFAULT_S3_PORT
+    from ambry.common.errors import AmbryError
+    from ambry.frontend.s3.config import s3_config_of
+
+    for f in cfg.frontends:
+        port = f.s3_port if f.s3_port is not None else DEFAULT_S3_PORT
+        if port:
+            click.echo(f"  {f.datacenter}: S3 API at http://{f.host}:{port}/")
+    try:
+        keys = s3_config_of(cfg).access_keys
+    except AmbryError as e:
+        click.echo(f"warning: s3 section: {e.message}")
+        return
+    if keys:
+        k = keys[0]
+        click.echo(f"S3 access key (account {k.account}): AWS_ACCESS_KEY_ID={k.access_key} "
+                   f"AWS_SECRET_ACCESS_KEY={k.secret_key}")

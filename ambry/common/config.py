@@ -23,6 +23,7 @@ import yaml
 from ambry.common.errors import InvalidArgument
 
 __all__ = [
+    "DEFAULT_S3_PORT",
     "Account",
     "ClusterConfig",
     "ClusterMap",
@@ -108,11 +109,18 @@ class FrontendConfig:
             raise InvalidArgument("frontend.inflight_budget_bytes must hold at least a chunk")
 
 
+#: The S3 API's port when a frontend endpoint does not set ``s3_port``.
+DEFAULT_S3_PORT = 1175
+
+
 @dataclass(frozen=True)
 class FrontendEndpoint:
     datacenter: str
     host: str
     port: int
+    # S3 API (ambry.frontend.s3). None: DEFAULT_S3_PORT if it is free (a frontend that
+    # cannot bind the default serves without S3, with a warning); a set port must bind.
+    s3_port: int | None = None
 
 
 @dataclass(frozen=True)

@@ -126,29 +126,24 @@ class FrontendApp:
         self.m_node_errors.labels(node_id, op).inc()
 
     # ------------------------------------------------------------------ helpers
-    def account_and_container(self, request: web.Request) -> tuple[Account, Container]:
+    async def account_and_container(self, request: web.Request) -> tuple[Account, Container]:
         aname = request.headers.get("x-ambry-target-account-name", "default")
         cname = request.headers.get("x-ambry-target-container-name", "default")
-        return self._resolve(aname, cname)
+        return await self._resolve(aname, cname)
 
-    def _resolve(self, aname: str, cname: str) -> tuple[Account, Container]:
-        account = self.config.account(aname)
-        if account is None:
-            raise InvalidArgument(f"unknown account {aname!r}")
-        container = account.container(cname)
-        if container is None:
-            raise InvalidArgument(f"unknown container {cname!r} in account {aname!r}")
-        return account, container
+    async def _resolve(self, aname: str, cname: str) -> tuple[Account, Container]:
+        """Config containers, and those created at run time (S3 buckets)."""
+        return await self.router.containers.resolve(aname, cname)
 
     def blob_id(self, text: str) -> BlobId:
         return self.router.parse_id(text)
 
-    def check_owner(self, request: web.Request, bid: BlobId) -> None:
+    async def check_owner(self, request: web.Request, bid: BlobId) -> None:
         """An id read with explicit account/container headers must belong to them (403)."""
         h = request.headers
         if "x-ambry-target-account-name" not in h and "x-ambry-target-container-name" not in h:
             return
-        account, container = self.account_and_container(request)
+        account, container = await self.account_and_container(request)
         if (bid.account_id, bid.container_id) != (account.id, container.id):
             raise AccessDenied("blob does not belong to the target account/container")
 
@@ -203,9 +198,9 @@ class FrontendApp:
         account = self.config.account_by_id(p.account_id)
         if account is not None:
             h["x-ambry-target-account-name"] = account.name
-            c = account.container_by_id(p.container_id)
-            if c is not None:
-                h["x-ambry-target-container-name"] = c.name
+            cname = self.router.containers.cached_name(p.account_id, p.container_id)
+            if cname is not None:
+                h["x-ambry-target-container-name"] = cname
         h["x-ambry-life-version"] = str(info.state.life_version)
         if info.state.deleted:
             h["x-ambry-deleted"] = "true"
@@ -218,7 +213,7 @@ class FrontendApp:
 
     # ------------------------------------------------------------------ blob routes
     async def post_blob(self, request: web.Request) -> web.Response:
-        account, container = self.account_and_container(request)
+        account, container = await self.account_and_container(request)
         props, um = self.props_from(request, account, container)
         h = request.headers
         stored = await self.router.put(
@@ -236,7 +231,7 @@ class FrontendApp:
     async def get_blob(self, request: web.Request, bid: BlobId | None = None
                        ) -> web.StreamResponse:
         bid = bid or self.blob_id(request.match_info["blob_id"])
-        self.check_owner(request, bid)
+        await self.check_owner(request, bid)
         incl_deleted, incl_expired = parse_get_option(request.headers.get("x-ambry-get-option"))
         head = request.method == "HEAD"
         range_header = request.headers.get("Range")
@@ -251,6 +246,8 @@ class FrontendApp:
                                      include_expired=incl_expired, info_only=head,
                                      range_resolver=resolve if range_header else None,
                                      rid=request["rid"])
+        await self.router.containers.name_of(info.properties.account_id,
+                                             info.properties.container_id)  # warm the cache
         headers = self.blob_headers(info)
         headers["Content-Type"] = info.properties.content_type
         try:
@@ -284,11 +281,13 @@ class FrontendApp:
 
     async def blob_info(self, request: web.Request) -> web.Response:
         bid = self.blob_id(request.match_info["blob_id"])
-        self.check_owner(request, bid)
+        await self.check_owner(request, bid)
         incl_deleted, incl_expired = parse_get_option(request.headers.get("x-ambry-get-option"))
         info = await self.router.get(bid, include_deleted=incl_deleted,
                                      include_expired=incl_expired, info_only=True,
                                      rid=request["rid"])
+        await self.router.containers.name_of(info.properties.account_id,
+                                             info.properties.container_id)  # warm the cache
         headers = self.blob_headers(info)
         if request.match_info["sub"] == "UserMetadata":
             headers = CIMultiDict((k, v) for k, v in headers.items()
@@ -297,29 +296,29 @@ class FrontendApp:
 
     async def delete_blob(self, request: web.Request) -> web.Response:
         bid = self.blob_id(request.match_info["blob_id"])
-        self.check_owner(request, bid)
+        await self.check_owner(request, bid)
         await self.router.delete(bid, rid=request["rid"])
         return web.Response(status=202)
 
-    def _id_from_header(self, request: web.Request) -> BlobId:
+    async def _id_from_header(self, request: web.Request) -> BlobId:
         for name in ("x-ambry-blob-id", "x-ambry-service-id"):
             if not request.headers.get(name):
                 raise MissingHeader(f"missing required header {name}")
         text = request.headers["x-ambry-blob-id"].lstrip("/")
         bid = self.blob_id(text)
-        self.check_owner(request, bid)
+        await self.check_owner(request, bid)
         return bid
 
     async def update_ttl(self, request: web.Request) -> web.Response:
-        await self.router.update_ttl(self._id_from_header(request), rid=request["rid"])
+        await self.router.update_ttl(await self._id_from_header(request), rid=request["rid"])
         return web.Response(status=200)
 
     async def undelete(self, request: web.Request) -> web.Response:
-        await self.router.undelete(self._id_from_header(request), rid=request["rid"])
+        await self.router.undelete(await self._id_from_header(request), rid=request["rid"])
         return web.Response(status=200)
 
     async def stitch(self, request: web.Request) -> web.Response:
-        account, container = self.account_and_container(request)
+        account, container = await self.account_and_container(request)
         props, um = self.props_from(request, account, container)
         if request.content_length is not None and \
                 request.content_length > _MAX_STITCH_BODY_BYTES:
@@ -341,13 +340,13 @@ class FrontendApp:
         return self._created(stored.blob_id.to_str(), stored.size, stored.created_ms)
 
     # ------------------------------------------------------------------ named blobs
-    def _named_target(self, request: web.Request) -> tuple[Account, Container, str]:
-        account, container = self._resolve(request.match_info["account"],
+    async def _named_target(self, request: web.Request) -> tuple[Account, Container, str]:
+        account, container = await self._resolve(request.match_info["account"],
                                            request.match_info["container"])
         return account, container, validate_blob_name(request.match_info["name"])
 
     async def put_named(self, request: web.Request) -> web.Response:
-        account, container, name = self._named_target(request)
+        account, container, name = await self._named_target(request)
         props, um = self.props_from(request, account, container)
         h = request.headers
         stored = await self.router.put_named(
@@ -359,18 +358,18 @@ class FrontendApp:
         return self._created(stored.blob_id.to_str(), stored.size, stored.created_ms)
 
     async def get_named(self, request: web.Request) -> web.StreamResponse:
-        account, container, name = self._named_target(request)
+        account, container, name = await self._named_target(request)
         bid = await self.router.resolve_name(account.id, container.id, name, request["rid"])
         return await self.get_blob(request, bid)
 
     async def delete_named(self, request: web.Request) -> web.Response:
-        account, container, name = self._named_target(request)
+        account, container, name = await self._named_target(request)
         await self.router.delete_named(name, account_id=account.id,
                                        container_id=container.id, rid=request["rid"])
         return web.Response(status=202)
 
     async def list_named(self, request: web.Request) -> web.Response:
-        account, container = self._resolve(request.match_info["account"],
+        account, container = await self._resolve(request.match_info["account"],
                                            request.match_info["container"])
         q = request.query
         prefix = q.get("prefix", "")
@@ -422,7 +421,7 @@ class FrontendApp:
             bid = self.blob_id(h["x-ambry-blob-id"].lstrip("/"))
             path = f"/{bid.to_str()}"
         else:
-            account, container = self.account_and_container(request)
+            account, container = await self.account_and_container(request)
             self.props_from(request, account, container)  # the upload headers must be valid
             path = "/"
         expires = self.clock.now_ms() // 1000 + ttl

@@ -49,6 +49,7 @@ from ambry.common.errors import (
 )
 from ambry.common.properties import BlobProperties
 from ambry.frontend.chunking import ChunkRef, decode_metadata, encode_metadata, slices_for_range
+from ambry.frontend.containers import ContainerRegistry
 from ambry.frontend.failure import (
     FailureDetector,
     ReadOnlyPartitions,
@@ -65,6 +66,7 @@ __all__ = ["BlobRead", "ByteBudget", "NameConflict", "Router", "StoredBlob",
 log = logging.getLogger(__name__)
 
 ReadBody = Callable[[int], Awaitable[bytes]]  # read up to n bytes; b"" only at the end
+UserMeta = bytes | Callable[[], bytes]  # user metadata, or how to get it once the body is read
 _STREAM_PIECE_BYTES = 1 << 20
 
 
@@ -183,6 +185,8 @@ class Router:
         self._on_node_error = on_node_error
         self.writable = sorted(p.id for p in self.cmap.partitions
                                if len(self.cmap.replicas_in(p.id, self.dc.name)) >= 1)
+        # containers created at run time (S3 buckets), resolved like config ones
+        self.containers = ContainerRegistry(self)
 
     # ------------------------------------------------------------------ plumbing
     def client(self, node_id: str) -> NodeClient:
@@ -338,14 +342,15 @@ class Router:
 
     # ------------------------------------------------------------------ PUT
     async def put(self, read: ReadBody, *, account_id: int, container_id: int,
-                  props: BlobProperties, usermeta: bytes, declared_size: int | None,
+                  props: BlobProperties, usermeta: UserMeta, declared_size: int | None,
                   content_xxh3: str | None, rid: str, chunk_upload: bool = False
                   ) -> StoredBlob:
         """Store the body that ``read`` yields. Small bodies become one simple blob; larger
         ones chunks plus a metadata blob. On any failure (short body, checksum mismatch,
         client gone, quorum lost) the chunks written so far are deleted and nothing is
         returned. ``chunk_upload``: the body must fit one chunk; stored as a CHUNK blob for
-        a later stitch."""
+        a later stitch. ``usermeta`` may be a function, called once the whole body is read
+        (S3 keeps the body's MD5 there)."""
         cs = self.fe.chunk_size_bytes
         hasher = xxhash.xxh3_64() if content_xxh3 else None
         if declared_size is not None and declared_size > self.fe.max_blob_size_bytes:
@@ -369,8 +374,8 @@ class Router:
                 _check_xxh3(hasher, content_xxh3)
                 p = _with_size(props, len(first))
                 btype = BlobType.CHUNK if chunk_upload else BlobType.SIMPLE
-                bid = await self._put_one_blob(btype, account_id, container_id, p, usermeta,
-                                               first, rid, hold)
+                bid = await self._put_one_blob(btype, account_id, container_id, p,
+                                               _usermeta(usermeta), first, rid, hold)
                 return StoredBlob(bid, len(first), props.created_ms)
             if chunk_upload:
                 raise PayloadTooLarge(f"a chunk upload must fit one chunk ({cs} bytes)")
@@ -387,12 +392,47 @@ class Router:
 
     async def _put_chunked(self, read: ReadBody, pending: list[bytes], carry: bytes,
                            budget: list[int], hasher: Any, *, account_id: int, container_id: int,
-                           props: BlobProperties, usermeta: bytes, declared_size: int | None,
+                           props: BlobProperties, usermeta: UserMeta, declared_size: int | None,
                            content_xxh3: str | None, rid: str) -> StoredBlob:
         """Upload chunks with at most ``upload_window_chunks`` in flight, then the metadata
         blob. ``pending`` chunks were read already (and hashed) and own the reservations in
         ``budget``; ``carry`` is body read past them, the start of the next chunk. The
         caller releases whatever is left in ``budget`` when this returns or fails."""
+        chunks, total = await self._upload_chunks(
+            read, pending, carry, budget, hasher, account_id=account_id,
+            container_id=container_id, props=props, declared_size=declared_size,
+            content_xxh3=content_xxh3, rid=rid)
+        try:
+            bid = await self._put_one_blob(BlobType.METADATA, account_id, container_id,
+                                           _with_size(props, total), _usermeta(usermeta),
+                                           encode_metadata(chunks), rid)
+        except BaseException:
+            self._spawn(self._delete_chunks_when_done(
+                set(), [self.parse_id(c.blob_id) for c in chunks], rid))
+            raise
+        return StoredBlob(bid, total, props.created_ms)
+
+    async def put_chunks(self, read: ReadBody, *, account_id: int, container_id: int,
+                         props: BlobProperties, rid: str) -> tuple[list[ChunkRef], int]:
+        """Store a body as CHUNK blobs of ``chunk_size_bytes`` only, without a metadata blob
+        (an S3 multipart part: :meth:`stitch_chunks` names them later); the chunks and the
+        body size. An empty body gives no chunk. On failure no chunk stays reachable."""
+        budget: list[int] = []
+        try:
+            return await self._upload_chunks(read, [], b"", budget, None, account_id=account_id,
+                                              container_id=container_id, props=props,
+                                              declared_size=None, content_xxh3=None, rid=rid)
+        finally:
+            for n in budget:
+                self._release_when_done([], n)
+
+    async def _upload_chunks(self, read: ReadBody, pending: list[bytes], carry: bytes,
+                             budget: list[int], hasher: Any, *, account_id: int,
+                             container_id: int, props: BlobProperties,
+                             declared_size: int | None, content_xxh3: str | None, rid: str
+                             ) -> tuple[list[ChunkRef], int]:
+        """The chunk loop of :meth:`_put_chunked`: every chunk stored, in order, and the
+        total size; on failure the chunks stored are deleted (in the background)."""
         cs = self.fe.chunk_size_bytes
         window = asyncio.Semaphore(self.fe.upload_window_chunks)
         slots: list[ChunkRef | None] = []
@@ -449,10 +489,7 @@ class Router:
             _check_xxh3(hasher, content_xxh3)
             chunks = [c for c in slots if c is not None]
             assert len(chunks) == len(slots), "a chunk task ended without a result"
-            bid = await self._put_one_blob(BlobType.METADATA, account_id, container_id,
-                                           _with_size(props, total), usermeta,
-                                           encode_metadata(chunks), rid)
-            return StoredBlob(bid, total, props.created_ms)
+            return chunks, total
         except BaseException:
             # A failed upload leaves no reachable chunks. The chunk puts already sent are
             # left to finish (each is bounded by the node timeout) and every chunk stored is
@@ -487,12 +524,28 @@ class Router:
             ids.append(bid)
         infos = await asyncio.gather(*(self.get(b, info_only=True, rid=rid) for b in ids))
         refs = [ChunkRef(b.to_str(), i.total_size) for b, i in zip(ids, infos, strict=True)]
-        total = sum(r.size for r in refs)
-        # chunks take the composite's TTL: make them permanent if the blob is
-        if props.ttl_s == -1:
-            for b, info in zip(ids, infos, strict=True):
-                if info.properties.ttl_s != -1 and not info.state.permanent:
+        lift = [b for b, info in zip(ids, infos, strict=True)
+                if info.properties.ttl_s != -1 and not info.state.permanent]
+        return await self.stitch_chunks(refs, account_id=account_id, container_id=container_id,
+                                        props=props, usermeta=usermeta, make_permanent=lift,
+                                        rid=rid)
+
+    async def stitch_chunks(self, refs: Sequence[ChunkRef], *, account_id: int,
+                            container_id: int, props: BlobProperties, usermeta: bytes,
+                            make_permanent: Sequence[BlobId] = (), rid: str) -> StoredBlob:
+        """One composite blob of chunks whose sizes the caller knows (from :meth:`stitch`,
+        or the parts of an S3 multipart upload, each several chunks). Chunks take the
+        composite's TTL: when it is permanent, ``make_permanent`` chunks get a TTL update
+        first (a few at a time), so the composite never outlives a chunk."""
+        if props.ttl_s == -1 and make_permanent:
+            gate = asyncio.Semaphore(16)
+
+            async def lift(b: BlobId) -> None:
+                async with gate:
                     await self._mutate_blob("ttl_update", b, rid)
+
+            await asyncio.gather(*(lift(b) for b in make_permanent))
+        total = sum(r.size for r in refs)
         bid = await self._put_one_blob(BlobType.METADATA, account_id, container_id,
                                        _with_size(props, total), usermeta,
                                        encode_metadata(refs), rid)
@@ -868,10 +921,23 @@ class Router:
         stored = await self.put(read, account_id=account_id, container_id=container_id,
                                 props=props, usermeta=usermeta, declared_size=declared_size,
                                 content_xxh3=content_xxh3, rid=rid)
+        await self.bind_name(name, stored, account_id=account_id, container_id=container_id,
+                             content_type=props.content_type, old=old, rid=rid)
+        return stored
+
+    async def bind_name(self, name: str, stored: StoredBlob, *, account_id: int,
+                        container_id: int, content_type: str, rid: str,
+                        old: NameRecord | None | bool = True) -> None:
+        """Point a name at a blob already stored (and durable); the blob the name pointed to
+        before is deleted afterwards. ``old``: that entry when the caller looked it up, True
+        to look it up here. ``content_type`` goes into the name entry (listings show it).
+        If the name cannot be written, the new blob is deleted."""
+        if old is True:
+            old = await self.lookup_name(account_id, container_id, name, rid)
+        assert old is None or isinstance(old, NameRecord)
         ts = max(self.clock.now_ms(), (old.ts_ms + 1) if old is not None else 0)
         record = NameRecord(account_id, container_id, name, stored.blob_id.to_bytes(), ts,
-                            self.dc.id, False, stored.size, props.content_type,
-                            props.created_ms)
+                            self.dc.id, False, stored.size, content_type, stored.created_ms)
         try:
             await self._write_name(record, rid)
         except BaseException:
@@ -879,7 +945,6 @@ class Router:
             raise
         if old is not None and not old.deleted and old.blob_id != record.blob_id:
             self._spawn(self._delete_ignoring_missing(BlobId.from_bytes(old.blob_id), rid))
-        return stored
 
     async def _delete_ignoring_missing(self, bid: BlobId, rid: str) -> None:
         try:
@@ -967,6 +1032,10 @@ async def _read_up_to(read: ReadBody, n: int, prefix: bytes = b"") -> bytes:
     if len(pieces) == 1:
         return pieces[0]
     return b"".join(pieces)
+
+
+def _usermeta(um: UserMeta) -> bytes:
+    return um() if callable(um) else um
 
 
 def _with_size(props: BlobProperties, size: int) -> BlobProperties:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from ambry.common.config import ClusterConfig
 from ambry.frontend.app import FrontendApp, make_app
+from ambry.frontend.s3.server import start_s3
 
 __all__ = ["run_frontend", "serve_frontend"]
 
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 
 async def serve_frontend(config: ClusterConfig, datacenter: str, host: str, port: int,
                          stop: asyncio.Event, drain_s: float = 5.0,
-                         ready: asyncio.Event | None = None) -> None:
+                         ready: asyncio.Event | None = None, s3_port: int | None = None
+                         ) -> None:
     app = make_app(config, datacenter)
     fa: FrontendApp = app["frontend"]
     # user metadata travels in headers: allow long header lines (aiohttp's default is 8 KiB,
@@ -34,17 +36,20 @@ async def serve_frontend(config: ClusterConfig, datacenter: str, host: str, port
     site = web.TCPSite(runner, host, port, reuse_port=True, backlog=1024)
     await site.start()
     log.info("frontend %s listening on http://%s:%d", datacenter, host, port)
+    s3_runner = await start_s3(fa, config, datacenter, host, s3_port, drain_s)
     if ready is not None:
         ready.set()
     await stop.wait()
     log.info("frontend %s draining", datacenter)
     fa.draining = True
+    if s3_runner is not None:  # first: its requests use the router the REST app closes
+        await s3_runner.cleanup()
     await runner.cleanup()
     log.info("frontend %s stopped", datacenter)
 
 
 def run_frontend(config: ClusterConfig, datacenter: str, host: str | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, *, s3_port: int | None = None) -> None:
     try:
         import uvloop
         uvloop.install()
@@ -60,6 +65,6 @@ def run_frontend(config: ClusterConfig, datacenter: str, host: str | None = None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve_frontend(config, datacenter, host, port, stop)
+        await serve_frontend(config, datacenter, host, port, stop, s3_port=s3_port)
 
     asyncio.run(main())

@@ -39,6 +39,7 @@ from ambry.testing.cluster import DaemonProcess, LocalCluster, NodeProcess, free
 __all__ = [
     "TEST_ACCOUNTS",
     "TEST_FRONTEND",
+    "TEST_S3",
     "FrontendProcess",
     "RssSampler",
     "StoreCluster",
@@ -70,13 +71,26 @@ TEST_FRONTEND: dict[str, Any] = {
 }
 
 
+#: The ``s3:`` section of a test store: one key pair per test account.
+TEST_S3: dict[str, Any] = {
+    "region": "us-east-1",
+    "access_keys": [
+        {"access_key": "AKIDTESTDEFAULT00001", "secret_key": "test-secret-default",
+         "account": "default"},
+        {"access_key": "AKIDTESTTEAM00000001", "secret_key": "test-secret-team",
+         "account": "team"},
+    ],
+}
+
+
 class FrontendProcess(DaemonProcess):
     """One ``ambry frontend`` process for one datacenter (restartable, same port)."""
 
     def __init__(self, datacenter: str, config_path: Path, host: str, port: int,
                  log_path: Path, log_level: str = "INFO",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, s3_port: int | None = None) -> None:
         super().__init__()
+        self.s3_port = s3_port
         self.datacenter = datacenter
         self.name = f"frontend-{datacenter}"
         self.config_path = config_path
@@ -92,6 +106,11 @@ class FrontendProcess(DaemonProcess):
 
     def url(self, path: str = "/") -> str:
         return self.base_url + path
+
+    @property
+    def s3_url(self) -> str:
+        """Base URL of this frontend's S3 API (no trailing slash)."""
+        return f"http://{self.host}:{self.s3_port}"
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "ambry.cli", "frontend", "--config",
@@ -139,7 +158,8 @@ class StoreCluster:
     """Storage nodes plus one frontend per datacenter under ``root``, from one config.
 
     ``frontend`` overrides keys of :data:`TEST_FRONTEND`; ``accounts`` replaces
-    :data:`TEST_ACCOUNTS`; ``extra`` adds top-level config sections (e.g. ``replication``).
+    :data:`TEST_ACCOUNTS`; ``extra`` adds top-level config sections (e.g. ``replication``;
+    ``s3`` replaces :data:`TEST_S3`). Each frontend also serves S3 on a port of its own.
     The signing secret is random per store. Every port (node protocol, node HTTP, frontends)
     is chosen free at construction and distinct from the others.
     """
@@ -160,19 +180,21 @@ class StoreCluster:
         # retry the (cheap) config write in the unlikely case they overlap.
         host = "127.0.0.1"
         for _ in range(20):
-            fe_ports = free_ports(len(dcs), host)
+            all_ports = free_ports(2 * len(dcs), host)
+            fe_ports, s3_ports = all_ports[:len(dcs)], all_ports[len(dcs):]
             endpoints: list[dict[str, Any]] = [
-                {"datacenter": dc, "host": host, "port": p}
-                for dc, p in zip(dcs, fe_ports, strict=True)]
+                {"datacenter": dc, "host": host, "port": p, "s3_port": s3p}
+                for dc, p, s3p in zip(dcs, fe_ports, s3_ports, strict=True)]
             self.nodes_cluster = LocalCluster(
                 self.root, datacenters=datacenters, nodes_per_dc=nodes_per_dc,
                 partitions=partitions, replicas_per_dc=replicas_per_dc, capacity=capacity,
                 storage=storage, log_level=log_level, env=env,
-                extra={**(extra or {}), "frontends": endpoints, "frontend": fe_section,
+                extra={"s3": TEST_S3, **(extra or {}), "frontends": endpoints,
+                       "frontend": fe_section,
                        "accounts": accounts if accounts is not None else TEST_ACCOUNTS})
             node_ports = {p for n in self.nodes_cluster.config["nodes"]
                           for p in (n["port"], n["http_port"])}
-            if not node_ports & set(fe_ports):
+            if not node_ports & set(all_ports):
                 break
         else:  # pragma: no cover - the kernel hands out ports in sequence
             raise RuntimeError("could not find distinct free ports")
@@ -180,8 +202,8 @@ class StoreCluster:
         self.config_path = self.nodes_cluster.config_path
         self.frontends: dict[str, FrontendProcess] = {
             dc: FrontendProcess(dc, self.config_path, host, port,
-                                self.root / f"frontend-{dc}.log", log_level, env)
-            for dc, port in zip(dcs, fe_ports, strict=True)}
+                                self.root / f"frontend-{dc}.log", log_level, env, s3p)
+            for dc, port, s3p in zip(dcs, fe_ports, s3_ports, strict=True)}
 
     @property
     def nodes(self) -> dict[str, NodeProcess]:
@@ -195,6 +217,10 @@ class StoreCluster:
 
     def url(self, datacenter: str = "dc1", path: str = "/") -> str:
         return self.frontends[datacenter].url(path)
+
+    def s3_url(self, datacenter: str = "dc1") -> str:
+        """Base URL of a datacenter's S3 API, for ``endpoint_url``."""
+        return self.frontends[datacenter].s3_url
 
     @property
     def partition_ids(self) -> list[int]:
