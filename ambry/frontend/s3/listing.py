@@ -55,9 +55,9 @@ def encode_token(marker: str) -> str:
 def decode_token(token: str) -> str:
     """The marker inside a continuation token; ValueError when it is not one of ours."""
     try:
-        return base64.urlsafe_b64decode(token.encode("ascii") + b"=" * (-len(token) % 4)
-                                        ).decode("utf-8")
-    except (binascii.Error, UnicodeError) as e:
+        return base64.b64decode(token.encode("ascii") + b"=" * (-len(token) % 4),
+                                altchars=b"-_", validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeError, ValueError) as e:
         raise ValueError(f"bad continuation token: {e}") from None
 
 
