@@ -91,17 +91,23 @@ def cluster() -> None:
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False),
               help="Data root (default: data_dir of the config).")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="Log format of every process [default: daemon.log_format of the config].")
 @click.option("--timeout", "timeout_s", default=60.0, show_default=True,
               help="Seconds to wait for every process to become healthy.")
-def up(config_path: str, data_dir: str | None, log_level: str, timeout_s: float) -> None:
+def up(config_path: str, data_dir: str | None, log_level: str, log_format: str | None,
+       timeout_s: float) -> None:
     """Start every storage node and frontend; stop them all on Ctrl-C / SIGTERM."""
     from ambry.common.config import load_config
+    from ambry.common.daemon import DaemonConfig
     from ambry.common.errors import AmbryError
 
     try:
         cfg = load_config(config_path, data_root=data_dir)
+        grace_s = DaemonConfig.from_sections(cfg.sections).shutdown_grace_s
     except AmbryError as e:
         raise click.ClickException(e.message) from None
+    fmt_args = ["--log-format", log_format] if log_format else []
     root = Path(cfg.data_root)
     root.mkdir(parents=True, exist_ok=True)
     logs = root / "logs"
@@ -130,7 +136,7 @@ def up(config_path: str, data_dir: str | None, log_level: str, timeout_s: float)
         for _p, child in reversed(children):  # frontends first
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + grace_s + 20  # the daemons drain for grace_s
         for p, child in children:
             try:
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
@@ -144,11 +150,12 @@ def up(config_path: str, data_dir: str | None, log_level: str, timeout_s: float)
         for p in procs:
             if p.role == "node":
                 cmd = [sys.executable, "-m", "ambry.cli", "server", "--config", config_path,
-                       "--node", p.id, "--data-dir", str(root), "--log-level", log_level]
+                       "--node", p.id, "--data-dir", str(root), "--log-level", log_level,
+                       *fmt_args]
             else:
                 cmd = [sys.executable, "-m", "ambry.cli", "frontend", "--config", config_path,
                        "--datacenter", p.datacenter, "--data-dir", str(root),
-                       "--log-level", log_level]
+                       "--log-level", log_level, *fmt_args]
             p.log = str(logs / f"{p.id}.log")
             with open(p.log, "ab") as logf:
                 child = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
@@ -255,22 +262,30 @@ def down(config_path: str, data_dir: str | None) -> None:
 @click.option("--data-dir", default=None, help="Ignored by frontends (they keep no data); "
               "accepted so every daemon takes the same options.")
 @click.option("--log-level", default=lambda: os.environ.get("AMBRY_LOG_LEVEL", "INFO"))
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="Log lines as text or one JSON object per line [default: "
+                   "daemon.log_format of the config, else text].")
 def frontend(config_path: str, datacenter: str, host: str | None, port: int | None,
-             s3_port: int | None,
-             data_dir: str | None, log_level: str) -> None:
-    """Run a frontend (Ambry REST API) until SIGTERM / SIGINT."""
-    from ambry.cli.main import setup_logging
+             s3_port: int | None, data_dir: str | None, log_level: str,
+             log_format: str | None) -> None:
+    """Run a frontend (Ambry REST API) until SIGTERM / SIGINT (in-flight requests finish
+    within daemon.shutdown_grace_s, exit 0). SIGHUP reloads the cluster map from --config."""
+    from ambry.cli.logs import setup_logging
     from ambry.common.config import load_config
+    from ambry.common.daemon import DaemonConfig
     from ambry.common.errors import AmbryError
     from ambry.frontend.server import run_frontend
 
-    setup_logging(f"frontend={datacenter}", log_level)
     try:
         cfg = load_config(config_path)
         cfg.cluster_map.datacenter(datacenter)
+        daemon = DaemonConfig.from_sections(cfg.sections)
     except AmbryError as e:
+        setup_logging(f"frontend={datacenter}", log_level, log_format or "text")
         raise click.ClickException(e.message) from None
-    run_frontend(cfg, datacenter, host, port, s3_port=s3_port)
+    setup_logging(f"frontend={datacenter}", log_level, log_format or daemon.log_format)
+    run_frontend(cfg, datacenter, host, port, reload_config=lambda: load_config(config_path),
+                 config_path=config_path, s3_port=s3_port)
 
 
 def _echo_s3(cfg: Any) -> None:

@@ -6,24 +6,21 @@ do: ``server`` hands over to :class:`ambry.storage.node.StorageNode`.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
 import click
 
 from ambry.cli.admin import admin
+from ambry.cli.logs import setup_logging
 
-__all__ = ["main"]
+__all__ = ["LOG_FORMAT_OPTION", "main", "setup_logging"]
 
-_LOG_FORMAT = "%(asctime)s %(levelname)s {who} %(name)s: %(message)s"
-
-
-def setup_logging(who: str, level: str) -> None:
-    """One line per event, tagged with the daemon's identity (``node=dc1-n1``)."""
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format=_LOG_FORMAT.format(who=who), stream=sys.stderr, force=True)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+#: ``--log-format`` of every daemon command (default: ``daemon.log_format`` of the config).
+LOG_FORMAT_OPTION = click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default=None,
+    help="Log lines as text or one JSON object per line [default: daemon.log_format of the "
+         "config, else text].")
 
 
 @click.group()
@@ -40,23 +37,43 @@ def main() -> None:
                    "<data root>/<node id>.")
 @click.option("--log-level", default=lambda: os.environ.get("AMBRY_LOG_LEVEL", "INFO"),
               show_default="INFO or $AMBRY_LOG_LEVEL")
-def server(config_path: str, node_id: str, data_dir: str | None, log_level: str) -> None:
-    """Run a storage node until SIGTERM / SIGINT (graceful shutdown, exit 0)."""
+@LOG_FORMAT_OPTION
+def server(config_path: str, node_id: str, data_dir: str | None, log_level: str,
+           log_format: str | None) -> None:
+    """Run a storage node until SIGTERM / SIGINT (graceful shutdown, exit 0). SIGHUP
+    reloads the cluster map from --config (docs/operations.md)."""
     from ambry.common.config import load_config
+    from ambry.common.daemon import DaemonConfig
     from ambry.common.errors import AmbryError
     from ambry.replication.manager import attach
     from ambry.storage.node import run_node
 
-    setup_logging(f"node={node_id}", log_level)
     try:
         cfg = load_config(config_path, data_root=data_dir)
         cfg.cluster_map.node(node_id)
+        daemon = DaemonConfig.from_sections(cfg.sections)
     except AmbryError as e:
+        setup_logging(f"node={node_id}", log_level, log_format or "text")
         raise click.ClickException(e.message) from None
-    sys.exit(run_node(cfg, node_id, replication_factory=attach))
+    setup_logging(f"node={node_id}", log_level, log_format or daemon.log_format)
+    sys.exit(run_node(cfg, node_id, replication_factory=attach,
+                      reload_config=lambda: load_config(config_path, data_root=data_dir),
+                      config_path=config_path))
+
+
+main.add_command(server, "node")  # the same command under the name the docs use for it
 
 
 main.add_command(admin)
+
+
+def _add_admin_commands() -> None:
+    from ambry.cli.usage import usage
+
+    admin.add_command(usage)
+
+
+_add_admin_commands()
 
 
 def _add_cluster_commands() -> None:

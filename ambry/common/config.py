@@ -179,6 +179,10 @@ class ClusterMap:
     datacenters: tuple[Datacenter, ...]
     nodes: tuple[NodeConfig, ...]
     partitions: tuple[PartitionConfig, ...]
+    # ``cluster.name_partitions``: the named blobs of a container live on one of the N lowest
+    # partition ids (0 = all partitions). Pinned when partitions are added to a running
+    # cluster: otherwise the hash would pick another partition and hide every existing name.
+    name_partitions: int = 0
 
     def node(self, node_id: str) -> NodeConfig:
         for n in self.nodes:
@@ -214,6 +218,12 @@ class ClusterMap:
     @property
     def partition_ids(self) -> frozenset[int]:
         return frozenset(p.id for p in self.partitions)
+
+    @property
+    def name_partition_ids(self) -> tuple[int, ...]:
+        """The partitions that hold named-blob records, ascending (see ``name_partitions``)."""
+        ids = sorted(p.id for p in self.partitions)
+        return tuple(ids[:self.name_partitions] if self.name_partitions else ids)
 
 
 @dataclass(frozen=True)
@@ -362,6 +372,10 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: Path | None = None,
             raise InvalidArgument(f"node {n.id} names unknown datacenter {n.datacenter}")
     per_dc = int(cluster.get("replicas_per_datacenter", 3))
     partitions = _build_partitions(raw.get("partitions"), nodes, dcs, per_dc)
+    name_partitions = int(cluster.get("name_partitions", 0) or 0)
+    if not 0 <= name_partitions <= len(partitions):
+        raise InvalidArgument(f"cluster.name_partitions must be in [0, {len(partitions)}] "
+                              f"(the number of partitions)")
     storage = _dataclass_from(StorageConfig, raw.get("storage"), "storage")
     frontend = _dataclass_from(FrontendConfig, raw.get("frontend"), "frontend")
     frontends = tuple(_dataclass_from(FrontendEndpoint, f, "frontends[]")
@@ -387,7 +401,7 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: Path | None = None,
                 raise InvalidArgument(f"cross_dc_routes: bad route {nid}: {addr}")
     return ClusterConfig(
         name=str(cluster.get("name", "ambry")),
-        cluster_map=ClusterMap(dcs, nodes, partitions),
+        cluster_map=ClusterMap(dcs, nodes, partitions, name_partitions),
         storage=storage,
         frontend=frontend,
         frontends=frontends,

@@ -271,7 +271,9 @@ def grow_document(existing: Mapping[str, Any], expanded_partitions: Mapping[int,
     """``existing`` (a loaded YAML document) with nodes and partitions added; no existing
     replica moves. ``expanded_partitions``/``existing_capacity`` are the existing partitions
     as the config loader sees them (a ``{count: N}`` section expanded). New partitions get ids
-    after the highest existing one, ``capacity_bytes`` each (default: the largest existing)."""
+    after the highest existing one, ``capacity_bytes`` each (default: the largest existing).
+    Adding partitions pins ``cluster.name_partitions`` to the existing ones (named blobs stay
+    where they are)."""
     if add_partitions < 0:
         raise InvalidArgument("--add-partitions must be >= 0")
     doc = {k: v for k, v in existing.items()}
@@ -298,6 +300,10 @@ def grow_document(existing: Mapping[str, Any], expanded_partitions: Mapping[int,
         max(existing_capacity.values(), default=100 * 1024**3)
     for pid in new_ids:
         cap[pid] = new_cap
+    if add_partitions and not cluster.get("name_partitions"):
+        # named blobs live on a partition hashed over the partitions: pin that set, or every
+        # existing name would move with the first partition added (ambry.common.mapchange)
+        cluster["name_partitions"] = len(expanded_partitions)
     doc["cluster"] = cluster | {"replicas_per_datacenter": per_dc}
     doc["nodes"] = nodes
     doc["partitions"] = _partition_entries(placement, cap)

@@ -1,7 +1,8 @@
 """The Ambry REST API over aiohttp (DESIGN.md section 4): routes, headers, the error table.
 
 Owns HTTP: parsing requests into router calls, the one table mapping error codes to HTTP
-statuses, request ids, CORS, signed-URL checking, metrics and health. Does not own any
+statuses, request ids, CORS, signed-URL checking, metrics and health, and adopting a grown
+cluster map (:meth:`FrontendApp.reload`). Does not own any
 storage decision (``router`` does). Bodies stream both ways: an upload is read chunk by chunk
 as the router asks for it, a download is written as the router yields it, so memory per
 request never grows with the blob's size.
@@ -20,14 +21,16 @@ from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ambry.common.blobid import BlobId
 from ambry.common.clock import Clock, SystemClock
 from ambry.common.config import Account, ClusterConfig, Container
-from ambry.common.errors import AmbryError, BadRequest, InvalidArgument
+from ambry.common.errors import AmbryError, BadRequest, InvalidArgument, Unavailable
+from ambry.common.mapchange import MapChange, plan_map_change
 from ambry.common.properties import BlobProperties
+from ambry.common.reload import ConfigReloader, ReloadCollector
 from ambry.frontend.chunking import content_range, parse_range, unsatisfied_content_range
 from ambry.frontend.headers import (
     USER_METADATA_PREFIX,
@@ -121,6 +124,22 @@ class FrontendApp:
         self.m_node_errors = Counter("ambry_frontend_node_errors",
                                      "Failed calls to storage nodes", ["node", "op"],
                                      registry=self.registry)
+        self.inflight = 0
+        Gauge("ambry_frontend_inflight_requests", "Requests being served",
+              registry=self.registry).set_function(lambda: self.inflight)
+        self.reloader: ConfigReloader | None = None  # set by the daemon (SIGHUP)
+        self.registry.register(ReloadCollector(lambda: self.reloader))
+
+    async def reload(self, config: ClusterConfig) -> MapChange:
+        """Adopt a grown cluster map: new partitions, nodes, accounts and containers. Raises
+        :class:`~ambry.common.mapchange.UnsafeMapChange` (nothing changes) when the new map is
+        not a safe successor of the running one."""
+        if self.draining:
+            raise Unavailable("the frontend is stopping")
+        change = plan_map_change(self.config, config)
+        self.router.reload(config)
+        self.config = config
+        return change
 
     def _node_error(self, node_id: str, op: str) -> None:
         self.m_node_errors.labels(node_id, op).inc()
@@ -456,6 +475,7 @@ class FrontendApp:
         t0 = time.perf_counter()
         op = _op_name(request)
         status = 500
+        self.inflight += 1
         try:
             if SIGNATURE_PARAM in request.query:
                 request = self._apply_signed_url(request)
@@ -489,12 +509,15 @@ class FrontendApp:
             resp = web.Response(status=500, text="internal error\n",
                                 headers={"x-ambry-error-code": "INTERNAL"})
         finally:
+            self.inflight -= 1
             self.m_requests.labels(op, str(status)).inc()
             self.m_latency.labels(op).observe(time.perf_counter() - t0)
         if not resp.prepared:
             resp.headers["x-ambry-request-id"] = rid
             for k, v in _CORS_HEADERS.items():
                 resp.headers.setdefault(k, v)
+            if self.draining:
+                resp.force_close()  # "Connection: close": the client reconnects elsewhere
         log.debug("rid=%s %s %s -> %d", rid, request.method, request.path, status)
         return resp
 

@@ -188,6 +188,21 @@ class Router:
         # containers created at run time (S3 buckets), resolved like config ones
         self.containers = ContainerRegistry(self)
 
+    def reload(self, config: ClusterConfig) -> None:
+        """Adopt a grown cluster map (checked first with ``ambry.common.mapchange``): new
+        partitions become writable and valid in blob ids, new nodes are reached through the
+        new map. Requests in flight keep working: every partition and node they know of is in
+        the new map, unchanged (no await here, so no request sees half of each map). The
+        ``frontend:`` settings stay as they are until a restart."""
+        cmap = config.cluster_map
+        cmap.datacenter(self.dc.name)
+        writable = sorted(p.id for p in cmap.partitions
+                          if len(cmap.replicas_in(p.id, self.dc.name)) >= 1)
+        self.config = config
+        self.cmap = cmap
+        self.partition_ids = cmap.partition_ids
+        self.writable = writable
+
     # ------------------------------------------------------------------ plumbing
     def client(self, node_id: str) -> NodeClient:
         c = self._clients.get(node_id)
@@ -855,7 +870,7 @@ class Router:
 
     # ------------------------------------------------------------------ named blobs
     def _name_nodes(self, account_id: int, container_id: int) -> tuple[int, list[str]]:
-        pid = name_partition(sorted(self.partition_ids), account_id, container_id)
+        pid = name_partition(self.cmap.name_partition_ids, account_id, container_id)
         nodes = self.detector.order([n.id for n in self.local_replicas(pid)])
         return pid, nodes
 

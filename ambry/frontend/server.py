@@ -1,55 +1,117 @@
-"""The frontend daemon: aiohttp on uvloop, graceful shutdown on SIGTERM/SIGINT.
+"""The frontend daemon: aiohttp on uvloop, graceful shutdown on SIGTERM/SIGINT, SIGHUP reload.
 
 Owns the process lifecycle of one frontend: event loop, listening socket (SO_REUSEPORT, so
-several frontend processes can share a port), draining (health turns BAD, in-flight requests
-finish within a grace period), and closing the node connections.
+several frontend processes can share a port), draining, re-reading the cluster map on SIGHUP
+(or when the file changes, ``daemon.config_watch_interval_s``; see ``ambry.common.reload``),
+and closing the node connections.
+
+Draining (SIGTERM): health turns BAD and the listening sockets close at once (new connections
+are refused); requests in flight (a slow upload too) get ``daemon.shutdown_grace_s`` to finish,
+their replies say ``Connection: close``; then ``AppRunner.cleanup`` closes idle connections and
+cancels whatever still runs, the node connections close, and the process exits 0. (aiohttp's
+own graceful shutdown is not enough on its own: once it starts, a connection ignores the bytes
+that arrive, so an upload still sending its body stalled until the timeout and was cut off.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import time
+from collections.abc import Callable
 
 from aiohttp import web
 
 from ambry.common.config import ClusterConfig
+from ambry.common.daemon import DaemonConfig
+from ambry.common.reload import ConfigReloader
 from ambry.frontend.app import FrontendApp, make_app
 from ambry.frontend.s3.server import start_s3
 
-__all__ = ["run_frontend", "serve_frontend"]
+__all__ = ["Hangup", "run_frontend", "serve_frontend"]
 
 log = logging.getLogger(__name__)
 
 
+class Hangup:
+    """The SIGHUP handler: a signal that arrives before the frontend serves is remembered and
+    acted on once it does (the handler is installed first: SIGHUP's default action would end
+    the process)."""
+
+    def __init__(self) -> None:
+        self.reloader: ConfigReloader | None = None
+        self.early = False
+
+    def __call__(self) -> None:
+        if self.reloader is not None:
+            self.reloader.trigger()
+        else:
+            self.early = True
+
+    def attach(self, reloader: ConfigReloader) -> None:
+        self.reloader = reloader
+        if self.early:
+            reloader.trigger()
+
+
 async def serve_frontend(config: ClusterConfig, datacenter: str, host: str, port: int,
-                         stop: asyncio.Event, drain_s: float = 5.0,
-                         ready: asyncio.Event | None = None, s3_port: int | None = None
-                         ) -> None:
+                         stop: asyncio.Event, drain_s: float | None = None,
+                         ready: asyncio.Event | None = None, *,
+                         reload_config: Callable[[], ClusterConfig] | None = None,
+                         config_path: str | os.PathLike[str] | None = None,
+                         hangup: Hangup | None = None, s3_port: int | None = None) -> None:
+    daemon = DaemonConfig.from_sections(config.sections)
+    grace_s = daemon.shutdown_grace_s if drain_s is None else drain_s
     app = make_app(config, datacenter)
     fa: FrontendApp = app["frontend"]
     # user metadata travels in headers: allow long header lines (aiohttp's default is 8 KiB,
     # which answered its own 400 without our error code for one long x-ambry-um-* value)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=drain_s,
+    # shutdown_timeout: what cleanup still gives requests that outlived the grace period
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0,
                            max_field_size=64 * 1024, max_line_size=64 * 1024)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=True, backlog=1024)
     await site.start()
     log.info("frontend %s listening on http://%s:%d", datacenter, host, port)
-    s3_runner = await start_s3(fa, config, datacenter, host, s3_port, drain_s)
+    s3_runner = await start_s3(fa, config, datacenter, host, s3_port, grace_s)
+    if reload_config is not None:
+        fa.reloader = ConfigReloader(reload_config, fa.reload, path=config_path,
+                                     watch_interval_s=daemon.config_watch_interval_s)
+        fa.reloader.start()
+        if hangup is not None:
+            hangup.attach(fa.reloader)
     if ready is not None:
         ready.set()
     await stop.wait()
-    log.info("frontend %s draining", datacenter)
+    t0 = time.monotonic()
+    log.info("frontend %s draining: %d requests in flight, up to %.1f s to finish",
+             datacenter, fa.inflight, grace_s)
     fa.draining = True
+    await site.stop()  # new connections are refused from here on
+    if s3_runner is not None:
+        for s3_site in list(s3_runner.sites):
+            await s3_site.stop()
+    if fa.reloader is not None:
+        await fa.reloader.stop()
+    deadline = t0 + grace_s
+    while fa.inflight and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    if fa.inflight:
+        log.warning("frontend %s: %d requests still running after %.1f s; cancelling them",
+                    datacenter, fa.inflight, grace_s)
     if s3_runner is not None:  # first: its requests use the router the REST app closes
         await s3_runner.cleanup()
     await runner.cleanup()
-    log.info("frontend %s stopped", datacenter)
+    log.info("frontend %s stopped in %.2f s", datacenter, time.monotonic() - t0)
 
 
 def run_frontend(config: ClusterConfig, datacenter: str, host: str | None = None,
-                 port: int | None = None, *, s3_port: int | None = None) -> None:
+                 port: int | None = None, *,
+                 reload_config: Callable[[], ClusterConfig] | None = None,
+                 config_path: str | os.PathLike[str] | None = None,
+                 s3_port: int | None = None) -> None:
     try:
         import uvloop
         uvloop.install()
@@ -65,6 +127,11 @@ def run_frontend(config: ClusterConfig, datacenter: str, host: str | None = None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve_frontend(config, datacenter, host, port, stop, s3_port=s3_port)
+        hangup = Hangup()
+        if reload_config is not None:
+            loop.add_signal_handler(signal.SIGHUP, hangup)
+        await serve_frontend(config, datacenter, host, port, stop,
+                             reload_config=reload_config, config_path=config_path,
+                             hangup=hangup, s3_port=s3_port)
 
     asyncio.run(main())

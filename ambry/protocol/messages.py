@@ -61,6 +61,8 @@ Requests (field: type; ``?`` = optional, default after ``=``)::
   NAME    = {account_id, container_id, name, blob_id, ts_ms, dc_id, deleted, size,
              content_type, created_ms}
   REPLICA = ReplicaStats fields + damage: [{kind, segment, offset, length, reason}]
+            + usage_ready: bool, usage: [[account_id, container_id, bytes, blobs], ...]
+            (live blobs, ambry.storage.usage; meaningless until usage_ready)
             (a replica that failed to open is {partition_id, error})
 
 Semantics worth knowing:

@@ -156,22 +156,49 @@ class ReplicationManager:
         # failure (read-only replica, a failed fetch), so the loop neither spins nor stalls
         # the peer's other partitions
         self._apply_hold_until: dict[tuple[str, int], float] = {}
-        for pid in replicas:
-            for peer in self.cmap.partition(pid).replicas:
-                if peer != node_id:
-                    self.peers.setdefault(peer, _PeerState())
-                    self.lag[(pid, peer)] = LagRow(pid, peer,
-                                                   self.dc_of[peer] != self.dc_of[node_id])
+        self._started = False
+        self._track(replicas)
+
+    def _track(self, replicas: Mapping[int, Replica]) -> list[str]:
+        """Lag rows and peers for ``replicas``; a fresh replica rebuilds from its peers.
+        Returns the peers not known before."""
+        new_peers = []
         for pid, rep in replicas.items():
-            if self.rcfg.enabled and rep.created_fresh and \
-                    len(self.cmap.partition(pid).replicas) > 1:
+            members = self.cmap.partition(pid).replicas
+            for peer in members:
+                if peer == self.node_id:
+                    continue
+                if peer not in self.peers:
+                    self.peers[peer] = _PeerState()
+                    new_peers.append(peer)
+                self.lag.setdefault((pid, peer), LagRow(
+                    pid, peer, self.dc_of[peer] != self.dc_of[self.node_id]))
+            if self.rcfg.enabled and rep.created_fresh and len(members) > 1:
                 rep.rebuilding = True
                 log.info("replica %d is new: rebuilding from its peers", pid)
+        return new_peers
+
+    def on_map_change(self, config: ClusterConfig, added: Mapping[int, Replica]) -> None:
+        """The node adopted a grown cluster map (``ambry.common.mapchange``: nothing the old
+        map said changed) and opened ``added``. Called before they appear in the node's
+        replica mapping: their lag rows and peers must exist first. The loops of known peers
+        pick the new partitions up on their next request; new peers get a loop."""
+        self.config = config
+        self.cmap = config.cluster_map
+        self.dc_of = {n.id: n.datacenter for n in self.cmap.nodes}
+        new_peers = self._track(added)
+        if self._started and not self._stopping.is_set():
+            for peer in sorted(new_peers):
+                self._tasks.append(asyncio.ensure_future(self._peer_loop(peer)))
+        if added:
+            log.info("replicating new partitions %s (new peers: %s)", sorted(added),
+                     sorted(new_peers) or "none")
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         if not self.rcfg.enabled:
             return
+        self._started = True
         for peer in sorted(self.peers):
             self._tasks.append(asyncio.ensure_future(self._peer_loop(peer)))
         if self.rcfg.scrub_interval_s > 0:

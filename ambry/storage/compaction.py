@@ -87,7 +87,8 @@ def _dead(replica: Replica, entry: tuple[int, ...], expiry_ms: int, now_ms: int)
 
 def _plan(replica: Replica, seg: Segment, now_ms: int
           ) -> tuple[list[tuple[int, int, bytes]], list[bytes], int]:
-    """(kept records as (offset, length, uuid-or-empty), uuids whose PUT is dropped, dropped)."""
+    """(kept records as (offset, length, uuid-or-empty), blob ids (32 bytes) whose PUT is
+    dropped, records dropped)."""
     from ambry.storage.replica import F_HAS_PUT
 
     keep: list[tuple[int, int, bytes]] = []
@@ -104,7 +105,7 @@ def _plan(replica: Replica, seg: Segment, now_ms: int
                 dropped += 1
                 continue
             if _dead(replica, entry, h.expiry_ms, now_ms):
-                dropped_puts.append(uuid)
+                dropped_puts.append(rec.key)
                 dropped += 1
                 continue
             keep.append((off, h.total_len, uuid))
@@ -167,8 +168,9 @@ def _compact_locked(replica: Replica, now: int, min_reclaim_ratio: float) -> Com
             # Re-check under the lock: a blob we planned to drop may have come back to life
             # (undelete) since the plan; then this segment waits for the next round.
             still_dead = all(
-                (e := replica.index.get(u)) is not None and _dead(replica, e, e[3] * 1000, now)
-                for u in dropped_puts)
+                (e := replica.index.get(k[16:])) is not None
+                and _dead(replica, e, e[3] * 1000, now)
+                for k in dropped_puts)
             if not still_dead:
                 d.remove(tmp)
                 report.aborted += 1
@@ -182,14 +184,18 @@ def _compact_locked(replica: Replica, now: int, min_reclaim_ratio: float) -> Com
             new_seg = Segment(seg.number, new_gen, d.open(final), woff, woff)
             i = replica.log.segments.index(seg)
             replica.log.segments[i] = new_seg
+            # a move within a segment changes no blob's usage (usage passes, which depend on
+            # positions, hold the snapshot lock as compaction does)
+            assert not replica.usage.pass_running
             for uuid, new_off in moved.items():
                 e = replica.index.get(uuid)
                 assert e is not None
                 replica.index.put(uuid, e[0], new_off, e[2], e[3], e[4], e[5], e[6])
-            for uuid in dropped_puts:
-                e = replica.index.get(uuid)
+            for key in dropped_puts:
+                e = replica.index.get(key[16:])
                 assert e is not None
-                replica.index.put(uuid, 0, 0, 0, e[3], e[4], e[5], e[6] & ~F_HAS_PUT)
+                replica.index.put(key[16:], 0, 0, 0, e[3], e[4], e[5], e[6] & ~F_HAS_PUT)
+                replica.usage.change(key, e, replica.index.get(key[16:]))
             d.remove(os.path.join(replica.dir, filenames.segment_name(seg.number,
                                                                       seg.generation)))
             d.fsync_dir(replica.dir)

@@ -2,7 +2,8 @@
 
 Owns the metric names and labels the node exports on ``/metrics``: per-op request counts by
 status, latency histograms, protocol bytes in and out, connection and internal-error counts,
-and per-replica gauges read from ``Replica.stats()`` at scrape time. A per-node
+per-replica gauges read from ``Replica.stats()`` at scrape time, live usage per account and
+container (``ambry.storage.usage``), and the outcome of cluster-map reloads. A per-node
 ``CollectorRegistry`` (never the global one) lets tests run several nodes in one process.
 """
 
@@ -97,6 +98,37 @@ class _ReplicationCollector:
         yield from fams.values()
 
 
+class _UsageCollector:
+    """Live bytes and blobs per account/container, summed over this node's replicas (so a
+    cluster-wide sum counts every replica; ``ambry admin usage`` counts each partition
+    once), and whether each replica's counters are complete."""
+
+    def __init__(self, source: Callable[[], tuple[list[tuple[str, str, int, int]],
+                                                  list[tuple[int, bool]]]]) -> None:
+        self._source = source
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        rows, ready = self._source()
+        size = GaugeMetricFamily("ambry_container_usage_bytes",
+                                 "Record bytes of live blobs in this node's replicas",
+                                 labels=["account", "container"])
+        blobs = GaugeMetricFamily("ambry_container_usage_blobs",
+                                  "Live blobs (chunks not counted) in this node's replicas",
+                                  labels=["account", "container"])
+        for account, container, b, n in rows:
+            size.add_metric([account, container], float(b))
+            blobs.add_metric([account, container], float(n))
+        done = GaugeMetricFamily("ambry_replica_usage_ready",
+                                 "1 once the replica's usage counters are complete",
+                                 labels=["partition"])
+        for pid, ok in ready:
+            done.add_metric([str(pid)], 1.0 if ok else 0.0)
+        yield from (size, blobs, done)
+
+
 class NodeMetrics:
     def __init__(self, node_id: str, replica_stats: Callable[[], Iterable[Any]]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
@@ -131,10 +163,18 @@ class NodeMetrics:
         r.register(_ReplicaCollector(replica_stats))
         self._replication_rows: list[dict[str, Any]] = []
         r.register(_ReplicationCollector(lambda: self._replication_rows))
+        self._usage: tuple[list[tuple[str, str, int, int]], list[tuple[int, bool]]] = ([], [])
+        r.register(_UsageCollector(lambda: self._usage))
 
     def set_replication(self, rows: list[dict[str, Any]]) -> None:
         """Replication lag per partition and peer, as of this scrape."""
         self._replication_rows = rows
+
+    def set_usage(self, rows: list[tuple[str, str, int, int]],
+                  ready: list[tuple[int, bool]]) -> None:
+        """Usage rows (account, container, bytes, blobs) and per-replica readiness, as of
+        this scrape (computed off the event loop: it takes each replica's lock)."""
+        self._usage = (rows, ready)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,7 +3,9 @@
 Owns the node process's life: opening its replicas (in parallel, on I/O threads), the protocol
 server (``ambry.protocol``: frames, pipelined requests served concurrently, replies matched by
 ``corr``), the HTTP side port (``/healthCheck``, ``/metrics``), periodic index snapshots and
-compaction, and graceful shutdown. Does not own what an operation means (``replica``) nor the
+compaction, usage counting (a background pass for replicas opened from a snapshot,
+``ambry.storage.usage``), adopting a grown cluster map without a restart (:meth:`StorageNode.reload`:
+SIGHUP), and graceful shutdown. Does not own what an operation means (``replica``) nor the
 wire layout (``ambry.protocol.messages`` has the table).
 
 Threads and the event loop: every ``Replica`` call blocks, so it runs on a bounded
@@ -33,7 +35,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,6 +46,7 @@ from ambry.common.blobid import BlobId
 from ambry.common.budget import ByteBudget
 from ambry.common.clock import Clock, SystemClock
 from ambry.common.config import ClusterConfig, PartitionConfig
+from ambry.common.daemon import DaemonConfig
 from ambry.common.errors import (
     AmbryError,
     DataCorrupt,
@@ -51,7 +54,9 @@ from ambry.common.errors import (
     PayloadTooLarge,
     ReplicaUnavailable,
 )
+from ambry.common.mapchange import MapChange, partitions_added_for, plan_map_change
 from ambry.common.properties import BlobProperties
+from ambry.common.reload import ConfigReloader, ReloadCollector
 from ambry.protocol.client import NodeClient
 from ambry.protocol.framing import (
     STREAM_BUFFER_BYTES,
@@ -136,6 +141,7 @@ class Replicator(Protocol):
     def start(self) -> None: ...
     async def stop(self) -> None: ...
     def status(self) -> list[dict[str, Any]]: ...
+    def on_map_change(self, config: ClusterConfig, added: Mapping[int, Replica]) -> None: ...
 
 
 class StorageNode:
@@ -185,6 +191,10 @@ class StorageNode:
         self.replication: Replicator | None = None
         self._links: dict[str, NodeClient] = {}
         self._changed = asyncio.Event()  # set whenever a record was appended (long polls)
+        # set by whoever runs the daemon (run_node): SIGHUP / file watch -> self.reload
+        self.reloader: ConfigReloader | None = None
+        self.metrics.registry.register(ReloadCollector(lambda: self.reloader))
+        self._map_lock = asyncio.Lock()
 
     # ================================================================ life cycle
     async def start(self) -> None:
@@ -226,7 +236,9 @@ class StorageNode:
             self._maint.shutdown(wait=False)
             raise
         self._periodic = [loop.create_task(self._snapshot_loop(), name="snapshots"),
-                          loop.create_task(self._compaction_loop(), name="compaction")]
+                          loop.create_task(self._compaction_loop(), name="compaction"),
+                          loop.create_task(self._usage_passes(list(self.replicas.values())),
+                                           name="usage")]
         self._start_replication()
         log.info("node %s serving %d replicas (%d failed) on %s:%d, http %d; started in "
                  "%.2f s", self.node_id, len(self.replicas), len(self.failed_replicas),
@@ -235,6 +247,51 @@ class StorageNode:
     def _start_replication(self) -> None:
         if self.replication is not None:
             self.replication.start()
+
+    async def reload(self, new_cfg: ClusterConfig) -> MapChange:
+        """Adopt a grown cluster map while serving: open (or create) replicas of the
+        partitions newly assigned to this node, tell replication about them and their peers,
+        reach nodes through the new map, apply capacity changes. Raises
+        :class:`~ambry.common.mapchange.UnsafeMapChange` (nothing changes) when the new map is
+        not a safe successor of the running one."""
+        async with self._map_lock:
+            if self._draining:
+                raise ReplicaUnavailable(f"node {self.node_id} is stopping")
+            change = plan_map_change(self.cfg, new_cfg, self.node_id)
+            cmap = new_cfg.cluster_map
+            mine = [cmap.partition(pid)
+                    for pid in partitions_added_for(self.node_id, change, cmap)
+                    if pid not in self.replicas and pid not in self.failed_replicas]
+            loop = asyncio.get_running_loop()
+            opened = await asyncio.gather(
+                *(loop.run_in_executor(self._io, self._open_replica, p) for p in mine),
+                return_exceptions=True)
+            added: dict[int, Replica] = {}
+            for p, res in zip(mine, opened):
+                if isinstance(res, Replica):
+                    added[p.id] = res
+                else:
+                    self.failed_replicas[p.id] = repr(res)
+                    log.error("replica of new partition %d failed to open: %r", p.id, res)
+            if self._draining:  # stop() began meanwhile: it will not close what it never saw
+                await asyncio.gather(*(loop.run_in_executor(self._io, r.close)
+                                       for r in added.values()), return_exceptions=True)
+                raise ReplicaUnavailable(f"node {self.node_id} is stopping")
+            for pid in change.capacity_changed:
+                r = self.replicas.get(pid)
+                if r is not None:
+                    r.capacity_bytes = cmap.partition(pid).capacity_bytes
+            self.cfg = new_cfg
+            if self.replication is not None:
+                # before the replicas appear: replication must know their peers first
+                self.replication.on_map_change(new_cfg, added)
+            self.replicas.update(added)
+            if added:
+                log.info("node %s now hosts new partitions %s (%d replicas in all)",
+                         self.node_id, sorted(added), len(self.replicas))
+                self._periodic.append(loop.create_task(
+                    self._usage_passes(list(added.values())), name="usage-new"))
+            return change
 
     def link(self, peer: str) -> NodeClient:
         """The (shared) client this node uses to reach a peer node."""
@@ -299,6 +356,10 @@ class StorageNode:
         t0 = time.monotonic()
         log.info("node %s draining: %d connections, %d requests in flight", self.node_id,
                  len(self._conns), len(self._handlers))
+        if self.reloader is not None:
+            await self.reloader.stop()
+        async with self._map_lock:
+            pass  # a reload in progress finishes (and closes what it opened: we are draining)
         if self.replication is not None:
             await self.replication.stop()
         self._notify_change()  # wake long polls so they answer and finish
@@ -355,6 +416,7 @@ class StorageNode:
     async def _http_metrics(self, _request: web.Request) -> web.Response:
         if self.replication is not None:
             self.metrics.set_replication(self.replication.status())
+        self.metrics.set_usage(*await self._run(self._usage_rows))
         return web.Response(body=self.metrics.render(),
                             headers={"Content-Type": CONTENT_TYPE})
 
@@ -388,6 +450,47 @@ class StorageNode:
                     except Exception:
                         log.exception("snapshot of partition %d failed", pid)
                     last[pid] = time.monotonic()
+
+    async def _usage_passes(self, replicas: list[Replica]) -> None:
+        """Count the usage of replicas opened from a snapshot, one at a time on the
+        maintenance thread (it is I/O and CPU bound; requests keep the I/O threads)."""
+        loop = asyncio.get_running_loop()
+
+        def stopping() -> bool:
+            return self._draining
+
+        for r in replicas:
+            if r.usage.ready or self._draining:
+                continue
+            try:
+                await loop.run_in_executor(self._maint, r.usage_pass, stopping)
+            except Exception:
+                log.exception("usage pass of partition %d failed", r.partition_id)
+
+    def _usage_rows(self) -> tuple[list[tuple[str, str, int, int]], list[tuple[int, bool]]]:
+        """(account, container, bytes, blobs) over this node's replicas whose counters are
+        complete, and each replica's readiness. Blocking (takes each replica's lock)."""
+        sums: dict[tuple[int, int], list[int]] = {}
+        ready = []
+        for pid, r in sorted(self.replicas.items()):
+            ready.append((pid, r.usage.ready))
+            if not r.usage.ready:
+                continue
+            try:
+                totals = r.usage_totals()
+            except Exception:  # noqa: BLE001,S112 -- a replica closing at shutdown
+                continue
+            for key, t in totals.items():
+                cur = sums.setdefault(key, [0, 0])
+                cur[0] += t.bytes
+                cur[1] += t.blobs
+        rows = []
+        for (aid, cid), (b, n) in sorted(sums.items()):
+            account = self.cfg.account_by_id(aid)
+            container = account.container_by_id(cid) if account is not None else None
+            rows.append((account.name if account is not None else str(aid),
+                         container.name if container is not None else str(cid), b, n))
+        return rows, ready
 
     async def _compaction_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -864,6 +967,9 @@ class StorageNode:
                 m["damage"] = [{"kind": d.kind, "segment": d.segment, "offset": d.offset,
                                 "length": d.length, "reason": d.reason}
                                for d in list(r.damage)]
+                m["usage_ready"] = r.usage.ready
+                m["usage"] = [[a, c, t.bytes, t.blobs]
+                              for (a, c), t in sorted(r.usage_totals().items())]
                 out.append(m)
             for pid, err in sorted(self.failed_replicas.items()):
                 out.append({"partition_id": pid, "error": err})
@@ -917,13 +1023,21 @@ def _approx_wire_bytes(m: dict[str, Any]) -> int:
 
 
 def run_node(cfg: ClusterConfig, node_id: str, data_dir: str | Path | None = None,
-             replication_factory: Callable[[StorageNode], Replicator] | None = None) -> int:
-    """Run a node until SIGTERM/SIGINT on uvloop (the stock loop if AMBRY_NO_UVLOOP=1)."""
+             replication_factory: Callable[[StorageNode], Replicator] | None = None, *,
+             reload_config: Callable[[], ClusterConfig] | None = None,
+             config_path: str | os.PathLike[str] | None = None) -> int:
+    """Run a node until SIGTERM/SIGINT on uvloop (the stock loop if AMBRY_NO_UVLOOP=1).
+    SIGTERM drains for ``daemon.shutdown_grace_s``. With ``reload_config`` (re-reads the config
+    file), SIGHUP and, with ``daemon.config_watch_interval_s``, a changed ``config_path``
+    reload the cluster map (:meth:`StorageNode.reload`)."""
     import signal
+
+    daemon = DaemonConfig.from_sections(cfg.sections)
 
     async def main() -> int:
         node = StorageNode(cfg, node_id, data_dir=data_dir,
-                           replication_factory=replication_factory)
+                           replication_factory=replication_factory,
+                           drain_timeout_s=daemon.shutdown_grace_s)
         loop = asyncio.get_running_loop()
         if loop.get_debug():  # PYTHONASYNCIODEBUG=1: report callbacks that hold the loop
             loop.slow_callback_duration = float(os.environ.get("AMBRY_SLOW_CALLBACK_MS",
@@ -932,11 +1046,31 @@ def run_node(cfg: ClusterConfig, node_id: str, data_dir: str | Path | None = Non
                      loop.slow_callback_duration * 1000)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, node.request_stop)
+        serving = False
+        early_hup = False
+
+        def on_hup() -> None:
+            nonlocal early_hup
+            if serving and node.reloader is not None:
+                node.reloader.trigger()
+            else:  # acted on once the node serves
+                early_hup = True
+
+        if reload_config is not None:
+            node.reloader = ConfigReloader(reload_config, node.reload, path=config_path,
+                                           watch_interval_s=daemon.config_watch_interval_s)
+            # registered before start: SIGHUP's default action would end the process
+            loop.add_signal_handler(signal.SIGHUP, on_hup)
         try:
             await node.start()
         except OSError as e:
             log.error("node %s failed to start: %s", node_id, e)
             return 1
+        serving = True
+        if node.reloader is not None:
+            node.reloader.start()
+            if early_hup:
+                node.reloader.trigger()
         await node.run_until_stopped()
         return 0
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import bisect
 import concurrent.futures
+import itertools
 import logging
 import os
 import threading
 import time
 import uuid as uuidlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,7 @@ from ambry.storage.format import (
 from ambry.storage.log import Damage, Log, Position, ScannedRecord
 from ambry.storage.names import NameEntry, NameView
 from ambry.storage.snapshot import SnapshotMeta, read_snapshot, write_snapshot
+from ambry.storage.usage import UsageCounters, UsageTotals
 
 __all__ = [
     "BlobRead",
@@ -293,6 +295,8 @@ class Replica:
         # Set by replication while a fresh replica catches up with its peers: its "not found"
         # is not authoritative then, so it answers ReplicaUnavailable instead.
         self.rebuilding = False
+        # live bytes/blobs per account and container (ambry.storage.usage); under self.lock
+        self.usage = UsageCounters()
 
     # ================================================================ opening and recovery
     @classmethod
@@ -338,6 +342,9 @@ class Replica:
                         self.dir, e.message)
             self.index = BlobIndex()
         self._sample_segment_starts()
+        if start > (0, 0):
+            # the snapshot does not say whose the blobs are: usage_pass() counts them
+            self.usage = UsageCounters(ready=False)
         if names_fresh and start > (0, 0):
             # the name view was lost (or never built) but the snapshot covers the log before
             # `start`: rebuild the view from the name records there.
@@ -411,7 +418,9 @@ class Replica:
 
             self.log.durable_future((pos[0], pos[1] + h.total_len)).add_done_callback(apply)
             return visible
+        before = self.index.get(key[16:]) if len(key) == 32 else None
         fold_blob_record(self.index, pos, h, key)
+        self.usage.change(key, before, self.index.get(key[16:]))
         return None
 
     def _read_props(self, pos: Position, h: RecordHeader) -> bytes:
@@ -720,8 +729,10 @@ class Replica:
                                   [pbytes, user_metadata, payload],
                                   (len(pbytes), len(user_metadata), len(payload)), body_xxh3,
                                   sequence=seq)
+            before = self.index.get(blob_id.uuid)
             store_entry(self.index, blob_id.uuid,
                         (pos[0], pos[1], h.total_len, _ceil_s(h.expiry_ms)), state)
+            self.usage.change(key, before, self.index.get(blob_id.uuid))
         self.durable_future((pos[0], pos[1] + h.total_len)).result()
         log.info("partition %d: repaired blob %s from a peer copy", self.partition_id, blob_id)
         return True
@@ -905,6 +916,58 @@ class Replica:
             damage_reports=len(self.damage),
             group_commit_syncs=self.log.syncs,
         )
+
+    # ================================================================ usage
+    def usage_totals(self, now_s: int | None = None) -> dict[tuple[int, int], UsageTotals]:
+        """Live bytes and blobs per (account, container); meaningful once
+        ``self.usage.ready``."""
+        now = self.clock.now_ms() // 1000 if now_s is None else now_s
+        with self.lock:
+            return self.usage.totals(now)
+
+    def usage_pass(self, should_stop: Callable[[], bool] = lambda: False,
+                   batch_records: int = 1024) -> bool:
+        """Count the usage of a replica opened from a snapshot (see ``ambry.storage.usage``):
+        read every record header and key in log order, count each PUT the index points to.
+        Blocking (run it on the maintenance thread); writes go on meanwhile, the lock is held
+        one batch at a time. Compaction waits (it moves records). Returns True when the
+        counters are ready, False if ``should_stop`` ended it first."""
+        with self._snapshot_lock:
+            with self.lock:
+                if self.usage.ready:
+                    return True
+                end = self.log.end
+                self.usage.begin_pass(end)
+            records = self.log.scan((0, 0), verify=False, end=end)
+            t0 = time.monotonic()
+            counted = 0
+            while True:
+                # read outside the lock: the log before `end` does not change while
+                # compaction is held off
+                recs = list(itertools.islice(records, batch_records))
+                if not recs:
+                    break
+                with self.lock:
+                    for rec in recs:
+                        h = rec.header
+                        if h.type == RecordType.PUT and len(rec.key) == 32:
+                            entry = self.index.get(rec.key[16:])
+                            loc = put_location(entry)
+                            if loc is not None and (loc[0], loc[1]) == rec.position:
+                                self.usage.visit(rec.key, entry)
+                                counted += 1
+                    last = recs[-1]
+                    self.usage.advance((last.position[0],
+                                        last.position[1] + last.header.total_len))
+                if should_stop():
+                    with self.lock:
+                        self.usage.abort_pass()
+                    return False
+            with self.lock:
+                self.usage.finish_pass()
+        log.info("replica %s: usage counted (%d blobs) in %.2f s", self.dir, counted,
+                 time.monotonic() - t0)
+        return True
 
     def close(self, snapshot: bool = True) -> None:
         if snapshot and self.log.failed is None and self.opened:

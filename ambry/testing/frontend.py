@@ -224,7 +224,10 @@ class StoreCluster:
 
     @property
     def partition_ids(self) -> list[int]:
-        return list(range(int(self.config["partitions"]["count"])))
+        parts = self.config["partitions"]
+        if isinstance(parts, list):  # an explicit list (a map grown by build-clustermap)
+            return sorted(int(p["id"]) for p in parts)
+        return list(range(int(parts["count"])))
 
     def start(self, wait: bool = True) -> StoreCluster:
         self.nodes_cluster.start(wait=False)
