@@ -43,6 +43,7 @@ __all__ = ["GetReply", "NodeClient", "Reply"]
 log = logging.getLogger(__name__)
 
 _INLINE_PAYLOAD_MAX_BYTES = 256 * 1024  # smaller reply payloads are read by the connection
+_COALESCE_WRITE_BYTES = 64 * 1024  # a request this small goes out in one write
 _STREAMING_LOAD = 1_000_000  # a connection busy streaming a payload is the last choice
 
 
@@ -217,9 +218,12 @@ class _Connection:
                 raise Unavailable(f"connection to {self.peer} is closed")
             # header and payload go into the transport with no await in between: a cancelled
             # caller can never leave half a message on the wire.
-            self.writer.write(frame)
-            if payload:
-                self.writer.write(payload)
+            if payload and len(payload) <= _COALESCE_WRITE_BYTES:
+                self.writer.write(frame + payload)  # one send() for a small request
+            else:
+                self.writer.write(frame)
+                if payload:
+                    self.writer.write(payload)
             try:
                 await self.writer.drain()
             except (OSError, RuntimeError) as e:

@@ -438,7 +438,7 @@ class ReplicationManager:
             await asyncio.gather(*fetches, return_exceptions=True)
             raise
         if need is not None:
-            await asyncio.wrap_future(rep.durable_future(need))
+            await rep.durable_async(need)
         if waits:
             await asyncio.gather(*waits)
         if changed and self.on_change is not None:

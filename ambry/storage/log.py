@@ -13,7 +13,9 @@ segments are append-only and a reader holds a reference to the file it reads.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
 import errno
 import json
 import logging
@@ -91,7 +93,8 @@ class Log:
         self.failed: StorageError | None = None  # set after a write/sync error: read-only
         self._durable: Position = (0, 0)
         self._cv = threading.Condition()
-        self._waiters: list[tuple[Position, concurrent.futures.Future[None]]] = []
+        # (position, future) per waiter: concurrent futures (threads) or asyncio futures
+        self._waiters: list[tuple[Position, _Waiter]] = []
         self._closing = False
         self._committer: threading.Thread | None = None
         self.syncs = 0  # number of fdatasync calls made by group commit (for stats)
@@ -252,6 +255,21 @@ class Log:
                 self._cv.notify()
         return fut
 
+    def durable_async(self, pos_end: Position) -> asyncio.Future[None]:
+        """The same, as a future of the running event loop. The commit thread completes all
+        the waiters of one loop with one ``call_soon_threadsafe`` per group commit (a
+        wrapped concurrent future costs a wake-up of the loop per waiter)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._cv:
+            if self.failed is not None and pos_end > self._durable:
+                fut.set_exception(self.failed)
+            elif pos_end <= self._durable:
+                fut.set_result(None)
+            else:
+                self._waiters.append((pos_end, fut))
+                self._cv.notify()
+        return fut
+
     def wait_durable(self, pos_end: Position) -> None:
         self.durable_future(pos_end).result()
 
@@ -271,8 +289,7 @@ class Log:
             self._durable = max(self._durable, target)
             done = [w for w in self._waiters if w[0] <= self._durable]
             self._waiters = [w for w in self._waiters if w[0] > self._durable]
-        for _, fut in done:
-            fut.set_result(None)
+        _settle([fut for _, fut in done], None)
 
     def _commit_loop(self) -> None:
         while True:
@@ -297,8 +314,7 @@ class Log:
                 with self._cv:
                     self.failed = err
                     waiters, self._waiters = self._waiters, []
-                for _, fut in waiters:
-                    fut.set_exception(err)
+                _settle([fut for _, fut in waiters], err)
                 log.error("replica log %s is read-only after fdatasync error: %s", self.dir, e)
                 return
 
@@ -456,3 +472,32 @@ class Log:
                 log.exception("final sync of %s failed", self.dir)
         for s in self.segments:
             s.file.close()
+
+
+_Waiter = concurrent.futures.Future[None] | asyncio.Future[None]
+
+
+def _settle(futs: list[_Waiter], exc: BaseException | None) -> None:
+    """Complete waiters from any thread: concurrent futures directly, asyncio futures in
+    their own loop, one hand-over per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for fut in futs:
+        if isinstance(fut, concurrent.futures.Future):
+            if exc is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(exc)
+        else:
+            by_loop.setdefault(fut.get_loop(), []).append(fut)
+    for loop, group in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+            loop.call_soon_threadsafe(_settle_in_loop, group, exc)
+
+
+def _settle_in_loop(futs: list[asyncio.Future[None]], exc: BaseException | None) -> None:
+    for fut in futs:
+        if not fut.done():
+            if exc is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(exc)

@@ -17,6 +17,7 @@ other writers. Mutations return the end position of their record; the caller wai
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import concurrent.futures
 import itertools
@@ -475,6 +476,10 @@ class Replica:
     def durable_future(self, end: Position) -> concurrent.futures.Future[None]:
         return self.log.durable_future(end)
 
+    def durable_async(self, end: Position) -> asyncio.Future[None]:
+        """``durable_future`` for the running event loop (cheaper to wait on there)."""
+        return self.log.durable_async(end)
+
     # ================================================================ blob operations
     def put(self, blob_id: BlobId, props: BlobProperties, user_metadata: bytes,
             payload: bytes | memoryview) -> MutationResult:
@@ -821,6 +826,14 @@ class Replica:
         samples.sort()
         self._seq_samples = samples
         self._resume_hints.clear()  # positions moved (compaction) or were never known
+
+    def caught_up(self, token: Token | None) -> bool:
+        """True when nothing durable follows ``token`` (cheap, no I/O, safe on the event
+        loop): a peer's long poll for a quiet partition then needs no trip to a thread."""
+        if token is None or token[0] != self.incarnation:
+            return False
+        hint = self._resume_hints.get(token[1])  # one dict lookup: atomic under the GIL
+        return hint is not None and hint >= self.log.durable
 
     def entries_since(self, token: Token | None, max_entries: int = 1000,
                       max_bytes: int = 4 * 1024 * 1024) -> tuple[list[Entry], Token, int]:
