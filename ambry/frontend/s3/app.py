@@ -65,6 +65,7 @@ from ambry.frontend.s3.listing import (
 )
 from ambry.frontend.s3.multipart import MAX_PART_NUMBER, MultipartStore, Upload
 from ambry.frontend.s3.payload import S3Body
+from ambry.frontend.s3.sigv2 import is_presigned_v2, verify_presigned_v2
 from ambry.frontend.s3.xml import (
     Node,
     document,
@@ -286,8 +287,8 @@ class S3Api:
                             content_type="application/xml", headers=headers)
 
     def _parse(self, request: web.Request, rid: str) -> Ctx:
-        raw_path = request.raw_path.split("?", 1)[0]
-        pairs = _parse_query(request.query_string)
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        pairs = _parse_query(raw_query)  # request.query_string is decoded already
         query: dict[str, str] = {}
         for k, v in pairs:
             query.setdefault(k, v)
@@ -312,7 +313,8 @@ class S3Api:
         return f"{ctx.method} {level}{' ?' + sub if sub else ''}"
 
     def _authenticate(self, request: web.Request, ctx: Ctx) -> None:
-        signed = "authorization" in ctx.h or "X-Amz-Signature" in ctx.query
+        v2 = is_presigned_v2(ctx.query)
+        signed = "authorization" in ctx.h or "X-Amz-Signature" in ctx.query or v2
         if not signed:
             if self.s3.anonymous_account is None:
                 raise S3Error("AccessDenied", "Anonymous requests are not allowed", 403)
@@ -320,13 +322,25 @@ class S3Api:
             ctx.read_only = True
             return
         headers = {k.lower(): request.headers.getall(k) for k in request.headers}
+        if v2 and "authorization" not in ctx.h:
+            ak = verify_presigned_v2(method=request.method,
+                                     raw_path=request.raw_path.split("?", 1)[0],
+                                     query_pairs=ctx.pairs, headers=headers,
+                                     secret_of=self.s3.secret_of,
+                                     now_s=self.clock.now_ms() / 1000)
+            self._principal(ctx, ak, sigv4.Authorized(ak, sigv4.UNSIGNED_PAYLOAD, b"", "", "",
+                                                      ""))
+            return
         auth = sigv4.verify(method=request.method,
                             raw_path=request.raw_path.split("?", 1)[0],
                             query_pairs=ctx.pairs, headers=headers,
                             secret_of=self.s3.secret_of, now_s=self.clock.now_ms() / 1000)
+        self._principal(ctx, auth.access_key, auth)
+
+    def _principal(self, ctx: Ctx, access_key: str, auth: sigv4.Authorized) -> None:
         ctx.auth = auth
-        ctx.access_key = auth.access_key
-        key = self.s3.by_key[auth.access_key]
+        ctx.access_key = access_key
+        key = self.s3.by_key[access_key]
         ctx.account = self.fa.config.account(key.account)
         if ctx.account is None:
             raise S3Error("AccessDenied", "the access key's account no longer exists", 403)
