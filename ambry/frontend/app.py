@@ -89,6 +89,8 @@ _MAX_STITCH_BODY_BYTES = 16 * 1024 * 1024
 
 #: Largest piece read from a request body at once (bounds aiohttp's per-request buffer).
 BODY_READ_BYTES = 256 * 1024
+#: Bodies up to this size are answered in one piece (one write), not streamed.
+SMALL_BODY_BYTES = 64 * 1024
 
 
 class MissingHeader(BadRequest):
@@ -284,10 +286,16 @@ class FrontendApp:
                 status = 206
                 headers["Content-Range"] = content_range(info.range_start, info.length,
                                                          info.total_size)
+            assert info.body is not None
+            if info.length <= SMALL_BODY_BYTES:
+                # small: headers and body leave in one write (a streamed response costs a
+                # send for the headers, one per piece and one for the end)
+                data = b"".join([piece async for piece in info.body])
+                self.m_bytes_out.inc(len(data))
+                return web.Response(status=status, headers=headers, body=data)
             resp = web.StreamResponse(status=status, headers=headers)
             resp.content_length = info.length
             await resp.prepare(request)
-            assert info.body is not None
             sent = 0
             async for piece in info.body:
                 await resp.write(piece)
