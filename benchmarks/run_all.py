@@ -25,6 +25,8 @@ BENCHMARKS = [
     ("bench_compare.py", ["--compare", "swift"], ["--smoke"]),
     ("bench_sdk.py", [], ["--smoke"]),
     ("bench_idle.py", [], ["--smoke"]),
+    ("bench_replication_lag.py", [], ["--smoke"]),
+    ("bench_restart.py", [], ["--smoke"]),
 ]
 
 
