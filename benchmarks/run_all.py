@@ -23,6 +23,7 @@ BENCHMARKS = [
     ("bench_store.py", [], ["--smoke"]),
     ("bench_frontend.py", [], ["--smoke"]),
     ("bench_compare.py", ["--compare", "swift"], ["--smoke"]),
+    ("bench_s3.py", ["--compare", "swift"], ["--smoke"]),
     ("bench_sdk.py", [], ["--smoke"]),
     ("bench_idle.py", [], ["--smoke"]),
     ("bench_replication_lag.py", [], ["--smoke"]),
