@@ -17,15 +17,17 @@ import pytest
 from fe_helpers import store_fixture
 from s3_helpers import KEYS, get_url, s3_client
 
-from ambry.testing.frontend import StoreCluster
+from ambry.testing.frontend import TEST_S3, StoreCluster
 
 MIB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreCluster]:
+    # anonymous requests act (read-only) as the "team" account in this store
     yield from store_fixture(tmp_path_factory.mktemp("s3-clients"), datacenters=1,
-                             nodes_per_dc=3, partitions=4)
+                             nodes_per_dc=3, partitions=4,
+                             extra={"s3": {**TEST_S3, "anonymous_account": "team"}})
 
 
 # ------------------------------------------------------------------ s3fs
@@ -173,3 +175,19 @@ def test_mlflow_logs_and_downloads_artifacts(store: StoreCluster, tmp_path: Path
     keys = [o["Key"] for o in s3_client(store).list_objects_v2(
         Bucket="mlflow-artifacts", Prefix="exp/")["Contents"]]
     assert f"exp/{run_id}/artifacts/weights/model.bin" in keys
+
+
+# ------------------------------------------------------------------ anonymous access
+def test_anonymous_access_is_read_only_as_the_configured_account(store: StoreCluster) -> None:
+    team = s3_client(store, account="team")
+    team.create_bucket(Bucket="public-data")
+    team.put_object(Bucket="public-data", Key="readme.txt", Body=b"open to all")
+    base = store.s3_url()
+    assert get_url(f"{base}/public-data/readme.txt").expect(200).body == b"open to all"
+    assert b"readme.txt" in get_url(f"{base}/public-data?list-type=2").expect(200).body
+    for method in ("PUT", "DELETE"):
+        r = get_url(f"{base}/public-data/readme.txt", method=method, body=b"x")
+        assert (r.status, r.code) == (403, "AccessDenied")
+    # buckets of other accounts are not the anonymous account's
+    s3_client(store).create_bucket(Bucket="private-data")
+    assert get_url(f"{base}/private-data?list-type=2").status == 404

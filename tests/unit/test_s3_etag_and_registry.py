@@ -140,3 +140,47 @@ def test_ids_are_stable_per_name_and_probe_past_taken_ones() -> None:
     assert FIRST_RUNTIME_CONTAINER_ID <= first <= LAST_RUNTIME_CONTAINER_ID
     assert choose_container_id(1, "bucket", set()) == first
     assert choose_container_id(1, "bucket", {first}) != first
+
+
+# ------------------------------------------------------------------ configuration
+def _config(s3: object, accounts: list[dict[str, object]] | None = None) -> object:
+    from ambry.common.config import config_from_dict
+
+    raw: dict[str, object] = {
+        "datacenters": [{"name": "dc1", "id": 1}],
+        "nodes": [{"id": "n1", "datacenter": "dc1", "host": "127.0.0.1", "port": 1,
+                   "http_port": 2}],
+        "cluster": {"replicas_per_datacenter": 1}, "partitions": {"count": 1},
+        "accounts": accounts or [{"name": "default", "id": 1,
+                                  "containers": [{"name": "default", "id": 1}]}],
+        "s3": s3}
+    return config_from_dict(raw)
+
+
+def test_s3_config_parsing_and_errors() -> None:
+    from ambry.common.errors import InvalidArgument
+    from ambry.frontend.s3.config import s3_config_of
+
+    ok = s3_config_of(_config({"access_keys": [{"access_key": "AK", "secret_key": "SK",
+                                                "account": "default"}],
+                               "min_part_size_bytes": "1MiB"}))  # type: ignore[arg-type]
+    assert ok.secret_of("AK") == "SK" and ok.secret_of("nope") is None
+    assert ok.min_part_size_bytes == 1 << 20 and ok.anonymous_account is None
+    for bad in ({"acess_keys": []},
+                {"access_keys": [{"access_key": "AK", "secret_key": "SK", "account": "nobody"}]},
+                {"access_keys": [{"access_key": "AK", "secret_key": "SK", "account": "default"}] * 2},
+                {"anonymous_account": "nobody"}, {"multipart_ttl_s": 5}):
+        with pytest.raises(InvalidArgument):
+            s3_config_of(_config(bad))  # type: ignore[arg-type]
+
+
+def test_config_containers_must_stay_below_the_run_time_ids() -> None:
+    from ambry.common.config import Account, Container
+    from ambry.common.errors import InvalidArgument
+    from ambry.frontend.containers import check_config_ids
+
+    check_config_ids([Account("a", 1, (Container("c", FIRST_RUNTIME_CONTAINER_ID - 1),))])
+    with pytest.raises(InvalidArgument):
+        check_config_ids([Account("a", 1, (Container("c", FIRST_RUNTIME_CONTAINER_ID),))])
+    with pytest.raises(InvalidArgument):
+        check_config_ids([Account("system", 0xFFFF, ())])
