@@ -235,7 +235,7 @@ def print_table(title: str, copies: int, lim: dict[str, float],
         for r in rows:
             w = r["workload"]
             sw = swift_rows.get(w)
-            vs_swift = (f"{r['ops'] / sw['ops']:.1f}x" if sw and sw["ops"] and system != "swift"
+            vs_swift = (f"{r['ops'] / sw['ops']:.1f}x" if sw and sw["ops"] and system == "ambry"
                         else "")
             if w.startswith("4 KiB PUT"):
                 vs = f"{r['ops'] / lim['fsync_4k_iops']:.0%} of 4 KiB fdatasync IOPS"

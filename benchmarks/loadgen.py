@@ -184,13 +184,15 @@ async def _client(spec: dict[str, Any], op: str, sizes: list[tuple[int, float]],
         t_start = time.perf_counter()
         stop = t_start + seconds
         counter = 0
+        run_id = os.urandom(6).hex()
 
         async def do_put() -> None:
             nonlocal counter
             size = rnd.choices(size_list, weights)[0]
             idx = rnd.choice(by_size[size])
             counter += 1
-            loc = await target.put(s, payloads[idx][1], f"p{proc}-{os.getpid()}-{counter}")
+            # unique across phases and runs: a reused key would overwrite an earlier object
+            loc = await target.put(s, payloads[idx][1], f"p{proc}-{run_id}-{counter}")
             stored.append((loc, idx))
             res.bytes += size
 
