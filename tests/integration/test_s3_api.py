@@ -4,6 +4,7 @@ or XML. Chunks are 1 MiB here, so an 8 MiB multipart part is eight chunk blobs."
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import hashlib
 import io
@@ -17,9 +18,10 @@ import boto3.s3.transfer
 import botocore.httpchecksum
 import pytest
 from botocore.exceptions import ClientError
-from fe_helpers import SERVICE, store_fixture
+from fe_helpers import SERVICE, node_records, store_fixture, until
 from s3_helpers import Raw, get_url, raw, s3_client, xml_text
 
+from ambry.common.blobid import BlobType, decode
 from ambry.testing.frontend import StoreCluster
 
 MIB = 1024 * 1024
@@ -442,9 +444,12 @@ def test_multipart_rules(s3: Any, bucket: str) -> None:
     assert "Uploads" not in s3.list_multipart_uploads(Bucket=bucket, Prefix="mp/")
 
 
-def test_abort_frees_the_upload(s3: Any, bucket: str) -> None:
+def test_abort_frees_the_upload(s3: Any, bucket: str, store: StoreCluster) -> None:
+    before = asyncio.run(node_records(store))
     up = s3.create_multipart_upload(Bucket=bucket, Key="mp/aborted")["UploadId"]
-    s3.upload_part(Bucket=bucket, Key="mp/aborted", UploadId=up, PartNumber=1, Body=b"x" * 100)
+    s3.upload_part(Bucket=bucket, Key="mp/aborted", UploadId=up, PartNumber=1,
+                   Body=b"x" * (2 * MIB + 5))  # three chunk blobs
+    s3.upload_part(Bucket=bucket, Key="mp/aborted", UploadId=up, PartNumber=2, Body=b"y")
     assert s3.abort_multipart_upload(Bucket=bucket, Key="mp/aborted", UploadId=up)[
         "ResponseMetadata"]["HTTPStatusCode"] == 204
     with pytest.raises(ClientError) as e:
@@ -458,6 +463,14 @@ def test_abort_frees_the_upload(s3: Any, bucket: str) -> None:
     with pytest.raises(ClientError) as e:  # an upload id of another key
         s3.list_parts(Bucket=bucket, Key="mp/other", UploadId=up)
     assert code_of(e) == ("NoSuchUpload", 404)
+
+    async def all_deleted() -> bool:
+        new = {k: v for k, v in (await node_records(store)).items() if k not in before}
+        chunks = {b for _, b in new if decode(b).blob_type is BlobType.CHUNK}
+        assert len(chunks) >= 4, new  # the parts' chunks were written ...
+        return all("DELETE" in kinds for kinds in new.values())  # ... and every blob freed
+
+    asyncio.run(until(all_deleted, what="every blob of the aborted upload deleted"))
 
 
 def test_upload_state_survives_a_frontend_restart(s3: Any, bucket: str,
