@@ -616,3 +616,25 @@ def test_no_500_on_odd_requests(store: StoreCluster, bucket: str) -> None:
     for method, path in odd:
         r: Raw = raw(method, base + path)
         assert 400 <= r.status < 500 or r.status == 501, (method, path, r.status, r.body)
+    odd_headers = [
+        {"Authorization": "AWS4-HMAC-SHA256 garbage"},
+        {"Authorization": "Bearer x"},
+        {"Authorization": "AWS4-HMAC-SHA256 Credential=a/b/c/s3/aws4_request, "
+                          "SignedHeaders=host, Signature=zz", "x-amz-date": "nonsense"},
+        {"x-amz-content-sha256": "STREAMING-NONSENSE"},
+    ]
+    for h in odd_headers:
+        r = get_url(f"{base}/{bucket}/k", headers=h)
+        assert 400 <= r.status < 500, (h, r.status, r.body)
+    assert raw("PUT", f"{base}/{bucket}/odd", body=b"data", payload_hash="nothex").status == 400
+    signed_odd = [{"x-amz-checksum-crc32": "!!"},
+                  {"x-amz-trailer": "x-amz-checksum-crc32"}, {"Content-MD5": "short"},
+                  {"x-amz-copy-source": "/"}, {"x-amz-copy-source": f"/{bucket}"},
+                  {"x-amz-decoded-content-length": "x"}, {"x-amz-meta-big": "v" * 3000}]
+    for h in signed_odd:
+        r = raw("PUT", f"{base}/{bucket}/odd", body=b"data", headers=h)
+        assert 400 <= r.status < 500, (h, r.status, r.body)
+    presigned = (f"{base}/{bucket}/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=a%2F"
+                 f"20240101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20240101T000000Z"
+                 f"&X-Amz-Expires=0&X-Amz-SignedHeaders=host&X-Amz-Signature={'0' * 64}")
+    assert 400 <= get_url(presigned).status < 500
