@@ -84,3 +84,13 @@ def _add_cluster_commands() -> None:
 
 
 _add_cluster_commands()
+
+
+def _add_blob_commands() -> None:
+    from ambry.cli.blobs import BLOB_COMMANDS
+
+    for command in BLOB_COMMANDS:
+        main.add_command(command)
+
+
+_add_blob_commands()

@@ -1,0 +1,696 @@
+"""An fsspec filesystem over named blobs: ``ambry://<account>/<container>/<name>``.
+
+Registered with fsspec under the protocol ``ambry`` (an entry point in pyproject.toml), so
+``fsspec.open("ambry://default/models/runs/42/model.pt")``, pandas, pyarrow, dask and
+``fsspec.filesystem("ambry")`` find it. The frontends come from ``endpoint=`` /
+``endpoints=`` (a URL, a comma-separated list or a list, in preference order: failover) or
+the ``AMBRY_ENDPOINT`` environment variable (comma-separated), else ``http://127.0.0.1:1174``::
+
+    import fsspec, pandas as pd
+
+    fs = fsspec.filesystem("ambry", endpoint="http://127.0.0.1:1174")
+    fs.put("checkpoint/", "default/models/run42/", recursive=True)   # parallel uploads
+    fs.ls("default/models/run42")                                    # implied directories
+    with fs.open("default/models/run42/model.pt") as f:              # seekable, range reads
+        state = torch.load(f)
+    df = pd.read_parquet("ambry://default/datasets/train.parquet",
+                         storage_options={"endpoint": "http://127.0.0.1:1174"})
+
+Paths are ``<account>/<container>/<name>``. Directories are implied by ``/`` in names, as in
+s3fs: a directory exists while some name lies under it, ``mkdir`` / ``makedirs`` do nothing,
+and an empty directory cannot exist. Accounts and containers come from the cluster config
+(or the S3 API): the REST API cannot list them or create them, so ``ls`` starts at a
+container.
+
+How operations map onto the SDK (:class:`~ambry.client.AsyncClient`, run on fsspec's event
+loop thread, so bulk operations run concurrently, ``batch_size`` = 8 at a time by default):
+
+* ``info``: ``HEAD`` of the name; if there is none, a one-entry listing of ``<name>/`` says
+  whether it is a directory. ``ls`` and ``find`` page through the prefix listing (the REST
+  API has no delimiter, so listing a directory reads every name below it); ``ls`` results are
+  cached (fsspec's ``dircache``) until a write through this instance or
+  :meth:`~AmbryFileSystem.invalidate_cache`.
+* ``open(..., "rb")``: the SDK's seekable :class:`~ambry.client.BlobReader` (range requests
+  with adaptive read-ahead, checked against the stored xxh3 when read to the end), so
+  ``zipfile``, pyarrow and ``torch.load`` fetch only what they read. ``cat_file`` with a
+  range reads just that range.
+* ``open(..., "wb")``: writes go to a spooled temporary file (memory up to ``spool_bytes``,
+  then disk) and are uploaded once, on ``close``, by a named put with upsert; a ``with``
+  block left by an exception uploads nothing. ``"xb"`` / ``pipe_file(mode="create")``
+  refuse an existing name (:class:`FileExistsError`). Appending is impossible: blobs are
+  immutable.
+* ``cp_file``: the REST API has no server-side copy, so the bytes stream through this
+  client (a reader feeding a named put, bounded memory); content type, owner, filename and
+  user metadata are carried over, the TTL is not (the copy never expires).
+* ``rm``: deletes the name and its blob; ``recursive=True`` every name under the directory.
+* ``modified`` / ``created``: the creation time of the blob the name points to now (a named
+  blob is never modified in place; an overwrite creates a new blob). ``ukey`` is that blob
+  id; ``sign`` returns a signed GET URL of it.
+
+Errors: a missing name (404, 410) or unknown container is :class:`FileNotFoundError`, a
+taken name :class:`FileExistsError`, 401/403 :class:`PermissionError`; anything else is the
+SDK's typed error (``Unavailable`` after retries and failover, ...).
+
+Owns the mapping of fsspec's operations onto the SDK. Does not own HTTP, retries or the
+byte-level read and upload logic (the SDK).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import io
+import os
+import tempfile
+import weakref
+from collections.abc import AsyncGenerator, Coroutine, Sequence
+from datetime import datetime
+from typing import IO, Any
+
+from fsspec.asyn import AsyncFileSystem, _run_coros_in_chunks, sync
+from fsspec.callbacks import DEFAULT_CALLBACK
+from fsspec.utils import isfilelike
+
+from ambry.client._async_client import MIB, AsyncClient
+from ambry.client._errors import (
+    ApiError,
+    BlobNotFound,
+    Forbidden,
+    Gone,
+    InvalidArgument,
+    NameExists,
+    Unauthorized,
+)
+from ambry.client._reader import AsyncBlobReader, BlobReader
+from ambry.client._types import BlobInfo, NamedEntry
+from ambry.common.location import endpoints_from, guess_content_type
+
+__all__ = ["AmbryFileSystem", "AmbryReadFile", "AmbryWriteFile"]
+
+_COPY_PIECE_BYTES = MIB
+
+
+def _os_error(e: ApiError, path: str) -> Exception:
+    """The :class:`OSError` fsspec callers expect for an SDK error, or the error itself."""
+    if isinstance(e, BlobNotFound | Gone) or _unknown_container(e):
+        return FileNotFoundError(errno.ENOENT, f"no such name: {e.message}", path)
+    if isinstance(e, NameExists):
+        return FileExistsError(errno.EEXIST, "name exists", path)
+    if isinstance(e, Forbidden | Unauthorized):
+        return PermissionError(errno.EACCES, e.message, path)
+    return e
+
+
+def _unknown_container(e: ApiError) -> bool:
+    # The frontend answers 400 INVALID_ARGUMENT for an account or container it does not know
+    # (the same code as other bad input), so the message is the only place that says so.
+    return isinstance(e, InvalidArgument) and ("unknown account" in e.message
+                                               or "unknown container" in e.message)
+
+
+def _dir_entry(path: str) -> dict[str, Any]:
+    return {"name": path, "size": 0, "type": "directory"}
+
+
+def _file_entry(path: str, *, blob_id: str, size: int, content_type: str,
+                created: datetime, **extra: Any) -> dict[str, Any]:
+    return {"name": path, "size": size, "type": "file", "blob_id": blob_id,
+            "content_type": content_type, "created": created, "mtime": created, **extra}
+
+
+def _entry_from_info(path: str, info: BlobInfo) -> dict[str, Any]:
+    return _file_entry(path, blob_id=info.blob_id, size=info.size,
+                       content_type=info.content_type, created=info.created,
+                       ttl_s=info.ttl_s, user_metadata=dict(info.user_metadata),
+                       content_xxh3=info.content_xxh3)
+
+
+def _entry_from_listing(path: str, e: NamedEntry) -> dict[str, Any]:
+    return _file_entry(path, blob_id=e.blob_id, size=e.size, content_type=e.content_type,
+                       created=e.created)
+
+
+async def _await(coro: Coroutine[Any, Any, Any]) -> Any:
+    return await coro
+
+
+def _close_client(client: AsyncClient, loop: asyncio.AbstractEventLoop | None) -> None:
+    """Close the client's connections when the filesystem goes away (best effort: at
+    interpreter exit fsspec's loop may already be stopping)."""
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:  # collected on the loop thread itself: sync() would deadlock
+        task = loop.create_task(client.aclose())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+        return
+    with contextlib.suppress(Exception):  # nothing useful to do about it at shutdown
+        sync(loop, client.aclose, timeout=5)
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+class _ProgressFile(io.RawIOBase):
+    """A binary file that reports how far it was read to an fsspec callback (upload
+    progress). The position, not a sum: the SDK reads a file twice (a hash pass first)."""
+
+    def __init__(self, f: IO[bytes], on_position: Any) -> None:
+        super().__init__()
+        self._f = f
+        self._on_position = on_position
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._f.seekable()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def readinto(self, b: Any) -> int:
+        data = self._f.read(len(b))
+        n = len(data)
+        b[:n] = data
+        self._on_position(self._f.tell())
+        return n
+
+
+class AmbryReadFile(BlobReader):
+    """What ``open(path, "rb")`` returns: the SDK's seekable blob reader, plus ``fs`` and
+    ``path`` as fsspec files have them."""
+
+    def __init__(self, fs: AmbryFileSystem, path: str, reader: AsyncBlobReader,
+                 buffer_size: int) -> None:
+        super().__init__(reader, fs._call, buffer_size)
+        self.fs = fs
+        self.path = path
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return _entry_from_info(self.path, self.info)
+
+
+class AmbryWriteFile(io.BufferedIOBase):
+    """What ``open(path, "wb")`` returns: a seekable binary file whose bytes are uploaded
+    under ``path`` when it is closed (nothing is visible before). Bytes wait in a spooled
+    temporary file: memory up to ``spool_bytes``, then disk, so writing a checkpoint of any
+    size takes bounded memory.
+
+    Leaving a ``with`` block by an exception, :meth:`discard`, or dropping the file without
+    closing it uploads nothing. Inside an fsspec transaction (``autocommit=False``) the upload
+    waits for :meth:`commit`.
+    """
+
+    def __init__(self, fs: AmbryFileSystem, path: str, *, create: bool, autocommit: bool,
+                 spool_bytes: int) -> None:
+        super().__init__()
+        self.fs = fs
+        self.path = path
+        self.mode = "xb" if create else "wb"
+        self.autocommit = autocommit
+        self._create = create
+        self._spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=spool_bytes)  # noqa: SIM115
+        self._done = False
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        if self.closed:
+            raise ValueError("write to a closed file")
+        return self._spool.write(b)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if self.closed:
+            raise ValueError("seek on a closed file")
+        return self._spool.seek(offset, whence)
+
+    def tell(self) -> int:
+        if self.closed:
+            raise ValueError("tell on a closed file")
+        return self._spool.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        return self._spool.truncate(size)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self.autocommit:
+                self.commit()
+        finally:
+            super().close()
+
+    def commit(self) -> None:
+        """Upload the bytes written (once; called by ``close`` unless in a transaction)."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._spool.seek(0)
+            self.fs._call(self.fs._upload(self.path, self._spool, create=self._create))
+        finally:
+            self._spool.close()
+
+    def discard(self) -> None:
+        """Drop the bytes written; nothing is uploaded."""
+        self._done = True
+        self._spool.close()
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is not None:
+            self.discard()  # a half-written file must not replace a good one
+        self.close()
+
+    def __del__(self) -> None:
+        # io's default would close(), and so upload, whatever the garbage collector found
+        if not self.closed:
+            self.discard()
+            super().close()
+
+
+class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no type hints
+    """fsspec filesystem ``ambry://<account>/<container>/<name>`` over named blobs (see the
+    module docstring for what each operation does).
+
+    ``endpoint`` / ``endpoints``: frontend URL(s) in preference order (default:
+    ``$AMBRY_ENDPOINT``, comma-separated, else ``http://127.0.0.1:1174``). ``service_id``:
+    sent with uploads. ``client_kwargs``: more arguments of
+    :class:`~ambry.client.AsyncClient` (``part_size_bytes``, ``retry``, ...). ``batch_size``:
+    files transferred at once by bulk operations (each large file also moves in parallel
+    parts). ``spool_bytes``: memory a file open for writing uses before it spills to disk.
+    ``read_buffer_bytes``: the buffer of files open for reading.
+    """
+
+    protocol = "ambry"
+    root_marker = ""
+
+    def __init__(self, endpoint: str | Sequence[str] | None = None, *,
+                 endpoints: str | Sequence[str] | None = None,
+                 service_id: str = "ambry-fsspec", client_kwargs: dict[str, Any] | None = None,
+                 batch_size: int = 8, spool_bytes: int = 8 * MIB,
+                 read_buffer_bytes: int = 128 * 1024, asynchronous: bool = False,
+                 loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any) -> None:
+        super().__init__(asynchronous=asynchronous, loop=loop, batch_size=batch_size, **kwargs)
+        urls = endpoints_from(endpoints if endpoints is not None else endpoint)
+        self.client = AsyncClient(urls, service_id=service_id,
+                                  **{"progress": False, **(client_kwargs or {})})
+        self.spool_bytes = spool_bytes
+        self.read_buffer_bytes = read_buffer_bytes
+        self._finalizer = weakref.finalize(self, _close_client, self.client, self._loop)
+
+    # ------------------------------------------------------------------ paths
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> Any:
+        if isinstance(path, list):
+            return [cls._strip_protocol(p) for p in path]
+        return str(super()._strip_protocol(path)).lstrip("/")
+
+    def _split(self, path: str) -> tuple[str, str, str]:
+        """(account, container, name) of a path; missing parts are ``""``."""
+        parts = self._strip_protocol(path).split("/", 2)
+        parts += [""] * (3 - len(parts))
+        return parts[0], parts[1], parts[2]
+
+    def _name_of(self, path: str) -> tuple[str, str, str]:
+        """(account, container, name) of a path that must name a blob."""
+        a, c, n = self._split(path)
+        if not n:
+            raise IsADirectoryError(errno.EISDIR, "an account or container is not a blob "
+                                    "(paths are <account>/<container>/<name>)", path)
+        return a, c, n
+
+    def _call(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run a coroutine of the client on fsspec's loop thread (for the sync file objects)."""
+        if self._loop is None:
+            coro.close()
+            raise NotImplementedError("files of an asynchronous AmbryFileSystem cannot be "
+                                      "used synchronously")
+        return sync(self._loop, _await, coro)
+
+    # ------------------------------------------------------------------ listing
+    async def _names(self, account: str, container: str, prefix: str, *,
+                     page_size: int = 1000) -> AsyncGenerator[NamedEntry, None]:
+        path = f"{account}/{container}"
+        try:
+            async for e in self.client.list_named(prefix, account=account, container=container,
+                                                  page_size=page_size):
+                yield e
+        except ApiError as e:
+            raise _os_error(e, path) from e
+
+    async def _has_names(self, account: str, container: str, prefix: str) -> bool:
+        gen = self._names(account, container, prefix, page_size=1)
+        try:
+            async for _ in gen:
+                return True
+            return False
+        finally:
+            await gen.aclose()
+
+    async def _ls(self, path: str, detail: bool = True, refresh: bool = False,
+                  **kwargs: Any) -> list[Any]:
+        path = self._strip_protocol(path)
+        a, c, name = self._split(path)
+        if not c:
+            raise NotImplementedError("the Ambry REST API cannot list accounts or containers: "
+                                      "ls <account>/<container>[/<dir>]")
+        entries = None if refresh else self.dircache.get(path)
+        if entries is None:
+            entries = await self._list_dir(path, a, c, name)
+            if entries is None:  # no names below: a file, or nothing
+                entries = [await self._info(path, refresh=True)]
+            else:
+                self.dircache[path] = entries
+        return list(entries) if detail else [e["name"] for e in entries]
+
+    async def _list_dir(self, path: str, a: str, c: str, name: str
+                        ) -> list[dict[str, Any]] | None:
+        """The children of a directory (files, and subdirectories implied by deeper names);
+        ``None`` when no name lies below ``name`` (an empty container is ``[]``)."""
+        prefix = name + "/" if name else ""
+        out: list[dict[str, Any]] = []
+        last_dir = None
+        async for e in self._names(a, c, prefix):
+            head, sep, _ = e.name[len(prefix):].partition("/")
+            if not head:
+                continue  # "a//b" or "a/": no fsspec path reaches it
+            child = f"{path}/{head}"
+            if not sep:
+                out.append(_entry_from_listing(child, e))
+            elif child != last_dir:  # names are sorted: a directory's names are contiguous
+                out.append(_dir_entry(child))
+                last_dir = child
+        if not out and name:
+            return None
+        return out
+
+    async def _find(self, path: str, maxdepth: int | None = None, withdirs: bool = False,
+                    detail: bool = False, prefix: str = "", **kwargs: Any) -> Any:
+        """Every name below ``path`` from one paged prefix listing (not one listing per
+        directory as fsspec's walk would make)."""
+        if maxdepth is not None and maxdepth < 1:
+            raise ValueError("maxdepth must be at least 1")
+        path = self._strip_protocol(path)
+        a, c, name = self._split(path)
+        if not c:
+            raise NotImplementedError("the Ambry REST API cannot list accounts or "
+                                      "containers: find <account>/<container>[/<dir>]")
+        base = name + "/" if name else ""
+        files: dict[str, dict[str, Any]] = {}
+        dirs: dict[str, dict[str, Any]] = {}
+        async for e in self._names(a, c, base + prefix):
+            parts = e.name[len(base):].split("/")
+            if "" in parts:
+                continue  # an empty segment: no fsspec path reaches it
+            depth = len(parts) if maxdepth is None else min(len(parts), maxdepth + 1)
+            for i in range(1, depth):
+                d = f"{path}/{'/'.join(parts[:i])}"
+                dirs.setdefault(d, _dir_entry(d))
+            if maxdepth is None or len(parts) <= maxdepth:
+                full = f"{path}/{'/'.join(parts)}"
+                files[full] = _entry_from_listing(full, e)
+        out = dict(files)
+        if withdirs:
+            out.update(dirs)
+            if out or not name:
+                out[path] = _dir_entry(path)
+        if not out and name and not prefix:
+            try:
+                info = await self._info(path)
+            except FileNotFoundError:
+                info = None
+            if info is not None and info["type"] == "file":
+                out[path] = info
+        names = sorted(out)
+        return {n: out[n] for n in names} if detail else names
+
+    async def _du(self, path: str, total: bool = True, maxdepth: int | None = None,
+                  withdirs: bool = False, **kwargs: Any) -> Any:
+        """Sizes from one listing (fsspec's default asks for every file's info)."""
+        found = await self._find(path, maxdepth=maxdepth, withdirs=withdirs, detail=True)
+        sizes = {name: int(info["size"]) for name, info in found.items()}
+        return sum(sizes.values()) if total else sizes
+
+    async def _info(self, path: str, refresh: bool = False, **kwargs: Any) -> dict[str, Any]:
+        path = self._strip_protocol(path)
+        a, c, name = self._split(path)
+        if not c:
+            # accounts come from the cluster config and cannot be checked over the REST API
+            return _dir_entry(path)
+        if not name:
+            await self._has_names(a, c, "")  # FileNotFoundError for an unknown container
+            return _dir_entry(path)
+        if not refresh:
+            parent = self._parent(path)
+            listed = self.dircache.get(parent)
+            if listed is not None:
+                for e in listed:
+                    if e["name"] == path:
+                        return dict(e)
+                raise FileNotFoundError(errno.ENOENT, "no such name", path)
+        try:
+            info = await self.client.head_named(name, account=a, container=c)
+        except InvalidArgument as e:
+            # a HEAD reply has no body to say "unknown container": the listing below does
+            if not await self._has_names(a, c, name + "/"):
+                raise
+            return _dir_entry(path)
+        except ApiError as e:
+            err = _os_error(e, path)
+            if not isinstance(err, FileNotFoundError):
+                raise err from e
+        else:
+            return _entry_from_info(path, info)
+        if await self._has_names(a, c, name + "/"):
+            return _dir_entry(path)
+        raise FileNotFoundError(errno.ENOENT, "no such name", path)
+
+    async def _mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+        """Nothing to do: directories are implied by the names below them."""
+
+    async def _makedirs(self, path: str, exist_ok: bool = False) -> None:
+        """Nothing to do: directories are implied by the names below them."""
+
+    async def _rmdir(self, path: str) -> None:
+        """A directory exists only while names lie below it, so it is never empty."""
+        if await self._isdir(path):
+            raise OSError(errno.ENOTEMPTY, "directory not empty (use rm(recursive=True))",
+                          path)
+        raise FileNotFoundError(errno.ENOENT, "no such directory", path)
+
+    def invalidate_cache(self, path: str | None = None) -> None:
+        """Forget cached listings: all, or those of ``path``, below it, and its parents."""
+        if path is None:
+            self.dircache.clear()
+            return
+        path = self._strip_protocol(path)
+        below = path + "/"
+        for key in list(self.dircache):
+            if key == path or key.startswith(below):
+                self.dircache.pop(key, None)
+        while path:
+            path = self._parent(path)
+            self.dircache.pop(path, None)
+
+    # ------------------------------------------------------------------ reads
+    async def _cat_file(self, path: str, start: int | None = None, end: int | None = None,
+                        **kwargs: Any) -> bytes:
+        a, c, name = self._name_of(path)
+        try:
+            if not start and end is None:
+                data: bytes = await self.client.get_named_bytes(name, account=a,
+                                                                container=c)
+                return data
+            reader = await self.client.open_named(name, account=a, container=c)
+            try:
+                lo, hi = _range(start, end, reader.size)
+                reader.seek(lo)
+                return await reader.read(hi - lo)
+            finally:
+                await reader.aclose()
+        except ApiError as e:
+            raise _os_error(e, path) from e
+
+    async def _get_file(self, rpath: str, lpath: Any, callback: Any = DEFAULT_CALLBACK,
+                        **kwargs: Any) -> None:
+        a, c, name = self._name_of(rpath)
+        try:
+            if isfilelike(lpath):
+                await self._copy_to(name, a, c, lpath, callback)
+                return
+            info = await self.client.download_named(name, lpath, account=a, container=c)
+        except ApiError as e:
+            err = _os_error(e, rpath)
+            if isinstance(err, FileNotFoundError) and await self._isdir(rpath):
+                os.makedirs(lpath, exist_ok=True)  # a directory: its names come separately
+                return
+            raise err from e
+        callback.set_size(info.size)
+        callback.relative_update(info.size)
+
+    async def _copy_to(self, name: str, a: str, c: str, out: Any, callback: Any) -> None:
+        reader = await self.client.open_named(name, account=a, container=c)
+        try:
+            callback.set_size(reader.size)
+            while piece := await reader.read(_COPY_PIECE_BYTES):
+                out.write(piece)
+                callback.relative_update(len(piece))
+        finally:
+            await reader.aclose()
+
+    def _open(self, path: str, mode: str = "rb", block_size: int | None = None,
+              autocommit: bool = True, cache_options: Any = None,
+              **kwargs: Any) -> AmbryReadFile | AmbryWriteFile:
+        path = self._strip_protocol(path)
+        a, c, name = self._name_of(path)
+        if mode == "rb":
+            try:
+                reader = self._call(self.client.open_named(name, account=a, container=c))
+            except ApiError as e:
+                raise _os_error(e, path) from e
+            return AmbryReadFile(self, path, reader, block_size or self.read_buffer_bytes)
+        if mode in ("wb", "xb"):
+            if mode == "xb" and self.exists(path):
+                raise FileExistsError(errno.EEXIST, "name exists", path)
+            return AmbryWriteFile(self, path, create=mode == "xb", autocommit=autocommit,
+                                  spool_bytes=self.spool_bytes)
+        raise ValueError(f"mode {mode!r} is not supported: blobs are immutable, so a file is "
+                         f"read ('rb') or written whole ('wb', 'xb'); no append or update")
+
+    # ------------------------------------------------------------------ writes
+    async def _upload(self, path: str, data: Any, *, create: bool) -> str:
+        a, c, name = self._name_of(path)
+        try:
+            blob_id: str = await self.client.put_named(
+                name, data, upsert=not create, content_type=guess_content_type(name),
+                account=a, container=c)
+        except ApiError as e:
+            raise _os_error(e, path) from e
+        finally:
+            self.invalidate_cache(path)
+        return blob_id
+
+    async def _pipe_file(self, path: str, value: bytes, mode: str = "overwrite",
+                         **kwargs: Any) -> None:
+        await self._upload(path, value, create=mode == "create")
+
+    async def _put_file(self, lpath: str, rpath: str, callback: Any = DEFAULT_CALLBACK,
+                        mode: str = "overwrite", **kwargs: Any) -> None:
+        if os.path.isdir(lpath):
+            return  # directories are implied by the names below them
+        f = await asyncio.to_thread(open, lpath, "rb")
+        try:
+            callback.set_size(os.fstat(f.fileno()).st_size)
+            await self._upload(rpath, _ProgressFile(f, callback.absolute_update),
+                               create=mode == "create")
+        finally:
+            f.close()
+
+    async def _cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        a1, c1, n1 = self._name_of(path1)
+        a2, c2, n2 = self._name_of(path2)
+        try:
+            reader = await self.client.open_named(n1, account=a1, container=c1)
+        except ApiError as e:
+            err = _os_error(e, path1)
+            if isinstance(err, FileNotFoundError) and await self._isdir(path1):
+                return  # a directory: its names are copied one by one
+            raise err from e
+        try:
+            # no server-side copy in the REST API: the reader feeds a streamed named put
+            info = reader.info
+            await self.client.put_named(
+                n2, reader, upsert=True, content_type=info.content_type,
+                user_metadata=dict(info.user_metadata), owner_id=info.owner_id or None,
+                filename=info.filename or None, account=a2, container=c2)
+        except ApiError as e:
+            raise _os_error(e, path2) from e
+        finally:
+            await reader.aclose()
+            self.invalidate_cache(path2)
+
+    async def _rm_file(self, path: str, **kwargs: Any) -> None:
+        a, c, name = self._name_of(path)
+        try:
+            await self.client.delete_named(name, account=a, container=c)
+        except ApiError as e:
+            raise _os_error(e, path) from e
+        finally:
+            self.invalidate_cache(path)
+
+    async def _rm(self, path: str | list[str], recursive: bool = False,
+                  batch_size: int | None = None, maxdepth: int | None = None,
+                  **kwargs: Any) -> None:
+        paths = await self._expand_path(path, recursive=recursive, maxdepth=maxdepth)
+        results = await _run_coros_in_chunks(
+            [self._rm_one(p, recursive) for p in paths],
+            batch_size=batch_size or self.batch_size, nofiles=True, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+
+    async def _rm_one(self, path: str, listed: bool) -> None:
+        if not self._split(path)[2]:
+            return  # a container: its names are in the list too
+        try:
+            await self._rm_file(path)
+        except FileNotFoundError:
+            # a directory of the expanded list (implied: it goes with its names), or a name
+            # another client removed meanwhile
+            if not listed and not await self._isdir(path):
+                raise
+
+    # ------------------------------------------------------------------ metadata
+    def _file_info(self, path: str) -> dict[str, Any]:
+        info: dict[str, Any] = self.info(path)
+        if info["type"] != "file":
+            raise IsADirectoryError(errno.EISDIR, "a directory has no timestamps", path)
+        return info
+
+    def modified(self, path: str) -> datetime:
+        """When the blob the name points to was created (UTC)."""
+        created: datetime = self._file_info(path)["mtime"]
+        return created
+
+    def created(self, path: str) -> datetime:
+        """When the blob the name points to was created (UTC); the same as :meth:`modified`
+        since an overwrite stores a new blob."""
+        created: datetime = self._file_info(path)["created"]
+        return created
+
+    def ukey(self, path: str) -> str:
+        """The blob id the name points to: it changes whenever the content does."""
+        blob_id: str = self._file_info(path)["blob_id"]
+        return blob_id
+
+    def sign(self, path: str, expiration: int = 3600, **kwargs: Any) -> str:
+        """A URL that reads the blob the name points to now, without headers, for
+        ``expiration`` seconds."""
+        url: str = self._call(self.client.signed_url(
+            "GET", self.ukey(path), expires_in_s=expiration))
+        return url
+
+
+def _range(start: int | None, end: int | None, size: int) -> tuple[int, int]:
+    """fsspec's ``[start, end)`` (negative counts from the end, None is an edge) clamped to
+    ``[0, size]``."""
+    lo = 0 if start is None else (size + start if start < 0 else start)
+    hi = size if end is None else (size + end if end < 0 else end)
+    lo = min(max(lo, 0), size)
+    hi = min(max(hi, lo), size)
+    return lo, hi
