@@ -252,7 +252,10 @@ class Log:
                 fut.set_result(None)
             else:
                 self._waiters.append((pos_end, fut))
-                self._cv.notify()
+                if len(self._waiters) == 1:
+                    # the commit thread only sleeps with no waiters; with some, it is
+                    # already syncing and picks this one up on its next round
+                    self._cv.notify()
         return fut
 
     def durable_async(self, pos_end: Position) -> asyncio.Future[None]:
@@ -267,7 +270,10 @@ class Log:
                 fut.set_result(None)
             else:
                 self._waiters.append((pos_end, fut))
-                self._cv.notify()
+                if len(self._waiters) == 1:
+                    # the commit thread only sleeps with no waiters; with some, it is
+                    # already syncing and picks this one up on its next round
+                    self._cv.notify()
         return fut
 
     def wait_durable(self, pos_end: Position) -> None:
