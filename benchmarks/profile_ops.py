@@ -1,0 +1,144 @@
+"""Where does the CPU of one request go? CPU milliseconds per operation, per process.
+
+Starts a 1-DC store (3 storage nodes, one frontend; the same defaults as the benchmarks),
+stores a few hundred blobs, then runs a fixed number of PUTs or GETs of one size with
+``--clients`` connections and divides the CPU time each process used by the operation count.
+CPU per op is steadier than ops/s on a shared, noisy machine: it says how many operations the
+machine's cores could carry if nothing else ran. ``--py-spy DIR`` also records a py-spy
+profile (``--gil``: only samples holding the GIL, i.e. Python CPU) of the frontend and one
+node during the run and prints the hottest frames of each.
+
+    python benchmarks/profile_ops.py --op PUT --size 4096 --ops 3000
+    python benchmarks/profile_ops.py --op GET --size 1048576 --clients 8 --py-spy /tmp/prof
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aiohttp
+import psutil
+
+from ambry.testing.frontend import StoreCluster
+
+HEADERS = {"x-ambry-service-id": "profile", "x-ambry-content-type": "application/octet-stream"}
+
+
+async def drive(base: str, op: str, size: int, clients: int, n: int, ids: list[str]) -> None:
+    payload = os.urandom(size)
+    left = n
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as s:
+        async def worker(i: int) -> None:
+            nonlocal left
+            k = i
+            while left > 0:
+                left -= 1
+                k += 1
+                if op == "PUT":
+                    async with s.post(base + "/", data=payload, headers=HEADERS) as r:
+                        await r.read()
+                        assert r.status == 201, r.status
+                        ids.append(r.headers["Location"])
+                else:
+                    async with s.get(base + ids[k % len(ids)]) as r:
+                        body = await r.read()
+                        assert r.status == 200 and len(body) == size, r.status
+        await asyncio.gather(*(worker(i) for i in range(clients)))
+
+
+def hottest(raw_path: Path, top: int) -> list[str]:
+    """Frames by inclusive share of samples, from py-spy's raw (collapsed) output."""
+    incl: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw_path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        total += n
+        frames = [f.split(" (")[0] + " " + f.rsplit("/", 1)[-1].rstrip(")") for f in
+                  stack.split(";")]
+        for f in set(frames):
+            incl[f] += n
+        own[frames[-1]] += n
+    out = [f"self {v / total:5.1%}  {k}" for k, v in own.most_common(top)]
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--op", choices=["PUT", "GET"], default="PUT")
+    ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("--ops", type=int, default=3000)
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--no-replication", action="store_true")
+    ap.add_argument("--py-spy", metavar="DIR", default=None)
+    ap.add_argument("--dir", default=None)
+    a = ap.parse_args()
+    root = tempfile.mkdtemp(prefix="ambry-profile-", dir=a.dir)
+    try:
+        with StoreCluster(root, datacenters=1, nodes_per_dc=3, partitions=16,
+                          log_level="WARNING", frontend={"chunk_size_bytes": "4MiB"},
+                          extra={"replication": {"scrub_interval_s": 0,
+                                                 "enabled": not a.no_replication}}) as st:
+            base = st.url("dc1", "")
+            ids: list[str] = []
+            asyncio.run(drive(base, "PUT", a.size, a.clients, 300, ids))
+            fe = st.frontends["dc1"]
+            procs = {"frontend": psutil.Process(fe.pid)}
+            for name, node in st.nodes.items():
+                procs[name] = psutil.Process(node.pid)
+            spies = []
+            if a.py_spy:
+                out = Path(a.py_spy)
+                out.mkdir(parents=True, exist_ok=True)
+                first_node = next(iter(st.nodes))
+                for name in ("frontend", first_node):
+                    f = out / f"{a.op}-{a.size}-{name}.txt"
+                    spies.append((name, f, subprocess.Popen(
+                        ["py-spy", "record", "-p", str(procs[name].pid), "-f", "raw", "-o",
+                         str(f), "--nonblocking", "--gil", "-r", "200"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+                time.sleep(1)
+            c0 = {k: sum(p.cpu_times()[:2]) for k, p in procs.items()}
+            me0 = time.process_time()
+            t0 = time.perf_counter()
+            asyncio.run(drive(base, a.op, a.size, a.clients, a.ops, ids))
+            dt = time.perf_counter() - t0
+            client = (time.process_time() - me0) / a.ops * 1e3
+            per = {k: (sum(p.cpu_times()[:2]) - c0[k]) / a.ops * 1e3 for k, p in procs.items()}
+            for _n, _f, sp in spies:
+                sp.send_signal(2)
+                sp.wait(30)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    nodes = sum(v for k, v in per.items() if k != "frontend")
+    total = nodes + per["frontend"] + client
+    print(f"{a.op} {a.size} B x {a.ops}, {a.clients} clients, replication "
+          f"{'off' if a.no_replication else 'on'}: {a.ops / dt:,.0f} ops/s "
+          f"(load average {os.getloadavg()[0]:.1f})")
+    print(f"CPU ms per op: frontend {per['frontend']:.2f}, storage nodes {nodes:.2f} "
+          f"({', '.join(f'{k} {v:.2f}' for k, v in per.items() if k != 'frontend')}), "
+          f"client {client:.2f}; total {total:.2f} -> at most "
+          f"{os.cpu_count() or 1:d} cores / {total:.2f} ms = "
+          f"{(os.cpu_count() or 1) * 1e3 / total:,.0f} ops/s on this machine")
+    for name, f, _sp in spies:
+        if f.exists():
+            print(f"\npy-spy --gil, {name}:")
+            print("\n".join(hottest(f, 15)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
