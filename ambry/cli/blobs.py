@@ -412,6 +412,8 @@ def get(blob: str, output: str, conn: Conn) -> None:
 
 
 async def _get(conn: Conn, t: Target, output: str) -> None:
+    from ambry.client import BlobNotFound
+
     async with conn.client() as c:
         try:
             if output == "-":
@@ -429,6 +431,10 @@ async def _get(conn: Conn, t: Target, output: str) -> None:
                 await c.download_named(t.name, dest, account=t.account, container=t.container)
             else:
                 await c.download(t, dest)
+        except BlobNotFound as e:
+            if isinstance(t, Location) and await _has_names(c, t.with_name(t.name + "/")):
+                raise Failure(EXIT_USAGE, f"{t} is a directory: use ambry cp -r") from e
+            raise failure_of(e, _show(t)) from e
         except Exception as e:
             raise failure_of(e, _show(t)) from e
 

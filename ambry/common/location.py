@@ -84,11 +84,27 @@ def endpoints_from(given: str | Sequence[str] | None,
     for item in items:
         for url in item.split(","):
             url = url.strip().rstrip("/")
+            if url and "://" not in url:
+                url = "http://" + url
             if url and url not in urls:
-                urls.append(url if "://" in url else "http://" + url)
+                urls.append(url)
     return urls or [DEFAULT_ENDPOINT]
 
 
+# Python's own table only: the machine's /etc/mime.types would make the type depend on where
+# the upload ran (and calls a PyTorch ".pt" file "application/vnd.snesdev-page-table").
+_MIME = mimetypes.MimeTypes()
+_MIME.add_type("application/vnd.apache.parquet", ".parquet")
+_MIME.add_type("application/jsonl", ".jsonl")
+_COMPRESSED = {"gzip": "application/gzip", "bzip2": "application/x-bzip2",
+               "xz": "application/x-xz", "br": "application/x-brotli",
+               "compress": "application/x-compress"}
+
+
 def guess_content_type(name: str) -> str:
-    """The content type to store for a file called ``name`` (by its extension)."""
-    return mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
+    """The content type to store for a file called ``name`` (by its extension; a compressed
+    file is its compression's type, ``data.csv.gz`` is ``application/gzip``)."""
+    ctype, encoding = _MIME.guess_type(name)
+    if encoding is not None:
+        return _COMPRESSED.get(encoding, "application/octet-stream")
+    return ctype or "application/octet-stream"
