@@ -174,13 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     lines = [
-        f"# Storage engine benchmark ({time.strftime('%Y-%m-%d %H:%M')}, index: "
-        f"{native.implementation}, {os.cpu_count()} CPUs)",
+        (f"# Storage engine benchmark ({time.strftime('%Y-%m-%d %H:%M')}, index: "
+         f"{native.implementation}, {os.cpu_count()} CPUs)"),
         "",
-        f"Machine limits measured in this run: 4 KiB write+fdatasync "
-        f"{lim['fsync_4k_iops']:,.0f} IOPS (1 writer); sequential write + fsync "
-        f"{lim['seq_write_fsync_mbps']:,.0f} MB/s; loopback TCP "
-        f"{lim['loopback_tcp_mbps']:,.0f} MB/s (1 stream).",
+        (f"Machine limits measured in this run: 4 KiB write+fdatasync "
+         f"{lim['fsync_4k_iops']:,.0f} IOPS (1 writer); sequential write + fsync "
+         f"{lim['seq_write_fsync_mbps']:,.0f} MB/s; loopback TCP "
+         f"{lim['loopback_tcp_mbps']:,.0f} MB/s (1 stream)."),
         "",
         "| workload | threads | ops/s | MB/s | p50 ms | p99 ms | max ms | vs limit | note |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -145,7 +145,11 @@ def up(config_path: str, data_dir: str | None, log_level: str, log_format: str |
                 child.kill()
         state_path.unlink(missing_ok=True)
 
-    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
+    def on_sigterm(*_: object) -> None:
+        stop_all()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         for p in procs:
             if p.role == "node":

@@ -317,13 +317,13 @@ def _build_partitions(raw: Any, nodes: tuple[NodeConfig, ...], dcs: tuple[Datace
         if pid in seen:
             raise InvalidArgument(f"partition {pid} listed twice")
         seen.add(pid)
-        replicas = tuple(str(r) for r in p["replicas"])
-        missing = set(replicas) - node_ids
+        listed = tuple(str(r) for r in p["replicas"])
+        missing = set(listed) - node_ids
         if missing:
             raise InvalidArgument(f"partition {pid} names unknown nodes {sorted(missing)}")
-        if len(set(replicas)) != len(replicas):
+        if len(set(listed)) != len(listed):
             raise InvalidArgument(f"partition {pid} lists a node twice")
-        out.append(PartitionConfig(pid, replicas, parse_size(p.get("capacity_bytes", "100GiB"))))
+        out.append(PartitionConfig(pid, listed, parse_size(p.get("capacity_bytes", "100GiB"))))
     return tuple(out)
 
 

@@ -48,7 +48,8 @@ class BlobProperties:
         m.update({"sz": self.size, "ct": self.created_ms, "ttl": self.ttl_s,
                   "typ": self.content_type, "svc": self.service_id, "own": self.owner_id,
                   "fn": self.filename, "acc": self.account_id, "con": self.container_id})
-        return msgpack.packb(m, use_bin_type=True)
+        data: bytes = msgpack.packb(m, use_bin_type=True)
+        return data
 
     @classmethod
     def decode(cls, raw: bytes | memoryview) -> BlobProperties:
@@ -63,7 +64,8 @@ class BlobProperties:
             raise InvalidArgument(f"bad blob properties: {e}") from None
 
     def to_wire(self) -> dict[str, Any]:
-        return msgpack.unpackb(self.encode(), raw=False)
+        wire: dict[str, Any] = msgpack.unpackb(self.encode(), raw=False)
+        return wire
 
     @classmethod
     def from_wire(cls, m: dict[str, Any]) -> BlobProperties:

@@ -225,8 +225,7 @@ class Router:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or
-                               log.warning("background task failed: %r", t.exception()))
+        task.add_done_callback(_log_failure)
 
     def _note(self, node_id: str, op: str, exc: BaseException | None) -> Outcome:
         out = _outcome_of(exc)
@@ -1016,6 +1015,11 @@ async def _stream_reply(reply: GetReply, length: int, blob_id: BlobId
             raise DataCorrupt(f"blob {blob_id}: node sent {got} of {length} bytes")
     finally:
         await reply.release()
+
+
+def _log_failure(t: asyncio.Task[Any]) -> None:
+    if not t.cancelled() and t.exception() is not None:
+        log.warning("background task failed: %r", t.exception())
 
 
 def _release_result(t: asyncio.Task[Any]) -> None:

@@ -126,7 +126,7 @@ def verify_replica(path: str, disk: Disk | None = None) -> ReplicaReport:
             fold_blob_record(rebuilt, rec.position, rec.header, rec.key)
     rep.damage = [_damage_dict(d) | {"segment": d.segment} for d in damages]
     rep.blobs = len(rebuilt)
-    for _key, entry in rebuilt.items():
+    for _key, entry in rebuilt.items():  # noqa: PERF102 - the index has no values()
         st = state_of(entry)
         if st is not None and st.deleted:
             rep.deleted_blobs += 1

@@ -44,8 +44,10 @@ class NameEntry:
         return (self.ts_ms, self.dc_id, self.blob_id)
 
     def encode_value(self) -> bytes:
-        return msgpack.packb([self.blob_id, self.ts_ms, self.dc_id, self.deleted, self.size,
-                              self.content_type, self.created_ms], use_bin_type=True)
+        data: bytes = msgpack.packb([self.blob_id, self.ts_ms, self.dc_id, self.deleted,
+                                     self.size, self.content_type, self.created_ms],
+                                    use_bin_type=True)
+        return data
 
     @classmethod
     def decode_value(cls, key: bytes, raw: bytes) -> NameEntry:
@@ -57,9 +59,10 @@ class NameEntry:
 
     def encode_record_props(self) -> bytes:
         """The props section of a NAME_PUT / NAME_DELETE record."""
-        return msgpack.packb({"b": self.blob_id, "dc": self.dc_id, "sz": self.size,
+        data: bytes = msgpack.packb({"b": self.blob_id, "dc": self.dc_id, "sz": self.size,
                               "ct": self.content_type, "cr": self.created_ms},
                              use_bin_type=True)
+        return data
 
     @classmethod
     def from_record(cls, key: bytes, ts_ms: int, deleted: bool, props: bytes) -> NameEntry:
@@ -124,7 +127,7 @@ class NameView:
     def iter_all(self) -> Iterator[NameEntry]:
         """Every entry (tombstones included) in key order."""
         for key, raw in self._db.items():
-            yield NameEntry.decode_value(key, raw)
+            yield NameEntry.decode_value(key, bytes(raw))  # type: ignore[arg-type]
 
     def estimated_count(self) -> int:
         """rocksdb's estimate of live keys (cheap; includes name tombstones)."""

@@ -143,7 +143,8 @@ class BlobRead:
         if start < 0 or length < 0 or start + length > total:
             raise InvalidArgument("range outside the payload")
         if self.header.total_len <= self.replica.config.verify_on_read_max_bytes:
-            body = self._file.pread(self.header.body_len, self.position[1] + RECORD_HEADER_SIZE)
+            body: bytes = self._file.pread(self.header.body_len,
+                                           self.position[1] + RECORD_HEADER_SIZE)
             if len(body) != self.header.body_len or \
                     xxhash.xxh3_64_intdigest(body) != self.header.body_xxh3:
                 self.replica.report_corrupt(self.position, self.header, "payload checksum "
@@ -412,7 +413,7 @@ class Replica:
                 try:
                     if self.names is not None:
                         self.names.apply(e)
-                except Exception as err:  # rocksdict failure: do not ack the name
+                except Exception as err:  # noqa: BLE001 - rocksdict failure: do not ack the name
                     visible.set_exception(err)
                     return
                 visible.set_result(None)
@@ -808,9 +809,9 @@ class Replica:
 
     # ================================================================ replication feed
     def _sample_seq(self, seq: int, pos: Position) -> None:
-        if seq % _SEQ_SAMPLE_EVERY == 0 or not self._seq_samples:
-            if not self._seq_samples or seq > self._seq_samples[-1][0]:
-                self._seq_samples.append((seq, pos))
+        if not self._seq_samples or (seq % _SEQ_SAMPLE_EVERY == 0
+                                     and seq > self._seq_samples[-1][0]):
+            self._seq_samples.append((seq, pos))
 
     def _sample_segment_starts(self) -> None:
         """Read the first record header of each segment: cheap anchors for entries_since."""
@@ -903,7 +904,7 @@ class Replica:
 
             def dump(start: int, n: int) -> bytes:
                 with self.lock:
-                    return self.index.dump(start, n)  # type: ignore[no-any-return]
+                    return self.index.dump(start, n)
 
             def make_log_durable() -> None:
                 # entries dumped may reflect records after `position`: make them durable

@@ -112,8 +112,8 @@ def read_snapshot(disk: Disk, directory: str, load: Callable[[memoryview], int]
             raise DataCorrupt("not a version-1 index snapshot")
         raw_meta = f.pread(mlen, _HEAD.size)
         m = msgpack.unpackb(raw_meta, raw=False)
-        meta = SnapshotMeta(tuple(m["position"]), int(m["last_seq"]),  # type: ignore[arg-type]
-                            tuple(tuple(s) for s in m["segments"]),  # type: ignore[misc]
+        meta = SnapshotMeta(tuple(m["position"]), int(m["last_seq"]),
+                            tuple(tuple(s) for s in m["segments"]),
                             int(m["entries"]), bytes(m["incarnation"]))
         body_off = _HEAD.size + mlen
         if size != body_off + meta.entries * ENTRY_SIZE + 8:

@@ -170,7 +170,8 @@ def test_crash_during_compaction_swap_rolls_forward(harness: ReplicaHarness,
     harness.kill()
     marker = os.path.join(harness.dir, filenames.COMPACTION_MARKER)
     if crash_at != "before-marker":
-        assert json.loads(open(marker).read())["segment"] >= 1
+        with open(marker) as f:
+            assert json.loads(f.read())["segment"] >= 1
     r = harness.open()
     assert not os.path.exists(marker)
     assert not [n for n in os.listdir(harness.dir) if n.endswith(".tmp")]

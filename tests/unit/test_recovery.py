@@ -143,7 +143,8 @@ def test_flipped_bit_mid_log_is_reported_and_the_rest_served(harness: ReplicaHar
         r.get(victim)
     for bid in ids[:2] + ids[3:]:
         r.get(bid).read_payload()
-    report = open(os.path.join(harness.dir, "quarantine.log")).read()
+    with open(os.path.join(harness.dir, "quarantine.log")) as f:
+        report = f.read()
     assert '"corrupt"' in report
 
 
@@ -203,7 +204,7 @@ def test_bad_snapshot_only_costs_time(harness: ReplicaHarness, damage: str) -> N
             f.write(SegmentHeader(num, gen + 1).encode())
     elif damage == "past-end":
         # cut the log back: the snapshot now points past its end
-        last = sorted(n for n in os.listdir(harness.dir) if filenames.parse_segment_name(n))[-1]
+        last = max(n for n in os.listdir(harness.dir) if filenames.parse_segment_name(n))
         p = os.path.join(harness.dir, last)
         with open(p, "r+b") as f:
             f.truncate(32)
