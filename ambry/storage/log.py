@@ -245,17 +245,7 @@ class Log:
     def durable_future(self, pos_end: Position) -> concurrent.futures.Future[None]:
         """A future that completes once every byte before ``pos_end`` is durable."""
         fut: concurrent.futures.Future[None] = concurrent.futures.Future()
-        with self._cv:
-            if self.failed is not None and pos_end > self._durable:
-                fut.set_exception(self.failed)
-            elif pos_end <= self._durable:
-                fut.set_result(None)
-            else:
-                self._waiters.append((pos_end, fut))
-                if len(self._waiters) == 1:
-                    # the commit thread only sleeps with no waiters; with some, it is
-                    # already syncing and picks this one up on its next round
-                    self._cv.notify()
+        self._add_waiter(pos_end, fut)
         return fut
 
     def durable_async(self, pos_end: Position) -> asyncio.Future[None]:
@@ -263,6 +253,12 @@ class Log:
         the waiters of one loop with one ``call_soon_threadsafe`` per group commit (a
         wrapped concurrent future costs a wake-up of the loop per waiter)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._add_waiter(pos_end, fut)
+        return fut
+
+    def _add_waiter(self, pos_end: Position, fut: _Waiter) -> None:
+        """Complete ``fut`` now if it can be (from the caller's thread, so an asyncio future
+        is set in its own loop), else queue it for the commit thread."""
         with self._cv:
             if self.failed is not None and pos_end > self._durable:
                 fut.set_exception(self.failed)
@@ -274,7 +270,6 @@ class Log:
                     # the commit thread only sleeps with no waiters; with some, it is
                     # already syncing and picks this one up on its next round
                     self._cv.notify()
-        return fut
 
     def wait_durable(self, pos_end: Position) -> None:
         self.durable_future(pos_end).result()
