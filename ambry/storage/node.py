@@ -90,6 +90,7 @@ log = logging.getLogger(__name__)
 _STREAM_CHUNK_BYTES = 1 << 20
 _LINGER_S = 2.0  # how long a connection closed for a bad request keeps draining the client
 _IDLE_SNAPSHOT_FACTOR = 10  # snapshot a replica with few new records every 10 intervals
+_SNAPSHOT_TICK_S = 5.0  # how often the node-wide bound on unsnapshotted records is checked
 # replies must stay under the header bound: batches of entries/names are cut at this size
 _REPLY_LIST_BUDGET_BYTES = MAX_HEADER_BYTES - 64 * 1024
 _REPLICATE_COALESCE_S = 0.02  # a woken long poll waits this long for more writes
@@ -439,22 +440,32 @@ class StorageNode:
         loop = asyncio.get_running_loop()
         st = self.cfg.storage
         interval = max(0.05, float(st.snapshot_interval_s))
+        tick = min(interval, _SNAPSHOT_TICK_S)
         last = {pid: time.monotonic() for pid in self.replicas}
+        next_regular = time.monotonic() + interval
         while True:
-            await asyncio.sleep(interval)
-            for pid, r in list(self.replicas.items()):
-                n = r.records_since_snapshot
-                idle_due = time.monotonic() - last.get(pid, 0) >= interval * _IDLE_SNAPSHOT_FACTOR
-                if n >= st.snapshot_min_records or (n > 0 and idle_due):
-                    try:
-                        t0 = time.monotonic()
-                        await loop.run_in_executor(self._maint, r.write_snapshot)
-                        self.metrics.snapshots.inc()
-                        log.info("snapshot of partition %d after %d records in %.3f s", pid, n,
-                                 time.monotonic() - t0)
-                    except Exception:
-                        log.exception("snapshot of partition %d failed", pid)
-                    last[pid] = time.monotonic()
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            regular = now >= next_regular
+            if regular:
+                next_regular = now + interval
+            replicas = dict(self.replicas)
+            tails = {pid: r.records_since_snapshot for pid, r in replicas.items()}
+            idle = {pid: now - last.get(pid, 0) for pid in replicas}
+            for pid in replicas_to_snapshot(tails, idle, regular=regular,
+                                            min_records=st.snapshot_min_records,
+                                            idle_after_s=interval * _IDLE_SNAPSHOT_FACTOR,
+                                            node_tail_records=st.snapshot_node_tail_records):
+                r = replicas[pid]
+                try:
+                    t0 = time.monotonic()
+                    await loop.run_in_executor(self._maint, r.write_snapshot)
+                    self.metrics.snapshots.inc()
+                    log.info("snapshot of partition %d after %d records in %.3f s", pid,
+                             tails[pid], time.monotonic() - t0)
+                except Exception:
+                    log.exception("snapshot of partition %d failed", pid)
+                last[pid] = time.monotonic()
 
     async def _usage_passes(self, replicas: list[Replica]) -> None:
         """Count the usage of replicas opened from a snapshot, one at a time on the
@@ -1092,3 +1103,23 @@ def run_node(cfg: ClusterConfig, node_id: str, data_dir: str | Path | None = Non
     import uvloop
 
     return uvloop.run(main(), debug=debug)
+
+
+def replicas_to_snapshot(tails: Mapping[int, int], idle_s: Mapping[int, float], *,
+                         regular: bool, min_records: int, idle_after_s: float,
+                         node_tail_records: int) -> list[int]:
+    """Which replicas to snapshot now (pure). ``tails``: records since each replica's last
+    snapshot; ``idle_s``: seconds since it. On a regular round: every replica with
+    ``min_records`` new records, or with any after ``idle_after_s``. On every round: the
+    largest remaining tails until the node's total is within ``node_tail_records`` (what
+    a kill -9 makes the restart replay)."""
+    chosen = [pid for pid, n in tails.items() if regular and n > 0 and
+              (n >= min_records or idle_s.get(pid, 0.0) >= idle_after_s)]
+    rest = {pid: n for pid, n in tails.items() if pid not in chosen and n > 0}
+    total = sum(rest.values())
+    for pid in sorted(rest, key=lambda p: (-rest[p], p)):
+        if total <= node_tail_records:
+            break
+        chosen.append(pid)
+        total -= rest[pid]
+    return chosen
