@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                          storage={"durability": "fsync"},
                          frontend={"chunk_size_bytes": "4MiB", "failure_backoff_s": 10})
     key = TEST_S3["access_keys"][0]
+    started_swift = False
     try:
         with store:
             results += run_target("ambry", store.s3_url(), key["access_key"],
@@ -135,9 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         if a.compare == "swift":
             if not swift_running():
                 subprocess.run(["bash", str(SWIFT_UP)], check=True)
+                started_swift = True
             results += run_target("swift s3api", SWIFT_ENDPOINT, "test:tester", "testing",
                                   seconds, a.smoke)
     finally:
+        if started_swift:  # leave the machine as we found it
+            subprocess.run(["bash", str(SWIFT_UP.with_name("down.sh"))], check=False,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if a.dir is None:
             shutil.rmtree(root, ignore_errors=True)
     print(f"# S3 benchmark ({time.strftime('%Y-%m-%d %H:%M')}, boto3 over http, "
