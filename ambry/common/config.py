@@ -67,7 +67,7 @@ class StorageConfig:
     snapshot_min_records: int = 10000
     # records not covered by any snapshot, all replicas of a node together: a kill -9 replays
     # them at restart (~20 us each), so this bounds the restart time after a crash
-    snapshot_node_tail_records: int = 50000
+    snapshot_node_tail_records: int = 25000
     readonly_fill_ratio: float = 0.95
     io_threads: int = 8
     verify_on_read_max_bytes: int = 8 * 1024**2
