@@ -28,7 +28,12 @@ from typing import Any, Self
 from ambry.common.blobid import BlobId
 from ambry.common.errors import AmbryError, Unavailable, error_from_code
 from ambry.common.properties import BlobProperties
-from ambry.protocol.framing import STREAM_BUFFER_BYTES, pack_header, read_header
+from ambry.protocol.framing import (
+    STREAM_BUFFER_BYTES,
+    pack_header,
+    read_header,
+    write_message,
+)
 from ambry.protocol.messages import (
     STATUS_OK,
     EntriesReply,
@@ -43,7 +48,6 @@ __all__ = ["GetReply", "NodeClient", "Reply"]
 log = logging.getLogger(__name__)
 
 _INLINE_PAYLOAD_MAX_BYTES = 256 * 1024  # smaller reply payloads are read by the connection
-_COALESCE_WRITE_BYTES = 64 * 1024  # a request this small goes out in one write
 _STREAMING_LOAD = 1_000_000  # a connection busy streaming a payload is the last choice
 
 
@@ -216,14 +220,7 @@ class _Connection:
         async with self.write_lock:
             if self.closed:
                 raise Unavailable(f"connection to {self.peer} is closed")
-            # header and payload go into the transport with no await in between: a cancelled
-            # caller can never leave half a message on the wire.
-            if payload and len(payload) <= _COALESCE_WRITE_BYTES:
-                self.writer.write(frame + payload)  # one send() for a small request
-            else:
-                self.writer.write(frame)
-                if payload:
-                    self.writer.write(payload)
+            write_message(self.writer, frame, payload)
             try:
                 await self.writer.drain()
             except (OSError, RuntimeError) as e:

@@ -18,7 +18,7 @@ import msgpack
 from ambry.protocol.messages import MAX_HEADER_BYTES, BadRequestFrame
 
 __all__ = ["LEN_PREFIX_BYTES", "STREAM_BUFFER_BYTES", "discard_exactly", "pack_header",
-           "read_header"]
+           "read_header", "write_message"]
 
 _LEN = struct.Struct(">I")
 LEN_PREFIX_BYTES = _LEN.size
@@ -27,6 +27,8 @@ _DISCARD_CHUNK_BYTES = 256 * 1024
 #: pauses the socket. The asyncio default (64 KiB) makes a 1 MiB payload cost dozens of
 #: pause/resume cycles.
 STREAM_BUFFER_BYTES = 1024 * 1024
+#: A message whose payload is at most this goes out in one write (one send() syscall).
+_COALESCE_WRITE_BYTES = 64 * 1024
 
 
 def pack_header(header: dict[str, Any]) -> bytes:
@@ -35,6 +37,19 @@ def pack_header(header: dict[str, Any]) -> bytes:
     if len(body) > MAX_HEADER_BYTES:
         raise ValueError(f"message header of {len(body)} bytes is over {MAX_HEADER_BYTES}")
     return _LEN.pack(len(body)) + body
+
+
+def write_message(writer: asyncio.StreamWriter, frame: bytes,
+                  payload: bytes | bytearray | memoryview | None) -> None:
+    """Put a packed header and its payload into the transport, with no await in between (a
+    cancelled caller never leaves half a message on the wire). Small messages are joined
+    first: header and payload in two writes cost two syscalls."""
+    if payload and len(payload) <= _COALESCE_WRITE_BYTES:
+        writer.write(frame + payload)
+    else:
+        writer.write(frame)
+        if payload:
+            writer.write(payload)
 
 
 def _corr_of(obj: Any) -> int:

@@ -63,6 +63,7 @@ from ambry.protocol.framing import (
     discard_exactly,
     pack_header,
     read_header,
+    write_message,
 )
 from ambry.protocol.messages import (
     MAX_ENTRIES_BATCH,
@@ -94,7 +95,6 @@ _SNAPSHOT_TICK_S = 5.0  # how often the node-wide bound on unsnapshotted records
 # replies must stay under the header bound: batches of entries/names are cut at this size
 _REPLY_LIST_BUDGET_BYTES = MAX_HEADER_BYTES - 64 * 1024
 _REPLICATE_COALESCE_S = 0.02  # a woken long poll waits this long for more writes
-_COALESCE_WRITE_BYTES = 64 * 1024  # header + payload this small go out in one write
 _U16 = 0xFFFF
 _U64 = 2**64 - 1
 
@@ -123,12 +123,7 @@ class _Conn:
         async with self.write_lock:
             if self.closing:
                 return 0
-            if payload and len(payload) <= _COALESCE_WRITE_BYTES:
-                self.writer.write(frame + payload)  # one send() for a small reply
-            else:
-                self.writer.write(frame)
-                if payload:
-                    self.writer.write(payload)
+            write_message(self.writer, frame, payload)
             try:
                 await self.writer.drain()
             except (ConnectionError, OSError):
