@@ -1,11 +1,18 @@
 """Storage node restart time with many blobs, end to end: a real ``ambry server`` process.
 
 One node, one datacenter, ``--partitions`` replicas (16, as each node of config/local.yaml
-holds), replication on but without peers. Blobs are created through the node protocol
-(``NodeClient.put``, pipelined, ``--concurrency`` in flight) with small payloads (16-100
-bytes) so that the index, not the disk, is what grows. The fill runs with ``durability:
-page-cache`` (it is several times faster); every restart below runs with the default config
-(fsync group commit). Measured, from the moment the process is spawned until it serves again
+holds), replication on but without peers, for each count in ``--blobs`` (1M and 10M). Blobs
+have small payloads (16-100 bytes) so that the index, not the disk, is what grows. They are
+created through the store API, one of two ways (``--fill``):
+  * ``store`` (default): with the node stopped, one worker process per CPU opens the node's
+    replica directories with ``Replica.open`` (the node's own config) and writes through
+    ``Replica.put``, the call the node's PUT handler makes, then closes them (which writes the
+    index snapshots, as a graceful node stop does). ~10x faster than over the network, which
+    is what makes 10M blobs a minutes-long fill instead of an hour-and-a-half one;
+  * ``protocol``: through the running node (``NodeClient.put``, pipelined, ``--concurrency``
+    in flight).
+Either fill runs with ``durability: page-cache``; every restart below runs with the default
+config (fsync group commit). Measured, from the moment the process is spawned until it serves again
 (``/healthCheck`` answers 200 and a GET of a known blob of every partition returns its bytes):
   (a) graceful restart: SIGTERM (the node writes index snapshots on the way down), start;
   (b) ``kill -9`` after writing a tail of blobs that no snapshot covers yet (just under the
@@ -17,15 +24,15 @@ Also printed: the node's own "started in" time (replicas opened and listening; t
 interpreter start and imports), blobs and log bytes from ``/metrics``, and the node's RSS
 growth per blob (the index's own bytes per entry are not on ``/metrics``:
 ``bench_index.py`` measures them). Target (BENCHMARKS.md): serving again in < 5 s with 10M
-blobs. When creating ``--ten-million`` blobs through the node protocol would take longer than
-``--max-fill-minutes``, the run says so and extrapolates from ``bench_store.py``'s index-level
-restart with 10M blobs.
+blobs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import multiprocessing
 import os
 import random
 import re
@@ -42,10 +49,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import yaml
 
 from ambry.common.blobid import BlobId, new_blob_id
+from ambry.common.config import load_config
 from ambry.common.errors import AmbryError
 from ambry.common.properties import BlobProperties
 from ambry.protocol.client import NodeClient
 from ambry.storage import filenames
+from ambry.storage.replica import Replica
 from ambry.testing.cluster import LocalCluster, NodeProcess
 from benchmarks import limits
 
@@ -112,6 +121,70 @@ class Filler:
         self.written += n
         kept.update(last[-keep_last:] if keep_last else [])
         return dt, kept
+
+
+def _store_fill_worker(job: tuple[str, str, str, list[int], int, int, int]
+                       ) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
+    """One fill process: writes ``per_partition`` blobs into each of ``partitions`` of the
+    stopped node through ``Replica.put``, then closes the replicas (snapshots written).
+    Returns (the first blob of each partition, ``keep`` random blobs) as raw id -> payload."""
+    config_path, data_root, node_id, partitions, per_partition, keep, seed = job
+    cfg = load_config(config_path, data_root)
+    storage = dataclasses.replace(cfg.storage, durability="page-cache")
+    by_id = {p.id: p for p in cfg.cluster_map.partitions}
+    rnd = random.Random(seed)
+    noise = os.urandom(1 << 16)
+    created_ms = int(time.time() * 1000)
+    firsts: dict[bytes, bytes] = {}
+    kept: dict[bytes, bytes] = {}
+    total = per_partition * len(partitions)
+    keep_at = set(rnd.sample(range(total), min(keep, total)))
+    i = 0
+    for pid in partitions:
+        path = cfg.node_data_dir(node_id) / filenames.replica_dir_name(pid)
+        replica = Replica.open(str(path), pid, storage, by_id[pid].capacity_bytes)
+        first = True
+        try:
+            for _ in range(per_partition):
+                bid = new_blob_id(1, 1, 1, pid)
+                size = 16 + (i * 7919) % 85
+                start = (i * 104729) % (len(noise) - size)
+                payload = noise[start:start + size]
+                props = BlobProperties(size=size, created_ms=created_ms,
+                                       service_id="bench-restart", account_id=1,
+                                       container_id=1)
+                replica.put(bid, props, b"", payload)
+                if first:
+                    firsts[bid.to_bytes()] = payload
+                    first = False
+                if i in keep_at:
+                    kept[bid.to_bytes()] = payload
+                i += 1
+        finally:
+            replica.close()
+    return firsts, kept
+
+
+def store_fill(cluster: LocalCluster, node: NodeProcess, partitions: int, blobs: int,
+               workers: int) -> tuple[float, dict[BlobId, bytes], dict[BlobId, bytes]]:
+    """Fill the stopped ``node`` with ``blobs`` blobs through ``Replica.put`` in ``workers``
+    processes. Returns (seconds, probes: the first blob of each partition, 1000 kept)."""
+    assert not node.running
+    per_partition = -(-blobs // partitions)
+    shares = [list(range(partitions))[w::workers] for w in range(workers)]
+    jobs = [(str(cluster.config_path), str(cluster.data_root), node.node_id, share,
+             per_partition, 1000 * len(share) // partitions, w)
+            for w, share in enumerate(shares) if share]
+    t0 = time.monotonic()
+    with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+        results = pool.map(_store_fill_worker, jobs)
+    dt = time.monotonic() - t0
+    probes: dict[BlobId, bytes] = {}
+    kept: dict[BlobId, bytes] = {}
+    for firsts, k in results:
+        probes |= {BlobId.from_bytes(b): p for b, p in firsts.items()}
+        kept |= {BlobId.from_bytes(b): p for b, p in k.items()}
+    return dt, probes, kept
 
 
 async def missing(node: NodeProcess, blobs: dict[BlobId, bytes]) -> int:
@@ -217,16 +290,27 @@ async def restart(node: NodeProcess, how: str, probes: dict[BlobId, bytes],
             "rss": node.rss_bytes(), "metrics": await asyncio.to_thread(metrics, node)}
 
 
-async def run(a: argparse.Namespace, cluster: LocalCluster) -> dict[str, Any]:
+async def run(a: argparse.Namespace, cluster: LocalCluster, blobs: int) -> dict[str, Any]:
     node = next(iter(cluster.nodes.values()))
-    res: dict[str, Any] = {"rss_empty": node.rss_bytes(), "node_s_empty": started_in(node)}
+    res: dict[str, Any] = {"blobs": blobs, "rss_empty": node.rss_bytes(),
+                           "node_s_empty": started_in(node)}
     filler = Filler(node, a.partitions, a.concurrency, seed=1)
-    print(f"  filling {a.blobs:,} blobs (page-cache durability)", file=sys.stderr, flush=True)
-    fill_s, kept = await filler.fill(a.blobs, keep=1000, progress_every=max(1, a.blobs // 10))
+    print(f"  filling {blobs:,} blobs through {a.fill} (page-cache durability)",
+          file=sys.stderr, flush=True)
+    if a.fill == "protocol":
+        fill_s, kept = await filler.fill(blobs, keep=1000, progress_every=max(1, blobs // 10))
+        probes = dict(filler.firsts)
+        set_durability(cluster, None)
+    else:
+        await asyncio.to_thread(node.terminate, 300)
+        set_durability(cluster, None)
+        fill_s, probes, kept = await asyncio.to_thread(
+            store_fill, cluster, node, a.partitions, blobs, a.workers)
+        filler.written = blobs
+        node.start()
+        await wait_serving(node, probes, time.monotonic(), a.timeout)
     res["fill_s"] = fill_s
-    probes = dict(filler.firsts)
     kept |= probes
-    set_durability(cluster, None)
 
     rows = []
     print("  (a) graceful restart", file=sys.stderr, flush=True)
@@ -248,19 +332,14 @@ async def run(a: argparse.Namespace, cluster: LocalCluster) -> dict[str, Any]:
     return res
 
 
-def report(a: argparse.Namespace, res: dict[str, Any], lim: dict[str, float],
-           load_before: tuple[float, ...], load_after: tuple[float, ...]) -> None:
-    n = a.blobs
+def report(a: argparse.Namespace, res: dict[str, Any]) -> None:
+    n = res["blobs"]
     fill_rate = n / res["fill_s"]
-    print(f"# Node restart with many blobs ({time.strftime('%Y-%m-%d %H:%M')}, 1 node, "
-          f"{a.partitions} replicas, {os.cpu_count()} CPUs)\n")
-    print(f"Machine load (1/5/15 min) before: {load_before[0]:.2f} / {load_before[1]:.2f} / "
-          f"{load_before[2]:.2f}, after: {load_after[0]:.2f} / {load_after[1]:.2f} / "
-          f"{load_after[2]:.2f}. Limits measured in this run: 4 KiB write+fdatasync "
-          f"{lim['fsync_4k_iops']:,.0f} IOPS (1 writer); sequential write + fsync "
-          f"{lim['seq_write_fsync_mbps']:,.0f} MB/s.\n")
-    print(f"Fill: {n:,} blobs of 16-100 bytes through `NodeClient.put` ({a.concurrency} in "
-          f"flight, durability page-cache): {res['fill_s']:.1f} s, {fill_rate:,.0f} puts/s. "
+    how = (f"`NodeClient.put` ({a.concurrency} in flight)" if a.fill == "protocol" else
+           f"`Replica.put` in {a.workers} processes, node stopped")
+    print(f"\n## {n:,} blobs\n")
+    print(f"Fill: {n:,} blobs of 16-100 bytes through {how}, durability page-cache: "
+          f"{res['fill_s']:.1f} s, {fill_rate:,.0f} puts/s. "
           f"Tail before the kill -9: {res['tail']:,} blobs ({a.tail_per_replica:,} per "
           f"replica) with fsync group commit: {res['tail'] / res['tail_s']:,.0f} puts/s. "
           f"Node RSS empty: {res['rss_empty'] / 1e6:.0f} MB.\n")
@@ -283,63 +362,58 @@ def report(a: argparse.Namespace, res: dict[str, Any], lim: dict[str, float],
           f"record). The index's bytes per entry are not exported on /metrics; the RSS growth "
           f"above is an upper bound (it includes allocator slack and per-replica buffers). "
           f"`bench_index.py` measures the C index itself: 45-46 B per blob at 1M and 10M.")
-    ten_min = TEN_MILLION / fill_rate / 60
-    if n < TEN_MILLION:
-        a_row = res["rows"][0]
-        empty = res["node_s_empty"] or 0.0
-        a_blobs = max(1, int(a_row["metrics"]["ambry_replica_blobs"]))
-        per_blob = max(0.0, (a_row["node_s"] or 0.0) - empty) / a_blobs
-        print(f"\n10M blobs: creating them this way would take {ten_min:.0f} min at "
-              f"{fill_rate:,.0f} puts/s (budget {a.max_fill_minutes:.0f} min), so this run "
-              f"stops at {n:,}. The 10M figure comes from `bench_store.py` at the index level "
-              f"(`Replica.open` of one replica holding 10M blobs, snapshot load + tail replay: "
-              f"1.26 s in benchmarks/results/2026-11-27-storage.md) and `bench_index.py` "
-              f"(snapshot load of 10M entries: 1.9 s).", end="")
-        if n < 500_000:
-            print(" (Too few blobs here to extrapolate.)")
-            return
-        print(f" Extrapolated from this run: the node's "
-              f"own start took {empty:.2f} s empty and {a_row['node_s'] or 0:.2f} s with "
-              f"{a_blobs:,} blobs, so ~{per_blob * 1e6:.2f} s per 1M blobs: "
-              f"~{empty + per_blob * TEN_MILLION:.1f} s at 10M, plus the process start and "
-              f"imports ({a_row['serving_s'] - (a_row['node_s'] or 0):.2f} s here): "
-              f"~{a_row['serving_s'] + per_blob * (TEN_MILLION - a_blobs):.1f} s to serve "
-              f"again after a graceful restart.")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
-    ap.add_argument("--blobs", type=int, default=1_000_000)
+    ap.add_argument("--blobs", type=int, nargs="+", default=[1_000_000, TEN_MILLION])
+    ap.add_argument("--fill", choices=["store", "protocol"], default="store",
+                    help="create the blobs through Replica.put in worker processes with the "
+                         "node stopped (store), or through the running node (protocol)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2,
+                    help="fill processes (--fill store)")
     ap.add_argument("--partitions", type=int, default=16)
     ap.add_argument("--concurrency", type=int, default=256)
     ap.add_argument("--tail-per-replica", type=int, default=SNAPSHOT_MIN_RECORDS - 1000)
-    ap.add_argument("--max-fill-minutes", type=float, default=15.0,
-                    help="fill budget: 10M blobs are created only if they fit in it")
     ap.add_argument("--timeout", type=float, default=600.0, help="per restart")
     ap.add_argument("--smoke", action="store_true", help="tiny run for CI (< 20 s)")
     a = ap.parse_args(argv)
     if a.smoke:
-        a.blobs, a.tail_per_replica = 20_000, 100
+        a.blobs, a.tail_per_replica = [20_000], 100
     load_before = os.getloadavg()
-    root = tempfile.mkdtemp(prefix="ambry-bench-restart-", dir=a.dir)
-    need = (a.blobs + a.tail_per_replica * a.partitions) * 400 + (1 << 30)
-    try:
-        if shutil.disk_usage(root).free < need:
-            print(f"not enough free disk in {root}: need {need / 1e9:.1f} GB")
-            return 2
-        lim = limits.measure_all(root, quick=True)
-        cluster = LocalCluster(root, datacenters=1, nodes_per_dc=1, partitions=a.partitions,
-                               replicas_per_dc=1, capacity="64GiB",
-                               storage={**STORAGE, "durability": "page-cache"},
-                               extra={"replication": {"scrub_interval_s": 0}},
-                               log_level="INFO")
-        with cluster:
-            res = asyncio.run(run(a, cluster))
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    report(a, res, lim, load_before, os.getloadavg())
+    results = []
+    lim: dict[str, float] = {}
+    for blobs in a.blobs:
+        root = tempfile.mkdtemp(prefix="ambry-bench-restart-", dir=a.dir)
+        need = (blobs + a.tail_per_replica * a.partitions) * 400 + (1 << 30)
+        try:
+            if shutil.disk_usage(root).free < need:
+                print(f"not enough free disk in {root}: need {need / 1e9:.1f} GB")
+                return 2
+            lim = lim or limits.measure_all(root, quick=True)
+            cluster = LocalCluster(root, datacenters=1, nodes_per_dc=1,
+                                   partitions=a.partitions, replicas_per_dc=1,
+                                   capacity="64GiB",
+                                   storage={**STORAGE, "durability": "page-cache"},
+                                   extra={"replication": {"scrub_interval_s": 0}},
+                                   log_level="INFO")
+            with cluster:
+                results.append(asyncio.run(run(a, cluster, blobs)))
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    load_after = os.getloadavg()
+    print(f"# Node restart with many blobs ({time.strftime('%Y-%m-%d %H:%M')}, 1 node, "
+          f"{a.partitions} replicas, {os.cpu_count()} CPUs)\n")
+    print(f"Machine load (1/5/15 min) before: {load_before[0]:.2f} / {load_before[1]:.2f} / "
+          f"{load_before[2]:.2f}, after: {load_after[0]:.2f} / {load_after[1]:.2f} / "
+          f"{load_after[2]:.2f}. Limits measured in this run: 4 KiB write+fdatasync "
+          f"{lim['fsync_4k_iops']:,.0f} IOPS (1 writer); sequential write + fsync "
+          f"{lim['seq_write_fsync_mbps']:,.0f} MB/s. Target (BENCHMARKS.md): serving again "
+          f"in < 5 s with 10M blobs.")
+    for res in results:
+        report(a, res)
     return 0
 
 
