@@ -89,6 +89,10 @@ class FrontendConfig:
     chunk_size_bytes: int = 4 * 1024**2
     upload_window_chunks: int = 4          # chunks of one upload in flight at once
     download_prefetch_chunks: int = 2      # chunks fetched ahead of the one being sent
+    # A GET asks one local replica, and the next one too if the first has not answered
+    # within this many ms (a hedged request): -1 = the p95 of recent replica GET times
+    # (at least 5 ms); 0 = ask two replicas at once (doubles node work and bytes read).
+    get_hedge_ms: int = -1
     inflight_budget_bytes: int = 128 * 1024**2  # all uploads of one frontend together
     max_blob_size_bytes: int = 64 * 1024**3
     node_timeout_ms: int = 10_000
@@ -108,6 +112,8 @@ class FrontendConfig:
             raise InvalidArgument("frontend.chunk_size_bytes must be >= 1024")
         if self.upload_window_chunks < 1 or self.download_prefetch_chunks < 0:
             raise InvalidArgument("frontend windows must be >= 1 (prefetch >= 0)")
+        if self.get_hedge_ms < -1:
+            raise InvalidArgument("frontend.get_hedge_ms must be -1 (adaptive), 0 or > 0")
         if self.inflight_budget_bytes < self.chunk_size_bytes:
             raise InvalidArgument("frontend.inflight_budget_bytes must hold at least a chunk")
 

@@ -5,7 +5,8 @@ Owns
     the backoff exactly one probe request is let through; a success clears the node;
   * :class:`ReadOnlyPartitions`: partitions that refused a put, avoided for a cool-down;
   * :func:`choose_partition`: the random pick of a writable partition for a PUT;
-  * :func:`order_replicas_for_get`: the waves in which a GET asks replicas.
+  * :func:`order_replicas_for_get`: the waves in which a GET asks replicas;
+  * :class:`HedgeDelay`: how long a GET waits for one replica before asking the next too.
 
 Does not own timeouts, sending requests, or the cluster map: callers pass node ids and partition
 ids in, and must report every call's outcome back (``record_success``/``record_failure``). Time
@@ -24,6 +25,7 @@ from typing import Protocol
 __all__ = [
     "Availability",
     "FailureDetector",
+    "HedgeDelay",
     "NodeHealth",
     "ReadOnlyPartitions",
     "choose_partition",
@@ -189,3 +191,49 @@ def order_replicas_for_get(local: Sequence[str], remote_by_dc: Mapping[str, Sequ
 
     waves = [up_groups[0][:2], up_groups[0][2:], *up_groups[1:], down]
     return [w for w in waves if w]
+
+
+class HedgeDelay:
+    """How long a GET waits for the replica it asked before asking the next one as well (a
+    hedged request, as in "The Tail at Scale"): the ``percentile`` of the last ``window``
+    times a local replica took to answer a GET, within [``min_s``, ``max_s``]. Before
+    ``min_samples`` answers are known it is ``min_s``.
+
+    Asking two replicas at once for every GET doubles the node work and, for large blobs, the
+    bytes read from the nodes (the losing reply must still be read off its connection);
+    waiting a p95 first costs at most that delay on the ~5 % of GETs it fires for. Pure: the
+    caller measures and feeds the samples (seconds). The percentile is recomputed every
+    ``window // 8`` samples, not per request.
+    """
+
+    def __init__(self, percentile: float = 95.0, min_s: float = 0.005, max_s: float = 1.0,
+                 window: int = 512, min_samples: int = 32) -> None:
+        if not 0 < percentile <= 100 or not 0 <= min_s <= max_s or window < 8:
+            raise ValueError("bad hedge settings")
+        self.percentile = percentile
+        self.min_s = min_s
+        self.max_s = max_s
+        self.window = window
+        self.min_samples = min(min_samples, window)
+        self._samples: list[float] = []
+        self._next = 0  # ring position once the window is full
+        self._since = 0
+        self._delay = min_s
+
+    def record(self, seconds: float) -> None:
+        if len(self._samples) < self.window:
+            self._samples.append(seconds)
+        else:
+            self._samples[self._next] = seconds
+            self._next = (self._next + 1) % self.window
+        self._since += 1
+        if len(self._samples) >= self.min_samples and (
+                self._since >= max(1, self.window // 8) or
+                len(self._samples) == self.min_samples):
+            self._since = 0
+            ordered = sorted(self._samples)
+            k = min(len(ordered) - 1, int(len(ordered) * self.percentile / 100))
+            self._delay = min(self.max_s, max(self.min_s, ordered[k]))
+
+    def delay(self) -> float:
+        return self._delay

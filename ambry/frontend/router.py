@@ -52,6 +52,7 @@ from ambry.frontend.chunking import ChunkRef, decode_metadata, encode_metadata, 
 from ambry.frontend.containers import ContainerRegistry
 from ambry.frontend.failure import (
     FailureDetector,
+    HedgeDelay,
     ReadOnlyPartitions,
     choose_partition,
     order_replicas_for_get,
@@ -178,6 +179,7 @@ class Router:
         self.detector = FailureDetector(monotonic, self.fe.failure_threshold_errors,
                                         self.fe.failure_backoff_s)
         self.read_only = ReadOnlyPartitions(monotonic, self.fe.read_only_cooldown_s)
+        self.hedge = HedgeDelay(max_s=self.fe.node_timeout_ms / 1000)
         self.budget = ByteBudget(self.fe.inflight_budget_bytes)
         self.partition_ids = self.cmap.partition_ids
         self._clients: dict[str, NodeClient] = {}
@@ -585,24 +587,54 @@ class Router:
         origin_answers: dict[str, Outcome] = {}
         other_answers: dict[str, Outcome] = {}
         errors: list[BaseException] = []
+        self.rnd.shuffle(local)  # spread reads over the replicas (the first is asked alone)
         for wave in order_replicas_for_get(local, remote, origin, self.detector):
             if not wave:
                 continue
 
             async def one(nid: str) -> tuple[str, GetReply | None, BaseException | None]:
+                t0 = time.monotonic()
                 try:
-                    return nid, await self.client(nid).get(blob_id, rid=rid, **kw), None
+                    reply = await self.client(nid).get(blob_id, rid=rid, **kw)
                 except asyncio.CancelledError:
                     raise
                 except (TimeoutError, AmbryError, OSError, ValueError) as e:
                     return nid, None, e
+                if dc_of[nid] == self.dc.name:
+                    self.hedge.record(time.monotonic() - t0)
+                return nid, reply, None
 
-            tasks = [asyncio.ensure_future(one(nid)) for nid in wave]
+            # Hedged: ask the wave's first replica; ask the next when one answers without
+            # deciding (a 404, an error) or when the hedge delay passes with no answer.
+            waiting = list(wave)
+            tasks: list[asyncio.Task[tuple[str, GetReply | None, BaseException | None]]] = []
             winner: GetReply | None = None
             seen: set[str] = set()  # replicas whose reply this loop took charge of
+
+            def ask_next(tasks: list[asyncio.Task[Any]] = tasks,
+                         waiting: list[str] = waiting) -> None:
+                tasks.append(asyncio.ensure_future(one(waiting.pop(0))))
+
             try:
-                for fut in asyncio.as_completed(tasks):
-                    nid, reply, exc = await fut
+                ask_next()
+                if self.fe.get_hedge_ms == 0:
+                    while waiting:
+                        ask_next()
+                while True:
+                    open_tasks = [t for t in tasks if not t.done()]
+                    ready = [t for t in tasks if t.done() and t.result()[0] not in seen]
+                    if not ready:
+                        if not open_tasks:
+                            break
+                        hedge = self.hedge.delay() if self.fe.get_hedge_ms < 0 else \
+                            self.fe.get_hedge_ms / 1000
+                        done, _ = await asyncio.wait(open_tasks,
+                                                     timeout=hedge if waiting else None,
+                                                     return_when=asyncio.FIRST_COMPLETED)
+                        if not done:
+                            ask_next()  # the hedge: no answer in time, ask the next too
+                        continue
+                    nid, reply, exc = ready[0].result()
                     seen.add(nid)
                     out = self._note(nid, "get", exc)
                     (origin_answers if dc_of[nid] == origin else other_answers)[nid] = out
@@ -621,6 +653,13 @@ class Router:
                             await winner.release()
                             winner = None
                         _raise_for(decided, f"blob {blob_id}", errors)
+                    if waiting and not open_tasks:
+                        ask_next()  # an answer that did not decide: the next one, at once
+                # every replica of the wave asked and answered; a reply without a decision
+                # (only when the verdict needs more) is let go before the next wave
+                if winner is not None:
+                    await winner.release()
+                    winner = None
             finally:
                 # A replica that answered after the deciding one, but before this loop looked
                 # at its task, holds a reply whose payload pins its node connection: release

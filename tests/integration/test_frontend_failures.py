@@ -159,6 +159,93 @@ async def test_uploads_holding_a_whole_budget_do_not_deadlock(store):
     assert router.budget.used == 0
 
 
+def _node_gets(store: StoreCluster) -> int:
+    """GET requests the module's running nodes have served (from their /metrics)."""
+    import re
+    import urllib.request
+
+    total = 0
+    for n in store.nodes.values():
+        with urllib.request.urlopen(n.http_url("/metrics"), timeout=10) as r:
+            text = r.read().decode()
+        pattern = r'^ambry_node_requests_total\{op="get",status="OK"\} (\S+)$'
+        total += sum(int(float(v)) for v in re.findall(pattern, text, re.MULTILINE))
+    return total
+
+
+async def test_get_asks_one_replica_and_hedges_only_when_it_is_slow(store, whole_again):
+    """A GET asks one local replica; the second only when the first does not answer within
+    the hedge delay (a hung node here) or answers without the blob. With the delay set to
+    0, two replicas are asked at once (the old behaviour), which the counts tell apart."""
+    from ambry.common.config import load_config
+    from ambry.common.properties import BlobProperties
+    from ambry.frontend.router import Router
+
+    base_cfg = load_config(store.config_path)
+
+    def router(hedge_ms: int) -> Router:
+        return Router(dataclasses.replace(base_cfg, frontend=dataclasses.replace(
+            base_cfg.frontend, get_hedge_ms=hedge_ms)), "dc1")
+
+    async def put(r: Router, data: bytes) -> object:
+        pos = 0
+
+        async def read(n: int) -> bytes:
+            nonlocal pos
+            piece = data[pos:pos + n]
+            pos += len(piece)
+            return piece
+
+        props = BlobProperties(size=0, created_ms=int(time.time() * 1000),
+                               service_id="itest", account_id=1, container_id=1)
+        stored = await r.put(read, account_id=1, container_id=1, props=props, usermeta=b"",
+                             declared_size=len(data), content_xxh3=None, rid="hedge")
+        return stored.blob_id
+
+    async def get_all(r: Router, ids: dict[object, bytes]) -> None:
+        for bid, data in ids.items():
+            read = await r.get(bid, rid="hedge")  # type: ignore[arg-type]
+            got = b"".join([p async for p in read.body])
+            assert got == data
+
+    slow = router(60_000)  # the hedge never fires in this test's time
+    both = router(0)
+    quick = router(50)
+    try:
+        ids = {await put(slow, blob_bytes(1000 + i, f"hedge-{i}")): blob_bytes(1000 + i,
+                                                                             f"hedge-{i}")
+               for i in range(20)}
+        await until(lambda: _all_three_have(store, ids), what="every replica has the blobs")
+        before = _node_gets(store)
+        await get_all(slow, ids)
+        one_each = _node_gets(store) - before
+        before = _node_gets(store)
+        await get_all(both, ids)
+        two_each = _node_gets(store) - before
+        assert one_each == len(ids), "a GET asked more than one replica"
+        assert two_each == 2 * len(ids), "hedge 0 should ask two replicas at once"
+
+        victim = store.nodes["dc1-n2"]
+        assert victim.proc is not None
+        victim.proc.send_signal(signal.SIGSTOP)
+        try:
+            async with asyncio.timeout(30):  # far below the 10 s node timeout per GET x 20
+                t0 = time.monotonic()
+                await get_all(quick, ids)
+                assert time.monotonic() - t0 < 10, "GETs waited for the hung replica"
+        finally:
+            victim.proc.send_signal(signal.SIGCONT)
+    finally:
+        for r in (slow, both, quick):
+            await r.close()
+
+
+async def _all_three_have(store: StoreCluster, ids: dict[object, bytes]) -> bool:
+    recs = await node_records(store)
+    return all(sum("PUT" in recs.get((n, str(b)), set()) for n in store.nodes) == 3
+               for b in ids)
+
+
 # ------------------------------------------------------------------------------- clients
 async def _raw_request(store: StoreCluster, head: bytes, body: bytes, *, abort: bool) -> None:
     """Send ``head`` and ``body`` on a fresh connection, then hang up (FIN, or RST when

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from ambry.frontend.failure import (
     FailureDetector,
+    HedgeDelay,
     NodeHealth,
     ReadOnlyPartitions,
     choose_partition,
@@ -275,3 +276,42 @@ def test_get_waves_grant_probes_through_the_detector() -> None:
     clock.t += 5
     assert order_replicas_for_get(["l1", "l2", "l3"], {}, "local", fd) == [["l1", "l2"], ["l3"]]
     assert order_replicas_for_get(["l1", "l2", "l3"], {}, "local", fd) == [["l2", "l3"], ["l1"]]
+
+
+# ------------------------------------------------------------------------------- HedgeDelay
+@NO_DEADLINE
+@given(st.lists(st.floats(min_value=0, max_value=100, allow_nan=False), max_size=600),
+       st.floats(min_value=1, max_value=100), st.sampled_from([8, 64, 512]))
+def test_hedge_delay_stays_within_its_bounds(samples, percentile, window):
+    h = HedgeDelay(percentile=percentile, min_s=0.005, max_s=2.0, window=window,
+                   min_samples=8)
+    assert h.delay() == 0.005
+    for x in samples:
+        h.record(x)
+        assert 0.005 <= h.delay() <= 2.0
+
+
+@NO_DEADLINE
+@given(st.floats(min_value=0, max_value=3, allow_nan=False), st.integers(32, 300))
+def test_hedge_delay_of_steady_answers_is_their_time(x, n):
+    h = HedgeDelay(min_s=0.005, max_s=1.0, window=64, min_samples=32)
+    for _ in range(n):
+        h.record(x)
+    assert h.delay() == min(1.0, max(0.005, x))
+
+
+def test_hedge_delay_follows_the_p95_not_the_outliers_and_forgets_old_times():
+    h = HedgeDelay(percentile=95, min_s=0.001, max_s=10.0, window=100, min_samples=10)
+    for i in range(100):
+        h.record(5.0 if i % 50 == 0 else 0.010)  # 2 % slow answers
+    assert h.delay() == 0.010
+    for _ in range(100):  # the replicas got slower: the whole window is now 30 ms
+        h.record(0.030)
+    assert h.delay() == 0.030
+
+
+def test_hedge_delay_rejects_bad_settings():
+    for kw in ({"percentile": 0}, {"percentile": 101}, {"min_s": 2, "max_s": 1},
+               {"window": 4}):
+        with pytest.raises(ValueError):
+            HedgeDelay(**kw)
