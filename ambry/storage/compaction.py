@@ -129,7 +129,9 @@ def compact(replica: Replica, now_ms: int | None = None,
     Blocking (run it on an I/O thread); appends and reads go on meanwhile."""
 
     now = replica.clock.now_ms() if now_ms is None else now_ms
-    with replica._snapshot_lock:  # one compaction at a time, and no snapshot during a swap
+    # one compaction at a time, no usage pass reading the log meanwhile, and no snapshot
+    # during a swap
+    with replica._move_lock, replica._snapshot_lock:
         return _compact_locked(replica, now, min_reclaim_ratio)
 
 

@@ -168,6 +168,10 @@ class StorageNode:
             max(1, cfg.storage.io_threads), thread_name_prefix=f"io-{node_id}")
         self._maint = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix=f"maint-{node_id}")
+        # snapshots have their own thread: behind compaction and usage passes (minutes on a
+        # large replica) they waited, and the tail a kill -9 replays grew without bound
+        self._snap = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix=f"snap-{node_id}")
         self._budget = ByteBudget(inflight_payload_budget_bytes)
         self._server: asyncio.AbstractServer | None = None
         self._http: web.AppRunner | None = None
@@ -235,6 +239,7 @@ class StorageNode:
                                    for r in self.replicas.values()), return_exceptions=True)
             self._io.shutdown(wait=False)
             self._maint.shutdown(wait=False)
+            self._snap.shutdown(wait=False)
             raise
         self._periodic = [loop.create_task(self._snapshot_loop(), name="snapshots"),
                           loop.create_task(self._compaction_loop(), name="compaction"),
@@ -387,6 +392,7 @@ class StorageNode:
         loop = asyncio.get_running_loop()
         # a running snapshot/compaction finishes first (close takes the same locks)
         await loop.run_in_executor(None, functools.partial(self._maint.shutdown, wait=True))
+        await loop.run_in_executor(None, functools.partial(self._snap.shutdown, wait=True))
         await asyncio.gather(*(loop.run_in_executor(self._io, r.close)
                                for r in self.replicas.values()), return_exceptions=True)
         if self._http is not None:
@@ -454,7 +460,7 @@ class StorageNode:
                 r = replicas[pid]
                 try:
                     t0 = time.monotonic()
-                    await loop.run_in_executor(self._maint, r.write_snapshot)
+                    await loop.run_in_executor(self._snap, r.write_snapshot)
                     self.metrics.snapshots.inc()
                     log.info("snapshot of partition %d after %d records in %.3f s", pid,
                              tails[pid], time.monotonic() - t0)

@@ -286,6 +286,10 @@ class Replica:
         self.readonly_reason = ""
         self.records_since_snapshot = 0
         self._snapshot_lock = threading.RLock()  # also held by compaction
+        # held while records may move in the log (compaction) and by whoever must read the
+        # log unmoved without stopping snapshots (the usage pass). Order: this, then
+        # _snapshot_lock.
+        self._move_lock = threading.RLock()
         # sparse sequence -> position samples, for entries_since (ascending by sequence)
         self._seq_samples: list[tuple[int, Position]] = []
         # where the last few batches ended: a peer's next request resumes right there
@@ -945,8 +949,10 @@ class Replica:
         read every record header and key in log order, count each PUT the index points to.
         Blocking (run it on the maintenance thread); writes go on meanwhile, the lock is held
         one batch at a time. Compaction waits (it moves records). Returns True when the
-        counters are ready, False if ``should_stop`` ended it first."""
-        with self._snapshot_lock:
+        counters are ready, False if ``should_stop`` ended it first. Snapshots go on meanwhile
+        (a pass over a large replica takes minutes; holding them off that long made a kill -9
+        replay every record written since the restart)."""
+        with self._move_lock:
             with self.lock:
                 if self.usage.ready:
                     return True

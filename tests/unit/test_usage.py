@@ -214,3 +214,44 @@ def test_pass_interrupted_by_shutdown_counts_nothing_and_can_run_again(
     now = harness.clock.now_ms() // 1000
     assert r.usage_totals(now) == recount(r, now)
     assert r.usage_totals(now)[(2, 3)].blobs == 20
+
+
+def test_snapshot_is_not_held_off_by_a_usage_pass(harness: ReplicaHarness) -> None:
+    """A usage pass over a big replica takes minutes; snapshots must go on meanwhile (they
+    waited for the whole pass, and a kill -9 then replayed everything written since the
+    restart). Compaction, which moves records, still waits for the pass."""
+    import threading
+
+    for i in range(40):
+        harness.put(os.urandom(100 + i))
+    harness.close()
+    r = harness.open()
+    in_pass = threading.Event()
+    release = threading.Event()
+
+    def between_batches() -> bool:
+        in_pass.set()
+        assert release.wait(30)
+        return False
+
+    t = threading.Thread(target=r.usage_pass, args=(between_batches, 4))
+    t.start()
+    try:
+        assert in_pass.wait(10)
+        harness.put(b"written during the pass")
+        done = threading.Event()
+        snap = threading.Thread(target=lambda: (r.write_snapshot(), done.set()))
+        snap.start()
+        assert done.wait(10), "the snapshot waited for the usage pass"
+        assert r.records_since_snapshot == 0
+        compacted = threading.Event()
+        comp = threading.Thread(target=lambda: (compaction.compact(r), compacted.set()))
+        comp.start()
+        assert not compacted.wait(0.3), "compaction ran while the pass was reading the log"
+    finally:
+        release.set()
+        t.join(30)
+    comp.join(30)
+    assert compacted.is_set() and r.usage.ready
+    now = harness.clock.now_ms() // 1000
+    assert r.usage_totals(now) == recount(r, now)
