@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true")
     a = ap.parse_args(argv)
     if a.smoke:
-        a.seconds, a.huge, a.concurrent, a.concurrent_size = 2.0, [64 << 20], 8, 8 << 20
+        a.seconds, a.huge, a.concurrent, a.concurrent_size = 1.0, [16 << 20], 4, 8 << 20
     root = tempfile.mkdtemp(prefix="ambry-bench-fe-", dir=a.dir)
     need = sum(a.huge) * 3 + a.concurrent * a.concurrent_size * 3 + (2 << 30)
     if shutil.disk_usage(root).free < need:

@@ -30,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partitions", type=int, default=16)
     ap.add_argument("--smoke", action="store_true")
     a = ap.parse_args(argv)
+    settle_s = 5.0
     if a.smoke:
-        a.seconds = 5.0
+        a.seconds, settle_s = 2.0, 1.0
     root = tempfile.mkdtemp(prefix="ambry-bench-idle-")
     try:
         with StoreCluster(root, datacenters=2, nodes_per_dc=3, partitions=a.partitions,
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                     method="POST", headers={"x-ambry-service-id": "bench",
                                             "x-ambry-content-type": "text/plain"})
                 urllib.request.urlopen(req, timeout=10).close()
-            time.sleep(5)  # replication catches up, then everything is idle
+            time.sleep(settle_s)  # replication catches up, then everything is idle
             procs = {f"node {nid}": psutil.Process(n.pid) for nid, n in store.nodes.items()
                      if n.pid}
             procs |= {f"frontend {dc}": psutil.Process(f.pid)

@@ -583,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny run for CI (< 20 s)")
     a = ap.parse_args(argv)
     if a.smoke:
-        a.workloads, a.clients, a.max_seconds, a.seconds = ["4KiB"], 16, 2.0, 3.0
+        a.workloads, a.clients, a.max_seconds, a.seconds = ["4KiB"], 16, 1.0, 1.5
         a.drain_timeout, a.give_up = 10.0, 10.0
     load_before = os.getloadavg()
     root = tempfile.mkdtemp(prefix="ambry-bench-lag-", dir=a.dir)

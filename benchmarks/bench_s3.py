@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", choices=["swift"], default=None)
     ap.add_argument("--smoke", action="store_true")
     a = ap.parse_args(argv)
-    seconds = 1.0 if a.smoke else a.seconds
+    seconds = 0.5 if a.smoke else a.seconds
     root = Path(a.dir or tempfile.mkdtemp(prefix="bench-s3-"))
     lim = limits.measure_all(str(root)) if not a.smoke else {}
     results: list[tuple[str, str, dict[str, object]]] = []

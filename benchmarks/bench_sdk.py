@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true")
     a = ap.parse_args(argv)
     if a.smoke:
-        a.files, a.small_repeat, a.generators = [1 << 20, 16 << 20], 5, [32 << 20, 64 << 20]
+        a.files, a.small_repeat, a.generators = [1 << 20, 8 << 20], 3, [16 << 20]
     root = tempfile.mkdtemp(prefix="ambry-bench-sdk-", dir=a.dir)
     need = (sum(a.files) + (a.small_repeat - 1) * min(a.files, default=0)
             + sum(a.generators)) * 3 + 2 * max(a.files, default=0) + (2 << 30)

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="also write the markdown table to this file")
     a = ap.parse_args(argv)
     if a.smoke:
-        a.seconds, a.restart_blobs = 1.0, [20_000]
+        a.seconds, a.restart_blobs = 0.5, [10_000]
     root = tempfile.mkdtemp(prefix="ambry-bench-", dir=a.dir)
     try:
         free = shutil.disk_usage(root).free
