@@ -153,7 +153,7 @@ class BlobRead:
     total_size: int
     range_start: int = 0
     length: int = 0
-    body: AsyncIterator[bytes] | None = None
+    body: AsyncIterator[bytes | bytearray] | None = None
     chunks: list[ChunkRef] = field(default_factory=list)
     _reply: GetReply | None = None
 
@@ -717,7 +717,7 @@ class Router:
         return read
 
     async def _simple_range_body(self, blob_id: BlobId, start: int, length: int, rid: str,
-                                 opts: dict[str, bool]) -> AsyncIterator[bytes]:
+                                 opts: dict[str, bool]) -> AsyncIterator[bytes | bytearray]:
         if length == 0:
             return
         reply = await self._get_reply(blob_id, rid, range=(start, length), **opts)
@@ -735,7 +735,7 @@ class Router:
         return data
 
     async def _composite_body(self, chunks: list[ChunkRef], start: int, length: int,
-                              rid: str) -> AsyncIterator[bytes]:
+                              rid: str) -> AsyncIterator[bytes | bytearray]:
         """Chunks in order, with at most ``download_prefetch_chunks`` fetched ahead."""
         slices = slices_for_range([c.size for c in chunks], start, length)
         ahead: collections.deque[asyncio.Task[bytes]] = collections.deque()
@@ -1044,7 +1044,7 @@ class Router:
 
 
 async def _stream_reply(reply: GetReply, length: int, blob_id: BlobId
-                        ) -> AsyncIterator[bytes]:
+                        ) -> AsyncIterator[bytes | bytearray]:
     try:
         got = 0
         async for piece in reply.iter_chunks(_STREAM_PIECE_BYTES):

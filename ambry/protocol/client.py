@@ -28,12 +28,8 @@ from typing import Any, Self
 from ambry.common.blobid import BlobId
 from ambry.common.errors import AmbryError, Unavailable, error_from_code
 from ambry.common.properties import BlobProperties
-from ambry.protocol.framing import (
-    STREAM_BUFFER_BYTES,
-    pack_header,
-    read_header,
-    write_message,
-)
+from ambry.protocol import stream
+from ambry.protocol.framing import pack_header, read_header, write_message
 from ambry.protocol.messages import (
     STATUS_OK,
     EntriesReply,
@@ -70,7 +66,7 @@ class _PayloadStream:
                 self.finished.set_exception(exc)
                 self.finished.exception()  # mark retrieved: the read loop may not be waiting
 
-    async def read_chunk(self, max_bytes: int) -> bytes:
+    async def read_chunk(self, max_bytes: int) -> bytes | bytearray:
         """Up to ``max_bytes`` of the payload; b"" once it is all read."""
         if self.remaining == 0:
             return b""
@@ -109,12 +105,12 @@ class _PayloadStream:
 class _BufferedPayload:
     """A small reply payload the connection has already read (same interface as the stream)."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes | bytearray) -> None:
         self._data = data
         self.length = len(data)
         self.remaining = len(data)
 
-    async def read_chunk(self, max_bytes: int) -> bytes:
+    async def read_chunk(self, max_bytes: int) -> bytes | bytearray:
         off = self.length - self.remaining
         if off == 0 and max_bytes >= self.length:
             piece = self._data  # the common case: all of it, no copy
@@ -143,14 +139,14 @@ class Reply:
         """The whole (rest of the) payload."""
         if self._stream is None:
             return b""
-        parts: list[bytes] = []
+        parts: list[bytes | bytearray] = []
         while True:
             piece = await self._stream.read_chunk(1 << 20)
             if not piece:
                 return b"".join(parts)
             parts.append(piece)
 
-    async def iter_chunks(self, chunk_bytes: int = 1 << 20) -> AsyncIterator[bytes]:
+    async def iter_chunks(self, chunk_bytes: int = 1 << 20) -> AsyncIterator[bytes | bytearray]:
         """The payload in pieces of at most ``chunk_bytes``."""
         if self._stream is None:
             return
@@ -199,7 +195,7 @@ class GetReply(Reply):
 
 
 class _Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str,
+    def __init__(self, reader: stream.Reader, writer: stream.Writer, peer: str,
                  stall_timeout_s: float) -> None:
         self.reader = reader
         self.writer = writer
@@ -321,8 +317,7 @@ class NodeClient:
     async def _open(self) -> _Connection:
         try:
             async with asyncio.timeout(self.connect_timeout_ms / 1000):
-                reader, writer = await asyncio.open_connection(
-                    self.host, self.port, limit=STREAM_BUFFER_BYTES)
+                reader, writer = await stream.open_connection(self.host, self.port)
         except TimeoutError:
             raise Unavailable(f"connect to {self.peer} timed out after "
                               f"{self.connect_timeout_ms} ms") from None

@@ -1,4 +1,4 @@
-"""Frame codec of the node protocol over asyncio streams.
+"""Frame codec of the node protocol over byte streams (``ambry.protocol.stream``, or asyncio's).
 
 Owns the bytes of one message: a u32 big-endian header length, the msgpack header map, and the
 raw payload that may follow it (layout table in ``messages``). Does not own what the header
@@ -11,24 +11,31 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
 from ambry.protocol.messages import MAX_HEADER_BYTES, BadRequestFrame
 
-__all__ = ["LEN_PREFIX_BYTES", "STREAM_BUFFER_BYTES", "discard_exactly", "pack_header",
+__all__ = ["LEN_PREFIX_BYTES", "ByteReader", "ByteWriter", "discard_exactly", "pack_header",
            "read_header", "write_message"]
 
 _LEN = struct.Struct(">I")
 LEN_PREFIX_BYTES = _LEN.size
 _DISCARD_CHUNK_BYTES = 256 * 1024
-#: StreamReader limit for protocol connections: the reader buffers up to twice this before it
-#: pauses the socket. The asyncio default (64 KiB) makes a 1 MiB payload cost dozens of
-#: pause/resume cycles.
-STREAM_BUFFER_BYTES = 1024 * 1024
 #: A message whose payload is at most this goes out in one write (one send() syscall).
 _COALESCE_WRITE_BYTES = 64 * 1024
+
+
+class ByteReader(Protocol):
+    """What reading a frame needs: ``ambry.protocol.stream.Reader`` or asyncio's."""
+
+    async def readexactly(self, n: int, /) -> bytes | bytearray: ...
+    async def read(self, n: int, /) -> bytes | bytearray: ...
+
+
+class ByteWriter(Protocol):
+    def write(self, data: bytes | bytearray | memoryview, /) -> None: ...
 
 
 def pack_header(header: dict[str, Any]) -> bytes:
@@ -39,7 +46,7 @@ def pack_header(header: dict[str, Any]) -> bytes:
     return _LEN.pack(len(body)) + body
 
 
-def write_message(writer: asyncio.StreamWriter, frame: bytes,
+def write_message(writer: ByteWriter, frame: bytes,
                   payload: bytes | bytearray | memoryview | None) -> None:
     """Put a packed header and its payload into the transport, with no await in between (a
     cancelled caller never leaves half a message on the wire). Small messages are joined
@@ -60,7 +67,7 @@ def _corr_of(obj: Any) -> int:
     return 0
 
 
-async def read_header(reader: asyncio.StreamReader) -> dict[str, Any] | None:
+async def read_header(reader: ByteReader) -> dict[str, Any] | None:
     """Read one header map. ``None`` on a clean end of stream (at a message boundary).
 
     Raises :class:`BadRequestFrame` (fatal) for a bad length, bytes that are not msgpack, or
@@ -88,7 +95,7 @@ async def read_header(reader: asyncio.StreamReader) -> dict[str, Any] | None:
     return obj
 
 
-async def discard_exactly(reader: asyncio.StreamReader, n: int) -> None:
+async def discard_exactly(reader: ByteReader, n: int) -> None:
     """Read and drop ``n`` bytes in bounded pieces."""
     while n > 0:
         piece = await reader.read(min(n, _DISCARD_CHUNK_BYTES))

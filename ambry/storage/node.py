@@ -57,14 +57,9 @@ from ambry.common.errors import (
 from ambry.common.mapchange import MapChange, partitions_added_for, plan_map_change
 from ambry.common.properties import BlobProperties
 from ambry.common.reload import ConfigReloader, ReloadCollector
+from ambry.protocol import stream
 from ambry.protocol.client import NodeClient
-from ambry.protocol.framing import (
-    STREAM_BUFFER_BYTES,
-    discard_exactly,
-    pack_header,
-    read_header,
-    write_message,
-)
+from ambry.protocol.framing import discard_exactly, pack_header, read_header, write_message
 from ambry.protocol.messages import (
     MAX_ENTRIES_BATCH,
     MAX_ENTRIES_BYTES,
@@ -97,13 +92,15 @@ _REPLY_LIST_BUDGET_BYTES = MAX_HEADER_BYTES - 64 * 1024
 _REPLICATE_COALESCE_S = 0.02  # a woken long poll waits this long for more writes
 _U16 = 0xFFFF
 _U64 = 2**64 - 1
+#: A request's payload as the node read it: a large one is the bytearray the socket wrote it
+#: into (``ambry.protocol.stream``), not a copy of it.
+_Payload = bytes | bytearray | None
 
 
 class _Conn:
     """One client connection: its reader task, write lock and in-flight requests."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 max_inflight: int) -> None:
+    def __init__(self, reader: stream.Reader, writer: stream.Writer, max_inflight: int) -> None:
         self.reader = reader
         self.writer = writer
         peer = writer.get_extra_info("peername")
@@ -181,7 +178,7 @@ class StorageNode:
         self._draining = False
         self._stop_requested: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
-        self._ops: dict[str, Callable[[Request, bytes | None], Any]] = {
+        self._ops: dict[str, Callable[[Request, _Payload], Any]] = {
             "ping": self._op_ping, "put": self._op_put, "get": self._op_get,
             "delete": self._op_delete, "ttl_update": self._op_ttl_update,
             "undelete": self._op_undelete, "name_put": self._op_name_put,
@@ -321,9 +318,8 @@ class StorageNode:
         self._changed = asyncio.Event()
 
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(
-            self._on_connect, self.node.host, self.node.port, reuse_address=True, backlog=1024,
-            limit=STREAM_BUFFER_BYTES)
+        self._server = await stream.start_server(
+            self._on_connect, self.node.host, self.node.port, reuse_address=True, backlog=1024)
         sock = self._server.sockets[0] if self._server.sockets else None
         if sock is not None:
             self.port = sock.getsockname()[1]
@@ -529,8 +525,7 @@ class StorageNode:
                              freed)
 
     # ================================================================ connections
-    async def _on_connect(self, reader: asyncio.StreamReader,
-                          writer: asyncio.StreamWriter) -> None:
+    async def _on_connect(self, reader: stream.Reader, writer: stream.Writer) -> None:
         conn = _Conn(reader, writer, self.max_inflight_per_connection)
         conn.reader_task = asyncio.current_task()
         if self._draining:
@@ -595,7 +590,7 @@ class StorageNode:
                         except (asyncio.IncompleteReadError, ConnectionError, OSError):
                             return
                     continue
-                payload: bytes | None = None
+                payload: _Payload = None
                 budget = 0
                 if req.payload_len:
                     if req.payload_len > max_payload:
@@ -670,7 +665,7 @@ class StorageNode:
         return {"corr": corr, "status": code, "msg": message}
 
     # ================================================================ serving one request
-    async def _serve(self, conn: _Conn, req: Request, payload: bytes | None,
+    async def _serve(self, conn: _Conn, req: Request, payload: _Payload,
                      budget: int) -> None:
         t0 = time.perf_counter()
         status = STATUS_OK
@@ -766,10 +761,10 @@ class StorageNode:
         return r
 
     # ================================================================ ops
-    async def _op_ping(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], None]:
+    async def _op_ping(self, req: Request, _p: _Payload) -> tuple[dict[str, Any], None]:
         return {"node": self.node_id, "time_ms": self.clock.now_ms()}, None
 
-    async def _op_put(self, req: Request, payload: bytes | None) -> tuple[dict[str, Any], None]:
+    async def _op_put(self, req: Request, payload: _Payload) -> tuple[dict[str, Any], None]:
         a = req.args
         r = self._replica(a["partition"])
         bid = BlobId.from_bytes(a["blob_id"])
@@ -779,7 +774,7 @@ class StorageNode:
         self._notify_change()
         return {"result": res.status, "life_version": res.life_version}, None
 
-    async def _op_get(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], Any]:
+    async def _op_get(self, req: Request, _p: _Payload) -> tuple[dict[str, Any], Any]:
         a = req.args
         r = self._replica(a["partition"])
         bid = BlobId.from_bytes(a["blob_id"])
@@ -828,7 +823,7 @@ class StorageNode:
             raise InvalidArgument("life_version must be in [0, 65535]")
         return r, bid, t, lv
 
-    async def _op_delete(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], None]:
+    async def _op_delete(self, req: Request, _p: _Payload) -> tuple[dict[str, Any], None]:
         r, bid, t, lv = self._mutation_args(req)
         res = await self._run(functools.partial(
             r.delete, bid, t, lv, tombstone_if_missing=req.args["tombstone_if_missing"]))
@@ -837,14 +832,14 @@ class StorageNode:
         return {"result": res.status, "life_version": res.life_version}, None
 
     async def _op_ttl_update(self, req: Request,
-                             _p: bytes | None) -> tuple[dict[str, Any], None]:
+                             _p: _Payload) -> tuple[dict[str, Any], None]:
         r, bid, t, lv = self._mutation_args(req)
         res = await self._run(r.ttl_update, bid, t, lv)
         await r.durable_async(res.end)
         self._notify_change()
         return {"result": res.status, "life_version": res.life_version}, None
 
-    async def _op_undelete(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], None]:
+    async def _op_undelete(self, req: Request, _p: _Payload) -> tuple[dict[str, Any], None]:
         r, bid, t, lv = self._mutation_args(req)
         res = await self._run(r.undelete, bid, t, lv)
         await r.durable_async(res.end)
@@ -856,7 +851,7 @@ class StorageNode:
         if not (0 <= a["account_id"] <= _U16 and 0 <= a["container_id"] <= _U16):
             raise InvalidArgument("account_id and container_id must be in [0, 65535]")
 
-    async def _op_name_put(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], None]:
+    async def _op_name_put(self, req: Request, _p: _Payload) -> tuple[dict[str, Any], None]:
         a = req.args
         r = self._replica(a["partition"])
         self._check_container(a)
@@ -873,7 +868,7 @@ class StorageNode:
         self._notify_change()
         return {}, None
 
-    async def _op_name_get(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], None]:
+    async def _op_name_get(self, req: Request, _p: _Payload) -> tuple[dict[str, Any], None]:
         a = req.args
         r = self._replica(a["partition"])
         self._check_container(a)
@@ -881,7 +876,7 @@ class StorageNode:
         return {"entry": _name_to_wire(e) if e is not None else None}, None
 
     async def _op_name_list(self, req: Request,
-                            _p: bytes | None) -> tuple[dict[str, Any], None]:
+                            _p: _Payload) -> tuple[dict[str, Any], None]:
         a = req.args
         r = self._replica(a["partition"])
         self._check_container(a)
@@ -933,7 +928,7 @@ class StorageNode:
         return out, new_token, remaining
 
     async def _op_entries_since(self, req: Request,
-                                _p: bytes | None) -> tuple[dict[str, Any], None]:
+                                _p: _Payload) -> tuple[dict[str, Any], None]:
         a = req.args
         r = self._replica(a["partition"])
         out, new_token, remaining = await self._entries(r, a["token"], a["max_entries"],
@@ -941,7 +936,7 @@ class StorageNode:
         return {"entries": out, "token": [new_token[0], new_token[1]],
                 "remaining_bytes": remaining}, None
 
-    async def _op_replicate(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], None]:
+    async def _op_replicate(self, req: Request, _p: _Payload) -> tuple[dict[str, Any], None]:
         """Batched pull for every partition a peer shares with this node; long-polls."""
         a = req.args
         reqs = a["requests"]
@@ -979,11 +974,11 @@ class StorageNode:
             await asyncio.sleep(min(_REPLICATE_COALESCE_S,
                                     max(0.0, deadline - time.monotonic())))
 
-    async def _op_digest(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], None]:
+    async def _op_digest(self, req: Request, _p: _Payload) -> tuple[dict[str, Any], None]:
         r = self._replica(req.args["partition"])
         return await self._run(r.digest), None
 
-    async def _op_stats(self, req: Request, _p: bytes | None) -> tuple[dict[str, Any], None]:
+    async def _op_stats(self, req: Request, _p: _Payload) -> tuple[dict[str, Any], None]:
         def collect() -> list[dict[str, Any]]:
             out: list[dict[str, Any]] = []
             for pid, r in sorted(self.replicas.items()):
@@ -1002,7 +997,7 @@ class StorageNode:
         return {"node": self.node_id, "replicas": await self._run(collect)}, None
 
     async def _op_blob_state(self, req: Request,
-                             _p: bytes | None) -> tuple[dict[str, Any], None]:
+                             _p: _Payload) -> tuple[dict[str, Any], None]:
         a = req.args
         r = self._replica(a["partition"])
         bid = BlobId.from_bytes(a["blob_id"])

@@ -176,9 +176,9 @@ def _int_param(q: dict[str, str], name: str, default: int, lo: int = 0,
 class _IterReader:
     """A ReadBody over an async iterator of bytes (a blob being copied), with its MD5."""
 
-    def __init__(self, it: AsyncIterator[bytes]) -> None:
+    def __init__(self, it: AsyncIterator[bytes | bytearray]) -> None:
         self._it = it
-        self._buf = b""
+        self._buf: bytes | bytearray = b""
         self.md5 = hashlib.md5()
         self._done = False
 
@@ -188,7 +188,7 @@ class _IterReader:
                 self._buf = await self._it.__anext__()
             except StopAsyncIteration:
                 self._done = True
-        out, self._buf = self._buf[:n], self._buf[n:]
+        out, self._buf = bytes(self._buf[:n]), self._buf[n:]
         self.md5.update(out)
         return out
 
