@@ -113,7 +113,7 @@ def encode_metadata(chunks: Sequence[ChunkRef]) -> bytes:
     return out
 
 
-def decode_metadata(raw: bytes) -> tuple[int, list[ChunkRef]]:
+def decode_metadata(raw: bytes | bytearray) -> tuple[int, list[ChunkRef]]:
     """Parse a metadata payload into ``(total_size, chunks)``; ``DataCorrupt`` if malformed.
 
     Rejected: not a msgpack map, trailing bytes, unknown or missing keys, a version other than 1,

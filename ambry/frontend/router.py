@@ -724,7 +724,8 @@ class Router:
         async for piece in _stream_reply(reply, length, blob_id):
             yield piece
 
-    async def _fetch_chunk(self, ref: ChunkRef, start: int, length: int, rid: str) -> bytes:
+    async def _fetch_chunk(self, ref: ChunkRef, start: int, length: int, rid: str
+                           ) -> bytes | bytearray:
         bid = self.parse_id(ref.blob_id)
         reply = await self._get_reply(bid, rid, include_deleted=True, include_expired=True,
                                       range=(start, length))
@@ -738,7 +739,7 @@ class Router:
                               rid: str) -> AsyncIterator[bytes | bytearray]:
         """Chunks in order, with at most ``download_prefetch_chunks`` fetched ahead."""
         slices = slices_for_range([c.size for c in chunks], start, length)
-        ahead: collections.deque[asyncio.Task[bytes]] = collections.deque()
+        ahead: collections.deque[asyncio.Task[bytes | bytearray]] = collections.deque()
         nxt = 0
         try:
             while nxt < len(slices) or ahead:

@@ -44,6 +44,7 @@ __all__ = ["GetReply", "NodeClient", "Reply"]
 log = logging.getLogger(__name__)
 
 _INLINE_PAYLOAD_MAX_BYTES = 256 * 1024  # smaller reply payloads are read by the connection
+_READ_WHOLE_MAX_BYTES = 16 * 1024 * 1024  # Reply.read() of at most this: one read, one buffer
 _STREAMING_LOAD = 1_000_000  # a connection busy streaming a payload is the last choice
 
 
@@ -66,8 +67,9 @@ class _PayloadStream:
                 self.finished.set_exception(exc)
                 self.finished.exception()  # mark retrieved: the read loop may not be waiting
 
-    async def read_chunk(self, max_bytes: int) -> bytes | bytearray:
-        """Up to ``max_bytes`` of the payload; b"" once it is all read."""
+    async def read_chunk(self, max_bytes: int, exactly: bool = False) -> bytes | bytearray:
+        """Up to ``max_bytes`` of the payload (``exactly``: that many, or all that is left);
+        b"" once it is all read."""
         if self.remaining == 0:
             return b""
         if self.finished.done():
@@ -77,7 +79,9 @@ class _PayloadStream:
         self._busy = True
         try:
             async with asyncio.timeout(self._conn.stall_timeout_s):
-                piece = await self._conn.reader.read(min(max_bytes, self.remaining))
+                n = min(max_bytes, self.remaining)
+                piece = await (self._conn.reader.readexactly(n) if exactly else
+                               self._conn.reader.read(n))
         except (TimeoutError, OSError, asyncio.IncompleteReadError) as e:
             err = Unavailable(f"reading a payload from {self._conn.peer}: {type(e).__name__}")
             self._done(err)
@@ -135,10 +139,15 @@ class Reply:
     def payload_len(self) -> int:
         return self._stream.length if self._stream is not None else 0
 
-    async def read(self) -> bytes:
+    async def read(self) -> bytes | bytearray:
         """The whole (rest of the) payload."""
         if self._stream is None:
             return b""
+        if isinstance(self._stream, _PayloadStream) and \
+                self._stream.remaining <= _READ_WHOLE_MAX_BYTES:
+            # one buffer the socket writes into (ambry.protocol.stream), not pieces joined:
+            # a 4 MiB chunk was copied once more by the join
+            return await self._stream.read_chunk(self._stream.remaining, exactly=True)
         parts: list[bytes | bytearray] = []
         while True:
             piece = await self._stream.read_chunk(1 << 20)
@@ -465,7 +474,8 @@ class NodeClient:
             reply._release_soon()
             raise Unavailable(f"malformed get reply from {self.peer}: {e!r}") from None
 
-    async def get_bytes(self, blob_id: BlobId | bytes, **kw: Any) -> tuple[GetReply, bytes]:
+    async def get_bytes(self, blob_id: BlobId | bytes, **kw: Any
+                        ) -> tuple[GetReply, bytes | bytearray]:
         """``get`` and read the whole payload (for small blobs and tests)."""
         reply = await self.get(blob_id, **kw)
         async with reply:
