@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import xxhash
+
 from ambry.common.errors import DataCorrupt, DiskFull, StorageError
 from ambry.storage import filenames
 from ambry.storage.disk import Disk, DiskFile
@@ -44,6 +46,40 @@ log = logging.getLogger(__name__)
 Position = tuple[int, int]  # (segment number, byte offset); compares in log order
 _VERIFY_BUF_BYTES = 4 * 1024 * 1024
 _JOIN_PARTS_MAX_BYTES = 256 * 1024
+# scan reads the log through a window that grows while records are small (one pread for many
+# records instead of 2-3 per record) and shrinks when they are large (a big record's header
+# must not cost a read of the window)
+_SCAN_WINDOW_MIN = 4 * 1024
+_SCAN_WINDOW_START = 64 * 1024
+_SCAN_WINDOW_MAX = 1024 * 1024
+
+
+class _ScanWindow:
+    """A read-ahead window over one segment for :meth:`Log.scan` (bytes below the scan's
+    ``end`` do not change while it runs)."""
+
+    def __init__(self) -> None:
+        self.seg: Segment | None = None
+        self.off = 0
+        self.buf = b""
+        self.size = _SCAN_WINDOW_START
+        self.used = 0  # records served from the current window
+
+    def get(self, seg: Segment, off: int, n: int, limit: int) -> memoryview | None:
+        """``n`` bytes at ``off`` (reading at most up to ``limit``), or None when they are
+        not all in a window and larger than its maximum (the caller reads them directly)."""
+        rel = off - self.off
+        if self.seg is seg and rel >= 0 and rel + n <= len(self.buf):
+            self.used += 1
+            return memoryview(self.buf)[rel:rel + n]
+        if n > _SCAN_WINDOW_MAX:
+            return None
+        if self.seg is not None:
+            self.size = min(_SCAN_WINDOW_MAX, self.size * 2) if self.used >= 4 else \
+                max(_SCAN_WINDOW_MIN, self.size // 2)
+        self.seg, self.off, self.used = seg, off, 1
+        self.buf = seg.file.pread(max(n, min(self.size, limit - off)), off)
+        return memoryview(self.buf)[:n] if len(self.buf) >= n else None
 
 
 @dataclass
@@ -360,6 +396,7 @@ class Log:
         off; damage elsewhere is copied to quarantine and skipped, never removed.
         """
         buf = bytearray(_VERIFY_BUF_BYTES) if verify else None
+        win = _ScanWindow()
         for seg in list(self.segments):
             if seg.number < start[0]:
                 continue
@@ -375,16 +412,31 @@ class Log:
                     damage_reason = "truncated record header"
                 else:
                     try:
-                        header = decode_record_header(seg.file.pread(RECORD_HEADER_SIZE, off))
+                        raw = win.get(seg, off, RECORD_HEADER_SIZE, seg.size)
+                        header = decode_record_header(
+                            raw if raw is not None else seg.file.pread(RECORD_HEADER_SIZE, off))
                     except DataCorrupt as e:
                         damage_reason = e.message
+                rec: memoryview | None = None
                 if header is not None:
                     if off + header.total_len > seg.size:
                         damage_reason, header = "record runs past end of segment", None
-                    elif verify and not self.verify_body(seg, off, header, buf):
-                        damage_reason = "record body checksum mismatch"
+                    elif verify:
+                        rec = win.get(seg, off, header.total_len, seg.size)
+                        if rec is not None:
+                            ok = xxhash.xxh3_64_intdigest(
+                                rec[RECORD_HEADER_SIZE:]) == header.body_xxh3
+                        else:
+                            ok = self.verify_body(seg, off, header, buf)
+                        if not ok:
+                            damage_reason = "record body checksum mismatch"
                 if not damage_reason and header is not None:
-                    key = seg.file.pread(header.key_len, off + RECORD_HEADER_SIZE)
+                    if rec is not None:
+                        key = bytes(rec[RECORD_HEADER_SIZE:RECORD_HEADER_SIZE + header.key_len])
+                    else:
+                        raw = win.get(seg, off + RECORD_HEADER_SIZE, header.key_len, seg.size)
+                        key = bytes(raw) if raw is not None else \
+                            seg.file.pread(header.key_len, off + RECORD_HEADER_SIZE)
                     yield ScannedRecord((seg.number, off), header, key)
                     off += header.total_len
                     continue

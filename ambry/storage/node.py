@@ -86,7 +86,7 @@ log = logging.getLogger(__name__)
 _STREAM_CHUNK_BYTES = 1 << 20
 _LINGER_S = 2.0  # how long a connection closed for a bad request keeps draining the client
 _IDLE_SNAPSHOT_FACTOR = 10  # snapshot a replica with few new records every 10 intervals
-_SNAPSHOT_TICK_S = 5.0  # how often the node-wide bound on unsnapshotted records is checked
+_SNAPSHOT_TICK_S = 2.0  # how often the node-wide bound on unsnapshotted records is checked
 # replies must stay under the header bound: batches of entries/names are cut at this size
 _REPLY_LIST_BUDGET_BYTES = MAX_HEADER_BYTES - 64 * 1024
 _REPLICATE_COALESCE_S = 0.02  # a woken long poll waits this long for more writes
