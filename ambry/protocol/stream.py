@@ -181,11 +181,7 @@ class Reader(asyncio.BufferedProtocol):
         """Exactly ``n`` bytes: ``bytes`` when they were buffered (or ``n`` is small), else the
         ``bytearray`` the socket filled. ``asyncio.IncompleteReadError`` if the stream ends
         first."""
-        if self._exception is not None:
-            raise self._exception
-        if n <= 0:
-            if n < 0:
-                raise ValueError("readexactly size can not be less than zero")
+        if not self._check_size(n, "readexactly size can not be less than zero"):
             return b""
         while True:
             unread = self._wpos - self._rpos
@@ -196,21 +192,11 @@ class Reader(asyncio.BufferedProtocol):
                 raise asyncio.IncompleteReadError(partial, n)
             if n >= LARGE_READ_BYTES:
                 return await self._read_into_own(n, n)
-            self._need = n
-            try:
-                await self._wait()
-            finally:
-                self._need = 0
-            if self._exception is not None:
-                raise self._exception
+            await self._wait_for(n)
 
     async def read(self, n: int) -> bytes | bytearray:
         """Up to ``n`` bytes, as soon as any are here; ``b""`` at end of stream."""
-        if self._exception is not None:
-            raise self._exception
-        if n <= 0:
-            if n < 0:
-                raise ValueError("read of everything up to EOF is not supported")
+        if not self._check_size(n, "read of everything up to EOF is not supported"):
             return b""
         while True:
             unread = self._wpos - self._rpos
@@ -220,13 +206,25 @@ class Reader(asyncio.BufferedProtocol):
                 return b""
             if n >= LARGE_READ_BYTES:
                 return await self._read_into_own(n, 1)
-            self._need = 1
-            try:
-                await self._wait()
-            finally:
-                self._need = 0
-            if self._exception is not None:
-                raise self._exception
+            await self._wait_for(1)
+
+    def _check_size(self, n: int, negative: str) -> bool:
+        """Raise the connection's error, or ValueError(``negative``) for n < 0; False for 0."""
+        if self._exception is not None:
+            raise self._exception
+        if n < 0:
+            raise ValueError(negative)
+        return n > 0
+
+    async def _wait_for(self, need: int) -> None:
+        """Wait until ``need`` bytes are buffered, EOF, or the connection failed (raised)."""
+        self._need = need
+        try:
+            await self._wait()
+        finally:
+            self._need = 0
+        if self._exception is not None:
+            raise self._exception
 
     def _take(self, k: int) -> bytes:
         data = self._view[self._rpos:self._rpos + k].tobytes()
