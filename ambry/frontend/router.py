@@ -604,8 +604,11 @@ class Router:
                     self.hedge.record(time.monotonic() - t0)
                 return nid, reply, None
 
-            # Hedged: ask the wave's first replica; ask the next when one answers without
-            # deciding (a 404, an error) or when the hedge delay passes with no answer.
+            # Hedged (local waves): ask the wave's first replica; ask the next when one
+            # answers without deciding (a 404, an error) or when the hedge delay passes with
+            # no answer. Remote waves are asked all at once, as before: the delay is learnt
+            # from local replicas, and a 404 needs every origin replica's answer.
+            hedged = self.fe.get_hedge_ms != 0 and all(dc_of[n] == self.dc.name for n in wave)
             waiting = list(wave)
             tasks: list[asyncio.Task[tuple[str, GetReply | None, BaseException | None]]] = []
             winner: GetReply | None = None
@@ -617,7 +620,7 @@ class Router:
 
             try:
                 ask_next()
-                if self.fe.get_hedge_ms == 0:
+                if not hedged:
                     while waiting:
                         ask_next()
                 while True:
