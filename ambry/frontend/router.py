@@ -658,11 +658,6 @@ class Router:
                         _raise_for(decided, f"blob {blob_id}", errors)
                     if waiting and not open_tasks:
                         ask_next()  # an answer that did not decide: the next one, at once
-                # every replica of the wave asked and answered; a reply without a decision
-                # (only when the verdict needs more) is let go before the next wave
-                if winner is not None:
-                    await winner.release()
-                    winner = None
             finally:
                 # A replica that answered after the deciding one, but before this loop looked
                 # at its task, holds a reply whose payload pins its node connection: release
