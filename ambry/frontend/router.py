@@ -17,6 +17,7 @@ import asyncio
 import collections
 import logging
 import random
+import secrets
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -168,6 +169,7 @@ class BlobRead:
 class Router:
     def __init__(self, config: ClusterConfig, datacenter: str, *, clock: Clock | None = None,
                  rnd: random.Random | None = None,
+                 id_bytes: Callable[[int], bytes] = secrets.token_bytes,
                  monotonic: Callable[[], float] = time.monotonic,
                  on_node_error: Callable[[str, str], None] | None = None) -> None:
         self.config = config
@@ -175,7 +177,13 @@ class Router:
         self.cmap = config.cluster_map
         self.dc = self.cmap.datacenter(datacenter)
         self.clock = clock or SystemClock()
-        self.rnd = rnd or random.Random()
+        # ``rnd`` only spreads load (partition and replica choice). Blob ids come from
+        # ``id_bytes``, the OS's CSPRNG unless a test injects another: an id is the read
+        # capability of a blob, and a Mersenne Twister gives its state away after 624 words
+        # (156 ids), so later ids could be predicted. Kept apart so that a test seeding
+        # ``rnd`` for repeatable choices never makes ids repeatable.
+        self.rnd = rnd or random.SystemRandom()
+        self.id_bytes = id_bytes
         self.detector = FailureDetector(monotonic, self.fe.failure_threshold_errors,
                                         self.fe.failure_backoff_s)
         self.read_only = ReadOnlyPartitions(monotonic, self.fe.read_only_cooldown_s)
@@ -252,6 +260,12 @@ class Router:
 
     def parse_id(self, text: str) -> BlobId:
         return decode(text, self.partition_ids)
+
+    def new_id(self, account_id: int, container_id: int, partition_id: int,
+               blob_type: BlobType = BlobType.SIMPLE) -> BlobId:
+        """A fresh blob id of this datacenter: its UUID is 16 bytes of ``id_bytes``."""
+        return new_blob_id(self.dc.id, account_id, container_id, partition_id, blob_type,
+                           randbytes=self.id_bytes)
 
     # ------------------------------------------------------------------ write fan-out
     async def _quorum(self, node_ids: Sequence[str], op: str,
@@ -337,8 +351,7 @@ class Router:
             if pid is None:
                 break
             tried.add(pid)
-            bid = new_blob_id(self.dc.id, account_id, container_id, pid, blob_type,
-                              randbytes=self.rnd.randbytes)
+            bid = self.new_id(account_id, container_id, pid, blob_type)
             verdict, results = await self._put_replicas(bid, props, usermeta, payload, rid,
                                                         hold)
             if verdict is Outcome.SUCCESS:
