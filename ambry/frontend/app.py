@@ -45,6 +45,7 @@ from ambry.frontend.headers import (
     parse_user_metadata,
     validate_blob_name,
 )
+from ambry.frontend.openapi import OPENAPI_PATH, serve_openapi
 from ambry.frontend.router import BlobRead, Router
 from ambry.frontend.signing import SIGNATURE_PARAM, sign_url, verify_url
 
@@ -570,6 +571,7 @@ def make_app(config: ClusterConfig, datacenter: str, *, router: Router | None = 
     r = app.router
     r.add_get("/healthCheck", fa.health)
     r.add_get("/metrics", fa.metrics)
+    r.add_get(OPENAPI_PATH, serve_openapi)  # before /{blob_id}, which would match it
     r.add_get("/signedUrl", fa.signed_url)
     r.add_put("/updateTtl", fa.update_ttl)
     r.add_put("/undelete", fa.undelete)
