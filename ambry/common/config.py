@@ -102,6 +102,12 @@ class FrontendConfig:
     failure_backoff_s: float = 10.0
     read_only_cooldown_s: float = 60.0
     put_attempts: int = 3                  # partitions tried before a PUT gives up (503)
+    # Conditional name writes (docs/security.md, "Conditional writes and names"): how long a
+    # frontend may hold a name's reservation on its replicas (a frontend that dies holding
+    # one delays other writers of that name by at most this), and how long a writer retries
+    # while others hold the name before it answers 503.
+    name_lease_ms: int = 10_000
+    name_busy_wait_ms: int = 10_000
     ttl_update_buffer_s: int = 60
     signed_url_secret: str = "change-me"
     signed_url_max_ttl_s: int = 7 * 24 * 3600
@@ -116,6 +122,10 @@ class FrontendConfig:
             raise InvalidArgument("frontend.get_hedge_ms must be -1 (adaptive), 0 or > 0")
         if self.inflight_budget_bytes < self.chunk_size_bytes:
             raise InvalidArgument("frontend.inflight_budget_bytes must hold at least a chunk")
+        if not 100 <= self.name_lease_ms <= 30_000:
+            raise InvalidArgument("frontend.name_lease_ms must be in [100, 30000]")
+        if self.name_busy_wait_ms < 0:
+            raise InvalidArgument("frontend.name_busy_wait_ms must be >= 0")
 
 
 #: The S3 API's port when a frontend endpoint does not set ``s3_port``.

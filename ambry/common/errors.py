@@ -16,6 +16,8 @@ frontend maps codes to HTTP statuses in one table. Programmer errors (broken inv
     ├── BlobAlreadyExists          a put of an existing id with different content
     ├── BlobNotDeleted             undelete of a live blob
     ├── LifeVersionConflict        an operation carried a stale life_version
+    ├── NameBusy                   another writer holds the name, or it changed (conditional
+    │                              name write; retry after a fresh reservation)
     ├── PartitionReadOnly          replica full, or after ENOSPC / I/O error
     ├── StorageError               I/O error on the node's disk
     │   ├── DiskFull
@@ -40,6 +42,7 @@ __all__ = [
     "InvalidArgument",
     "InvalidBlobId",
     "LifeVersionConflict",
+    "NameBusy",
     "PartitionReadOnly",
     "PayloadTooLarge",
     "ProtocolError",
@@ -98,6 +101,10 @@ class BlobNotDeleted(AmbryError):
 
 class LifeVersionConflict(AmbryError):
     code = "LIFE_VERSION_CONFLICT"
+
+
+class NameBusy(AmbryError):
+    code = "NAME_BUSY"
 
 
 class PartitionReadOnly(AmbryError):

@@ -58,12 +58,13 @@ from ambry.frontend.failure import (
     choose_partition,
     order_replicas_for_get,
 )
+from ambry.frontend.namewrite import ReservationTally, Verdict, backoff_s, name_version
 from ambry.frontend.quorum import Outcome, QuorumTracker, get_decided, get_verdict
 from ambry.protocol.client import GetReply, NodeClient
 from ambry.protocol.messages import NameRecord
 
 __all__ = ["BlobRead", "ByteBudget", "NameConflict", "Router", "StoredBlob",
-           "TtlUpdateTooLate", "name_partition"]
+           "TtlUpdateTooLate", "name_partition", "require_absent"]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,12 @@ def _raise_for(verdict: Outcome, what: str, errors: Sequence[BaseException] = ()
     raise Unavailable(f"{what}: too few replicas answered")
 
 
+def require_absent(current: NameRecord | None) -> None:
+    """The condition of a create: no live entry (REST without upsert; 409 otherwise)."""
+    if current is not None and not current.deleted:
+        raise NameConflict(f"name {current.name!r} exists (send x-ambry-named-upsert: true)")
+
+
 def name_partition(partition_ids: Sequence[int], account_id: int, container_id: int) -> int:
     """All names of a container live on one partition, chosen by xxh3(account, container)."""
     pids = sorted(partition_ids)
@@ -189,6 +196,7 @@ class Router:
         self.read_only = ReadOnlyPartitions(monotonic, self.fe.read_only_cooldown_s)
         self.hedge = HedgeDelay(max_s=self.fe.node_timeout_ms / 1000)
         self.budget = ByteBudget(self.fe.inflight_budget_bytes)
+        self.metrics_name_busy = 0  # reservation rounds lost to another writer
         self.partition_ids = self.cmap.partition_ids
         self._clients: dict[str, NodeClient] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -955,7 +963,7 @@ class Router:
             lambda c, pid: c.name_get(pid, account_id, container_id, name, rid=rid), rid)
         best: NameRecord | None = None
         for e in answers:
-            if e is not None and (best is None or _name_version(e) > _name_version(best)):
+            if e is not None and (best is None or name_version(e) > name_version(best)):
                 best = e
         return best
 
@@ -968,48 +976,153 @@ class Router:
             raise BlobDeleted(f"the blob named {name!r} is deleted")
         return BlobId.from_bytes(e.blob_id)
 
-    async def _write_name(self, record: NameRecord, rid: str) -> None:
-        pid, nodes = self._name_nodes(record.account_id, record.container_id)
+    async def _reserve_name(self, pid: int, nodes: Sequence[str], account_id: int,
+                            container_id: int, name: str, token: bytes, rid: str
+                            ) -> NameRecord | None:
+        """Hold the name on a majority of its local replicas (retrying with backoff while
+        another writer holds it); the name's current entry as that majority sees it."""
+        deadline = time.monotonic() + self.fe.name_busy_wait_ms / 1000
+        lease_ms = self.fe.name_lease_ms
+        attempt = 0
+        while True:
+            tally = ReservationTally(len(nodes))
+
+            async def one(nid: str) -> tuple[str, tuple[bool, NameRecord | None] | None]:
+                try:
+                    return nid, await self.client(nid).name_reserve(
+                        pid, account_id, container_id, name, token, lease_ms, rid=rid)
+                except asyncio.CancelledError:
+                    raise
+                except (TimeoutError, AmbryError, OSError) as e:
+                    self._note(nid, "name_reserve", e)
+                    return nid, None
+
+            tasks = [asyncio.ensure_future(one(nid)) for nid in nodes]
+            try:
+                for fut in asyncio.as_completed(tasks):
+                    nid, ans = await fut
+                    if ans is None:
+                        tally.record(nid, None)
+                    else:
+                        self._note(nid, "name_reserve", None)
+                        tally.record(nid, ans[0], ans[1])
+                    if tally.verdict() is not Verdict.PENDING:
+                        break
+            finally:
+                for t in tasks:  # a late answer only holds a lease that our release ends
+                    if not t.done():
+                        self._background.add(t)
+                        t.add_done_callback(self._background.discard)
+            verdict = tally.verdict()
+            if verdict is Verdict.HELD:
+                return tally.current
+            self._spawn(self._release_name(pid, nodes, account_id, container_id, name,
+                                           token, rid))
+            if verdict is Verdict.UNAVAILABLE:
+                raise Unavailable("too few replicas of the name partition answered")
+            wait = backoff_s(attempt, self.rnd)
+            if time.monotonic() + wait > deadline:
+                raise Unavailable(f"name {name!r} is busy: other writers hold it")
+            attempt += 1
+            self.metrics_name_busy += 1
+            await asyncio.sleep(wait)
+
+    async def _release_name(self, pid: int, nodes: Sequence[str], account_id: int,
+                            container_id: int, name: str, token: bytes, rid: str) -> None:
+        async def one(nid: str) -> None:
+            try:
+                await self.client(nid).name_release(pid, account_id, container_id, name,
+                                                    token, rid=rid)
+            except (TimeoutError, AmbryError, OSError):
+                pass  # the lease ends on its own
+
+        await asyncio.gather(*(one(n) for n in nodes))
+
+    async def write_name(self, account_id: int, container_id: int, name: str,
+                         decide: Callable[[NameRecord | None], NameRecord | None], rid: str
+                         ) -> tuple[NameRecord | None, NameRecord | None]:
+        """Change a name as one conditional write decided at its replicas: reserve it on a
+        majority of the local replicas, let ``decide(current)`` build the new entry (or raise,
+        e.g. NameConflict; or return None to write nothing), and write it under the
+        reservation. Returns (the entry it was based on, the entry written). Of concurrent
+        writers of one name in this datacenter, each decides on the entry the one before it
+        wrote (see ``namewrite``), so "create if absent" has exactly one winner."""
+        pid, nodes = self._name_nodes(account_id, container_id)
+        token = secrets.token_bytes(16)
+        current = await self._reserve_name(pid, nodes, account_id, container_id, name,
+                                           token, rid)
+        try:
+            record = decide(current)
+        except BaseException:
+            self._spawn(self._release_name(pid, nodes, account_id, container_id, name,
+                                           token, rid))
+            raise
+        if record is None:
+            self._spawn(self._release_name(pid, nodes, account_id, container_id, name,
+                                           token, rid))
+            return current, None
+        base = name_version(current) if current is not None else None
         verdict, _, errors = await self._quorum(
-            nodes, "name_put", lambda c: c.name_put(pid, record, rid=rid))
-        _raise_for(verdict, f"name {record.name!r}", errors)
+            nodes, "name_put",
+            lambda c: c.name_put(pid, record, rid=rid, token=token, base=base))
+        if verdict is not Outcome.SUCCESS:
+            self._spawn(self._release_name(pid, nodes, account_id, container_id, name,
+                                           token, rid))
+            # NameBusy from a replica means the reservation was lost there (lease ended and
+            # another writer took it): the outcome is unknown, as for any failed quorum
+            _raise_for(Outcome.UNAVAILABLE if verdict is Outcome.ERROR else verdict,
+                       f"name {name!r}", errors)
+        return current, record
+
+    def _next_name_ts(self, current: NameRecord | None) -> int:
+        return max(self.clock.now_ms(), (current.ts_ms + 1) if current is not None else 0)
 
     async def put_named(self, name: str, read: ReadBody, *, account_id: int, container_id: int,
                         props: BlobProperties, usermeta: bytes, declared_size: int | None,
                         content_xxh3: str | None, upsert: bool, rid: str) -> StoredBlob:
         """Store the blob, then point the name at it (the name only once the blob is
-        durable). Without upsert an existing live name is a 409; with upsert the blob it
-        pointed to is deleted afterwards so it does not leak disk."""
-        old = await self.lookup_name(account_id, container_id, name, rid)
-        if old is not None and not old.deleted and not upsert:
-            raise NameConflict(f"name {name!r} exists (send x-ambry-named-upsert: true)")
+        durable). Without upsert an existing live name is a 409, decided at the name's
+        replicas (two concurrent creates: one 201, one 409); with upsert the blob it pointed
+        to is deleted afterwards so it does not leak disk."""
+        if not upsert:  # fail fast, before the body is uploaded; decided again at the end
+            old = await self.lookup_name(account_id, container_id, name, rid)
+            if old is not None and not old.deleted:
+                raise NameConflict(f"name {name!r} exists (send x-ambry-named-upsert: true)")
         stored = await self.put(read, account_id=account_id, container_id=container_id,
                                 props=props, usermeta=usermeta, declared_size=declared_size,
                                 content_xxh3=content_xxh3, rid=rid)
         await self.bind_name(name, stored, account_id=account_id, container_id=container_id,
-                             content_type=props.content_type, old=old, rid=rid)
+                             content_type=props.content_type, rid=rid,
+                             condition=None if upsert else require_absent)
         return stored
 
     async def bind_name(self, name: str, stored: StoredBlob, *, account_id: int,
                         container_id: int, content_type: str, rid: str,
-                        old: NameRecord | None | bool = True) -> None:
+                        condition: Callable[[NameRecord | None], None] | None = None
+                        ) -> NameRecord | None:
         """Point a name at a blob already stored (and durable); the blob the name pointed to
-        before is deleted afterwards. ``old``: that entry when the caller looked it up, True
-        to look it up here. ``content_type`` goes into the name entry (listings show it).
-        If the name cannot be written, the new blob is deleted."""
-        if old is True:
-            old = await self.lookup_name(account_id, container_id, name, rid)
-        assert old is None or isinstance(old, NameRecord)
-        ts = max(self.clock.now_ms(), (old.ts_ms + 1) if old is not None else 0)
-        record = NameRecord(account_id, container_id, name, stored.blob_id.to_bytes(), ts,
-                            self.dc.id, False, stored.size, content_type, stored.created_ms)
+        before is deleted afterwards. ``condition(current)`` raises (NameConflict, an S3
+        PreconditionFailed, ...) to refuse the write; it is decided under the name's
+        reservation, so it holds against concurrent writers of this datacenter.
+        ``content_type`` goes into the name entry (listings show it). If the name is not
+        written, the new blob is deleted. Returns the entry the name had before."""
+
+        def decide(current: NameRecord | None) -> NameRecord:
+            if condition is not None:
+                condition(current)
+            return NameRecord(account_id, container_id, name, stored.blob_id.to_bytes(),
+                              self._next_name_ts(current), self.dc.id, False, stored.size,
+                              content_type, stored.created_ms)
+
         try:
-            await self._write_name(record, rid)
+            old, record = await self.write_name(account_id, container_id, name, decide, rid)
         except BaseException:
             self._spawn(self.delete(stored.blob_id, rid))
             raise
+        assert record is not None
         if old is not None and not old.deleted and old.blob_id != record.blob_id:
             self._spawn(self._delete_ignoring_missing(BlobId.from_bytes(old.blob_id), rid))
+        return old
 
     async def _delete_ignoring_missing(self, bid: BlobId, rid: str) -> None:
         try:
@@ -1019,15 +1132,17 @@ class Router:
 
     async def delete_named(self, name: str, *, account_id: int, container_id: int,
                            rid: str) -> None:
-        old = await self.lookup_name(account_id, container_id, name, rid)
-        if old is None:
-            raise BlobNotFound(f"no blob named {name!r}")
-        if old.deleted:
-            return  # as for ids: deleting a deleted blob is a 202
-        ts = max(self.clock.now_ms(), old.ts_ms + 1)
-        await self._write_name(NameRecord(account_id, container_id, name, b"", ts, self.dc.id,
-                                          True), rid)
-        await self._delete_ignoring_missing(BlobId.from_bytes(old.blob_id), rid)
+        def decide(current: NameRecord | None) -> NameRecord | None:
+            if current is None:
+                raise BlobNotFound(f"no blob named {name!r}")
+            if current.deleted:
+                return None  # as for ids: deleting a deleted blob is a 202
+            return NameRecord(account_id, container_id, name, b"",
+                              self._next_name_ts(current), self.dc.id, True)
+
+        old, record = await self.write_name(account_id, container_id, name, decide, rid)
+        if record is not None and old is not None:
+            await self._delete_ignoring_missing(BlobId.from_bytes(old.blob_id), rid)
 
     async def list_named(self, *, account_id: int, container_id: int, prefix: str,
                          start_after: str, limit: int, rid: str
@@ -1042,7 +1157,7 @@ class Router:
         for entries in answers:
             for e in entries:
                 cur = merged.get(e.name)
-                if cur is None or _name_version(e) > _name_version(cur):
+                if cur is None or name_version(e) > name_version(cur):
                     merged[e.name] = e
         names = sorted(merged)
         # each replica returned at most limit+1 names: beyond the smallest "last name" of a
@@ -1079,11 +1194,6 @@ def _release_result(t: asyncio.Task[Any]) -> None:
     _nid, reply, _exc = t.result()
     if reply is not None:
         reply._release_soon()
-
-
-def _name_version(e: NameRecord) -> tuple[int, int, bytes]:
-    """The same last-writer-wins order as the storage nodes' name view (NameEntry.version)."""
-    return (e.ts_ms, e.dc_id, bytes(e.blob_id))
 
 
 async def _read_up_to(read: ReadBody, n: int, prefix: bytes = b"") -> bytes:

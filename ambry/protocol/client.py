@@ -516,9 +516,32 @@ class NodeClient:
         st = h.get("state")
         return StateReply(state_from_wire(st) if st else None, bool(h.get("has_put")))
 
-    async def name_put(self, partition: int, entry: NameRecord,
-                       rid: str | None = None) -> None:
-        await self._call("name_put", {"partition": partition, **entry.to_wire()}, rid)
+    async def name_put(self, partition: int, entry: NameRecord, rid: str | None = None, *,
+                       token: bytes | None = None,
+                       base: tuple[int, int, bytes] | None = None) -> None:
+        """Write a name entry; with ``token`` it is the conditional write of a reservation
+        (NameBusy when the token does not hold the name and its entry is no longer ``base``)."""
+        args: dict[str, Any] = {"partition": partition, **entry.to_wire()}
+        if token is not None:
+            args["token"] = token
+            args["base"] = list(base) if base is not None else None
+        await self._call("name_put", args, rid)
+
+    async def name_reserve(self, partition: int, account_id: int, container_id: int,
+                           name: str, token: bytes, lease_ms: int, rid: str | None = None
+                           ) -> tuple[bool, NameRecord | None]:
+        """Ask for the name's reservation: (granted, the replica's current entry)."""
+        h = await self._call("name_reserve", {
+            "partition": partition, "account_id": account_id, "container_id": container_id,
+            "name": name, "token": token, "lease_ms": lease_ms}, rid)
+        e = h.get("entry")
+        return bool(h.get("granted")), (NameRecord.from_wire(e) if e else None)
+
+    async def name_release(self, partition: int, account_id: int, container_id: int,
+                           name: str, token: bytes, rid: str | None = None) -> None:
+        await self._call("name_release", {
+            "partition": partition, "account_id": account_id, "container_id": container_id,
+            "name": name, "token": token}, rid)
 
     async def name_get(self, partition: int, account_id: int, container_id: int, name: str,
                        rid: str | None = None) -> NameRecord | None:

@@ -41,7 +41,13 @@ Requests (field: type; ``?`` = optional, default after ``=``)::
   name_put       partition, account_id, container_id, name: str,  -
                  blob_id?: bin = b"" (empty for a delete),
                  ts_ms: int, dc_id: int, deleted? = false,
-                 size? = 0, content_type? = "", created_ms? = 0
+                 size? = 0, content_type? = "", created_ms? = 0,
+                 token?: bin = nil, base?: [ts_ms, dc_id, blob_id]
+                 = nil (conditional write; NAME_BUSY when the token
+                 does not hold the name and the entry moved on)
+  name_reserve   partition, account_id, container_id, name,       granted: bool,
+                 token: bin, lease_ms? = 10000 (max 30000)        entry: NAME | nil
+  name_release   partition, account_id, container_id, name, token -
   name_get       partition, account_id, container_id, name        entry: NAME | nil
   name_list      partition, account_id, container_id,             entries: [NAME],
                  prefix? = "", start_after? = "", limit? = 1000   truncated: bool
@@ -162,7 +168,14 @@ OPS: dict[str, tuple[Field, ...]] = {
                  Field("name", _STR), Field("blob_id", _BYTES, False, b""), Field("ts_ms", _INT),
                  Field("dc_id", _INT), Field("deleted", _BOOL, False, False),
                  Field("size", _INT, False, 0), Field("content_type", _STR, False, ""),
-                 Field("created_ms", _INT, False, 0)),
+                 Field("created_ms", _INT, False, 0),
+                 Field("token", _BYTES, False, None, True),
+                 Field("base", _LIST, False, None, True)),
+    "name_reserve": (_partition(), Field("account_id", _INT), Field("container_id", _INT),
+                     Field("name", _STR), Field("token", _BYTES),
+                     Field("lease_ms", _INT, False, 10_000)),
+    "name_release": (_partition(), Field("account_id", _INT), Field("container_id", _INT),
+                     Field("name", _STR), Field("token", _BYTES)),
     "name_get": (_partition(), Field("account_id", _INT), Field("container_id", _INT),
                  Field("name", _STR)),
     "name_list": (_partition(), Field("account_id", _INT), Field("container_id", _INT),

@@ -183,6 +183,7 @@ class StorageNode:
             "delete": self._op_delete, "ttl_update": self._op_ttl_update,
             "undelete": self._op_undelete, "name_put": self._op_name_put,
             "name_get": self._op_name_get, "name_list": self._op_name_list,
+            "name_reserve": self._op_name_reserve, "name_release": self._op_name_release,
             "entries_since": self._op_entries_since, "stats": self._op_stats,
             "blob_state": self._op_blob_state, "replicate": self._op_replicate,
             "digest": self._op_digest,
@@ -863,9 +864,38 @@ class StorageNode:
         entry = NameEntry(a["account_id"], a["container_id"], a["name"], a["blob_id"],
                           a["ts_ms"], a["dc_id"], a["deleted"], a["size"], a["content_type"],
                           a["created_ms"])
-        fut = await self._run(r.name_put, entry)
+        token, base = a["token"], a["base"]
+        if token is not None and base is not None:
+            if not (len(base) == 3 and all(isinstance(x, int) and not isinstance(x, bool)
+                                           for x in base[:2])
+                    and isinstance(base[2], (bytes, bytearray))):
+                raise InvalidArgument("base must be [ts_ms, dc_id, blob_id]")
+            base = (base[0], base[1], bytes(base[2]))
+        fut = await self._run(functools.partial(
+            r.name_put, entry, bytes(token) if token is not None else None, base))
         await asyncio.wrap_future(fut)
         self._notify_change()
+        return {}, None
+
+    async def _op_name_reserve(self, req: Request,
+                               _p: _Payload) -> tuple[dict[str, Any], None]:
+        a = req.args
+        r = self._replica(a["partition"])
+        self._check_container(a)
+        if not 1 <= len(a["token"]) <= 64:
+            raise InvalidArgument("token must be 1 to 64 bytes")
+        granted, e = await self._run(functools.partial(
+            r.name_reserve, a["account_id"], a["container_id"], a["name"], bytes(a["token"]),
+            a["lease_ms"]))
+        return {"granted": granted,
+                "entry": _name_to_wire(e) if e is not None else None}, None
+
+    async def _op_name_release(self, req: Request,
+                               _p: _Payload) -> tuple[dict[str, Any], None]:
+        a = req.args
+        r = self._replica(a["partition"])
+        self._check_container(a)
+        r.name_release(a["account_id"], a["container_id"], a["name"], bytes(a["token"]))
         return {}, None
 
     async def _op_name_get(self, req: Request, _p: _Payload) -> tuple[dict[str, Any], None]:

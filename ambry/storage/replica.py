@@ -48,6 +48,7 @@ from ambry.common.errors import (
     DiskFull,
     InvalidArgument,
     LifeVersionConflict,
+    NameBusy,
     PartitionReadOnly,
     ReplicaUnavailable,
     StorageError,
@@ -68,6 +69,7 @@ from ambry.storage.format import (
     name_key,
 )
 from ambry.storage.log import Damage, Log, Position, ScannedRecord
+from ambry.storage.namelocks import NameLocks
 from ambry.storage.names import NameEntry, NameView
 from ambry.storage.snapshot import SnapshotMeta, read_snapshot, write_snapshot
 from ambry.storage.usage import UsageCounters, UsageTotals
@@ -280,6 +282,7 @@ class Replica:
         self.lock = self.log.lock
         self.index = BlobIndex()
         self.names: NameView | None = None
+        self.name_locks = NameLocks()  # reservations for conditional name writes
         self.incarnation = b""
         self.next_seq = 1
         self.damage: list[Damage] = []
@@ -774,9 +777,15 @@ class Replica:
         return state_of(cur), put_location(cur) is not None
 
     # ================================================================ named blobs
-    def name_put(self, entry: NameEntry) -> concurrent.futures.Future[None]:
+    def name_put(self, entry: NameEntry, token: bytes | None = None,
+                 base: tuple[int, int, bytes] | None = None
+                 ) -> concurrent.futures.Future[None]:
         """Append NAME_PUT / NAME_DELETE (entry.deleted) and return a future that completes once
-        the record is durable and applied to the view."""
+        the record is durable and applied to the view.
+
+        ``token``: a conditional write under a reservation (``name_reserve``): refused with
+        NameBusy unless the token holds the name here or, when nobody does, the current entry's
+        version is still ``base`` (None: the writer saw no entry). See ``namelocks``."""
         raw_name = entry.name.encode("utf-8")
         if not raw_name or len(raw_name) > MAX_NAME_BYTES:
             raise InvalidArgument(f"blob names are 1 to {MAX_NAME_BYTES} bytes")
@@ -784,16 +793,46 @@ class Replica:
             raise InvalidArgument("blob names may not contain control characters")
         if not entry.deleted and len(entry.blob_id) != 32:
             raise InvalidArgument("a name must point to a 32-byte blob id")
+        assert self.names is not None
         key = name_key(entry.account_id, entry.container_id, entry.name)
         props = entry.encode_record_props()
         rtype = RecordType.NAME_DELETE if entry.deleted else RecordType.NAME_PUT
-        with self.lock:
-            self._check_writable(RECORD_HEADER_SIZE + len(key) + len(props), is_put=False)
-            self._append(rtype, key, 0, BlobState(), entry.ts_ms, 0, [props],
-                         (len(props), 0, 0), body_checksum(key, props))
-            visible = self._last_ack
+        based = True
+        if token is not None and self.name_locks.holder(key) is None:
+            cur = self.names.get(entry.account_id, entry.container_id, entry.name)
+            based = (cur.version if cur is not None else None) == base
+        if not self.name_locks.begin_write(key, token, based):
+            raise NameBusy(f"name {entry.name!r} is reserved by another writer or changed")
+        try:
+            with self.lock:
+                self._check_writable(RECORD_HEADER_SIZE + len(key) + len(props), is_put=False)
+                self._append(rtype, key, 0, BlobState(), entry.ts_ms, 0, [props],
+                             (len(props), 0, 0), body_checksum(key, props))
+                visible = self._last_ack
+        except BaseException:
+            self.name_locks.end_write(key)
+            raise
         assert visible is not None
+        visible.add_done_callback(lambda _f: self.name_locks.end_write(key))
         return visible
+
+    def name_reserve(self, account_id: int, container_id: int, name: str, token: bytes,
+                     lease_ms: int) -> tuple[bool, NameEntry | None]:
+        """Reserve a name for a conditional write (see ``namelocks``): whether it was granted,
+        and the name's current entry here (deletions included). A rebuilding replica cannot
+        say what the current entry is: ReplicaUnavailable."""
+        assert self.names is not None
+        if self.rebuilding:
+            raise self._not_found(f"name {name!r}: replica is rebuilding")
+        key = name_key(account_id, container_id, name)
+        granted = self.name_locks.reserve(key, token, lease_ms, self.clock.now_ms())
+        # read after the grant: once granted, no frontend write of this name lands here
+        # until the holder writes or the lease ends, and none was in flight
+        return granted, self.names.get(account_id, container_id, name)
+
+    def name_release(self, account_id: int, container_id: int, name: str,
+                     token: bytes) -> None:
+        self.name_locks.release(name_key(account_id, container_id, name), token)
 
     def name_get(self, account_id: int, container_id: int, name: str) -> NameEntry | None:
         """The current entry of a name (deletions included), None if never seen. A replica

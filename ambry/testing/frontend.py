@@ -113,9 +113,12 @@ class FrontendProcess(DaemonProcess):
         return f"http://{self.host}:{self.s3_port}"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "ambry.cli", "frontend", "--config",
-                str(self.config_path), "--datacenter", self.datacenter, "--host", self.host,
-                "--port", str(self.port), "--log-level", self.log_level]
+        cmd = [sys.executable, "-m", "ambry.cli", "frontend", "--config",
+               str(self.config_path), "--datacenter", self.datacenter, "--host", self.host,
+               "--port", str(self.port), "--log-level", self.log_level]
+        if self.s3_port is not None:
+            cmd += ["--s3-port", str(self.s3_port)]
+        return cmd
 
     def health_url(self) -> str:
         return self.url("/healthCheck")
@@ -205,6 +208,27 @@ class StoreCluster:
                                 self.root / f"frontend-{dc}.log", log_level, env, s3p)
             for dc, port, s3p in zip(dcs, fe_ports, s3_ports, strict=True)}
 
+        self.extra_frontends: list[FrontendProcess] = []
+
+    def add_frontend(self, datacenter: str = "dc1") -> FrontendProcess:
+        """Start one more frontend of ``datacenter`` (REST and S3 on free ports of their own;
+        frontends are stateless, so any number may serve a datacenter); stopped with the
+        store."""
+        port, s3p = free_ports(2, "127.0.0.1")
+        n = len(self.extra_frontends) + 2
+        f = FrontendProcess(datacenter, self.config_path, "127.0.0.1", port,
+                            self.root / f"frontend-{datacenter}-{n}.log",
+                            self.frontends[datacenter].log_level,
+                            self.frontends[datacenter].env, s3p)
+        f.name = f"frontend-{datacenter}-{n}"
+        self.extra_frontends.append(f)
+        f.start()
+        f.wait_ready()
+        return f
+
+    def _all_frontends(self) -> list[FrontendProcess]:
+        return [*self.frontends.values(), *self.extra_frontends]
+
     @property
     def nodes(self) -> dict[str, NodeProcess]:
         return self.nodes_cluster.nodes
@@ -272,21 +296,21 @@ class StoreCluster:
 
     def stop(self) -> None:
         """SIGTERM the frontends, then the nodes (kill -9 whatever does not stop)."""
-        for f in self.frontends.values():
+        for f in self._all_frontends():
             if f.running:
                 with contextlib.suppress(TimeoutError):
                     f.terminate()
         self.nodes_cluster.stop()
 
     def kill_all(self) -> None:
-        for f in self.frontends.values():
+        for f in self._all_frontends():
             f.kill()
         self.nodes_cluster.kill_all()
 
     def logs(self, lines: int = 40) -> str:
         """The tail of every process's log, for printing at teardown."""
         out = []
-        for f in self.frontends.values():
+        for f in self._all_frontends():
             out.append(f"==== log of {f.name} ====\n{f.log_tail(lines)}")
         for n in self.nodes.values():
             out.append(f"==== log of {n.node_id} ====\n{n.log_tail(lines)}")

@@ -53,6 +53,7 @@ from ambry.frontend.s3.errors import S3Error, s3_error_for
 from ambry.frontend.s3.etag import (
     NOT_MODIFIED,
     PRECONDITION_FAILED,
+    etag_matches,
     evaluate_conditions,
     normalize_etag,
     single_etag,
@@ -74,6 +75,7 @@ from ambry.frontend.s3.xml import (
     parse_create_bucket,
     parse_delete,
 )
+from ambry.protocol.messages import NameRecord
 
 if TYPE_CHECKING:
     from ambry.frontend.app import FrontendApp
@@ -119,6 +121,37 @@ def listing_content_type(content_type: str, etag: str) -> str:
 def _listing_etag(content_type: str, blob_id: bytes) -> str:
     _, sep, tag = content_type.rpartition(LISTING_ETAG_PARAM)
     return f'"{tag}"' if sep and tag else _fallback_etag(blob_id)
+
+
+def write_precondition(h: Any, bucket: str, key: str
+                       ) -> Callable[[NameRecord | None], None] | None:
+    """The condition of a conditional write (PutObject, CopyObject, CompleteMultipartUpload)
+    on the key's current entry, as AWS has it: ``If-None-Match: *`` fails (412) when the key
+    exists; ``If-Match: <etags>`` fails with 404 when it does not and 412 when its ETag is not
+    listed. None when the request carries neither."""
+    none_match = h.get("if-none-match")
+    if none_match is not None and none_match.strip(" \t") != "*":
+        none_match = None  # AWS accepts only "*" on writes; anything else is not a condition
+    match = h.get("if-match")
+    if none_match is None and match is None:
+        return None
+
+    def check(current: NameRecord | None) -> None:
+        live = current is not None and not current.deleted
+        if none_match is not None and live:
+            raise S3Error("PreconditionFailed", "At least one of the pre-conditions you "
+                                                "specified did not hold", 412,
+                          extra={"Condition": "If-None-Match"})
+        if match is not None:
+            if not live or current is None:
+                raise S3Error("NoSuchKey", "The specified key does not exist.", 404,
+                              bucket=bucket, key=key)
+            if not etag_matches(match, _listing_etag(current.content_type, current.blob_id)):
+                raise S3Error("PreconditionFailed", "At least one of the pre-conditions you "
+                                                    "specified did not hold", 412,
+                              extra={"Condition": "If-Match"})
+
+    return check
 
 
 def _fallback_etag(blob_id: bytes) -> str:
@@ -490,10 +523,14 @@ class S3Api:
 
     async def _bind(self, ctx: Ctx, container: Container, key: str, stored: StoredBlob,
                     content_type: str, etag: str) -> None:
+        """Point the key at the stored object, under the request's write conditions
+        (``If-None-Match: *``, ``If-Match``), decided at the key's replicas so that they hold
+        against concurrent writers (docs/security.md, "Conditional writes and names")."""
         await self.router.bind_name(key, stored, account_id=self._acct(ctx).id,
                                     container_id=container.id,
                                     content_type=listing_content_type(content_type, etag),
-                                    rid=ctx.rid)
+                                    rid=ctx.rid,
+                                    condition=write_precondition(ctx.h, container.name, key))
 
     async def _lookup_object(self, ctx: Ctx, container: Container, key: str
                              ) -> BlobId:
@@ -740,12 +777,9 @@ class S3Api:
                                                            str(self.s3.max_part_size_bytes)})
         meta = self._user_meta(ctx)
         account = self._acct(ctx)
-        if ctx.h.get("if-none-match", "").strip() == "*":
-            e = await self.router.lookup_name(account.id, c.id, key, ctx.rid)
-            if e is not None and not e.deleted:
-                raise S3Error("PreconditionFailed", "At least one of the pre-conditions you "
-                                                    "specified did not hold", 412,
-                              extra={"Condition": "If-None-Match"})
+        check = write_precondition(ctx.h, c.name, key)
+        if check is not None:  # fail fast, before the body; decided again when binding
+            check(await self.router.lookup_name(account.id, c.id, key, ctx.rid))
         content_type = ctx.h.get("content-type") or _DEFAULT_CONTENT_TYPE
         props = self._props(ctx, c, content_type)
 

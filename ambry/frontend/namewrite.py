@@ -1,0 +1,79 @@
+"""Decisions of a conditional name write: the reservation tally and the retry backoff.
+
+Owns the pure part of writing a name under a majority reservation (see
+``ambry.storage.namelocks`` for the replica side): counting the replicas' answers to
+``name_reserve``, deciding when the writer holds a majority, lost the race (retry), or cannot
+reach enough replicas (503), and which current entry the decision is based on. Does not own any
+I/O: the router sends the requests and feeds the answers in.
+
+The guarantee it gives, with the replica rules: within one datacenter, two writers can never
+both hold a majority of a name's replicas at once, so of concurrent conditional writes of one
+name (create-if-absent, S3 ``If-Match``, REST without upsert) exactly one is decided against
+any given entry. Across datacenters nothing is locked: see docs/security.md ("Conditional
+writes and names").
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass, field
+
+from ambry.protocol.messages import NameRecord
+
+__all__ = ["ReservationTally", "Verdict", "backoff_s", "name_version"]
+
+
+def name_version(e: NameRecord) -> tuple[int, int, bytes]:
+    """Last-writer-wins order of name entries (the same on every replica)."""
+    return (e.ts_ms, e.dc_id, e.blob_id)
+
+
+class Verdict(enum.Enum):
+    PENDING = "pending"
+    HELD = "held"          # a majority granted: go on and write
+    BUSY = "busy"          # someone else holds enough replicas: release, back off, retry
+    UNAVAILABLE = "unavailable"  # too few replicas answered at all
+
+
+@dataclass
+class ReservationTally:
+    """Answers of ``n`` replicas to one round of ``name_reserve``."""
+
+    n: int
+    granted: set[str] = field(default_factory=set)
+    denied: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    current: NameRecord | None = None
+
+    @property
+    def need(self) -> int:
+        return self.n // 2 + 1
+
+    def record(self, node: str, granted: bool | None, entry: NameRecord | None = None) -> None:
+        """``granted`` None: the replica did not answer (error or timeout)."""
+        assert node not in self.granted | self.denied | self.failed, "answer counted twice"
+        if granted is None:
+            self.failed.add(node)
+            return
+        (self.granted if granted else self.denied).add(node)
+        if entry is not None and (self.current is None
+                                  or name_version(entry) > name_version(self.current)):
+            self.current = entry
+
+    def verdict(self) -> Verdict:
+        if len(self.granted) >= self.need:
+            return Verdict.HELD
+        outstanding = self.n - len(self.granted) - len(self.denied) - len(self.failed)
+        if len(self.granted) + outstanding >= self.need:
+            return Verdict.PENDING
+        if len(self.failed) > self.n - self.need:
+            return Verdict.UNAVAILABLE
+        return Verdict.BUSY
+
+
+def backoff_s(attempt: int, rnd: random.Random, base_s: float = 0.005,
+              cap_s: float = 0.25) -> float:
+    """Full-jitter exponential backoff between reservation rounds: writers that collided
+    spread out, so one of them soon holds a majority alone."""
+    return rnd.uniform(0, min(cap_s, base_s * (2 ** min(attempt, 16))))
