@@ -17,11 +17,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from ambry.common.config import ClusterConfig
 
 __all__ = ["cluster", "frontend"]
 
@@ -72,6 +75,19 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def with_signed_url_secret(cfg: ClusterConfig) -> ClusterConfig:
+    """``cfg`` with ``frontend.signed_url_secret`` set to the secret a frontend signs with
+    (from $AMBRY_SIGNED_URL_SECRET, the config, or the secret file, created on first use when
+    the config says to generate it). Raises InvalidArgument when there is none or it is weak."""
+    from ambry.common.urlsecret import resolve_secret
+
+    fe = cfg.frontend
+    secret = resolve_secret(fe.signed_url_secret, fe.signed_url_secret_file,
+                            fe.signed_url_secret_generate, Path(cfg.data_root))
+    return replace(cfg, frontend=replace(fe, signed_url_secret=secret, signed_url_secret_file="",
+                                         signed_url_secret_generate=False))
+
+
 def _procs_of(cfg: Any) -> list[Proc]:
     out = [Proc("node", n.id, n.datacenter, n.host, n.port, n.http_port)
            for n in cfg.cluster_map.nodes]
@@ -105,6 +121,8 @@ def up(config_path: str, data_dir: str | None, log_level: str, log_format: str |
     try:
         cfg = load_config(config_path, data_root=data_dir)
         grace_s = DaemonConfig.from_sections(cfg.sections).shutdown_grace_s
+        if cfg.frontends:  # refused here, before anything starts; created once if generated
+            with_signed_url_secret(cfg)
     except AmbryError as e:
         raise click.ClickException(e.message) from None
     fmt_args = ["--log-format", log_format] if log_format else []
@@ -263,8 +281,9 @@ def down(config_path: str, data_dir: str | None) -> None:
 @click.option("--s3-port", default=None, type=int,
               help="S3 API port (default: frontends[].s3_port of the config, else 1175; "
                    "0 turns S3 off).")
-@click.option("--data-dir", default=None, help="Ignored by frontends (they keep no data); "
-              "accepted so every daemon takes the same options.")
+@click.option("--data-dir", default=None, help="Data root (default: data_dir of the config); "
+              "a frontend keeps no data, only looks for frontend.signed_url_secret_file "
+              "there.")
 @click.option("--log-level", default=lambda: os.environ.get("AMBRY_LOG_LEVEL", "INFO"))
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
               help="Log lines as text or one JSON object per line [default: "
@@ -280,15 +299,18 @@ def frontend(config_path: str, datacenter: str, host: str | None, port: int | No
     from ambry.common.errors import AmbryError
     from ambry.frontend.server import run_frontend
 
+    def load() -> ClusterConfig:
+        return with_signed_url_secret(load_config(config_path, data_root=data_dir))
+
     try:
-        cfg = load_config(config_path)
+        cfg = load()
         cfg.cluster_map.datacenter(datacenter)
         daemon = DaemonConfig.from_sections(cfg.sections)
     except AmbryError as e:
         setup_logging(f"frontend={datacenter}", log_level, log_format or "text")
         raise click.ClickException(e.message) from None
     setup_logging(f"frontend={datacenter}", log_level, log_format or daemon.log_format)
-    run_frontend(cfg, datacenter, host, port, reload_config=lambda: load_config(config_path),
+    run_frontend(cfg, datacenter, host, port, reload_config=load,
                  config_path=config_path, s3_port=s3_port)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from ambry.common.errors import InvalidArgument
+from ambry.common.urlsecret import check_secret
 
 __all__ = [
     "DEFAULT_S3_PORT",
@@ -109,7 +110,14 @@ class FrontendConfig:
     name_lease_ms: int = 10_000
     name_busy_wait_ms: int = 10_000
     ttl_update_buffer_s: int = 60
-    signed_url_secret: str = "change-me"
+    # HMAC key of signed URLs (docs/security.md, "Blob ids and secrets"): at least 32
+    # characters and never a placeholder. Inline, or a file holding it (relative to the
+    # data dir); $AMBRY_SIGNED_URL_SECRET overrides both. A frontend refuses to start
+    # without one. ``signed_url_secret_generate`` (development only) creates the file with
+    # a random secret when it is missing.
+    signed_url_secret: str = ""
+    signed_url_secret_file: str = ""
+    signed_url_secret_generate: bool = False
     signed_url_max_ttl_s: int = 7 * 24 * 3600
     failed_upload_chunk_ttl_s: int = 3600  # unused when chunks can be deleted at once
 
@@ -122,6 +130,14 @@ class FrontendConfig:
             raise InvalidArgument("frontend.get_hedge_ms must be -1 (adaptive), 0 or > 0")
         if self.inflight_budget_bytes < self.chunk_size_bytes:
             raise InvalidArgument("frontend.inflight_budget_bytes must hold at least a chunk")
+        if self.signed_url_secret:
+            check_secret(self.signed_url_secret, "frontend.signed_url_secret")
+            if self.signed_url_secret_file:
+                raise InvalidArgument("frontend: set signed_url_secret or "
+                                      "signed_url_secret_file, not both")
+        if self.signed_url_secret_generate and not self.signed_url_secret_file:
+            raise InvalidArgument("frontend.signed_url_secret_generate needs "
+                                  "frontend.signed_url_secret_file (where to keep it)")
         if not 100 <= self.name_lease_ms <= 30_000:
             raise InvalidArgument("frontend.name_lease_ms must be in [100, 30000]")
         if self.name_busy_wait_ms < 0:

@@ -428,6 +428,13 @@ class FrontendApp:
         return web.json_response(body)
 
     # ------------------------------------------------------------------ signed URLs
+    def _signing_key(self) -> bytes:
+        # an empty key would make every signature forgeable (the daemon refuses to start
+        # without one; an app built in-process without one just has no signed URLs)
+        if not self.secret:
+            raise AccessDenied("signed URLs are off: this frontend has no signed_url_secret")
+        return self.secret
+
     async def signed_url(self, request: web.Request) -> web.Response:
         h = request.headers
         kind = h.get("x-ambry-url-type", "").upper()
@@ -453,7 +460,8 @@ class FrontendApp:
             self.props_from(request, account, container)  # the upload headers must be valid
             path = "/"
         expires = self.clock.now_ms() // 1000 + ttl
-        url = f"{request.scheme}://{request.host}" + sign_url(self.secret, kind, path, params,
+        key = self._signing_key()
+        url = f"{request.scheme}://{request.host}" + sign_url(key, kind, path, params,
                                                                 expires)
         return web.Response(status=200, headers={"x-ambry-signed-url": url})
 
@@ -532,7 +540,7 @@ class FrontendApp:
 
     def _apply_signed_url(self, request: web.Request) -> web.Request:
         """A signed URL's query parameters become the request's x-ambry-* headers."""
-        params = verify_url(self.secret, request.method, request.path, request.query,
+        params = verify_url(self._signing_key(), request.method, request.path, request.query,
                             self.clock.now_ms() // 1000)
         headers = CIMultiDict(request.headers)
         for k, v in params.items():

@@ -176,7 +176,7 @@ class StoreCluster:
                  env: dict[str, str] | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.secret = "test-" + secrets.token_hex(8)
+        self.secret = secrets.token_urlsafe(32)
         fe_section = {**TEST_FRONTEND, "signed_url_secret": self.secret, **(frontend or {})}
         dcs = [f"dc{d}" for d in range(1, datacenters + 1)]
         # write_config picks the node ports on its own: pick the frontend ports first and

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -128,6 +129,8 @@ def compose() -> Iterator[Compose]:
     env = dict(os.environ)
     c = Compose(command, f"ambrytest{uuid.uuid4().hex[:8]}", env, _free_port(), _free_port())
     env.update(AMBRY_DC1_PORT=str(c.dc1_port), AMBRY_DC2_PORT=str(c.dc2_port))
+    # the frontends refuse to start without a signed-URL secret (docs/security.md)
+    env.setdefault("AMBRY_SIGNED_URL_SECRET", secrets.token_urlsafe(32))
     print(f"compose project {c.project}: dc1 on {c.dc1_port}, dc2 on {c.dc2_port}")
     try:
         c("up", "-d", timeout_s=300)
