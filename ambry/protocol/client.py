@@ -225,10 +225,15 @@ class _Connection:
         async with self.write_lock:
             if self.closed:
                 raise Unavailable(f"connection to {self.peer} is closed")
-            write_message(self.writer, frame, payload)
             try:
+                # uvloop raises RuntimeError ("the handler is closed") from write() once the
+                # node's end reset the connection but before connection_lost reached the read
+                # loop: a node that died mid-upload, the same as an OSError, not a bug
+                write_message(self.writer, frame, payload)
                 await self.writer.drain()
             except (OSError, RuntimeError) as e:
+                if isinstance(e, RuntimeError) and not self.writer.is_closing():
+                    raise  # not a closed transport: a bug, seen as it is
                 err = Unavailable(f"writing to {self.peer}: {e}")
                 self.fail(err)
                 raise err from None
