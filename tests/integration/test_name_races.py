@@ -188,3 +188,28 @@ def test_a_writer_that_dies_holding_a_name_delays_others_by_at_most_a_lease(
     # it had to wait for the 2 s lease (not a timing assertion: a lower bound the protocol
     # guarantees), and it did not wait forever
     assert time.monotonic() - t0 >= 1.0
+
+
+@pytest.mark.slow
+def test_many_rounds_of_mixed_rest_and_s3_creates_each_have_one_winner(
+        store: StoreCluster, second: FrontendProcess, bucket: str) -> None:
+    """The soak of the races above (make faults): many names, 16 writers each, REST and S3
+    through both frontends; every round exactly one create is acknowledged and survives."""
+    writers = 16
+    for round_ in range(40):
+        path = f"/named/default/default/soak/{round_}-{uuid.uuid4().hex}"
+        bases = _bases(store, second)
+        bodies = [f"rest {i} {round_}".encode() for i in range(writers)]
+        statuses = _at_once([lambda i=i: _rest_put(bases[i % 2], path, bodies[i])
+                             for i in range(writers)])
+        assert sorted(statuses) == [201] + [409] * (writers - 1), (round_, statuses)
+        r = _POOL.request("GET", bases[round_ % 2] + path)
+        assert r.data == bodies[statuses.index(201)]
+        key = f"{bucket}/soak/{round_}-{uuid.uuid4().hex}"
+        s3 = _s3_bases(store, second)
+        replies = _at_once([lambda i=i: _s3_put(s3[i % 2], key, bodies[i],
+                                                {"If-None-Match": "*"})
+                            for i in range(writers)])
+        st = [x.status for x in replies]
+        assert sorted(st) == [200] + [412] * (writers - 1), (round_, st)
+        assert raw("GET", f"{s3[round_ % 2]}/{key}").body == bodies[st.index(200)]
