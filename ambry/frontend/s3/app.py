@@ -40,6 +40,7 @@ from ambry.common.errors import (
 from ambry.common.properties import BlobProperties
 from ambry.frontend.chunking import content_range, parse_range, unsatisfied_content_range
 from ambry.frontend.containers import ContainerNotEmpty
+from ambry.frontend.expect import answer_expect
 from ambry.frontend.headers import (
     MAX_BLOB_NAME_BYTES,
     decode_user_metadata,
@@ -1070,6 +1071,6 @@ def make_s3_app(fa: FrontendApp, s3: S3Config | None = None) -> web.Application:
     app = web.Application(client_max_size=_MAX_XML_BODY_BYTES)
     app["s3"] = api
     # every method and path: S3 dispatches on method, path shape and query sub-resources
-    app.router.add_route("*", "/{tail:.*}", api.handle)
+    app.router.add_route("*", "/{tail:.*}", api.handle, expect_handler=answer_expect)
     return app
 

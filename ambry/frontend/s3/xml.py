@@ -11,6 +11,7 @@ before parsing, so no entity can expand (the "billion laughs" family).
 
 from __future__ import annotations
 
+import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
@@ -27,6 +28,7 @@ __all__ = [
     "parse_complete_multipart",
     "parse_create_bucket",
     "parse_delete",
+    "xml_text",
 ]
 
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -35,6 +37,18 @@ _DECL = '<?xml version="1.0" encoding="UTF-8"?>\n'
 # A node is (tag, text) or (tag, [children]); None children are skipped. (Any: mypy's list
 # invariance makes a recursive alias reject every literal list of nodes.)
 Node = tuple[str, Any]
+
+
+# Characters XML 1.0 cannot carry, even escaped: C0 controls but tab, CR and LF, lone surrogates
+# (a path byte that is not UTF-8), U+FFFE and U+FFFF. A key or bucket named in a reply may hold
+# them; written raw they made the document unparsable for every client.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(value: str) -> str:
+    """``value`` with each character XML 1.0 cannot carry replaced by U+FFFD. (Listings give
+    exact keys with ``encoding-type=url``, as on AWS.)"""
+    return _NOT_XML.sub("\ufffd", value)
 
 
 def iso8601(ms: int) -> str:
@@ -52,14 +66,14 @@ def _build(parent: ET.Element, node: Node) -> None:
     elif isinstance(value, bool):
         el.text = "true" if value else "false"
     elif value is not None:
-        el.text = str(value)
+        el.text = xml_text(str(value))
 
 
 def document(root_tag: str, children: Iterable[Node | None], *, namespace: bool = True,
              text: str | None = None) -> bytes:
     """A whole XML document: declaration, root element (in the S3 namespace), children."""
     root = ET.Element(root_tag, {"xmlns": NS} if namespace else {})
-    root.text = text
+    root.text = None if text is None else xml_text(text)
     for child in children:
         if child is not None:
             _build(root, child)
