@@ -20,6 +20,7 @@ or which peers to pull from (``planner``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import random
@@ -41,7 +42,7 @@ from ambry.common.errors import (
     PartitionReadOnly,
     ReplicaUnavailable,
 )
-from ambry.replication.planner import PullPlan, plan_pulls
+from ambry.replication.planner import PullPlan, fetch_wait_s, plan_pulls
 from ambry.replication.tokens import TokenStore
 from ambry.storage.format import RecordType
 from ambry.storage.names import NameEntry
@@ -52,6 +53,9 @@ __all__ = ["LagRow", "PeerLink", "ReplicationConfig", "ReplicationManager", "att
 log = logging.getLogger(__name__)
 
 Token = tuple[bytes, int]
+#: keys older configs may still carry, and why they no longer mean anything
+_OBSOLETE_KEYS = {"standby_wait_s": "standbys no longer wait for a failure detector to take "
+                                    "over cross-DC fetches (see standby_fetch_delay_ms)"}
 Position = tuple[int, int]
 RunIO = Callable[..., Awaitable[Any]]
 
@@ -64,16 +68,26 @@ class ReplicationConfig:
     batch_max_entries: int = 1000
     batch_max_bytes: int = 4 * 1024 * 1024
     long_poll_ms: int = 2000          # a peer holds an empty request this long
-    standby_wait_s: float = 30.0      # before another replica takes over cross-DC pulls
+    # a standby replica fetches a remote blob itself once the record is this old and the blob
+    # has not come from its own datacenter (x its rank: 1 s, 2 s, ...; see planner.py)
+    standby_fetch_delay_ms: int = 1000
     backoff_max_s: float = 10.0       # retry interval for an unreachable peer, at most
     request_timeout_ms: int = 30_000
     scrub_interval_s: float = 3600.0  # one pass over the sealed segments per interval
     scrub_bytes_per_s: int = 32 * 1024 * 1024
     fetch_concurrency: int = 4        # missing blobs fetched at once from one peer
 
+    def __post_init__(self) -> None:
+        if self.standby_fetch_delay_ms < 0:
+            raise InvalidArgument("replication.standby_fetch_delay_ms must be >= 0, got "
+                                  f"{self.standby_fetch_delay_ms}")
+
     @classmethod
     def from_sections(cls, sections: Mapping[str, Any]) -> ReplicationConfig:
         raw = dict(sections.get("replication") or {})
+        for old in sorted(_OBSOLETE_KEYS.keys() & set(raw)):
+            log.warning("replication.%s is obsolete and ignored: %s", old, _OBSOLETE_KEYS[old])
+            del raw[old]
         known = set(cls.__dataclass_fields__)
         unknown = set(raw) - known
         if unknown:
@@ -114,6 +128,7 @@ class LagRow:
 class _PeerState:
     down_since: float = 0.0  # monotonic time of the first failure in a row; 0 = up
     backoff_s: float = 0.0
+    reached: bool = False  # answered at least once since this node started
 
 
 class ReplicationManager:
@@ -145,6 +160,9 @@ class ReplicationManager:
         # its PUT; without this, the loops of 2-3 peers that list it at the same moment
         # each fetched it (the bytes crossed the DC link 2-3 times).
         self._inflight: dict[tuple[int, bytes], asyncio.Future[Position | None]] = {}
+        # set (and replaced) each time a fetched PUT is stored: a standby waiting for a blob
+        # to come from its own datacenter looks again
+        self._put_stored = asyncio.Event()
         # (peer, partition) -> since when / until when the peer's replica of that partition
         # answered REPLICA_UNAVAILABLE (failed to open, ...). The peer node itself is up: its
         # other partitions are still pulled, and for this one it counts as down (so a standby
@@ -233,7 +251,7 @@ class ReplicationManager:
 
     def _plan(self, pid: int) -> PullPlan:
         return plan_pulls(self.node_id, self.cmap.partition(pid).replicas, self.dc_of,
-                          self._down_in(pid), self.rcfg.standby_wait_s)
+                          self._down_in(pid), self.rcfg.standby_fetch_delay_ms / 1000)
 
     def partitions_to_pull(self, peer: str) -> list[int]:
         out = []
@@ -305,15 +323,22 @@ class ReplicationManager:
         while not self._stopping.is_set():
             pids = self.partitions_to_pull(peer)
             if not pids:
-                await self._sleep(min(1.0, self.rcfg.standby_wait_s / 4, self._next_hold_s()))
+                await self._sleep(min(1.0, self._next_hold_s()))
                 continue
             reqs = [(pid, self.tokens.get(pid, peer, self.replicas[pid].incarnation))
                     for pid in pids]
+            # a rebuilding replica that has not heard this peer out yet must not wait in its
+            # long poll: with nothing to send (a fresh cluster) the peer held the request for
+            # long_poll_ms, and the replica said "unavailable" (the frontends: not ready) that
+            # much longer. Once caught up with the peer, the long poll is used again.
+            first_pass = any(self.replicas[p].rebuilding and not self.lag[(p, peer)].caught_up_once
+                             for p in pids)
             try:
                 try:
                     results = await link.replicate(
                         reqs, max_entries=self.rcfg.batch_max_entries,
-                        max_bytes=self.rcfg.batch_max_bytes, wait_ms=self.rcfg.long_poll_ms)
+                        max_bytes=self.rcfg.batch_max_bytes,
+                        wait_ms=0 if first_pass else self.rcfg.long_poll_ms)
                 except ReplicaUnavailable:
                     # before: the whole peer counted as down, and every partition it shares
                     # with this node stopped replicating from it
@@ -333,12 +358,17 @@ class ReplicationManager:
                     log.info("replication from %s paused: %s", peer, e)
                 for pid in pids:
                     self.lag[(pid, peer)].errors += 1
-                st.backoff_s = min(self.rcfg.backoff_max_s, max(0.25, st.backoff_s * 2))
+                # a peer never reached yet is most likely still starting (a fresh cluster):
+                # retry it often, or fresh replicas stayed "rebuilding", and the frontends
+                # unready, for up to 8 s after the last node had started
+                cap_s = self.rcfg.backoff_max_s if st.reached else 0.5
+                st.backoff_s = min(cap_s, self.rcfg.backoff_max_s,
+                                   max(0.25, st.backoff_s * 2))
                 await self._sleep(st.backoff_s * random.uniform(0.8, 1.2))
                 continue
             if st.down_since:
                 log.info("replication from %s resumed", peer)
-            st.down_since, st.backoff_s = 0.0, 0.0
+            st.down_since, st.backoff_s, st.reached = 0.0, 0.0, True
             # the partitions of one answer are applied side by side (their missing blobs
             # share the peer's fetch slots), not one after the other
             await asyncio.gather(*(self._apply_guarded(peer, link, pid, entries, token,
@@ -395,8 +425,13 @@ class ReplicationManager:
         if slots is None:
             slots = asyncio.Semaphore(max(1, self.rcfg.fetch_concurrency))
         last_time_ms = 0
+        # a standby lets a remote blob come from its own datacenter first (planner.py)
+        delay_s = self._plan(pid).fetch_delay_s if row.cross_dc else 0.0
 
         async def fetch(e: Entry) -> tuple[Position | None, bool]:
+            if delay_s:
+                age_s = (self.now_ms() - e.time_ms) / 1000
+                await self._await_local_copy(rep, e.key, fetch_wait_s(delay_s, age_s))
             async with slots:
                 return await self._fetch_put_once(link, rep, e, row)
 
@@ -478,6 +513,19 @@ class ReplicationManager:
             fut.set_result(end)  # waiters look again, and fetch themselves if it failed
         return end, end is not None
 
+    async def _await_local_copy(self, rep: Replica, blob_key: bytes, wait_s: float) -> None:
+        """Wait up to ``wait_s`` until the replica has this PUT or a fetch of it runs here
+        (another peer's loop, usually from this datacenter, brings it)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        key = (rep.partition_id, blob_key)
+        while _put_end(rep, blob_key) is None and key not in self._inflight:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._put_stored.wait(), left)
+
     async def _fetch_put(self, link: PeerLink, rep: Replica, e: Entry, row: LagRow
                          ) -> Position | None:
         bid = BlobId.from_bytes(e.key)
@@ -505,6 +553,8 @@ class ReplicationManager:
         row.blobs_fetched += 1
         row.bytes_fetched += len(data)
         row.records_applied += 1
+        self._put_stored.set()
+        self._put_stored = asyncio.Event()
         return res.end  # type: ignore[no-any-return]
 
     def _maybe_end_rebuild(self, pid: int) -> None:

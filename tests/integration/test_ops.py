@@ -36,7 +36,7 @@ from ambry.testing.frontend import StoreCluster
 
 pytestmark = pytest.mark.timeout(300)
 
-FAST_REPLICATION = {"long_poll_ms": 300, "backoff_max_s": 1, "standby_wait_s": 2}
+FAST_REPLICATION = {"long_poll_ms": 300, "backoff_max_s": 1}
 
 
 def _ambry(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

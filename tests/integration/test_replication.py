@@ -61,7 +61,7 @@ NAME_POOL = [f"shared/name-{i}" for i in range(6)]  # written from both DCs: LWW
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=5)
 
 #: Small values so a test sees replication move within a second (see DESIGN.md section 7).
-REPLICATION = {"long_poll_ms": 500, "standby_wait_s": 2, "backoff_max_s": 1,
+REPLICATION = {"long_poll_ms": 500, "backoff_max_s": 1,
                "request_timeout_ms": 5000, "scrub_interval_s": 0}
 #: page-cache durability: a kill -9 keeps the page cache, and durability is the storage
 #: tests' subject; small segments so segments roll during a run.

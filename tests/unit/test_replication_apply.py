@@ -13,6 +13,7 @@ blob listed by several peers at once is fetched once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import time
@@ -42,7 +43,7 @@ from ambry.storage.replica import Replica
 
 PID = 0
 DC_IDS = {"dc1": 1, "dc2": 2}
-RCFG = ReplicationConfig(long_poll_ms=50, standby_wait_s=1.0, backoff_max_s=0.2,
+RCFG = ReplicationConfig(long_poll_ms=50, standby_fetch_delay_ms=2000, backoff_max_s=0.2,
                          scrub_interval_s=0, batch_max_entries=7, batch_max_bytes=64 * 1024)
 STORAGE = StorageConfig(segment_size_bytes=16 * 1024, durability="page-cache",
                         snapshot_interval_s=3600)
@@ -84,11 +85,17 @@ class ReplicaLink:
         self.gets: list[bytes] = []
         self.replicates = 0
         self.fail_next: list[BaseException] = []
+        self.stopped = False  # as SIGSTOP: requests are accepted and never answered
+        self.dead = False     # as kill -9: every request is refused at once
 
     async def replicate(self, requests: list[tuple[int, tuple[bytes, int] | None]], *,
                         max_entries: int, max_bytes: int, wait_ms: int, rid: str | None = None
                         ) -> list[tuple[int, list[dict[str, Any]], tuple[bytes, int], int]]:
         self.replicates += 1
+        if self.dead:
+            raise ConnectionRefusedError(f"{self.node.node_id} is dead")
+        if self.stopped:
+            await asyncio.Event().wait()
         if self.fail_next:
             raise self.fail_next.pop(0)
         broken = self.node.broken & {pid for pid, _ in requests}
@@ -141,12 +148,12 @@ class FakeNode:
     def _open(self, pid: int) -> Replica:
         return Replica.open(str(self.root / f"p{pid}"), pid, STORAGE, 1 << 30)
 
-    def new_manager(self) -> ReplicationManager:
+    def new_manager(self, rcfg: ReplicationConfig = RCFG) -> ReplicationManager:
         async def run_io(fn: Callable[..., Any], *args: Any) -> Any:
             return await asyncio.to_thread(fn, *args)
 
         self.mgr = ReplicationManager(self.node_id, self.cluster.cfg, dict(self.replicas),
-                                      run_io, self.cluster.link, self.tokens, rcfg=RCFG)
+                                      run_io, self.cluster.link, self.tokens, rcfg=rcfg)
         return self.mgr
 
     def wipe(self) -> None:
@@ -224,8 +231,18 @@ class Cluster:
             while await self.pull(dst, src):
                 pass
 
+    def caught_up(self) -> bool:
+        """Every manager has pulled every peer it pulls from to the end of its log. Equal
+        digests alone are not that: a peer may have appended (what it pulled from a third
+        replica) after this replica's last pull from it, which this replica already has but
+        has not listed yet, so that row still shows bytes behind. The convergence test
+        asserted lag 0 right after the digests agreed, and failed on a busy machine."""
+        return all(r["lag_bytes"] == 0 for n in self.nodes.values()
+                   for r in n.mgr.status() if r["pulling"])
+
     async def run_until_converged(self, timeout_s: float = 20.0) -> float:
-        """Run the real pull loops of every manager until all digests agree."""
+        """Run the real pull loops of every manager until all digests agree, no replica is
+        rebuilding, and every manager knows it has caught up (``caught_up``)."""
         t0 = time.monotonic()
         for n in self.nodes.values():
             n.mgr.start()
@@ -233,7 +250,7 @@ class Cluster:
             while True:
                 if len({n.digest() for n in self.nodes.values()}) == 1 and \
                         not any(r.rebuilding for n in self.nodes.values()
-                                for r in n.replicas.values()):
+                                for r in n.replicas.values()) and self.caught_up():
                     return time.monotonic() - t0
                 if time.monotonic() - t0 > timeout_s:
                     raise AssertionError("no convergence: " + repr(
@@ -446,6 +463,56 @@ async def test_a_rebuilding_designated_replica_pulls_intra_dc_before_cross_dc(
     assert a.mgr.partitions_to_pull("dc2-n1") == [PID]
 
 
+# ------------------------------------------------- cross-DC fetches with a failed designated
+@pytest.mark.parametrize("failure", ["stopped", "dead"])
+async def test_a_standby_fetches_remote_blobs_itself_while_the_designated_replica_fails(
+        trio: Cluster, failure: str) -> None:
+    # dc1-n1 is dc1's designated cross-DC puller. Before issue 13, dc1-n2 took over only
+    # after seeing it down for standby_wait_s (30 s); a stopped one (SIGSTOP) was never seen
+    # down at all while its requests hung, so dc1 had no copy of dc2's new blobs meanwhile.
+    a, b, c = trio["dc1-n1"], trio["dc1-n2"], trio["dc2-n1"]
+    mgr = b.new_manager(dataclasses.replace(RCFG, standby_fetch_delay_ms=300))
+    await trio.sync()  # (ends the first rebuild of the new replicas)
+    setattr(trio.link("dc1-n1"), failure, True)  # and its manager never runs
+    ids = [c.put() for _ in range(10)]
+    mgr.start()
+    try:
+        deadline = time.monotonic() + 10  # well below the 30 s of before, whatever the load
+        while any(state(b, bid) is None for bid in ids):
+            assert time.monotonic() < deadline, "dc1-n2 never fetched dc2's blobs itself"
+            await asyncio.sleep(0.05)
+        rows = {r["peer"]: r for r in mgr.status()}
+        assert rows["dc2-n1"]["blobs_fetched"] == len(ids)
+        # a dead designated replica is seen down (dc1-n2 then fetches at once); a stopped
+        # one is never noticed (its request just hangs), and the delay bounds the lag
+        assert (rows["dc1-n1"]["peer_down_s"] > 0) == (failure == "dead")
+        assert (mgr._plan(PID).designated == "dc1-n2") == (failure == "dead")
+    finally:
+        await mgr.stop()
+    for bid in ids:
+        assert state(b, bid) == (0, False, False, True)
+        assert state(a, bid) is None
+
+
+async def test_a_standby_leaves_remote_blobs_to_the_working_designated_replica(
+        trio: Cluster) -> None:
+    # the other half of the rule: while dc1-n1 works, dc1-n2 lists dc2's records too but
+    # gets the blobs from dc1-n1, so each blob crosses the DC link once, not twice
+    a, b, c = trio["dc1-n1"], trio["dc1-n2"], trio["dc2-n1"]
+    b.new_manager(dataclasses.replace(RCFG, standby_fetch_delay_ms=10_000))
+    await trio.sync()
+    link = trio.link("dc2-n1")
+    link.gets.clear()
+    ids = [c.put() for _ in range(20)]
+    await trio.run_until_converged()
+    for n in (a, b):
+        assert all(state(n, bid) == (0, False, False, True) for bid in ids)
+    assert sorted(link.gets) == sorted(bid.to_bytes() for bid in ids)  # each crossed once
+    rows = {r["peer"]: r for r in b.mgr.status()}
+    assert rows["dc2-n1"]["pulling"] and rows["dc2-n1"]["blobs_fetched"] == 0
+    assert rows["dc1-n1"]["blobs_fetched"] == len(ids)
+
+
 # ----------------------------------------------------------------------------- fetch rules
 async def test_a_blob_listed_by_three_peers_at_once_is_fetched_once(tmp_path: Path) -> None:
     # dc2-n1 pulls cross-DC from all three dc1 replicas; each lists every blob. Before the
@@ -528,15 +595,16 @@ async def test_one_unavailable_replica_at_a_peer_does_not_stop_its_other_partiti
             while b.replicas[1].state(later) == (None, False):
                 assert time.monotonic() < deadline, "partition 1 never came from dc1-n1"
                 await asyncio.sleep(0.05)
-            await asyncio.sleep(RCFG.standby_wait_s + 0.5)
-            # for partition 0, dc1-n1 counts as down: dc1-n2 took over its cross-DC pulls
-            assert "dc2-n1" in mgr._pulling_from(0) and "dc2-n1" not in mgr._pulling_from(1)
+            # for partition 0, dc1-n1 counts as down: dc1-n2 fetches its cross-DC blobs at
+            # once; for partition 1 it stays dc1-n1's standby
+            assert mgr._plan(0).fetch_delay_s == 0 and mgr._plan(0).designated == "dc1-n2"
+            assert mgr._plan(1).fetch_delay_s > 0 and mgr._plan(1).designated == "dc1-n1"
             rows = {(r["partition"], r["peer"]): r for r in mgr.status()}
             assert rows[(0, "dc1-n1")]["errors"] and rows[(0, "dc1-n1")]["peer_down_s"] > 0
             assert rows[(1, "dc1-n1")]["peer_down_s"] == 0
             a.broken.clear()  # repaired: back to normal
             deadline = time.monotonic() + 10
-            while "dc2-n1" in mgr._pulling_from(0):
+            while mgr._plan(0).designated != "dc1-n1":
                 assert time.monotonic() < deadline, "dc1-n1 never pulled from again"
                 await asyncio.sleep(0.05)
         finally:
@@ -598,6 +666,16 @@ def test_unknown_replication_config_keys_are_a_clear_error() -> None:
         ReplicationConfig.from_sections({"replication": {"long_pol_ms": 5}})
     cfg = ReplicationConfig.from_sections({"replication": {"batch_max_bytes": "1MiB"}})
     assert cfg.batch_max_bytes == 1024 * 1024
+    with pytest.raises(InvalidArgument, match="standby_fetch_delay_ms"):
+        ReplicationConfig.from_sections({"replication": {"standby_fetch_delay_ms": -1}})
+
+
+def test_a_config_from_before_issue_13_still_loads(caplog: pytest.LogCaptureFixture) -> None:
+    # standby_wait_s no longer exists (standbys do not wait for a failure detector); a
+    # config that still sets it loads, with a warning, instead of refusing to start
+    cfg = ReplicationConfig.from_sections({"replication": {"standby_wait_s": 30}})
+    assert cfg == ReplicationConfig()
+    assert "standby_wait_s is obsolete" in caplog.text
 
 
 # ------------------------------------------- bugs found outside ambry/replication
