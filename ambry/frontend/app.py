@@ -32,6 +32,7 @@ from ambry.common.mapchange import MapChange, plan_map_change
 from ambry.common.properties import BlobProperties
 from ambry.common.reload import ConfigReloader, ReloadCollector
 from ambry.frontend.chunking import content_range, parse_range, unsatisfied_content_range
+from ambry.frontend.expect import answer_expect
 from ambry.frontend.headers import (
     USER_METADATA_PREFIX,
     decode_user_metadata,
@@ -577,20 +578,21 @@ def make_app(config: ClusterConfig, datacenter: str, *, router: Router | None = 
     app.on_response_prepare.append(_add_cors_to_prepared)
     app.on_cleanup.append(fa.on_cleanup)
     r = app.router
-    r.add_get("/healthCheck", fa.health)
-    r.add_get("/metrics", fa.metrics)
-    r.add_get(OPENAPI_PATH, serve_openapi)  # before /{blob_id}, which would match it
-    r.add_get("/signedUrl", fa.signed_url)
-    r.add_put("/updateTtl", fa.update_ttl)
-    r.add_put("/undelete", fa.undelete)
-    r.add_post("/stitch", fa.stitch)
-    r.add_post("/", fa.post_blob)
-    r.add_get("/named/{account}/{container}", fa.list_named, allow_head=False)
-    r.add_put("/named/{account}/{container}/{name:.+}", fa.put_named)
-    r.add_get("/named/{account}/{container}/{name:.+}", fa.get_named)
-    r.add_delete("/named/{account}/{container}/{name:.+}", fa.delete_named)
-    r.add_get("/{blob_id}/{sub:BlobInfo|UserMetadata}", fa.blob_info)
-    r.add_get("/{blob_id}", fa.get_blob)
-    r.add_delete("/{blob_id}", fa.delete_blob)
+    x: dict[str, Any] = {"expect_handler": answer_expect}  # every route answers Expect itself
+    r.add_get("/healthCheck", fa.health, **x)
+    r.add_get("/metrics", fa.metrics, **x)
+    r.add_get(OPENAPI_PATH, serve_openapi, **x)  # before /{blob_id}, which would match it
+    r.add_get("/signedUrl", fa.signed_url, **x)
+    r.add_put("/updateTtl", fa.update_ttl, **x)
+    r.add_put("/undelete", fa.undelete, **x)
+    r.add_post("/stitch", fa.stitch, **x)
+    r.add_post("/", fa.post_blob, **x)
+    r.add_get("/named/{account}/{container}", fa.list_named, allow_head=False, **x)
+    r.add_put("/named/{account}/{container}/{name:.+}", fa.put_named, **x)
+    r.add_get("/named/{account}/{container}/{name:.+}", fa.get_named, **x)
+    r.add_delete("/named/{account}/{container}/{name:.+}", fa.delete_named, **x)
+    r.add_get("/{blob_id}/{sub:BlobInfo|UserMetadata}", fa.blob_info, **x)
+    r.add_get("/{blob_id}", fa.get_blob, **x)
+    r.add_delete("/{blob_id}", fa.delete_blob, **x)
     # OPTIONS (CORS preflight) is answered by the middleware, for every path
     return app

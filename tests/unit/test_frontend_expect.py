@@ -1,4 +1,4 @@
-"""The Expect header on the S3 port: a value that is not UTF-8 is a 417, not a 500."""
+"""The Expect header on the S3 and REST ports: a value that is not UTF-8 is a 417, not a 500."""
 
 from __future__ import annotations
 
@@ -24,10 +24,15 @@ DOC = {"datacenters": [{"name": "dc1", "id": 1}],
 
 
 @pytest.fixture
-def s3_app(tmp_path: Path) -> web.Application:
+def rest_app(tmp_path: Path) -> web.Application:
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(DOC))
-    return make_s3_app(make_app(load_config(path), "dc1")["frontend"])
+    return make_app(load_config(path), "dc1")
+
+
+@pytest.fixture
+def s3_app(rest_app: web.Application) -> web.Application:
+    return make_s3_app(rest_app["frontend"])
 
 
 async def _raw(server: TestServer, request: bytes) -> bytes:
@@ -55,3 +60,12 @@ async def test_expect_100_continue_still_gets_100_continue(s3_app: Any) -> None:
         line = await _raw(server, b"PUT /bucket/key HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue"
                                   b"\r\nContent-Length: 1\r\n\r\n")
     assert line.startswith(b"HTTP/1.1 100 "), line
+
+
+@pytest.mark.parametrize("path", ["/healthCheck", "/AAAA", "/named/a/c/n", "/x/BlobInfo"])
+async def test_rest_expect_header_that_is_not_utf8_is_417(rest_app: Any, path: str) -> None:
+    # the same 500 on every REST route
+    async with TestServer(rest_app) as server:
+        line = await _raw(server, f"GET {path} HTTP/1.1\r\nHost: x\r\n".encode() +
+                          b"Expect: \xc3\x28\r\nContent-Length: 0\r\n\r\n")
+    assert line.startswith(b"HTTP/1.1 417 "), line
