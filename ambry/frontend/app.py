@@ -47,6 +47,7 @@ from ambry.frontend.headers import (
     validate_blob_name,
 )
 from ambry.frontend.openapi import OPENAPI_PATH, serve_openapi
+from ambry.frontend.readiness import Readiness
 from ambry.frontend.router import BlobRead, Router
 from ambry.frontend.signing import SIGNATURE_PARAM, sign_url, verify_url
 
@@ -114,6 +115,9 @@ class FrontendApp:
                                        on_node_error=self._node_error)
         self.secret = config.frontend.signed_url_secret.encode()
         self.draining = False
+        # /healthCheck says GOOD only once this frontend can serve every operation; the
+        # daemon (ambry.frontend.server) starts the probe
+        self.readiness = Readiness(self.router)
         self.registry = CollectorRegistry()
         self.m_requests = Counter("ambry_frontend_requests", "Requests by operation and status",
                                   ["op", "status"], registry=self.registry)
@@ -470,6 +474,9 @@ class FrontendApp:
     async def health(self, request: web.Request) -> web.Response:
         if self.draining:
             return web.Response(status=503, text="BAD")
+        if not self.readiness.ready:
+            return web.Response(status=503, text=f"BAD not ready: {self.readiness.reason}",
+                                headers={"x-ambry-error-code": "NOT_READY"})
         return web.Response(status=200, text="GOOD")
 
     async def metrics(self, request: web.Request) -> web.Response:

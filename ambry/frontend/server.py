@@ -75,6 +75,7 @@ async def serve_frontend(config: ClusterConfig, datacenter: str, host: str, port
     site = web.TCPSite(runner, host, port, reuse_port=True, backlog=1024)
     await site.start()
     log.info("frontend %s listening on http://%s:%d", datacenter, host, port)
+    fa.readiness.start()  # /healthCheck turns GOOD once every partition can be served
     s3_runner = await start_s3(fa, config, datacenter, host, s3_port, grace_s)
     if reload_config is not None:
         fa.reloader = ConfigReloader(reload_config, fa.reload, path=config_path,
@@ -89,6 +90,7 @@ async def serve_frontend(config: ClusterConfig, datacenter: str, host: str, port
     log.info("frontend %s draining: %d requests in flight, up to %.1f s to finish",
              datacenter, fa.inflight, grace_s)
     fa.draining = True
+    await fa.readiness.stop()
     await site.stop()  # new connections are refused from here on
     if s3_runner is not None:
         for s3_site in list(s3_runner.sites):

@@ -763,7 +763,11 @@ class StorageNode:
 
     # ================================================================ ops
     async def _op_ping(self, req: Request, _p: _Payload) -> tuple[dict[str, Any], None]:
-        return {"node": self.node_id, "time_ms": self.clock.now_ms()}, None
+        # "serving": the partitions whose replica here is open and not rebuilding, i.e. can
+        # answer every request, "not found" included; a frontend reports ready only once
+        # enough replicas of every partition serve (ambry.frontend.readiness)
+        serving = sorted(pid for pid, r in self.replicas.items() if not r.rebuilding)
+        return {"node": self.node_id, "time_ms": self.clock.now_ms(), "serving": serving}, None
 
     async def _op_put(self, req: Request, payload: _Payload) -> tuple[dict[str, Any], None]:
         a = req.args
