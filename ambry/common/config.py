@@ -72,6 +72,13 @@ class StorageConfig:
     readonly_fill_ratio: float = 0.95
     io_threads: int = 8
     verify_on_read_max_bytes: int = 8 * 1024**2
+    # Node port limits (docs/security.md, "Gray failures and node port limits"): put payload
+    # bytes one node holds in memory, all connections together; what one connection may hold
+    # of them (its pipelined puts); and how long a connection may stall inside a frame (a
+    # header or payload begun and not finished) before it is closed and what it held freed.
+    inflight_payload_budget_bytes: int = 512 * 1024**2
+    connection_payload_budget_bytes: int = 64 * 1024**2
+    frame_idle_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.durability not in ("fsync", "page-cache"):
@@ -81,6 +88,15 @@ class StorageConfig:
             raise InvalidArgument("storage.segment_size_bytes must be in [4096, 4GiB)")
         if not 0 < self.readonly_fill_ratio <= 1:
             raise InvalidArgument("storage.readonly_fill_ratio must be in (0, 1]")
+        # a payload is reserved piece by piece as it arrives: one of max_record_bytes must fit
+        # in both budgets, or it could never be read whole
+        if not self.max_record_bytes <= self.connection_payload_budget_bytes <= \
+                self.inflight_payload_budget_bytes:
+            raise InvalidArgument("storage: need max_record_bytes <= "
+                                  "connection_payload_budget_bytes <= "
+                                  "inflight_payload_budget_bytes")
+        if self.frame_idle_timeout_s <= 0:
+            raise InvalidArgument("storage.frame_idle_timeout_s must be > 0")
 
 
 @dataclass(frozen=True)
@@ -101,6 +117,11 @@ class FrontendConfig:
     node_pool_size: int = 8
     failure_threshold_errors: int = 3      # consecutive errors before a node is skipped
     failure_backoff_s: float = 10.0
+    # A replica call still running when its quorum is decided (a straggler) gets this long
+    # more; then its node counts one failure and the call is cancelled, freeing the payload
+    # it held (intra-DC replication brings the copy it missed). Stragglers hold no budget:
+    # up to a quarter of inflight_budget_bytes of them is counted apart from it.
+    straggler_grace_ms: int = 1000
     read_only_cooldown_s: float = 60.0
     put_attempts: int = 3                  # partitions tried before a PUT gives up (503)
     # Conditional name writes (docs/security.md, "Conditional writes and names"): how long a
@@ -130,6 +151,8 @@ class FrontendConfig:
             raise InvalidArgument("frontend.get_hedge_ms must be -1 (adaptive), 0 or > 0")
         if self.inflight_budget_bytes < self.chunk_size_bytes:
             raise InvalidArgument("frontend.inflight_budget_bytes must hold at least a chunk")
+        if self.straggler_grace_ms < 0:
+            raise InvalidArgument("frontend.straggler_grace_ms must be >= 0")
         if self.signed_url_secret:
             check_secret(self.signed_url_secret, "frontend.signed_url_secret")
             if self.signed_url_secret_file:

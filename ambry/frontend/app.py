@@ -135,6 +135,12 @@ class FrontendApp:
         self.inflight = 0
         Gauge("ambry_frontend_inflight_requests", "Requests being served",
               registry=self.registry).set_function(lambda: self.inflight)
+        Gauge("ambry_frontend_inflight_budget_bytes",
+              "Bytes of frontend.inflight_budget_bytes reserved by uploads in progress",
+              registry=self.registry).set_function(lambda: self.router.budget.used)
+        Gauge("ambry_frontend_straggler_bytes",
+              "Payload bytes held only by replica writes still running after their quorum",
+              registry=self.registry).set_function(lambda: self.router.straggler_bytes)
         self.reloader: ConfigReloader | None = None  # set by the daemon (SIGHUP)
         self.registry.register(ReloadCollector(lambda: self.reloader))
 

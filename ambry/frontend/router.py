@@ -196,6 +196,7 @@ class Router:
         self.read_only = ReadOnlyPartitions(monotonic, self.fe.read_only_cooldown_s)
         self.hedge = HedgeDelay(max_s=self.fe.node_timeout_ms / 1000)
         self.budget = ByteBudget(self.fe.inflight_budget_bytes)
+        self.straggler_bytes = 0  # payloads held only by stragglers (_release_when_done)
         self.metrics_name_busy = 0  # reservation rounds lost to another writer
         self.partition_ids = self.cmap.partition_ids
         self._clients: dict[str, NodeClient] = {}
@@ -281,8 +282,8 @@ class Router:
                       stragglers: list[asyncio.Task[Any]] | None = None,
                       ) -> tuple[Outcome, dict[str, Any], list[BaseException]]:
         """Send ``call`` to every node at once; return when ``w`` succeeded or that became
-        impossible. The stragglers finish in the background (they still count for
-        durability and are harmless); they are added to ``stragglers`` when given, so a
+        impossible. The stragglers go on in the background for ``straggler_grace_ms``
+        (:meth:`_watch_stragglers`); they are added to ``stragglers`` when given, so a
         caller can keep what they hold (a payload) accounted for until they end."""
         n = len(node_ids)
         if n == 0:
@@ -317,32 +318,83 @@ class Router:
                     t.add_done_callback(self._background.discard)
                     if stragglers is not None:
                         stragglers.append(t)
+        # (only once decided: calls of a request cancelled mid-quorum keep their full timeout)
+        self._watch_stragglers([(nid, t) for nid, t in zip(node_ids, tasks, strict=True)
+                                if not t.done()])
         return tracker.result(), results, errors
+
+    def _watch_stragglers(self, late: list[tuple[str, asyncio.Future[Any]]]) -> None:
+        """Replica calls still running once their quorum is decided get ``straggler_grace_ms``
+        more; then each counts as a failure of its node (it did not answer within a bound:
+        a stopped node is skipped after ``failure_threshold_errors`` of them, not after as
+        many node timeouts) and is cancelled, dropping the payload it held (NodeClient closes
+        a connection that still holds an unsent payload). The copy a cancelled write misses
+        is brought by intra-DC replication."""
+        if not late:
+            return
+
+        def expire() -> None:
+            for nid, t in late:
+                if not t.done():
+                    self.detector.record_failure(nid)
+                    if self._on_node_error:
+                        self._on_node_error(nid, "straggler")
+                    t.cancel()
+
+        timer = asyncio.get_running_loop().call_later(self.fe.straggler_grace_ms / 1000,
+                                                      expire)
+        left = [len(late)]
+
+        def one_done(_t: asyncio.Future[Any]) -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                timer.cancel()
+
+        for _nid, t in late:
+            t.add_done_callback(one_done)
+
+    def _write_targets(self, node_ids: Sequence[str], w: int = 2) -> list[str]:
+        """The replicas a write goes to: those the failure detector has not given up on (a
+        due probe is granted here), or all of them when fewer than ``w`` are left. A node in
+        backoff would only straggle: its copy comes by replication."""
+        up = [n for n in node_ids if self.detector.is_available(n)]
+        return up if len(up) >= min(w, len(node_ids)) else list(node_ids)
 
     async def _put_replicas(self, blob_id: BlobId, props: BlobProperties, usermeta: bytes,
                             payload: bytes | bytearray | memoryview, rid: str,
                             hold: list[asyncio.Task[Any]] | None = None
                             ) -> tuple[Outcome, dict[str, Any]]:
-        nodes = [n.id for n in self.local_replicas(blob_id.partition_id)]
+        nodes = self._write_targets([n.id for n in self.local_replicas(blob_id.partition_id)])
         verdict, results, _ = await self._quorum(
             nodes, "put", lambda c: c.put(blob_id, props, usermeta, payload, rid=rid),
             stragglers=hold)
         return verdict, results
 
     def _release_when_done(self, tasks: list[asyncio.Task[Any]], n: int) -> None:
-        """Give ``n`` bytes back to the budget once every task still holding the payload has
-        ended (a straggling third replica write keeps the bytes alive: counting them until
-        then is what keeps many concurrent uploads within the budget)."""
+        """Give ``n`` bytes back to the budget now that the quorum is decided, though
+        stragglers in ``tasks`` still hold the payload: they are counted in
+        ``straggler_bytes`` instead, up to a quarter of the budget, for at most
+        ``straggler_grace_ms``. (Holding the budget until they ended made every upload wait
+        for a stopped replica's node timeout: PUT p50 went from 150 ms to 9.3 s.) Beyond that
+        quarter, they keep the reservation until they end, as before, so memory stays
+        bounded by the budget and a quarter of it."""
         pending = [t for t in tasks if not t.done()]
         if not pending:
             self.budget.release(n)
             return
         left = [len(pending)]
+        apart = self.straggler_bytes + n <= self.fe.inflight_budget_bytes // 4
+        if apart:
+            self.budget.release(n)
+            self.straggler_bytes += n
 
         def one_done(_t: asyncio.Task[Any]) -> None:
             left[0] -= 1
             if left[0] == 0:
-                self.budget.release(n)
+                if apart:
+                    self.straggler_bytes -= n
+                else:
+                    self.budget.release(n)
 
         for t in pending:
             t.add_done_callback(one_done)
@@ -935,23 +987,52 @@ class Router:
     async def _name_read(self, account_id: int, container_id: int,
                          call: Callable[[NodeClient, int], Awaitable[Any]], rid: str
                          ) -> list[Any]:
-        """Ask 2 local replicas of the container's name partition (the 3rd if one fails)."""
+        """Answers of 2 local replicas of the container's name partition: 2 are asked, the
+        3rd too when one fails or both have not answered within the hedge delay (waiting
+        for both made every name read wait for a stopped replica's node timeout)."""
         pid, nodes = self._name_nodes(account_id, container_id)
+        need = min(2, len(nodes))
         answers: list[Any] = []
-        for wave in (nodes[:2], nodes[2:]):
-            if len(answers) >= 2 or not wave:
-                break
-            results = await asyncio.gather(*(call(self.client(n), pid) for n in wave),
-                                           return_exceptions=True)
-            for nid, res in zip(wave, results, strict=True):
-                if isinstance(res, BaseException):
-                    if not isinstance(res, (AmbryError, OSError, asyncio.TimeoutError)):
-                        raise res
-                    self._note(nid, "name_read", res)
-                else:
-                    self._note(nid, "name_read", None)
-                    answers.append(res)
-        if len(answers) < min(2, len(nodes)):
+        asked: dict[asyncio.Future[Any], str] = {}
+        waiting = list(nodes)
+
+        def ask() -> None:
+            nid = waiting.pop(0)
+            t = asyncio.ensure_future(call(self.client(nid), pid))
+            t.add_done_callback(_retrieve)  # a straggler's late error is nobody's
+            asked[t] = nid
+
+        for _ in range(need):
+            ask()
+        try:
+            while len(answers) < need:
+                pending = [t for t in asked if not t.done()]
+                if not pending:
+                    if not waiting:
+                        break
+                    ask()
+                    continue
+                done, _ = await asyncio.wait(
+                    pending, timeout=self.hedge.delay() if waiting else None,
+                    return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    ask()  # the hedge: no answer in time, ask the 3rd as well
+                for t in done:
+                    nid = asked[t]
+                    if t.exception() is None:
+                        self._note(nid, "name_read", None)
+                        answers.append(t.result())
+                        continue
+                    exc = t.exception()
+                    assert exc is not None
+                    if not isinstance(exc, (AmbryError, OSError, asyncio.TimeoutError)):
+                        raise exc
+                    self._note(nid, "name_read", exc)
+                    if waiting:
+                        ask()
+        finally:
+            self._watch_stragglers([(nid, t) for t, nid in asked.items() if not t.done()])
+        if len(answers) < need:
             raise Unavailable("too few replicas of the name partition answered")
         return answers
 
@@ -1186,6 +1267,11 @@ async def _stream_reply(reply: GetReply, length: int, blob_id: BlobId
 def _log_failure(t: asyncio.Task[Any]) -> None:
     if not t.cancelled() and t.exception() is not None:
         log.warning("background task failed: %r", t.exception())
+
+
+def _retrieve(t: asyncio.Future[Any]) -> None:
+    if not t.cancelled():
+        t.exception()
 
 
 def _release_result(t: asyncio.Task[Any]) -> None:

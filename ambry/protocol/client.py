@@ -215,13 +215,21 @@ class _Connection:
         self.closed = False
         self.retired = False
         self.streaming: _PayloadStream | None = None
+        self.written_bytes = 0  # handed to the transport so far
         self.reader_task = asyncio.get_running_loop().create_task(self._read_loop())
 
     @property
     def load(self) -> int:
         return len(self.pending) + (_STREAMING_LOAD if self.streaming is not None else 0)
 
-    async def send(self, frame: bytes, payload: bytes | bytearray | memoryview | None) -> None:
+    def sent(self, end: int) -> bool:
+        """Whether the transport has passed everything up to ``end`` (of ``written_bytes``)
+        to the kernel."""
+        return self.written_bytes - self.writer.transport.get_write_buffer_size() >= end
+
+    async def send(self, frame: bytes, payload: bytes | bytearray | memoryview | None,
+                   mark: list[int] | None = None) -> None:
+        """Write one message; ``mark`` gets where it ends in ``written_bytes``."""
         async with self.write_lock:
             if self.closed:
                 raise Unavailable(f"connection to {self.peer} is closed")
@@ -230,6 +238,9 @@ class _Connection:
                 # node's end reset the connection but before connection_lost reached the read
                 # loop: a node that died mid-upload, the same as an OSError, not a bug
                 write_message(self.writer, frame, payload)
+                self.written_bytes += len(frame) + (len(payload) if payload else 0)
+                if mark is not None:
+                    mark.append(self.written_bytes)
                 await self.writer.drain()
             except (OSError, RuntimeError) as e:
                 if isinstance(e, RuntimeError) and not self.writer.is_closing():
@@ -411,12 +422,13 @@ class NodeClient:
         t_ms = self.request_timeout_ms if timeout_ms is None else timeout_ms
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         conn: _Connection | None = None
+        mark: list[int] = []
         try:
             async with asyncio.timeout(t_ms / 1000):
                 conn = await self._connection()
                 conn.pending[corr] = fut
                 try:
-                    await conn.send(frame, payload)
+                    await conn.send(frame, payload, mark)
                 except Unavailable:
                     # the node may answer (e.g. PAYLOAD_TOO_LARGE) and close before it has
                     # read all we send: its answer, if it came, is the better error
@@ -424,8 +436,10 @@ class NodeClient:
                         raise
                 reply = await fut
         except TimeoutError:
+            _abandon(conn, mark, payload)
             raise Unavailable(f"{op} to {self.peer} timed out after {t_ms} ms") from None
         except BaseException:
+            _abandon(conn, mark, payload)
             if conn is not None:
                 conn.pending.pop(corr, None)
             if fut.done() and not fut.cancelled() and fut.exception() is None:
@@ -605,6 +619,19 @@ class NodeClient:
     async def stats(self, rid: str | None = None) -> list[dict[str, Any]]:
         h = await self._call("stats", rid=rid)
         return list(h.get("replicas", []))
+
+
+def _abandon(conn: _Connection | None, mark: list[int],
+             payload: bytes | bytearray | memoryview | None) -> None:
+    """A request given up (timed out, cancelled) whose payload the transport still holds:
+    close its connection. Its payload stays in memory as long as the transport holds it,
+    which, for a stopped node, is until the connection dies; and a frame cut short cannot
+    be followed by another anyway. (Header-only requests are small: a hedged GET given up
+    must not cost the requests pipelined behind it.)"""
+    if conn is None or not mark or not payload or conn.closed or conn.sent(mark[0]):
+        return
+    conn.writer.transport.abort()  # close() would keep the unsent bytes until they drain
+    conn.fail(Unavailable(f"gave up on a request to {conn.peer} before its payload was sent"))
 
 
 def _id_and_partition(blob_id: BlobId | bytes, partition: int | None) -> tuple[bytes, int]:
