@@ -10,6 +10,7 @@ request never grows with the blob's size.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -31,6 +32,7 @@ from ambry.common.errors import AmbryError, BadRequest, InvalidArgument, Unavail
 from ambry.common.mapchange import MapChange, plan_map_change
 from ambry.common.properties import BlobProperties
 from ambry.common.reload import ConfigReloader, ReloadCollector
+from ambry.frontend.aborts import CLIENT_ABORT_STATUS, client_abort_status
 from ambry.frontend.chunking import content_range, parse_range, unsatisfied_content_range
 from ambry.frontend.expect import answer_expect
 from ambry.frontend.headers import (
@@ -517,7 +519,7 @@ class FrontendApp:
                 # was a 405 "Allow: OPTIONS" instead of a 404
                 handler = self.options
             resp = await handler(request)
-            status = resp.status
+            status = client_abort_status(request) or resp.status
         except AmbryError as e:
             status = STATUS_BY_CODE.get(e.code, 500)
             if status == 500:
@@ -534,10 +536,17 @@ class FrontendApp:
             if status >= 400:  # every error reply names its cause
                 resp.headers.setdefault("x-ambry-error-code",
                                         (e.reason or "HTTP_ERROR").upper().replace(" ", "_"))
-        except Exception:
-            log.exception("rid=%s %s %s failed", rid, request.method, request.path)
-            status = 500
-            resp = web.Response(status=500, text="internal error\n",
+        except asyncio.CancelledError as e:
+            status = client_abort_status(request, e) or status
+            raise
+        except Exception as e:
+            status = client_abort_status(request, e) or 500
+            if status == CLIENT_ABORT_STATUS:  # not our failure: no traceback, no reply
+                log.info("rid=%s %s %s: the client went away (%s)", rid, request.method,
+                         request.path, type(e).__name__)
+            else:
+                log.exception("rid=%s %s %s failed", rid, request.method, request.path)
+            resp = web.Response(status=status, text="internal error\n",
                                 headers={"x-ambry-error-code": "INTERNAL"})
         finally:
             self.inflight -= 1

@@ -257,3 +257,111 @@ def test_botocore_presigned_url_verifies_and_binds_method_and_path() -> None:
         with pytest.raises(sigv4.AuthError) as e:
             sigv4.verify(method=method, raw_path=path, **kw)  # type: ignore[arg-type]
         assert e.value.code == "SignatureDoesNotMatch"
+
+
+# ------------------------------------------------------------------ what a signature covers
+def test_covered_headers_of_header_auth_and_of_presigned_urls() -> None:
+    # the payload hash and (header auth) x-amz-date are in the string to sign: covered too
+    h = headers(host="examplebucket.s3.amazonaws.com", range="bytes=0-9",
+                x_amz_content_sha256=sigv4.EMPTY_SHA256, x_amz_date="20130524T000000Z",
+                authorization=auth("host;range;x-amz-content-sha256;x-amz-date",
+                                   "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036"
+                                   "bdb41"))
+    a = verify("GET", "/test.txt", h)
+    assert a.covered == {"host", "range", "x-amz-content-sha256", "x-amz-date"}
+    assert not a.presigned
+    q = (f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={SCOPE}"
+         "&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host"
+         "&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404")
+    p = verify("GET", "/test.txt", headers(host="examplebucket.s3.amazonaws.com"), q)
+    assert p.covered == {"host", "x-amz-content-sha256"} and p.presigned
+
+
+def _authorized(covered: set[str], presigned: bool) -> sigv4.Authorized:
+    return sigv4.Authorized("AK", sigv4.UNSIGNED_PAYLOAD, b"k", "", "", "",
+                            frozenset(covered), presigned)
+
+
+@pytest.mark.parametrize("presigned", [False, True])
+def test_an_unsigned_amz_header_is_refused_whatever_the_auth_form(presigned: bool) -> None:
+    # broke: x-amz-copy-source / x-amz-meta-* outside SignedHeaders were acted upon
+    from ambry.frontend.s3.coverage import signed_view
+
+    a = _authorized({"host", "x-amz-meta-ok"}, presigned)
+    with pytest.raises(sigv4.AuthError) as e:
+        signed_view({"host": "h", "x-amz-meta-ok": "1", "x-amz-copy-source": "/b/k",
+                     "x-amz-meta-evil": "2"}, a)
+    assert (e.value.code, e.value.status) == ("AccessDenied", 403)
+    assert e.value.extra == {"HeadersNotSigned": "x-amz-copy-source, x-amz-meta-evil"}
+    assert signed_view({"host": "h", "x-amz-meta-ok": "1"}, a) == \
+        {"host": "h", "x-amz-meta-ok": "1"}
+
+
+def test_a_presigned_url_drops_unsigned_stored_headers_and_header_auth_keeps_them() -> None:
+    # broke: the holder of a presigned PUT URL chose the object's Content-Type & co
+    from ambry.frontend.s3.coverage import signed_view
+
+    sent = {"host": "h", "content-type": "text/html", "content-disposition": "inline",
+            "cache-control": "no-cache", "range": "bytes=0-1", "if-match": '"e"',
+            "content-md5": "x", "content-length": "3"}
+    presigned = signed_view(sent, _authorized({"host", "cache-control"}, True))
+    assert presigned == {"host": "h", "cache-control": "no-cache", "range": "bytes=0-1",
+                         "if-match": '"e"', "content-md5": "x", "content-length": "3"}
+    assert signed_view(sent, _authorized({"host"}, False)) == sent
+    assert signed_view(sent, None) == sent  # anonymous: nothing signed, nothing claimed
+
+
+@pytest.mark.parametrize("name,value", [("content-type", "text/\udcff"),
+                                        ("x-amz-meta-k", "\udcc3"), ("x-amz-meta-\udcff", "v"),
+                                        ("if-none-match", "\udcff"), ("range", "bytes=\udcff")])
+def test_interpreted_headers_that_are_not_utf8_are_invalid_argument(name: str, value: str
+                                                                   ) -> None:
+    # broke: a signed Content-Type with a byte that is not UTF-8 was a 500
+    from ambry.frontend.s3.coverage import signed_view
+    from ambry.frontend.s3.errors import S3Error
+
+    with pytest.raises(S3Error) as e:
+        signed_view({"host": "h", name: value}, _authorized({"host", name}, False))
+    assert (e.value.s3_code, e.value.status) == ("InvalidArgument", 400)
+    e.value.message.encode("utf-8")  # the reply can be written
+    signed_view({"host": "h", "user-agent": "\udcff"}, None)  # not interpreted: left alone
+
+
+def test_a_header_that_is_not_utf8_is_signed_as_the_bytes_sent() -> None:
+    # broke: UnicodeEncodeError (a 500) while hashing the canonical request; AWS signs the
+    # bytes as sent, and aiohttp hands them over as lone surrogates (surrogateescape)
+    sent = b"text/\xff"
+    h = headers(host="h", x_amz_date="20130524T000000Z",
+                x_amz_content_sha256=sigv4.EMPTY_SHA256)
+    h["content-type"] = [sent.decode("utf-8", "surrogateescape")]
+    canonical = (b"GET\n/k\n\ncontent-type:" + sent + b"\nhost:h\nx-amz-content-sha256:"
+                 + sigv4.EMPTY_SHA256.encode() + b"\nx-amz-date:20130524T000000Z\n\n"
+                 b"content-type;host;x-amz-content-sha256;x-amz-date\n"
+                 + sigv4.EMPTY_SHA256.encode())
+    sts = (f"AWS4-HMAC-SHA256\n20130524T000000Z\n20130524/us-east-1/s3/aws4_request\n"
+           f"{hashlib.sha256(canonical).hexdigest()}")
+    key = sigv4.signing_key(SECRET, "20130524", "us-east-1", "s3")
+    h["authorization"] = [auth("content-type;host;x-amz-content-sha256;x-amz-date",
+                               sigv4.sign(key, sts))]
+    assert verify("GET", "/k", h).access_key == AK
+    h["content-type"] = ["text/\udcfe"]
+    with pytest.raises(sigv4.AuthError) as e:
+        verify("GET", "/k", h)
+    assert e.value.code == "SignatureDoesNotMatch"
+
+
+def test_a_query_that_is_not_utf8_is_a_400_not_a_crash() -> None:
+    h = headers(host="h", x_amz_date="20130524T000000Z",
+                x_amz_content_sha256=sigv4.EMPTY_SHA256,
+                authorization=auth("host;x-amz-content-sha256;x-amz-date", "0" * 64))
+    with pytest.raises(sigv4.AuthError) as e:
+        verify("GET", "/k", h, "prefix=\udcff")
+    assert (e.value.code, e.value.status) == ("InvalidArgument", 400)
+
+
+def test_sigv2_covers_content_type_md5_and_every_amz_header() -> None:
+    from ambry.frontend.s3.sigv2 import covered_by_v2
+
+    assert covered_by_v2(["host", "content-type", "content-md5", "x-amz-meta-a",
+                          "content-disposition", "cache-control"]) == \
+        {"content-type", "content-md5", "x-amz-meta-a"}

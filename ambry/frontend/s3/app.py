@@ -38,6 +38,7 @@ from ambry.common.errors import (
     BlobNotFound,
 )
 from ambry.common.properties import BlobProperties
+from ambry.frontend.aborts import CLIENT_ABORT_STATUS, client_abort_status
 from ambry.frontend.chunking import content_range, parse_range, unsatisfied_content_range
 from ambry.frontend.containers import ContainerNotEmpty
 from ambry.frontend.expect import answer_expect
@@ -50,6 +51,7 @@ from ambry.frontend.headers import (
 from ambry.frontend.router import BlobRead, Router, StoredBlob
 from ambry.frontend.s3 import sigv4
 from ambry.frontend.s3.config import S3Config, s3_config_of
+from ambry.frontend.s3.coverage import signed_view
 from ambry.frontend.s3.errors import S3Error, s3_error_for
 from ambry.frontend.s3.etag import (
     NOT_MODIFIED,
@@ -67,7 +69,7 @@ from ambry.frontend.s3.listing import (
 )
 from ambry.frontend.s3.multipart import MAX_PART_NUMBER, MultipartStore, Upload
 from ambry.frontend.s3.payload import S3Body
-from ambry.frontend.s3.sigv2 import is_presigned_v2, verify_presigned_v2
+from ambry.frontend.s3.sigv2 import covered_by_v2, is_presigned_v2, verify_presigned_v2
 from ambry.frontend.s3.xml import (
     Node,
     document,
@@ -106,6 +108,7 @@ _DELETE_MAX_KEYS = 1000
 _CONCURRENCY = 32
 _SERVICE_ID = "s3"
 _DEFAULT_CONTENT_TYPE = "binary/octet-stream"
+_REQUEST_ID = re.compile(r"[!-~]{1,128}", re.ASCII)
 # sub-resources this API does not implement: 501 NotImplemented rather than a wrong answer
 _UNSUPPORTED = frozenset({"acl", "policy", "cors", "lifecycle", "tagging", "website",
                           "replication", "encryption", "notification", "logging", "object-lock",
@@ -189,9 +192,11 @@ def _parse_query(raw: str) -> list[tuple[str, str]]:
             continue
         k, _, v = part.partition("=")
         try:
-            out.append((unquote(k, errors="strict"), unquote(v, errors="strict")))
-        except UnicodeDecodeError:
+            k, v = unquote(k, errors="strict"), unquote(v, errors="strict")
+            (k + v).encode("utf-8")  # raw bytes that are not UTF-8 stay lone surrogates
+        except UnicodeError:
             raise S3Error("InvalidArgument", "the query string is not valid UTF-8") from None
+        out.append((k, v))
     return out
 
 
@@ -256,7 +261,9 @@ class S3Api:
 
     # ------------------------------------------------------------------ entry point
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        rid = request.headers.get("x-amz-request-id") or os.urandom(8).hex().upper()
+        rid = request.headers.get("x-amz-request-id", "")
+        if _REQUEST_ID.fullmatch(rid) is None:  # it is echoed in a header: printable ASCII
+            rid = os.urandom(8).hex().upper()
         t0 = time.perf_counter()
         op = "unknown"
         status = 500
@@ -266,10 +273,12 @@ class S3Api:
             ctx = self._parse(request, rid)
             op = self._op_name(ctx)
             self._authenticate(request, ctx)
+            # the one place that decides which headers the operations may act on
+            ctx.h = signed_view(ctx.h, ctx.auth)
             resp = await self._dispatch(request, ctx)
-            status = resp.status
+            status = client_abort_status(request) or resp.status
         except sigv4.AuthError as e:
-            err = S3Error(e.code, e.message, e.status)
+            err = S3Error(e.code, e.message, e.status, extra=e.extra)
             resp = self._error(request, err, rid)
             status = resp.status
         except AmbryError as e:
@@ -282,8 +291,15 @@ class S3Api:
             status = resp.status
         except web.HTTPException:
             raise
-        except (ConnectionError, asyncio.CancelledError):
-            raise
+        except (ConnectionError, asyncio.CancelledError) as e:
+            if client_abort_status(request, e) is None:
+                raise
+            status = CLIENT_ABORT_STATUS
+            log.info("rid=%s S3 %s %s: the client went away (%s)", rid, request.method,
+                     request.path, type(e).__name__)
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            resp = web.Response(status=status)  # aiohttp finds the connection closed
         except Exception:
             log.exception("rid=%s S3 %s %s failed", rid, request.method, request.path)
             resp = self._error(request, S3Error("InternalError", "We encountered an internal "
@@ -335,7 +351,8 @@ class S3Api:
             try:
                 bucket = unquote(b, errors="strict")
                 key = unquote(k, errors="strict") if slash and k else None
-            except UnicodeDecodeError:
+                rest.encode("utf-8")  # raw bytes that are not UTF-8 stay lone surrogates
+            except UnicodeError:
                 raise S3Error("InvalidURI", "Couldn't parse the specified URI.") from None
         return Ctx(rid, request.method, bucket or None, key, query, pairs, h)
 
@@ -363,7 +380,8 @@ class S3Api:
                                      secret_of=self.s3.secret_of,
                                      now_s=self.clock.now_ms() / 1000)
             self._principal(ctx, ak, sigv4.Authorized(ak, sigv4.UNSIGNED_PAYLOAD, b"", "", "",
-                                                      ""))
+                                                      "", covered_by_v2(headers),
+                                                      presigned=True))
             return
         auth = sigv4.verify(method=request.method,
                             raw_path=request.raw_path.split("?", 1)[0],
@@ -834,7 +852,11 @@ class S3Api:
         return self._xml(document("DeleteResult", results))
 
     async def _copy_source(self, ctx: Ctx, header: str) -> tuple[Container, str, BlobId]:
-        src = unquote(header.split("?", 1)[0]).lstrip("/")
+        try:
+            src = unquote(header.split("?", 1)[0], errors="strict").lstrip("/")
+        except UnicodeDecodeError:
+            raise S3Error("InvalidArgument", "x-amz-copy-source is not valid UTF-8",
+                          extra={"ArgumentName": "x-amz-copy-source"}) from None
         version = header.split("?", 1)[1] if "?" in header else ""
         if version and version not in ("versionId=null", ""):
             raise S3Error("NoSuchVersion", "The specified version does not exist.", 404)

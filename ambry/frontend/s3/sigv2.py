@@ -17,12 +17,12 @@ import base64
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from urllib.parse import unquote
 
 from ambry.frontend.s3.sigv4 import AuthError, uri_encode
 
-__all__ = ["is_presigned_v2", "verify_presigned_v2"]
+__all__ = ["covered_by_v2", "is_presigned_v2", "verify_presigned_v2"]
 
 # the query parameters that are part of the signed resource (as botocore's HmacV1Auth)
 _SUBRESOURCES = frozenset({
@@ -38,6 +38,13 @@ _EXPIRES = re.compile(r"[0-9]{1,12}", re.ASCII)
 
 def is_presigned_v2(query: Mapping[str, str]) -> bool:
     return "Signature" in query and "AWSAccessKeyId" in query
+
+
+def covered_by_v2(header_names: Iterable[str]) -> frozenset[str]:
+    """The headers of a request (lower-case names) whose values a SigV2 signature covers:
+    Content-MD5, Content-Type and every ``x-amz-*`` header (see the StringToSign above)."""
+    return frozenset(n for n in header_names
+                     if n in ("content-md5", "content-type") or n.startswith("x-amz-"))
 
 
 def verify_presigned_v2(*, method: str, raw_path: str, query_pairs: Sequence[tuple[str, str]],
@@ -73,7 +80,9 @@ def verify_presigned_v2(*, method: str, raw_path: str, query_pairs: Sequence[tup
         resource = path + (f"?{query}" if query else "")
         sts = (f"{method}\n{first('content-md5')}\n{first('content-type')}\n{expires}\n"
                f"{amz_lines}{resource}")
-        mac = hmac.new(secret.encode(), sts.encode("utf-8"), hashlib.sha1).digest()
+        # surrogateescape: the header bytes as sent, even when they are not UTF-8
+        mac = hmac.new(secret.encode(), sts.encode("utf-8", "surrogateescape"),
+                       hashlib.sha1).digest()
         if hmac.compare_digest(base64.b64encode(mac).decode(), q["Signature"]):
             if now_s >= int(expires):
                 raise AuthError("AccessDenied", "Request has expired")

@@ -77,11 +77,13 @@ class AuthError(Exception):
     """A request that fails authentication. ``code`` is the S3 error code, ``status`` the HTTP
     status S3 answers with. The message never contains the expected signature."""
 
-    def __init__(self, code: str, message: str, status: int = 403) -> None:
+    def __init__(self, code: str, message: str, status: int = 403,
+                 extra: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        self.extra = dict(extra or {})  # more elements of the error XML (HeadersNotSigned)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,11 @@ class Authorized:
     scope: str
     amz_date: str
     seed_signature: str
+    #: lower-case names of the headers whose values the signature covers: SignedHeaders, and
+    #: those the string to sign holds anyway (``x-amz-date`` of header auth, the payload hash)
+    covered: frozenset[str] = frozenset()
+    #: a presigned URL (its holder need not be its signer), not a header-signed request
+    presigned: bool = False
 
 
 def uri_encode(text: str, *, keep_slash: bool = False) -> str:
@@ -144,7 +151,9 @@ def canonical_request(method: str, canonical_uri: str, query: str,
 
 
 def string_to_sign(amz_date: str, scope: str, canonical: str) -> str:
-    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    # surrogateescape: aiohttp decodes header bytes that are not UTF-8 that way, so this
+    # hashes the bytes as sent (as AWS does) instead of failing on them
+    digest = hashlib.sha256(canonical.encode("utf-8", "surrogateescape")).hexdigest()
     return f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}"
 
 
@@ -302,8 +311,13 @@ def verify(*, method: str, raw_path: str, query_pairs: Sequence[tuple[str, str]]
         raise AuthError("InvalidAccessKeyId", "The AWS Access Key Id you provided does not "
                                               "exist in our records.")
     key = signing_key(secret, parsed.date, parsed.region, parsed.service)
-    query = canonical_query(query_pairs, frozenset({"X-Amz-Signature"}) if parsed.presigned
-                            else frozenset())
+    try:
+        query = canonical_query(query_pairs, frozenset({"X-Amz-Signature"})
+                                if parsed.presigned else frozenset())
+    except UnicodeEncodeError:  # raw bytes that are not UTF-8 in the query string
+        raise AuthError("InvalidArgument", "the query string is not valid UTF-8", 400) from None
+    covered = frozenset(parsed.signed_headers) | {"x-amz-content-sha256"} | \
+        (frozenset() if parsed.presigned else {"x-amz-date"})
     try:
         decoded_path = unquote(raw_path, encoding="utf-8", errors="strict")
         uris = [raw_path, uri_encode(decoded_path, keep_slash=True)]
@@ -315,7 +329,7 @@ def verify(*, method: str, raw_path: str, query_pairs: Sequence[tuple[str, str]]
         expected = sign(key, string_to_sign(parsed.amz_date, parsed.scope, canonical))
         if hmac.compare_digest(expected, parsed.signature):
             return Authorized(parsed.access_key, payload, key, parsed.scope, parsed.amz_date,
-                              parsed.signature)
+                              parsed.signature, covered, parsed.presigned)
     raise AuthError("SignatureDoesNotMatch", "The request signature we calculated does not "
                                              "match the signature you provided. Check your "
                                              "key and signing method.")
