@@ -72,10 +72,25 @@ async def test_ids_that_never_existed_are_404_from_either_datacenter(http, dc1, 
     assert (await call(http, "GET", f"{dc2}/{composite}")).status == 404
 
 
+async def on_every_origin_replica(store: StoreCluster, bid: str, record: str) -> None:
+    """Until every dc1 replica of ``bid`` holds a ``record`` (PUT, DELETE) for it. A write is
+    acknowledged at 2 of 3 replicas; the 3rd one's may still be in flight, and with
+    replication off here nothing else brings it."""
+    async def there() -> bool:
+        recs = await node_records(store, "dc1")
+        return all(record in recs.get((n.node_id, bid), set()) for n in store.nodes_in("dc1"))
+
+    await until(there, what=f"{record} of {bid} on every dc1 replica")
+
+
 async def test_delete_through_the_other_datacenter(http, store, dc1, dc2):
     before = await node_records(store, "dc1")
     for size in (500, 2 * CHUNK + 1):
         bid = await post_blob(http, dc1, blob_bytes(size, "del-x"))
+        # the PUT on all 3 origin replicas first: before, the 3rd one's PUT (still in flight
+        # after the 201) could land after the DELETE had found nothing there, and a GET in dc1
+        # then read the blob from it (200, not 410) whenever the PUT was slow
+        await on_every_origin_replica(store, bid, "PUT")
         (await call(http, "DELETE", f"{dc2}/{bid}")).expect(202)
         assert (await call(http, "GET", f"{dc1}/{bid}")).status == 410
         assert (await call(http, "GET", f"{dc2}/{bid}")).status == 410
@@ -106,11 +121,14 @@ async def test_ttl_update_through_the_other_datacenter(http, dc1, dc2):
     assert (await call(http, "PUT", dc2 + "/updateTtl", missing)).status in (404, 503)
 
 
-async def test_undelete_through_the_other_datacenter(http, dc1, dc2):
+async def test_undelete_through_the_other_datacenter(http, store, dc1, dc2):
     data = blob_bytes(2 * CHUNK + 7, "undelete-x")
     bid = await post_blob(http, dc1, data)
     hdrs = {"x-ambry-blob-id": bid, "x-ambry-service-id": "itest"}
+    await on_every_origin_replica(store, bid, "PUT")
     (await call(http, "DELETE", f"{dc1}/{bid}")).expect(202)
+    # the delete is acknowledged at 2 of 3: the 3rd one's may land after the undelete
+    await on_every_origin_replica(store, bid, "DELETE")
     (await call(http, "PUT", dc2 + "/undelete", hdrs)).expect(200)
     assert (await call(http, "GET", f"{dc1}/{bid}")).expect(200).body == data
     assert (await call(http, "GET", f"{dc2}/{bid}")).expect(200).body == data
