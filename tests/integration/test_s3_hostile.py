@@ -275,6 +275,10 @@ def test_non_utf8_paths_queries_and_header_names_are_4xx(store: StoreCluster, s3
                 _sign_bytes(store, method, target, headers) if signed else headers
             r = _raw_request(store, method, target, h)
             assert 400 <= r.status < 500, (method, target, headers, signed, r.status, r.body)
+    # a copy source escaped as %XX that is not UTF-8 is a 400, not a lookup of U+FFFD
+    r = raw("PUT", f"{store.s3_url()}/{BUCKET}/copy-target",
+            headers={"x-amz-copy-source": f"/{OTHER}/%FF%FE"})
+    assert (r.status, r.code) == (400, "InvalidArgument"), (r.status, r.body[:300])
 
 
 # ------------------------------------------------------------------ clients that hang up
