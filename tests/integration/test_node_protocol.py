@@ -532,9 +532,17 @@ async def test_drain_finishes_in_flight_request_with_health_bad(
                   "blob_id": bid.to_bytes()})
         await asyncio.sleep(0.3)
         stopping = asyncio.create_task(n.stop())
-        await asyncio.sleep(0.3)
-        async with aiohttp.ClientSession() as http, http.get(health) as r:
-            assert r.status == 503 and await r.text() == "BAD"
+        # draining starts when the stop task runs: wait for it (before: a fixed 0.3 s, then
+        # the health check had to be 503 already)
+        deadline = time.monotonic() + 10
+        async with aiohttp.ClientSession() as http:
+            while True:
+                async with http.get(health) as r:
+                    if r.status == 503:
+                        assert await r.text() == "BAD"
+                        break
+                assert time.monotonic() < deadline, "health never turned BAD while stopping"
+                await asyncio.sleep(0.05)
         assert not stopping.done()  # it waits for the reply in flight
         n2 = struct.unpack(">I", await raw.reader.readexactly(4))[0]
         hdr = msgpack.unpackb(await raw.reader.readexactly(n2), raw=False)

@@ -279,7 +279,13 @@ def test_an_upload_killed_mid_way_resumes_without_resending_finished_chunks(
         proc.wait()
     finished = len(journals[0].read_text().splitlines()) - 1  # read once the writer is dead
     assert 5 <= finished < parts
-    time.sleep(0.5)  # a chunk the killed process had fully sent may still be completing
+    # a chunk the killed process had sent may still be completing: count the 201s once the
+    # frontend serves nothing but this /metrics request (before: a fixed 0.5 s, and on a busy
+    # machine a chunk finishing later was counted as sent again by the resumed upload)
+    deadline = time.monotonic() + 30
+    while metric(store, "ambry_frontend_inflight_requests") > 1:
+        assert time.monotonic() < deadline, "the killed upload's requests never finished"
+        time.sleep(0.05)
     posts_before = metric(store, POSTS_201)
 
     blob_id = client.put(src)

@@ -621,9 +621,15 @@ async def test_a_full_replica_pauses_instead_of_pulling_the_same_batch_in_a_loop
     [a.put() for _ in range(3)]
     b.replica.capacity_bytes = 1  # over its fill ratio: it refuses puts
     link = trio.link("dc1-n1")
-    before = link.replicates
     b.mgr.start()
-    await asyncio.sleep(1.5)
+    # from the first refusal on (before: a fixed 1.5 s from the start, which on a busy
+    # machine could end before the first pull and its error)
+    deadline = time.monotonic() + 10
+    while not any(r["errors"] for r in b.mgr.status() if r["peer"] == "dc1-n1"):
+        assert time.monotonic() < deadline, "no pull from dc1-n1 was refused"
+        await asyncio.sleep(0.02)
+    before = link.replicates
+    await asyncio.sleep(1.5)  # a window to count the pulls in (an upper bound only)
     await b.mgr.stop()
     # paused backoff_max_s (0.2 s) after each refusal; before, the same batch was asked for
     # and refused back to back (hundreds of times a second)
