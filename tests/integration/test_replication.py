@@ -61,7 +61,11 @@ NAME_POOL = [f"shared/name-{i}" for i in range(6)]  # written from both DCs: LWW
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=5)
 
 #: Small values so a test sees replication move within a second (see DESIGN.md section 7).
-REPLICATION = {"long_poll_ms": 500, "backoff_max_s": 1,
+#: standby_fetch_delay_ms above the default: these tests count the bytes crossing the DC link
+#: (once per datacenter), and on a busy 2-core machine intra-DC replication sometimes takes
+#: over 1 s, which lets a standby fetch a blob too (1.14 fetches per blob seen once; the
+#: lag bound of a standby is tested by test_replication_remote_node_down.py)
+REPLICATION = {"long_poll_ms": 500, "backoff_max_s": 1, "standby_fetch_delay_ms": 3000,
                "request_timeout_ms": 5000, "scrub_interval_s": 0}
 #: page-cache durability: a kill -9 keeps the page cache, and durability is the storage
 #: tests' subject; small segments so segments roll during a run.
