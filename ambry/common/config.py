@@ -124,6 +124,17 @@ class FrontendConfig:
     straggler_grace_ms: int = 1000
     read_only_cooldown_s: float = 60.0
     put_attempts: int = 3                  # partitions tried before a PUT gives up (503)
+    # Slow and idle clients, on the REST and the S3 port alike (docs/security.md, "Slow and
+    # idle clients"): the time a client has to send a request's headers (from connecting,
+    # or from the first byte of a later request on a kept-alive connection); how long a
+    # request body may send nothing while the frontend waits for it (then 408 and closed);
+    # how long an idle kept-alive connection stays open; and the connections one port
+    # keeps open at once (one more gets 503 and is closed; also capped at startup by the
+    # process's file descriptor limit).
+    header_timeout_s: float = 20.0
+    body_idle_timeout_s: float = 30.0
+    keepalive_timeout_s: float = 75.0
+    max_connections_per_port: int = 4096
     # Conditional name writes (docs/security.md, "Conditional writes and names"): how long a
     # frontend may hold a name's reservation on its replicas (a frontend that dies holding
     # one delays other writers of that name by at most this), and how long a writer retries
@@ -151,6 +162,11 @@ class FrontendConfig:
             raise InvalidArgument("frontend.get_hedge_ms must be -1 (adaptive), 0 or > 0")
         if self.inflight_budget_bytes < self.chunk_size_bytes:
             raise InvalidArgument("frontend.inflight_budget_bytes must hold at least a chunk")
+        for name in ("header_timeout_s", "body_idle_timeout_s", "keepalive_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise InvalidArgument(f"frontend.{name} must be > 0")
+        if self.max_connections_per_port < 1:
+            raise InvalidArgument("frontend.max_connections_per_port must be >= 1")
         if self.straggler_grace_ms < 0:
             raise InvalidArgument("frontend.straggler_grace_ms must be >= 0")
         if self.signed_url_secret:

@@ -446,14 +446,12 @@ class Router:
             raise PayloadTooLarge(f"blob of {declared_size} bytes is over the "
                                   f"{self.fe.max_blob_size_bytes}-byte limit")
         # Read one chunk, then peek one byte to tell a one-record blob from a chunked one.
-        # Every chunk held in memory is first reserved in the frontend-wide byte budget,
-        # and an upload never waits for a second reservation while holding its first one
-        # unsent (64 uploads each holding one chunk of a full budget would deadlock).
+        # Every chunk held in memory is reserved in the frontend-wide byte budget as its
+        # bytes arrive (_read_up_to), never before: a client that sends nothing holds none.
         budget: list[int] = []  # reservations not yet handed to a chunk task
         hold: list[asyncio.Task[Any]] = []  # replica writes still holding a payload
         try:
-            budget.append(await self.budget.acquire(cs))
-            pending = [await _read_up_to(read, cs)]
+            pending = [await _read_up_to(read, cs, self.budget, budget)]
             more = await read(1) if len(pending[0]) == cs else b""
             if hasher is not None:
                 hasher.update(pending[0])
@@ -551,8 +549,7 @@ class Router:
                 if pending:
                     data = pending.pop(0)
                 else:
-                    budget.append(await self.budget.acquire(cs))
-                    data = await _read_up_to(read, cs, carry)
+                    data = await _read_up_to(read, cs, self.budget, budget, carry)
                     carry = b""
                     if not data:
                         break
@@ -1282,19 +1279,36 @@ def _release_result(t: asyncio.Task[Any]) -> None:
         reply._release_soon()
 
 
-async def _read_up_to(read: ReadBody, n: int, prefix: bytes = b"") -> bytes:
+async def _read_up_to(read: ReadBody, n: int, budget: ByteBudget, reserved: list[int],
+                      prefix: bytes = b"") -> bytes:
     """Up to ``n`` bytes of body (fewer only at its end), ``prefix`` first. Pieces are joined
     once at the end (a body that came in one piece is returned as is): no buffer is sized
     for a whole chunk before the bytes are there (a 4 KiB upload must not fault in 4 MiB),
-    none grows by copying, and the pieces die as soon as the join returns."""
-    pieces = [prefix] if prefix else []
-    got = len(prefix)
-    while got < n:
+    none grows by copying, and the pieces die as soon as the join returns.
+
+    Each piece is reserved in ``budget`` once it has arrived, never before: ``reserved``
+    gets a new last entry, this chunk's reservation, which grows piece by piece (the caller
+    releases it, or hands it to the chunk's writer). A client that sends headers and then
+    nothing holds no budget (reserving a whole chunk up front let 32 such connections freeze
+    every upload of a frontend); one that trickles holds what it sent. While a piece waits
+    for its reservation it is the one read of this upload held outside the budget (at most
+    ``BODY_READ_BYTES``); ``held=`` lets partial chunks filling the budget finish rather than
+    wait for each other (``ByteBudget``)."""
+    reserved.append(0)
+    pieces: list[bytes] = []
+    got = 0
+    piece = prefix
+    while True:
+        if piece:
+            granted = await budget.acquire(len(piece), held=reserved[-1])
+            reserved[-1] += granted
+            pieces.append(piece)
+            got += len(piece)
+        if got >= n:
+            break
         piece = await read(n - got)
         if not piece:
             break
-        pieces.append(piece)
-        got += len(piece)
     if len(pieces) == 1:
         return pieces[0]
     return b"".join(pieces)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import time
 from collections.abc import Callable
@@ -28,6 +29,14 @@ from ambry.common.config import ClusterConfig
 from ambry.common.daemon import DaemonConfig
 from ambry.common.reload import ConfigReloader
 from ambry.frontend.app import FrontendApp, make_app
+from ambry.frontend.connections import (
+    ConnectionGuard,
+    ConnectionLimits,
+    GuardedSite,
+    fit_cap,
+    guard_app,
+    raise_fd_limit,
+)
 from ambry.frontend.s3.server import start_s3
 
 __all__ = ["Hangup", "run_frontend", "serve_frontend"]
@@ -66,17 +75,28 @@ async def serve_frontend(config: ClusterConfig, datacenter: str, host: str, port
     grace_s = daemon.shutdown_grace_s if drain_s is None else drain_s
     app = make_app(config, datacenter)
     fa: FrontendApp = app["frontend"]
+    # slow and idle clients (ambry.frontend.connections): timeouts and a connection cap on
+    # both ports, the cap lowered to fit the descriptor limit
+    fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    cap = fit_cap(config.frontend.max_connections_per_port, fd_limit, 2)
+    if cap < config.frontend.max_connections_per_port:
+        log.warning("frontend.max_connections_per_port %d lowered to %d to fit the open file "
+                    "limit (%d)", config.frontend.max_connections_per_port, cap, fd_limit)
+    limits = ConnectionLimits.from_config(config.frontend, cap)
+    guard_app(app)
     # user metadata travels in headers: allow long header lines (aiohttp's default is 8 KiB,
     # which answered its own 400 without our error code for one long x-ambry-um-* value)
     # shutdown_timeout: what cleanup still gives requests that outlived the grace period
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0,
-                           max_field_size=64 * 1024, max_line_size=64 * 1024)
+                           max_field_size=64 * 1024, max_line_size=64 * 1024,
+                           keepalive_timeout=limits.keepalive_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=True, backlog=1024)
+    site = GuardedSite(runner, host, port, reuse_port=True, backlog=1024,
+                       guard=ConnectionGuard(limits, "rest", fa.registry))
     await site.start()
     log.info("frontend %s listening on http://%s:%d", datacenter, host, port)
     fa.readiness.start()  # /healthCheck turns GOOD once every partition can be served
-    s3_runner = await start_s3(fa, config, datacenter, host, s3_port, grace_s)
+    s3_runner = await start_s3(fa, config, datacenter, host, s3_port, grace_s, limits)
     if reload_config is not None:
         fa.reloader = ConfigReloader(reload_config, fa.reload, path=config_path,
                                      watch_interval_s=daemon.config_watch_interval_s)
@@ -119,6 +139,7 @@ def run_frontend(config: ClusterConfig, datacenter: str, host: str | None = None
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without
         log.warning("uvloop not available; using the default event loop")
+    raise_fd_limit()  # one descriptor per client connection: take all the system allows
     if host is None or port is None:
         ep = config.frontend_of(datacenter)
         host = host or ep.host

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ambry.common.config import DEFAULT_S3_PORT, ClusterConfig
+from ambry.frontend.connections import ConnectionGuard, ConnectionLimits, GuardedSite, guard_app
 from ambry.frontend.s3.app import make_s3_app
 
 if TYPE_CHECKING:
@@ -34,19 +35,26 @@ def configured_s3_port(config: ClusterConfig, datacenter: str) -> int | None:
 
 
 async def start_s3(fa: FrontendApp, config: ClusterConfig, datacenter: str, host: str,
-                   s3_port: int | None, shutdown_timeout_s: float) -> web.AppRunner | None:
+                   s3_port: int | None, shutdown_timeout_s: float,
+                   limits: ConnectionLimits | None = None) -> web.AppRunner | None:
     """Start the S3 site; its runner (None when the default port is taken: the frontend then
-    serves the REST API only, and says so). A port that was asked for must bind."""
+    serves the REST API only, and says so). A port that was asked for must bind. ``limits``:
+    the connection limits of the port (default: the ``frontend:`` section's)."""
     explicit = s3_port if s3_port is not None else configured_s3_port(config, datacenter)
     port = explicit if explicit is not None else DEFAULT_S3_PORT
     if port == 0 and explicit == 0:
         log.info("frontend %s: S3 API disabled (s3_port: 0)", datacenter)
         return None
-    runner = web.AppRunner(make_s3_app(fa), access_log=None,
+    limits = limits or ConnectionLimits.from_config(config.frontend)
+    app = make_s3_app(fa)
+    guard_app(app)
+    runner = web.AppRunner(app, access_log=None,
                            shutdown_timeout=shutdown_timeout_s,
-                           max_field_size=64 * 1024, max_line_size=64 * 1024)
+                           max_field_size=64 * 1024, max_line_size=64 * 1024,
+                           keepalive_timeout=limits.keepalive_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=True, backlog=1024)
+    site = GuardedSite(runner, host, port, reuse_port=True, backlog=1024,
+                       guard=ConnectionGuard(limits, "s3", fa.registry))
     try:
         await site.start()
     except OSError as e:
