@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgpack
@@ -67,8 +68,11 @@ def _corr_of(obj: Any) -> int:
     return 0
 
 
-async def read_header(reader: ByteReader) -> dict[str, Any] | None:
+async def read_header(reader: ByteReader, started: Callable[[], None] | None = None
+                      ) -> dict[str, Any] | None:
     """Read one header map. ``None`` on a clean end of stream (at a message boundary).
+    ``started`` is called once the length prefix is in: from then on the peer is inside a
+    frame (a server times out a peer that stalls there, not one idle between frames).
 
     Raises :class:`BadRequestFrame` (fatal) for a bad length, bytes that are not msgpack, or
     msgpack that is not a map with string keys; ``asyncio.IncompleteReadError`` if the stream
@@ -80,6 +84,8 @@ async def read_header(reader: ByteReader) -> dict[str, Any] | None:
         if not e.partial:
             return None
         raise
+    if started is not None:
+        started()
     (n,) = _LEN.unpack(prefix)
     if n == 0 or n > MAX_HEADER_BYTES:
         raise BadRequestFrame(f"header length {n} outside [1, {MAX_HEADER_BYTES}]", fatal=True)

@@ -74,6 +74,8 @@ class Reader(asyncio.BufferedProtocol):
         self._eof = False
         self._exception: BaseException | None = None
         self._read_paused = False
+        #: bytes received so far: a watchdog comparing it over time sees a stalled peer
+        self.received_bytes = 0
         # write side
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -127,6 +129,7 @@ class Reader(asyncio.BufferedProtocol):
         self._rpos, self._wpos = 0, unread
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.received_bytes += nbytes
         if self._into_dest:
             self._filled += nbytes
             if self._filled >= self._dest_min:
@@ -173,6 +176,11 @@ class Reader(asyncio.BufferedProtocol):
     # ------------------------------------------------------------------ reading
     def exception(self) -> BaseException | None:
         return self._exception
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a read is waiting for bytes from the peer (not for its own caller)."""
+        return self._waiter is not None
 
     def at_eof(self) -> bool:
         return self._eof and self._wpos == self._rpos

@@ -148,6 +148,10 @@ class NodeMetrics:
                                        "Malformed frames or requests", registry=r)
         self.connections = Gauge("ambry_node_connections", "Open protocol connections",
                                  registry=r)
+        self.idle_frames_closed = Counter(
+            "ambry_node_idle_frames_closed",
+            "Connections closed for stalling inside a frame (storage.frame_idle_timeout_s)",
+            registry=r)
         self.inflight = Gauge("ambry_node_inflight_requests", "Requests being served",
                               registry=r)
         self.inflight_payload_bytes = Gauge("ambry_node_inflight_payload_bytes",

@@ -15,10 +15,15 @@ parses frames, waits (for payload bytes, for durability futures) and writes repl
 
 Bounds: at most ``max_inflight_per_connection`` requests per connection (the node stops reading
 that socket meanwhile: TCP backpressure), a node-wide budget of put payload bytes held in memory
-(``inflight_payload_budget_bytes``; a put waits for budget *before* its payload is read), and a
-put payload is never over ``storage.max_record_bytes``. A put's payload is read whole before
-the replica is called, so the append position is taken only once the bytes are in: a slow
-client never blocks other writers.
+(``storage.inflight_payload_budget_bytes``) of which one connection holds at most
+``storage.connection_payload_budget_bytes``, and a put payload is never over
+``storage.max_record_bytes``. A payload is reserved piece by piece (``_PAYLOAD_PIECE_BYTES``)
+just before each piece is read, so a connection that announces 64 MiB and sends 100 bytes
+holds one piece, not 64 MiB; a peer that stalls inside a frame for
+``storage.frame_idle_timeout_s`` is disconnected and what it held is freed (docs/security.md,
+"Gray failures and node port limits"). A put's payload is read whole before the replica is
+called, so the append position is taken only once the bytes are in: a slow client never
+blocks other writers.
 
 Large GET payloads (records over ``storage.verify_on_read_max_bytes``) are streamed with
 ``BlobRead.iter_payload`` (pread in 1 MiB pieces, checksum verified as it goes); a checksum
@@ -84,6 +89,9 @@ __all__ = ["StorageNode"]
 log = logging.getLogger(__name__)
 
 _STREAM_CHUNK_BYTES = 1 << 20
+#: A put payload is reserved and read in pieces of this size (the frontend's default chunk,
+#: so a chunk is still one buffer the socket fills, with no copy).
+_PAYLOAD_PIECE_BYTES = 4 << 20
 _LINGER_S = 2.0  # how long a connection closed for a bad request keeps draining the client
 _IDLE_SNAPSHOT_FACTOR = 10  # snapshot a replica with few new records every 10 intervals
 _SNAPSHOT_TICK_S = 2.0  # how often the node-wide bound on unsnapshotted records is checked
@@ -100,7 +108,8 @@ _Payload = bytes | bytearray | None
 class _Conn:
     """One client connection: its reader task, write lock and in-flight requests."""
 
-    def __init__(self, reader: stream.Reader, writer: stream.Writer, max_inflight: int) -> None:
+    def __init__(self, reader: stream.Reader, writer: stream.Writer, max_inflight: int,
+                 payload_budget_bytes: int) -> None:
         self.reader = reader
         self.writer = writer
         peer = writer.get_extra_info("peername")
@@ -109,6 +118,14 @@ class _Conn:
         self.slots = asyncio.Semaphore(max_inflight)
         self.tasks: set[asyncio.Task[None]] = set()
         self.reader_task: asyncio.Task[Any] | None = None
+        self.budget = ByteBudget(payload_budget_bytes)  # this connection's share of the node's
+        # the frame watchdog: a frame begun and not finished, and how long it made no progress
+        self.frame_open = False
+        self.seen_bytes = 0
+        self.idle_s = 0.0
+
+    def open_frame(self) -> None:
+        self.frame_open = True
 
     @property
     def closing(self) -> bool:
@@ -146,7 +163,7 @@ class StorageNode:
     def __init__(self, cfg: ClusterConfig, node_id: str, *, data_dir: str | Path | None = None,
                  clock: Clock | None = None, drain_timeout_s: float = 10.0,
                  max_inflight_per_connection: int = 64,
-                 inflight_payload_budget_bytes: int = 512 * 1024 * 1024,
+                 inflight_payload_budget_bytes: int | None = None,
                  replication_factory: Callable[[StorageNode], Replicator] | None = None
                  ) -> None:
         self.cfg = cfg
@@ -169,7 +186,8 @@ class StorageNode:
         # large replica) they waited, and the tail a kill -9 replays grew without bound
         self._snap = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix=f"snap-{node_id}")
-        self._budget = ByteBudget(inflight_payload_budget_bytes)
+        self._budget = ByteBudget(inflight_payload_budget_bytes or
+                                  cfg.storage.inflight_payload_budget_bytes)
         self._server: asyncio.AbstractServer | None = None
         self._http: web.AppRunner | None = None
         self._conns: set[_Conn] = set()
@@ -240,6 +258,7 @@ class StorageNode:
             self._snap.shutdown(wait=False)
             raise
         self._periodic = [loop.create_task(self._snapshot_loop(), name="snapshots"),
+                          loop.create_task(self._frame_watchdog(), name="frame-watchdog"),
                           loop.create_task(self._compaction_loop(), name="compaction"),
                           loop.create_task(self._usage_passes(list(self.replicas.values())),
                                            name="usage")]
@@ -527,7 +546,8 @@ class StorageNode:
 
     # ================================================================ connections
     async def _on_connect(self, reader: stream.Reader, writer: stream.Writer) -> None:
-        conn = _Conn(reader, writer, self.max_inflight_per_connection)
+        conn = _Conn(reader, writer, self.max_inflight_per_connection,
+                     self.cfg.storage.connection_payload_budget_bytes)
         conn.reader_task = asyncio.current_task()
         if self._draining:
             writer.close()
@@ -562,7 +582,7 @@ class StorageNode:
             slot_taken = True
             try:
                 try:
-                    header = await read_header(reader)
+                    header = await read_header(reader, conn.open_frame)
                 except BadRequestFrame as e:
                     self._protocol_error(conn, e, None)
                     await self._close_after(conn, self._error_reply(e.corr, e.code, e.message),
@@ -590,6 +610,7 @@ class StorageNode:
                             await discard_exactly(reader, n)
                         except (asyncio.IncompleteReadError, ConnectionError, OSError):
                             return
+                    conn.frame_open = False
                     continue
                 payload: _Payload = None
                 budget = 0
@@ -603,20 +624,21 @@ class StorageNode:
                             conn, self._error_reply(req.corr, e2.code, e2.message),
                             req.payload_len)
                         return
-                    budget = await self._budget.acquire(req.payload_len)
-                    self.metrics.inflight_payload_bytes.inc(budget)
+                    held = [0]
                     try:
-                        payload = await reader.readexactly(req.payload_len)
+                        payload = await self._read_payload(conn, req.payload_len, held)
                     except (asyncio.IncompleteReadError, ConnectionError, OSError):
                         # a put cut off mid-payload: nothing reached the replica
                         log.info("rid=%s op=%s from %s: connection lost mid-payload", req.rid,
                                  req.op, conn.peer)
-                        self._release_budget(budget)
+                        self._release_budget(conn, held[0])
                         return
                     except BaseException:
-                        self._release_budget(budget)
+                        self._release_budget(conn, held[0])
                         raise
+                    budget = held[0]
                     self.metrics.bytes_in.inc(len(payload))
+                conn.frame_open = False
                 task = asyncio.create_task(self._serve(conn, req, payload, budget))
                 slot_taken = False
                 conn.tasks.add(task)
@@ -649,10 +671,63 @@ class StorageNode:
         self._handlers.discard(task)
         conn.slots.release()
 
-    def _release_budget(self, n: int) -> None:
+    async def _read_payload(self, conn: _Conn, n: int, held: list[int]) -> bytes | bytearray:
+        """Read a put payload of ``n`` bytes, reserving each piece in the connection's and the
+        node's budget just before reading it; ``held[0]`` is what is reserved so far (the
+        caller releases it). A later piece waits saying what its payload holds already
+        (``ByteBudget.acquire(held=)``): payloads nearest to complete go first, and partial
+        payloads holding the whole budget between them do not wait for each other forever."""
+        reader = conn.reader
+        payload: bytes | bytearray = b""
+        while len(payload) < n:
+            k = min(n - len(payload), _PAYLOAD_PIECE_BYTES)
+            await self._reserve(conn, k, held[0])
+            held[0] += k
+            piece = await reader.readexactly(k)
+            if not payload:
+                payload = piece
+            else:  # over one piece (rare: the frontend sends chunks of one piece)
+                if not isinstance(payload, bytearray):
+                    payload = bytearray(payload)
+                payload += piece  # grows in place: what it holds plus one piece at most
+        return payload
+
+    async def _reserve(self, conn: _Conn, n: int, held: int) -> None:
+        await conn.budget.acquire(n, held=held)
+        try:
+            await self._budget.acquire(n, held=held)
+        except BaseException:
+            conn.budget.release(n)
+            raise
+        self.metrics.inflight_payload_bytes.inc(n)
+
+    def _release_budget(self, conn: _Conn, n: int) -> None:
         if n:
+            conn.budget.release(n)
             self._budget.release(n)
             self.metrics.inflight_payload_bytes.dec(n)
+
+    async def _frame_watchdog(self) -> None:
+        """Close connections that stall inside a frame for ``storage.frame_idle_timeout_s``:
+        waiting for their bytes, with none arriving. (A peer that announced a 64 MiB put and
+        sent 100 bytes held its reservation until it chose to hang up.) A connection the node
+        itself is not reading (waiting for budget, TCP backpressure) is not idle."""
+        idle_s = self.cfg.storage.frame_idle_timeout_s
+        tick = min(1.0, max(0.01, idle_s / 4))
+        while True:
+            await asyncio.sleep(tick)
+            for conn in list(self._conns):
+                got = conn.reader.received_bytes
+                if not conn.frame_open or not conn.reader.waiting or got != conn.seen_bytes:
+                    conn.seen_bytes = got
+                    conn.idle_s = 0.0
+                    continue
+                conn.idle_s += tick
+                if conn.idle_s >= idle_s and not conn.closing:
+                    self.metrics.idle_frames_closed.inc()
+                    log.warning("connection %s stalled inside a frame for %.1f s: closing it",
+                                conn.peer, conn.idle_s)
+                    conn.abort()
 
     def _protocol_error(self, conn: _Conn, e: BadRequestFrame,
                         header: dict[str, Any] | None) -> None:
@@ -676,7 +751,7 @@ class StorageNode:
                 fields, body = await self._ops[req.op](req, payload)
             finally:
                 payload = None
-                self._release_budget(budget)
+                self._release_budget(conn, budget)
             reply = {"corr": req.corr, "status": STATUS_OK, "msg": "", **fields}
             if isinstance(body, _Stream):
                 reply["payload_len"] = body.length
