@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Literal, Self
 
+import aiohttp
+
 from ambry.client._download import (
     Verifier,
     check_range_reply,
@@ -23,7 +25,12 @@ from ambry.client._download import (
     parse_content_range,
     plan_ranges,
 )
-from ambry.client._errors import IntegrityError, InvalidArgument, RangeNotSatisfiable
+from ambry.client._errors import (
+    ConnectionFailed,
+    IntegrityError,
+    InvalidArgument,
+    RangeNotSatisfiable,
+)
 from ambry.client._progress import Progress, progress_bar
 from ambry.client._reader import AsyncBlobReader
 from ambry.client._resume import default_resume_dir
@@ -398,26 +405,72 @@ class AsyncClient:
         """The first range of the blob at ``path`` (an id or a name) and its info: one
         request serves small blobs whole, and pins a name to its blob id."""
         n = self.range_size_bytes
+        what = f"get {path}"
         try:
-            reply = await self._t.call("GET", path, headers={**headers,
-                                                             "Range": f"bytes=0-{n - 1}"},
-                                       idempotent=True, what=f"get {path}", rid=rid)
+            resp, _ = await self._t.open("GET", path, headers={**headers,
+                                                               "Range": f"bytes=0-{n - 1}"},
+                                         what=what, rid=rid)
         except RangeNotSatisfiable:  # only a 0-byte blob has no byte 0
             head = await self._t.call("HEAD", path, headers=headers, idempotent=True,
-                                      what=f"get {path}", rid=rid)
+                                      what=what, rid=rid)
             info = info_from_headers(head.headers)
             if info.size != 0:
                 raise
             return b"", info
-        info = info_from_headers(reply.headers)
-        cr = parse_content_range(reply.headers.get("Content-Range"))
-        total = cr[2] if cr is not None else len(reply.body)
-        check_range_reply(reply.status, reply.headers, 0, min(n, total), info.blob_id or None,
-                          f"get {path}")
-        if total != info.size or len(reply.body) != min(n, total):
-            raise IntegrityError(f"get {path}: {len(reply.body)} bytes of a {total}-byte "
-                                 f"blob in the first range (blob size says {info.size})")
-        return reply.body, info
+        try:
+            info = info_from_headers(resp.headers)
+            cr = parse_content_range(resp.headers.get("Content-Range"))
+            total = cr[2] if cr is not None else int(resp.headers.get("Content-Length", "-1"))
+            check_range_reply(resp.status, resp.headers, 0, min(n, total),
+                              info.blob_id or None, what)
+            if total != info.size:
+                raise IntegrityError(f"{what}: a {total}-byte range reply of a blob whose "
+                                     f"size says {info.size}")
+        except BaseException:
+            resp.close()
+            raise
+        # a cut is resumed by id: a name may point elsewhere by then
+        again = "/" + info.blob_id if info.blob_id else path
+        body = await self._read_range(resp, again, headers, 0, min(n, total),
+                                      info.blob_id or None, what, rid)
+        return body, info
+
+    async def _read_range(self, resp: aiohttp.ClientResponse, path: str,
+                          headers: dict[str, str], offset: int, length: int,
+                          blob_id: str | None, what: str, rid: str) -> bytes:
+        """The ``length`` bytes at ``offset`` from ``resp`` (an open, checked range reply).
+        A reply cut short is not started over: the rest is asked for from where it stopped
+        (at most ``retry.attempts`` cuts), so a frontend that cuts a reply at a chunk it
+        cannot read answers the re-ask with that error (:class:`CorruptBlob`) at once."""
+        buf = bytearray()
+        cuts = 0
+        while True:
+            try:
+                while len(buf) < length:
+                    piece = await resp.content.read(length - len(buf))
+                    if not piece:
+                        raise aiohttp.ClientPayloadError("reply ended before its range")
+                    buf += piece
+                resp.release()
+                return bytes(buf)
+            except (aiohttp.ClientError, OSError, TimeoutError) as e:
+                resp.close()
+                cuts += 1
+                if cuts >= self.retry.attempts:
+                    raise ConnectionFailed(f"{what}: reply cut after {len(buf)} of {length} "
+                                           f"bytes, {cuts} time(s): {e}") from e
+            except BaseException:
+                resp.close()
+                raise
+            pos = offset + len(buf)
+            end = offset + length
+            resp, _ = await self._t.open("GET", path, headers={
+                **headers, "Range": f"bytes={pos}-{end - 1}"}, what=what, rid=rid)
+            try:
+                check_range_reply(resp.status, resp.headers, pos, end - pos, blob_id, what)
+            except BaseException:
+                resp.close()
+                raise
 
     async def _ranges(self, info: BlobInfo, start: int, headers: dict[str, str], rid: str
                       ) -> AsyncIterator[tuple[int, bytes]]:
@@ -425,13 +478,16 @@ class AsyncClient:
 
         async def fetch(offset: int, length: int) -> bytes:
             what = f"get {path} bytes {offset}-{offset + length - 1}"
-            reply = await self._t.call(
+            resp, _ = await self._t.open(
                 "GET", path, headers={**headers, "Range": f"bytes={offset}-{offset + length - 1}"},
-                idempotent=True, what=what, rid=rid)
-            check_range_reply(reply.status, reply.headers, offset, length, info.blob_id, what)
-            if len(reply.body) != length:
-                raise IntegrityError(f"{what}: got {len(reply.body)} bytes")
-            return reply.body
+                what=what, rid=rid)
+            try:
+                check_range_reply(resp.status, resp.headers, offset, length, info.blob_id, what)
+            except BaseException:
+                resp.close()
+                raise
+            return await self._read_range(resp, path, headers, offset, length, info.blob_id,
+                                          what, rid)
 
         ranges = plan_ranges(start, info.size, self.range_size_bytes)
         async for item in ordered_ranges(fetch, ranges, self.parallelism):

@@ -27,7 +27,9 @@ catches ``ambry.common.errors.BlobNotFound`` catches the SDK's too::
     │   │   ├── BlobDeleted
     │   │   └── BlobExpired
     │   ├── Unavailable             503 (too few replicas, read-only partitions): retryable
-    │   │   └── ConnectionFailed    no endpoint answered (connect error, timeout, cut reply)
+    │   │   ├── ConnectionFailed    no endpoint answered (connect error, timeout, cut reply)
+    │   │   └── CorruptBlob         503 DATA_CORRUPT: stored bytes fail their checksum on
+    │   │                           every replica the frontend reached
     │   └── ServerError             500 and anything unmapped: a frontend bug
     └── IntegrityError              the bytes received do not match the size or xxh3 stored
 """
@@ -51,6 +53,7 @@ __all__ = [
     "BlobNotFound",
     "Conflict",
     "ConnectionFailed",
+    "CorruptBlob",
     "Forbidden",
     "Gone",
     "IntegrityError",
@@ -186,6 +189,16 @@ class ConnectionFailed(Unavailable):
     status_default = 0
 
 
+class CorruptBlob(Unavailable, _common.DataCorrupt):
+    """The blob (or one of its chunks) is corrupt on every replica the frontend reached; the
+    message names the chunk. Retried like any 503 (a scrubber may repair it from a peer, or
+    another datacenter's frontend may hold a good copy) before it is raised. A reply cut
+    mid-body by this is resumed from the cut, which then gets this error, not a short
+    file."""
+
+    code = "DATA_CORRUPT"
+
+
 class ServerError(ApiError):
     code = "INTERNAL"
     status_default = 500
@@ -233,6 +246,8 @@ def error_from_reply(status: int, headers: Mapping[str, str], body: str = "", *,
     cls: type[ApiError] | None = None
     if status not in (502, 503, 504):
         cls = _BY_CODE.get(code)
+    elif code == CorruptBlob.code:
+        cls = CorruptBlob  # still an Unavailable
     if cls is None:
         # 405 without a code is aiohttp's "method not allowed", not a TTL verdict
         cls = _BY_STATUS.get(status) if (status != 405 or code) else BadRequest

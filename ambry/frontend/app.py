@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
 import os
 import time
@@ -33,13 +32,18 @@ from ambry.common.mapchange import MapChange, plan_map_change
 from ambry.common.properties import BlobProperties
 from ambry.common.reload import ConfigReloader, ReloadCollector
 from ambry.frontend.aborts import CLIENT_ABORT_STATUS, client_abort_status
+from ambry.frontend.bodies import first_piece, send_body
+from ambry.frontend.browser import NOSNIFF, active_content_headers
 from ambry.frontend.chunking import content_range, parse_range, unsatisfied_content_range
 from ambry.frontend.expect import answer_expect
 from ambry.frontend.headers import (
     USER_METADATA_PREFIX,
+    check_ambry_headers,
+    check_header_text,
     decode_user_metadata,
     encode_user_metadata,
     etag_for,
+    header_text_or,
     http_date,
     parse_blob_size,
     parse_bool_header,
@@ -48,6 +52,7 @@ from ambry.frontend.headers import (
     parse_user_metadata,
     validate_blob_name,
 )
+from ambry.frontend.jsonbody import read_json
 from ambry.frontend.openapi import OPENAPI_PATH, serve_openapi
 from ambry.frontend.readiness import Readiness
 from ambry.frontend.router import BlobRead, Router
@@ -90,6 +95,7 @@ _CORS_HEADERS = {
 }
 _MAX_LIST_RESULTS = 10_000
 _MAX_STITCH_BODY_BYTES = 16 * 1024 * 1024
+_MAX_STITCH_JSON_DEPTH = 2  # {"chunkIds": [...]}
 
 
 #: Largest piece read from a request body at once (bounds aiohttp's per-request buffer).
@@ -134,6 +140,10 @@ class FrontendApp:
         self.m_node_errors = Counter("ambry_frontend_node_errors",
                                      "Failed calls to storage nodes", ["node", "op"],
                                      registry=self.registry)
+        self.m_aborted = Counter("ambry_frontend_responses_aborted",
+                                 "Blob bodies cut short after their headers went out, by API "
+                                 "and reason (an error code, or CLIENT_GONE when the client "
+                                 "left)", ["api", "reason"], registry=self.registry)
         self.inflight = 0
         Gauge("ambry_frontend_inflight_requests", "Requests being served",
               registry=self.registry).set_function(lambda: self.inflight)
@@ -159,6 +169,10 @@ class FrontendApp:
 
     def _node_error(self, node_id: str, op: str) -> None:
         self.m_node_errors.labels(node_id, op).inc()
+
+    def count_abort(self, api: str) -> Callable[[str], None]:
+        """The ``on_abort`` of :func:`~ambry.frontend.bodies.send_body` for ``api``."""
+        return lambda reason: self.m_aborted.labels(api, reason).inc()
 
     # ------------------------------------------------------------------ helpers
     async def account_and_container(self, request: web.Request) -> tuple[Account, Container]:
@@ -244,6 +258,7 @@ class FrontendApp:
         h["ETag"] = etag_for(bid)
         h["Last-Modified"] = http_date(p.created_ms)
         h["Accept-Ranges"] = "bytes"
+        h.update(NOSNIFF)
         return h
 
     # ------------------------------------------------------------------ blob routes
@@ -285,6 +300,9 @@ class FrontendApp:
                                              info.properties.container_id)  # warm the cache
         headers = self.blob_headers(info)
         headers["Content-Type"] = info.properties.content_type
+        # an HTML or SVG blob is a download, sandboxed, never a page on this origin
+        headers.update(active_content_headers(info.properties.content_type,
+                                              info.properties.filename))
         try:
             if head:
                 if range_header:
@@ -307,15 +325,12 @@ class FrontendApp:
                 data = b"".join([piece async for piece in info.body])
                 self.m_bytes_out.inc(len(data))
                 return web.Response(status=status, headers=headers, body=data)
+            first = await first_piece(info.body)  # an error here is still an error reply
             resp = web.StreamResponse(status=status, headers=headers)
             resp.content_length = info.length
-            await resp.prepare(request)
-            sent = 0
-            async for piece in info.body:
-                await resp.write(piece)
-                sent += len(piece)
+            sent = await send_body(request, resp, info.body, first, blob=bid.to_str(),
+                                   rid=request["rid"], on_abort=self.count_abort("rest"))
             self.m_bytes_out.inc(sent)
-            await resp.write_eof()
             return resp
         finally:
             await info.aclose()
@@ -361,21 +376,12 @@ class FrontendApp:
     async def stitch(self, request: web.Request) -> web.Response:
         account, container = await self.account_and_container(request)
         props, um = self.props_from(request, account, container)
-        if request.content_length is not None and \
-                request.content_length > _MAX_STITCH_BODY_BYTES:
-            raise InvalidArgument("stitch request body is too large")
-        raw = await request.content.read(_MAX_STITCH_BODY_BYTES + 1)
-        if len(raw) > _MAX_STITCH_BODY_BYTES:
-            raise InvalidArgument("stitch request body is too large")
-        try:
-            body = json.loads(raw)
-            chunk_ids = body["chunkIds"]
-            if not isinstance(chunk_ids, list):
-                raise TypeError("chunkIds must be a list")
-        except (ValueError, KeyError, TypeError) as e:
-            raise InvalidArgument(f"stitch body must be JSON {{\"chunkIds\": [...]}}: {e}") \
-                from None
-        stored = await self.router.stitch([str(c).lstrip("/") for c in chunk_ids],
+        body = await read_json(request, max_bytes=_MAX_STITCH_BODY_BYTES,
+                               max_depth=_MAX_STITCH_JSON_DEPTH)
+        chunk_ids = body.get("chunkIds") if isinstance(body, dict) else None
+        if not isinstance(chunk_ids, list) or not all(isinstance(c, str) for c in chunk_ids):
+            raise InvalidArgument('stitch body must be JSON {"chunkIds": ["<chunk id>", ...]}')
+        stored = await self.router.stitch([c.lstrip("/") for c in chunk_ids],
                                           account_id=account.id, container_id=container.id,
                                           props=props, usermeta=um, rid=request["rid"])
         return self._created(stored.blob_id.to_str(), stored.size, stored.created_ms)
@@ -474,8 +480,8 @@ class FrontendApp:
             path = "/"
         expires = self.clock.now_ms() // 1000 + ttl
         key = self._signing_key()
-        url = f"{request.scheme}://{request.host}" + sign_url(key, kind, path, params,
-                                                                expires)
+        host = check_header_text("Host", request.host)  # echoed in the URL
+        url = f"{request.scheme}://{host}" + sign_url(key, kind, path, params, expires)
         return web.Response(status=200, headers={"x-ambry-signed-url": url})
 
     # ------------------------------------------------------------------ health, metrics
@@ -495,8 +501,8 @@ class FrontendApp:
     async def options(self, request: web.Request) -> web.Response:
         return web.Response(status=200, headers={
             "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, DELETE, OPTIONS",
-            "Access-Control-Allow-Headers": request.headers.get(
-                "Access-Control-Request-Headers", "*"),
+            "Access-Control-Allow-Headers": header_text_or(request.headers.get(
+                "Access-Control-Request-Headers"), "*"),
             "Access-Control-Max-Age": "86400"})
 
     # ------------------------------------------------------------------ middleware
@@ -504,7 +510,9 @@ class FrontendApp:
     async def middleware(self, request: web.Request,
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                          ) -> web.StreamResponse:
-        rid = request.headers.get("x-ambry-request-id") or os.urandom(8).hex()
+        # echoed in every reply: a client's id that could not be is replaced (and 400'd below)
+        rid = header_text_or(request.headers.get("x-ambry-request-id"), "") or \
+            os.urandom(8).hex()
         t0 = time.perf_counter()
         op = _op_name(request)
         status = 500
@@ -513,6 +521,7 @@ class FrontendApp:
             if SIGNATURE_PARAM in request.query:
                 request = self._apply_signed_url(request)
             request["rid"] = rid
+            check_ambry_headers(request.headers)  # one check of every x-ambry-* value
             if request.method == "OPTIONS":
                 # CORS preflight for any path, answered here rather than by a catch-all
                 # OPTIONS route: such a route made every unknown path exist, so a GET of one

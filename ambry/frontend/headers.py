@@ -5,6 +5,13 @@ metadata, blob names) with a clear :class:`~ambry.common.errors.InvalidArgument`
 anything malformed, and formatting the few values that go back out (HTTP dates, ETags). Also the
 stored form of user metadata (a msgpack map of str to str).
 
+Also the one check of raw header bytes (:func:`check_ambry_headers`): aiohttp hands a header's
+bytes that are not UTF-8 over as lone surrogates ("surrogateescape"), which cannot be stored
+(msgpack), signed into a URL or written back in a reply, each of which raised
+UnicodeEncodeError (a 500). Every ``x-ambry-*`` value is checked once, at the door, whatever
+the route; values that other headers echo (a request id, a CORS preflight's list) go through
+:func:`header_text_or`.
+
 Does not own which headers a route requires, the HTTP status table, or blob ids
 (``ambry.common.blobid``). Integers are ASCII digits only: Python's ``int()`` would also accept
 ``"+5"``, ``"1_000"`` and non-ASCII digits, none of which are valid in HTTP.
@@ -23,13 +30,17 @@ import msgpack
 from ambry.common.errors import DataCorrupt, InvalidArgument
 
 __all__ = [
+    "AMBRY_HEADER_PREFIX",
     "MAX_BLOB_NAME_BYTES",
     "MAX_TTL_S",
     "MAX_USER_METADATA_BYTES",
     "USER_METADATA_PREFIX",
+    "check_ambry_headers",
+    "check_header_text",
     "decode_user_metadata",
     "encode_user_metadata",
     "etag_for",
+    "header_text_or",
     "http_date",
     "if_none_match_hits",
     "parse_blob_size",
@@ -41,6 +52,8 @@ __all__ = [
 ]
 
 USER_METADATA_PREFIX = "x-ambry-um-"
+#: Every request header with this prefix is checked by :func:`check_ambry_headers`.
+AMBRY_HEADER_PREFIX = "x-ambry-"
 #: Sum of the UTF-8 lengths of every user metadata key (without the prefix) and value.
 MAX_USER_METADATA_BYTES = 8 * 1024
 MAX_BLOB_NAME_BYTES = 350
@@ -129,6 +142,45 @@ def _utf8_len(text: str, what: str) -> int:
 
 def _has_control(text: str, allow_tab: bool = False) -> bool:
     return any(unicodedata.category(c) == "Cc" and not (allow_tab and c == "\t") for c in text)
+
+
+def _text_problem(value: str) -> str | None:
+    """Why a header value cannot be stored or echoed, or None. (The message never quotes the
+    value: a 400 whose text held the bad bytes would fail to encode in turn.)"""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    if _has_control(value, allow_tab=True):  # HTAB is legal in a header value
+        return "contains control characters"
+    return None
+
+
+def check_ambry_headers(headers: Mapping[str, str]) -> None:
+    """400 (:class:`InvalidArgument`, naming the header) unless every ``x-ambry-*`` value is
+    UTF-8 text without control characters other than HTAB. Called for every request of the
+    REST API, after a signed URL's parameters became headers, before any handler runs: these
+    values are stored with a blob (service id, content type, owner, filename, user metadata),
+    echoed in replies, signed into URLs and logged."""
+    for name, value in headers.items():
+        if name.lower().startswith(AMBRY_HEADER_PREFIX):
+            check_header_text(name, value)
+
+
+def check_header_text(name: str, value: str) -> str:
+    """``value`` unchanged, or 400 if it is not UTF-8 text without control characters."""
+    problem = _text_problem(value)
+    if problem is not None:
+        raise InvalidArgument(f"header {name} {problem}")
+    return value
+
+
+def header_text_or(value: str | None, default: str) -> str:
+    """``value`` when it can be echoed in a reply header, else ``default`` (for values that
+    are only ever echoed, such as a client's request id: the reply must still go out)."""
+    if value is None or _text_problem(value) is not None:
+        return default
+    return value
 
 
 def parse_user_metadata(headers: Mapping[str, str]) -> dict[str, str]:

@@ -126,6 +126,12 @@ def _raise_for(verdict: Outcome, what: str, errors: Sequence[BaseException] = ()
         for e in errors:  # a client error the node found (bad range, ...) is the client's
             if isinstance(e, BadRequest):
                 raise type(e)(e.message)
+        corrupt = [e for e in errors if isinstance(e, DataCorrupt)]
+        if corrupt and len(corrupt) == len(errors):
+            # rot on every replica that answered: say so (a retry elsewhere will not help
+            # until the scrubber repairs it), rather than "too few replicas answered"
+            raise DataCorrupt(f"{what}: corrupt on every replica that answered "
+                              f"({corrupt[0].message})")
     raise Unavailable(f"{what}: too few replicas answered")
 
 
@@ -807,20 +813,26 @@ class Router:
                               rid: str) -> AsyncIterator[bytes | bytearray]:
         """Chunks in order, with at most ``download_prefetch_chunks`` fetched ahead."""
         slices = slices_for_range([c.size for c in chunks], start, length)
-        ahead: collections.deque[asyncio.Task[bytes | bytearray]] = collections.deque()
+        ahead: collections.deque[tuple[int, asyncio.Task[bytes | bytearray]]] = \
+            collections.deque()
         nxt = 0
         try:
             while nxt < len(slices) or ahead:
                 while nxt < len(slices) and len(ahead) <= self.fe.download_prefetch_chunks:
                     s = slices[nxt]
-                    ahead.append(asyncio.ensure_future(
-                        self._fetch_chunk(chunks[s.index], s.start, s.length, rid)))
+                    ahead.append((s.index, asyncio.ensure_future(
+                        self._fetch_chunk(chunks[s.index], s.start, s.length, rid))))
                     nxt += 1
-                data = await ahead.popleft()
+                index, task = ahead.popleft()
+                try:
+                    data = await task
+                except AmbryError as e:  # name the chunk: the caller logs it with the blob
+                    raise type(e)(f"chunk {index} of {len(chunks)} ({chunks[index].blob_id}): "
+                                  f"{e.message}") from None
                 for i in range(0, len(data), _STREAM_PIECE_BYTES):
                     yield data[i:i + _STREAM_PIECE_BYTES]
         finally:
-            for t in ahead:
+            for _, t in ahead:
                 t.cancel()
 
     # ------------------------------------------------------------------ DELETE / TTL / UNDELETE

@@ -934,3 +934,25 @@ async def test_64_concurrent_clients_with_mixed_sizes(base):
     sizes = await asyncio.gather(*tasks)
     assert min(sizes) >= KIB and max(sizes) <= 3 * MIB
     assert any(s > CHUNK for s in sizes), "no composite blob among them"
+
+
+# ------------------------------------------------------------------------------- browsers
+@pytest.mark.parametrize("ctype,active", [
+    ("text/html; charset=utf-8", True), ("image/svg+xml", True), ("Application/XHTML+XML", True),
+    ("text/plain", False), ("image/png", False), ("application/octet-stream", False)])
+async def test_blobs_are_never_served_as_pages_on_the_frontend_origin(http, base, ctype, active):
+    # broke: an uploaded text/html or SVG blob came back inline with its stored type and
+    # Access-Control-Allow-Origin: *, so a link to it ran the uploader's script on this origin
+    bid = await post_blob(http, base, b"<script>alert(1)</script>",
+                          {"x-ambry-content-type": ctype, "x-ambry-filename": "r\u00e9port 1.html"})
+    for method, path in [("GET", f"/{bid}"), ("HEAD", f"/{bid}")]:
+        got = (await call(http, method, base + path)).expect(200)
+        assert got.headers["Content-Type"].lower().startswith(ctype.split(";")[0].lower())
+        assert got.headers["X-Content-Type-Options"] == "nosniff"
+        if active:
+            assert got.headers["Content-Disposition"] == \
+                "attachment; filename*=UTF-8''r%C3%A9port%201.html"
+            assert got.headers["Content-Security-Policy"].startswith("sandbox")
+        else:
+            assert "Content-Disposition" not in got.headers
+            assert "Content-Security-Policy" not in got.headers

@@ -638,3 +638,15 @@ def test_no_500_on_odd_requests(store: StoreCluster, bucket: str) -> None:
                  f"20240101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20240101T000000Z"
                  f"&X-Amz-Expires=0&X-Amz-SignedHeaders=host&X-Amz-Signature={'0' * 64}")
     assert 400 <= get_url(presigned).status < 500
+
+
+def test_objects_are_served_with_nosniff(s3: Any, bucket: str) -> None:
+    # broke: objects came back with their stored type and no nosniff, so a browser could
+    # sniff a text/plain object into HTML (docs/security.md, "Content served to browsers")
+    s3.put_object(Bucket=bucket, Key="page.txt", Body=b"<html><script>1</script>",
+                  ContentType="text/plain")
+    for got in (s3.get_object(Bucket=bucket, Key="page.txt"),
+                s3.head_object(Bucket=bucket, Key="page.txt")):
+        headers = got["ResponseMetadata"]["HTTPHeaders"]
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["content-type"] == "text/plain"

@@ -14,6 +14,7 @@ from ambry.client import (
     BlobNotDeleted,
     BlobNotFound,
     Conflict,
+    CorruptBlob,
     Forbidden,
     Gone,
     InvalidArgument,
@@ -50,13 +51,15 @@ from ambry.common import errors as common
     (416, "RANGE_NOT_SATISFIABLE", RangeNotSatisfiable),
     (503, "UNAVAILABLE", Unavailable),
     (503, "PARTITION_READ_ONLY", Unavailable),
-    (503, "DATA_CORRUPT", Unavailable),  # the 503 family is one "try again later" class
+    # the 503 family is one "try again later" class; rot on every replica has a subclass
+    (503, "DATA_CORRUPT", CorruptBlob),
     (500, "INTERNAL", ServerError),
 ])
 def test_each_error_code_maps_to_its_class(status, code, cls):
     err = error_from_reply(status, {"x-ambry-error-code": code, "x-ambry-request-id": "r1"},
                            "why it failed\n", endpoint="http://fe", what="get x")
     assert type(err) is cls
+    assert isinstance(err, Unavailable) == (status == 503)
     assert err.status == status and err.code == code
     assert err.request_id == "r1" and err.endpoint == "http://fe"
     assert "why it failed" in str(err) and "get x" in str(err) and code in str(err)

@@ -39,6 +39,8 @@ from ambry.common.errors import (
 )
 from ambry.common.properties import BlobProperties
 from ambry.frontend.aborts import CLIENT_ABORT_STATUS, client_abort_status
+from ambry.frontend.bodies import first_piece, send_body
+from ambry.frontend.browser import NOSNIFF
 from ambry.frontend.chunking import content_range, parse_range, unsatisfied_content_range
 from ambry.frontend.containers import ContainerNotEmpty
 from ambry.frontend.expect import answer_expect
@@ -730,16 +732,13 @@ class S3Api:
                                                          info.total_size)
             else:
                 self._checksum_headers(headers, um, ctx)
+            assert info.body is not None
+            first = await first_piece(info.body)  # an error here is still an error reply
             resp = web.StreamResponse(status=status, headers=headers)
             resp.content_length = info.length
-            await resp.prepare(request)
-            assert info.body is not None
-            sent = 0
-            async for piece in info.body:
-                await resp.write(piece)
-                sent += len(piece)
+            sent = await send_body(request, resp, info.body, first, blob=bid.to_str(),
+                                   rid=ctx.rid, on_abort=self.fa.count_abort("s3"))
             self.fa.m_bytes_out.inc(sent)
-            await resp.write_eof()
             return resp
         finally:
             await info.aclose()
@@ -768,6 +767,7 @@ class S3Api:
                         ) -> CIMultiDict[str]:
         h: CIMultiDict[str] = CIMultiDict()
         h["Content-Type"] = info.properties.content_type or _DEFAULT_CONTENT_TYPE
+        h.update(NOSNIFF)  # the stored type as it is: never sniffed into HTML or script
         h["ETag"] = etag
         h["Last-Modified"] = http_date(info.properties.created_ms)
         h["Accept-Ranges"] = "bytes"
