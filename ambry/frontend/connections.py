@@ -142,7 +142,7 @@ class _Connection(asyncio.Protocol):
         self._make_handler = make_handler
         self._inner: asyncio.Protocol | None = None
         self._transport: asyncio.Transport | None = None
-        self._loop = asyncio.get_event_loop()
+        self._loop = asyncio.get_running_loop()  # made by the loop, in its thread
         self._timer: asyncio.TimerHandle | None = None
         self._phase = _HEADERS
         self._since = 0.0  # start of the current wait (headers) or last byte (request)
