@@ -313,7 +313,7 @@ def _paths() -> JsonObj:
                     "properties": {"chunkIds": {
                         "type": "array", "minItems": 1,
                         "items": {"type": "string", "pattern": "^/?[A-Za-z0-9_-]{43}$"}}}}}}},
-                "responses": _responses(created, "400", "404", "410", "503")},
+                "responses": _responses(created, "400", "404", "410", "413", "503")},
         },
         "/signedUrl": {
             "get": {
