@@ -1,4 +1,6 @@
-"""`ambry admin usage`: live bytes and blobs per account/container of one datacenter.
+"""`ambry admin usage`: live bytes and blobs per account/container of one datacenter, and the
+bytes on their way out: live chunks with a TTL (uploads not complete yet among them) and
+expired blobs not compacted yet.
 
 Owns asking every storage node of a datacenter for its replicas' usage counters (the node
 protocol's ``stats`` op) and printing the sum. Each partition is counted once, not once per
@@ -55,7 +57,11 @@ async def _collect(cfg: Any, datacenter: str, timeout_ms: int
 def usage(config_path: str, datacenter: str | None, as_json: bool, timeout_ms: int) -> None:
     """Live bytes and blobs per account/container in one datacenter (bytes: record bytes of
     each live blob's PUT in one replica of its partition; blobs: chunks of composite blobs
-    not counted). Exit 1 if a node did not answer or a partition has no replica whose
+    not counted). Also: "ttl chunks", the part of bytes in chunks that carry a TTL (chunks
+    of uploads that have not completed, or never will: they expire after
+    frontend.pending_chunk_ttl_s; unstitched chunk uploads; S3 multipart parts; chunks of
+    blobs with a TTL), and "expired", bytes of expired blobs that compaction has not freed
+    yet (not in bytes). Exit 1 if a node did not answer or a partition has no replica whose
     counters are complete yet (the numbers are then too low)."""
     from ambry.common.config import load_config
     from ambry.common.errors import AmbryError
@@ -79,18 +85,23 @@ def usage(config_path: str, datacenter: str | None, as_json: bool, timeout_ms: i
         rows.append({"account": account.name if account is not None else str(aid),
                      "container": container.name if container is not None else str(cid),
                      "account_id": aid, "container_id": cid, "bytes": t.bytes,
-                     "blobs": t.blobs})
+                     "blobs": t.blobs, "expiring_chunk_bytes": t.expiring_chunk_bytes,
+                     "expired_bytes": t.expired_bytes})
     if as_json:
         click.echo(json.dumps({"datacenter": dc, "containers": rows,
                                "incomplete_partitions": incomplete,
                                "unreachable": sorted(unreachable)}, indent=2))
     else:
-        click.echo(f"{'account':<16} {'container':<16} {'bytes':>16} {'blobs':>12}")
+        click.echo(f"{'account':<16} {'container':<16} {'bytes':>16} {'blobs':>12} "
+                   f"{'ttl chunks':>14} {'expired':>14}")
         for r in rows:
             click.echo(f"{r['account']:<16} {r['container']:<16} {r['bytes']:>16} "
-                       f"{r['blobs']:>12}")
+                       f"{r['blobs']:>12} {r['expiring_chunk_bytes']:>14} "
+                       f"{r['expired_bytes']:>14}")
         click.echo(f"{'total':<33} {sum(r['bytes'] for r in rows):>16} "
-                   f"{sum(r['blobs'] for r in rows):>12}")
+                   f"{sum(r['blobs'] for r in rows):>12} "
+                   f"{sum(r['expiring_chunk_bytes'] for r in rows):>14} "
+                   f"{sum(r['expired_bytes'] for r in rows):>14}")
         if incomplete:
             click.echo(f"incomplete: partitions {incomplete} have no replica with complete "
                        f"counters yet")

@@ -151,7 +151,12 @@ class FrontendConfig:
     signed_url_secret_file: str = ""
     signed_url_secret_generate: bool = False
     signed_url_max_ttl_s: int = 7 * 24 * 3600
-    failed_upload_chunk_ttl_s: int = 3600  # unused when chunks can be deleted at once
+    # Chunks of an upload that has not completed yet (a chunked PUT in progress, an
+    # x-ambry-chunk-upload without x-ambry-ttl) are written with this TTL; it is lifted
+    # only once the blob that lists them is complete, so a frontend killed mid-upload
+    # leaves chunks that expire (docs/security.md, "Orphaned chunks"). An upload must
+    # complete, and a chunk upload be stitched, within it.
+    pending_chunk_ttl_s: int = 24 * 3600
 
     def __post_init__(self) -> None:
         if self.chunk_size_bytes < 1024:
@@ -162,6 +167,9 @@ class FrontendConfig:
             raise InvalidArgument("frontend.get_hedge_ms must be -1 (adaptive), 0 or > 0")
         if self.inflight_budget_bytes < self.chunk_size_bytes:
             raise InvalidArgument("frontend.inflight_budget_bytes must hold at least a chunk")
+        if self.pending_chunk_ttl_s <= self.ttl_update_buffer_s:
+            raise InvalidArgument("frontend.pending_chunk_ttl_s must be above "
+                                  "frontend.ttl_update_buffer_s")
         for name in ("header_timeout_s", "body_idle_timeout_s", "keepalive_timeout_s"):
             if not getattr(self, name) > 0:
                 raise InvalidArgument(f"frontend.{name} must be > 0")

@@ -77,7 +77,10 @@ _PARAMETERS: dict[str, JsonObj] = {
                         "File name, stored with the blob."),
     "ChunkUpload": _header("x-ambry-chunk-upload", {"type": "string",
                                                     "pattern": _ci("true", "false")},
-                           "`true`: store a chunk for `POST /stitch` (not readable alone)."),
+                           "`true`: store a chunk for `POST /stitch` (not readable alone). "
+                           "Without `x-ambry-ttl` it expires after "
+                           "`frontend.pending_chunk_ttl_s` unless a stitch makes it "
+                           "permanent."),
     "ContentXxh3": _header("x-ambry-content-xxh3",
                            {"type": "string", "pattern": "^[0-9a-fA-F]{1,16}$"},
                            "Hex xxh3_64 of the whole body; a mismatch aborts the upload (400) "

@@ -465,7 +465,7 @@ class Router:
                 first = pending.pop()
                 _check_size(len(first), declared_size, final=True)
                 _check_xxh3(hasher, content_xxh3)
-                p = _with_size(props, len(first))
+                p = _with_size(self._pending(props) if chunk_upload else props, len(first))
                 btype = BlobType.CHUNK if chunk_upload else BlobType.SIMPLE
                 bid = await self._put_one_blob(btype, account_id, container_id, p,
                                                _usermeta(usermeta), first, rid, hold)
@@ -490,12 +490,26 @@ class Router:
         """Upload chunks with at most ``upload_window_chunks`` in flight, then the metadata
         blob. ``pending`` chunks were read already (and hashed) and own the reservations in
         ``budget``; ``carry`` is body read past them, the start of the next chunk. The
-        caller releases whatever is left in ``budget`` when this returns or fails."""
+        caller releases whatever is left in ``budget`` when this returns or fails.
+
+        The chunks of a permanent blob are written with ``pending_chunk_ttl_s`` and made
+        permanent only once every chunk is stored and the body checked, before the
+        metadata blob is written: a frontend killed before then leaves chunks that expire
+        (docs/security.md, "Orphaned chunks"), and a permanent metadata blob never lists a
+        chunk that can expire."""
         chunks, total = await self._upload_chunks(
             read, pending, carry, budget, hasher, account_id=account_id,
             container_id=container_id, props=props, declared_size=declared_size,
             content_xxh3=content_xxh3, rid=rid)
         try:
+            if props.ttl_s == -1:
+                try:
+                    await self._lift_ttls([self.parse_id(c.blob_id) for c in chunks], rid)
+                except BlobExpired:
+                    raise InvalidArgument(
+                        f"the upload took longer than frontend.pending_chunk_ttl_s "
+                        f"({self.fe.pending_chunk_ttl_s} s): its first chunks expired"
+                    ) from None
             bid = await self._put_one_blob(BlobType.METADATA, account_id, container_id,
                                            _with_size(props, total), _usermeta(usermeta),
                                            encode_metadata(chunks), rid)
@@ -525,8 +539,10 @@ class Router:
                              declared_size: int | None, content_xxh3: str | None, rid: str
                              ) -> tuple[list[ChunkRef], int]:
         """The chunk loop of :meth:`_put_chunked`: every chunk stored, in order, and the
-        total size; on failure the chunks stored are deleted (in the background)."""
+        total size; on failure the chunks stored are deleted (in the background). The
+        chunks of a permanent blob are written with the pending TTL (:meth:`_pending`)."""
         cs = self.fe.chunk_size_bytes
+        chunk_props = self._pending(props)
         window = asyncio.Semaphore(self.fe.upload_window_chunks)
         slots: list[ChunkRef | None] = []
         written: list[BlobId] = []
@@ -537,7 +553,7 @@ class Router:
         async def store(index: int, data: bytes, reserved: int) -> None:
             hold: list[asyncio.Task[Any]] = []
             try:
-                p = _with_size(props, len(data))
+                p = _with_size(chunk_props, len(data))
                 bid = await self._put_one_blob(BlobType.CHUNK, account_id, container_id, p,
                                                b"", data, rid, hold)
                 written.append(bid)
@@ -592,6 +608,32 @@ class Router:
             self._spawn(self._delete_chunks_when_done(set(inflight), written, rid))
             raise
 
+    def _pending(self, props: BlobProperties) -> BlobProperties:
+        """Properties of a chunk written before the blob that will list it is complete: a
+        permanent blob's chunks get ``pending_chunk_ttl_s`` (from the blob's creation time),
+        lifted by :meth:`_lift_ttls` once the blob is complete; chunks of a blob with a TTL
+        keep it (they expire with the blob anyway, and a TTL update can only make a blob
+        permanent, never extend its TTL)."""
+        if props.ttl_s != -1:
+            return props
+        return BlobProperties(size=props.size, created_ms=props.created_ms,
+                              ttl_s=self.fe.pending_chunk_ttl_s,
+                              content_type=props.content_type, service_id=props.service_id,
+                              owner_id=props.owner_id, filename=props.filename,
+                              account_id=props.account_id, container_id=props.container_id,
+                              extra=dict(props.extra))
+
+    async def _lift_ttls(self, chunk_ids: Sequence[BlobId], rid: str) -> None:
+        """Make chunks permanent, up to 16 at a time (each is a quorum write of a small
+        record). Raises the first failure; chunks lifted by then stay lifted."""
+        gate = asyncio.Semaphore(16)
+
+        async def lift(b: BlobId) -> None:
+            async with gate:
+                await self._mutate_blob("ttl_update", b, rid)
+
+        await asyncio.gather(*(lift(b) for b in chunk_ids))
+
     async def _delete_chunks_when_done(self, inflight: set[asyncio.Task[None]],
                                        written: list[BlobId], rid: str) -> None:
         if inflight:
@@ -618,6 +660,13 @@ class Router:
         refs = [ChunkRef(b.to_str(), i.total_size) for b, i in zip(ids, infos, strict=True)]
         lift = [b for b, info in zip(ids, infos, strict=True)
                 if info.properties.ttl_s != -1 and not info.state.permanent]
+        if props.ttl_s != -1:  # a composite with a TTL never outlives one of its chunks
+            expiry_ms = props.created_ms + props.ttl_s * 1000
+            for b, info in zip(ids, infos, strict=True):
+                if info.expiry_ms and info.expiry_ms < expiry_ms:
+                    raise InvalidArgument(
+                        f"chunk {b.to_str()} expires before the stitched blob would: upload "
+                        f"chunks with an x-ambry-ttl of at least the blob's")
         return await self.stitch_chunks(refs, account_id=account_id, container_id=container_id,
                                         props=props, usermeta=usermeta, make_permanent=lift,
                                         rid=rid)
@@ -630,13 +679,7 @@ class Router:
         composite's TTL: when it is permanent, ``make_permanent`` chunks get a TTL update
         first (a few at a time), so the composite never outlives a chunk."""
         if props.ttl_s == -1 and make_permanent:
-            gate = asyncio.Semaphore(16)
-
-            async def lift(b: BlobId) -> None:
-                async with gate:
-                    await self._mutate_blob("ttl_update", b, rid)
-
-            await asyncio.gather(*(lift(b) for b in make_permanent))
+            await self._lift_ttls(make_permanent, rid)
         total = sum(r.size for r in refs)
         bid = await self._put_one_blob(BlobType.METADATA, account_id, container_id,
                                        _with_size(props, total), usermeta,

@@ -1096,7 +1096,8 @@ class StorageNode:
                                 "length": d.length, "reason": d.reason}
                                for d in list(r.damage)]
                 m["usage_ready"] = r.usage.ready
-                m["usage"] = [[a, c, t.bytes, t.blobs]
+                m["usage"] = [[a, c, t.bytes, t.blobs, t.expiring_chunk_bytes,
+                               t.expired_bytes]
                               for (a, c), t in sorted(r.usage_totals().items())]
                 out.append(m)
             for pid, err in sorted(self.failed_replicas.items()):

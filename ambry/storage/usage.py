@@ -9,6 +9,13 @@ a report at time t leaves out the minutes that have passed (a blob counts for up
 after it expired). Also owns :func:`aggregate_usage`, which adds up the replicas of a cluster
 (each partition counted once).
 
+Beside the live totals, two figures show disk that is held but on its way out (the space an
+upload that never completed leaves, docs/security.md "Orphaned chunks"):
+``expiring_chunk_bytes``, live chunk bytes that carry a TTL (chunks of uploads not complete
+yet, chunk uploads not stitched yet, S3 multipart parts, chunks of blobs with a TTL); and
+``expired_bytes``, bytes of blobs whose expiry minute has passed and which compaction has not
+dropped yet (they left the live totals, not the disk).
+
 Why incremental, and why a pass after some restarts: the counters change on every record
 folded into the index (live appends, replication, replay on open), on a repaired PUT and on
 compaction, through :meth:`UsageCounters.change` (before/after index entries of one blob; no
@@ -59,6 +66,8 @@ Entry = tuple[int, ...]                 # (segment, offset, size, expiry_s, dele
 class UsageTotals:
     bytes: int
     blobs: int
+    expiring_chunk_bytes: int = 0   # part of ``bytes``: chunks with a TTL, not expired yet
+    expired_bytes: int = 0          # not part of ``bytes``: expired, not compacted yet
 
 
 def contribution(key: bytes, entry: Entry | None) -> tuple[int, int, int, int, int] | None:
@@ -78,7 +87,7 @@ def contribution(key: bytes, entry: Entry | None) -> tuple[int, int, int, int, i
 
 class UsageCounters:
     def __init__(self, ready: bool = True) -> None:
-        self.counts: dict[Bucket, list[int]] = {}   # -> [bytes, blobs]
+        self.counts: dict[Bucket, list[int]] = {}   # -> [bytes, blobs, chunk bytes]
         self.ready = ready
         self._cursor: Position | None = None        # a pass runs: PUTs before it are counted
         self._pass_end: Position = (0, 0)           # ... and those at or after this
@@ -96,15 +105,18 @@ class UsageCounters:
         return account, container, EXPIRED if minute <= self._expired_through_s else minute
 
     def _add(self, c: tuple[int, int, int, int, int], sign: int) -> None:
-        self._add_to(self._bucket(c[0], c[1], c[2]), sign * c[3], sign * c[4])
+        chunk_bytes = c[3] if c[4] == 0 else 0  # a chunk is the only blob counted as 0 blobs
+        self._add_to(self._bucket(c[0], c[1], c[2]), sign * c[3], sign * c[4],
+                     sign * chunk_bytes)
 
-    def _add_to(self, b: Bucket, bytes_: int, blobs: int) -> None:
+    def _add_to(self, b: Bucket, bytes_: int, blobs: int, chunk_bytes: int) -> None:
         cur = self.counts.get(b)
         if cur is None:
-            cur = self.counts[b] = [0, 0]
+            cur = self.counts[b] = [0, 0, 0]
         cur[0] += bytes_
         cur[1] += blobs
-        if cur == [0, 0]:
+        cur[2] += chunk_bytes
+        if cur == [0, 0, 0]:
             del self.counts[b]
 
     def _counted(self, entry: Entry | None) -> bool:
@@ -155,20 +167,24 @@ class UsageCounters:
 
     # ------------------------------------------------------------------ reporting
     def totals(self, now_s: int) -> dict[tuple[int, int], UsageTotals]:
-        """Live usage per (account, container) at unix time ``now_s``."""
+        """Usage per (account, container) at unix time ``now_s``: live bytes and blobs, the
+        live chunk bytes with a TTL, and the expired bytes not compacted yet."""
         if now_s > self._expired_through_s:
             self._expired_through_s = now_s
             for b in [b for b in self.counts if 0 < b[2] <= now_s]:
-                bytes_, blobs = self.counts.pop(b)
-                self._add_to((b[0], b[1], EXPIRED), bytes_, blobs)
+                bytes_, blobs, chunk_bytes = self.counts.pop(b)
+                self._add_to((b[0], b[1], EXPIRED), bytes_, blobs, chunk_bytes)
         out: dict[tuple[int, int], list[int]] = {}
-        for (a, c, minute), (bytes_, blobs) in self.counts.items():
+        for (a, c, minute), (bytes_, blobs, chunk_bytes) in self.counts.items():
+            cur = out.setdefault((a, c), [0, 0, 0, 0])
             if minute == EXPIRED:
+                cur[3] += bytes_
                 continue
-            cur = out.setdefault((a, c), [0, 0])
             cur[0] += bytes_
             cur[1] += blobs
-        return {k: UsageTotals(v[0], v[1]) for k, v in out.items() if v != [0, 0]}
+            if minute:
+                cur[2] += chunk_bytes
+        return {k: UsageTotals(*v) for k, v in out.items() if v != [0, 0, 0, 0]}
 
 
 def aggregate_usage(replicas: Iterable[Mapping[str, Any]]
@@ -177,20 +193,22 @@ def aggregate_usage(replicas: Iterable[Mapping[str, Any]]
     once. A report: ``{"partition": id, "ready": bool, "usage": [[account, container, bytes,
     blobs], ...]}``. Replicas of one partition hold the same blobs once replication has
     caught up; until then the fullest one is the best estimate, so each (partition, account,
-    container) takes the largest bytes and the largest blob count among its ready replicas.
-    Reports that are not ready are ignored."""
+    container) takes the largest of each figure among its ready replicas. A row may carry
+    ``expiring_chunk_bytes`` and ``expired_bytes`` after ``blobs`` (nodes of older versions
+    send 4 fields: those two count as 0). Reports that are not ready are ignored."""
     best: dict[tuple[int, int, int], list[int]] = {}
     for r in replicas:
         if not r.get("ready", False):
             continue
         pid = int(r["partition"])
-        for account, container, bytes_, blobs in r.get("usage", ()):
-            cur = best.setdefault((pid, int(account), int(container)), [0, 0])
-            cur[0] = max(cur[0], int(bytes_))
-            cur[1] = max(cur[1], int(blobs))
+        for row in r.get("usage", ()):
+            account, container, *figures = row
+            cur = best.setdefault((pid, int(account), int(container)), [0, 0, 0, 0])
+            for i, v in enumerate(figures[:4]):
+                cur[i] = max(cur[i], int(v))
     out: dict[tuple[int, int], list[int]] = {}
-    for (_pid, account, container), (bytes_, blobs) in best.items():
-        cur = out.setdefault((account, container), [0, 0])
-        cur[0] += bytes_
-        cur[1] += blobs
-    return {k: UsageTotals(v[0], v[1]) for k, v in sorted(out.items())}
+    for (_pid, account, container), figures in best.items():
+        cur = out.setdefault((account, container), [0, 0, 0, 0])
+        for i, v in enumerate(figures):
+            cur[i] += v
+    return {k: UsageTotals(*v) for k, v in sorted(out.items())}

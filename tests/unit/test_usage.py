@@ -39,7 +39,8 @@ CONTAINERS = [(1, 1), (1, 2), (7, 1)]
 
 
 def recount(r: Replica, now_s: int) -> dict[tuple[int, int], UsageTotals]:
-    """The usage by definition, from the index and the keys in the log."""
+    """The usage by definition, from the index and the keys in the log: live bytes and
+    blobs, live chunk bytes with a TTL, and bytes of blobs expired but not compacted."""
     out: dict[tuple[int, int], list[int]] = {}
     for _uuid, entry in r.index.items():  # noqa: PERF102 - a BlobIndex has no values()
         loc = put_location(entry)
@@ -49,12 +50,15 @@ def recount(r: Replica, now_s: int) -> dict[tuple[int, int], UsageTotals]:
         c = contribution(bytes(key), entry)
         if c is None:
             continue
+        cur = out.setdefault((c[0], c[1]), [0, 0, 0, 0])
         if c[2] and -(-c[2] // 60) * 60 <= now_s:
-            continue  # its expiry minute has passed
-        cur = out.setdefault((c[0], c[1]), [0, 0])
+            cur[3] += c[3]  # its expiry minute has passed: expired, still on disk
+            continue
         cur[0] += c[3]
         cur[1] += c[4]
-    return {k: UsageTotals(*v) for k, v in out.items() if v != [0, 0]}
+        if c[2] and bytes(key)[2] & 0x03 == BlobType.CHUNK:
+            cur[2] += c[3]
+    return {k: UsageTotals(*v) for k, v in out.items() if v != [0, 0, 0, 0]}
 
 
 def test_flag_bits_agree_with_the_replica() -> None:
@@ -79,11 +83,46 @@ def test_expired_blobs_leave_the_totals_once_their_minute_passed() -> None:
     u.change(key, None, (0, 0, 100, 1_000_010, 0, 0, F_HAS_PUT))  # expires 1_000_010
     assert u.totals(1_000_000) == {(5, 6): UsageTotals(100, 1)}
     assert u.totals(1_000_015) == {(5, 6): UsageTotals(100, 1)}  # within its minute
-    assert u.totals(1_000_080) == {}
+    # out of the live totals, still on disk until compaction drops it
+    assert u.totals(1_000_080) == {(5, 6): UsageTotals(0, 0, 0, 100)}
     # a delete of the expired blob afterwards keeps the counters consistent
     u.change(key, (0, 0, 100, 1_000_010, 0, 0, F_HAS_PUT),
              (0, 0, 100, 1_000_010, 9, 0, F_HAS_PUT | F_DELETED))
     assert u.counts == {}
+
+
+def test_orphaned_chunk_shows_as_expiring_then_expired_until_compaction_drops_it(
+        harness: ReplicaHarness) -> None:
+    # issue 13 item 9: the chunks an upload left behind were counted like any live blob,
+    # and nothing told them apart nor showed the expired bytes still on disk.
+    pending = new_blob_id(1, 2, 3, PARTITION, BlobType.CHUNK)
+    lifted = new_blob_id(1, 2, 3, PARTITION, BlobType.CHUNK)
+    harness.put(b"o" * 5000, ttl_s=120, blob_id=pending)
+    harness.put(b"l" * 3000, ttl_s=120, blob_id=lifted)
+    harness.put(b"s" * 1000, ttl_s=120)   # a simple blob with a TTL: not a chunk
+    r = harness.replica
+    assert r is not None
+    r.ttl_update(lifted)                  # its upload completed: made permanent
+    now = harness.clock.now_ms() // 1000
+    t = r.usage_totals(now)[(2, 3)]
+    assert t.blobs == 1 and 9000 < t.bytes < 9000 + 3 * 1024
+    assert 5000 <= t.expiring_chunk_bytes < 5000 + 1024 and t.expired_bytes == 0
+    harness.clock.advance(200_000)        # past the TTL: out of the live totals, on disk
+    now = harness.clock.now_ms() // 1000
+    t = r.usage_totals(now)[(2, 3)]
+    assert t.blobs == 0 and t.expiring_chunk_bytes == 0
+    assert 3000 <= t.bytes < 3000 + 1024 and 6000 <= t.expired_bytes < 6000 + 2 * 1024
+    assert r.usage_totals(now) == recount(r, now)
+    for i in range(40):                   # seal the segment so compaction may rewrite it
+        harness.put(os.urandom(2000))
+    harness.clock.advance(3600_000)       # ...and pass the retention
+    assert compaction.compact(r, min_reclaim_ratio=0.0).segments_compacted
+    now = harness.clock.now_ms() // 1000
+    assert r.usage_totals(now)[(2, 3)].expired_bytes == 0  # the orphan is gone
+    assert r.usage_totals(now) == recount(r, now)
+    with contextlib.suppress(AmbryError):
+        r.get(pending, include_expired=True)
+        raise AssertionError("the expired chunk survived compaction")
 
 
 def test_aggregate_counts_each_partition_once() -> None:
