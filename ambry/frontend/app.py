@@ -144,6 +144,10 @@ class FrontendApp:
                                  "Blob bodies cut short after their headers went out, by API "
                                  "and reason (an error code, or CLIENT_GONE when the client "
                                  "left)", ["api", "reason"], registry=self.registry)
+        Gauge("ambry_frontend_name_busy_retries",
+              "Name reservation rounds lost to a concurrent writer of the same name "
+              "(monotonic)", registry=self.registry
+              ).set_function(lambda: self.router.metrics_name_busy)
         self.inflight = 0
         Gauge("ambry_frontend_inflight_requests", "Requests being served",
               registry=self.registry).set_function(lambda: self.inflight)
