@@ -35,7 +35,7 @@ from ambry.frontend.aborts import CLIENT_ABORT_STATUS, client_abort_status
 from ambry.frontend.bodies import first_piece, send_body
 from ambry.frontend.browser import NOSNIFF, active_content_headers
 from ambry.frontend.chunking import content_range, parse_range, unsatisfied_content_range
-from ambry.frontend.expect import answer_expect
+from ambry.frontend.expect import add_unrouted, answer_expect
 from ambry.frontend.headers import (
     USER_METADATA_PREFIX,
     check_ambry_headers,
@@ -604,6 +604,11 @@ async def _add_cors_to_prepared(request: web.Request, response: web.StreamRespon
         response.headers.setdefault(k, v)
 
 
+# a name may hold any character (control characters get their 400 from validate_blob_name):
+# ".+" stopped at a newline (%0A), so such a name was a 404 "no route"
+_NAMED = r"/named/{account}/{container}/{name:[\s\S]+}"
+
+
 def make_app(config: ClusterConfig, datacenter: str, *, router: Router | None = None,
              clock: Clock | None = None) -> web.Application:
     fa = FrontendApp(config, datacenter, router=router, clock=clock)
@@ -623,11 +628,12 @@ def make_app(config: ClusterConfig, datacenter: str, *, router: Router | None = 
     r.add_post("/stitch", fa.stitch, **x)
     r.add_post("/", fa.post_blob, **x)
     r.add_get("/named/{account}/{container}", fa.list_named, allow_head=False, **x)
-    r.add_put("/named/{account}/{container}/{name:.+}", fa.put_named, **x)
-    r.add_get("/named/{account}/{container}/{name:.+}", fa.get_named, **x)
-    r.add_delete("/named/{account}/{container}/{name:.+}", fa.delete_named, **x)
+    r.add_put(_NAMED, fa.put_named, **x)
+    r.add_get(_NAMED, fa.get_named, **x)
+    r.add_delete(_NAMED, fa.delete_named, **x)
     r.add_get("/{blob_id}/{sub:BlobInfo|UserMetadata}", fa.blob_info, **x)
     r.add_get("/{blob_id}", fa.get_blob, **x)
     r.add_delete("/{blob_id}", fa.delete_blob, **x)
+    add_unrouted(r)  # last: 404 and 405 answer Expect with answer_expect too
     # OPTIONS (CORS preflight) is answered by the middleware, for every path
     return app

@@ -1,9 +1,11 @@
-"""The ``Expect`` request header, answered without aiohttp's default handler.
+"""The ``Expect`` request header, answered without aiohttp's default handler, on every path.
 
 aiohttp's default answers an unknown expectation with ``417 "Unknown Expect: <value>"``; a value
 with a byte that is not UTF-8 (aiohttp decodes header bytes with surrogate escapes) could not be
-encoded into that text, and the request got a 500. This handler echoes nothing. Owns only that;
-routes opt in with ``expect_handler=answer_expect``.
+encoded into that text, and the request got a 500. :func:`answer_expect` echoes nothing; routes
+opt in with ``expect_handler=answer_expect``. aiohttp's own 404 and 405 (a path or method no
+route serves) use the default handler whatever the routes say, so :func:`add_unrouted` adds a
+last route that answers those itself. Owns only that.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
-__all__ = ["answer_expect"]
+__all__ = ["add_unrouted", "answer_expect"]
 
 
 async def answer_expect(request: web.Request) -> None:
@@ -24,3 +26,22 @@ async def answer_expect(request: web.Request) -> None:
         request.writer.output_size = 0  # the interim response is not part of the reply's size
         return
     raise web.HTTPExpectationFailed(text="only Expect: 100-continue is supported\n")
+
+
+def add_unrouted(router: web.UrlDispatcher) -> None:
+    """Register last: a route for whatever no other route serves, answered 404, or 405 with
+    ``Allow`` when the path exists for other methods (as aiohttp would), through
+    :func:`answer_expect`."""
+    catch_all = router.add_resource("/{unrouted:.*}")
+
+    async def unrouted(request: web.Request) -> web.StreamResponse:
+        allowed: set[str] = set()
+        for resource in router.resources():
+            if resource is not catch_all:
+                _, methods = await resource.resolve(request)
+                allowed |= methods
+        if allowed:
+            raise web.HTTPMethodNotAllowed(request.method, allowed)
+        raise web.HTTPNotFound()
+
+    catch_all.add_route("*", unrouted, expect_handler=answer_expect)

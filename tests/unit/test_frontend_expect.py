@@ -62,10 +62,25 @@ async def test_expect_100_continue_still_gets_100_continue(s3_app: Any) -> None:
     assert line.startswith(b"HTTP/1.1 100 "), line
 
 
-@pytest.mark.parametrize("path", ["/healthCheck", "/AAAA", "/named/a/c/n", "/x/BlobInfo"])
-async def test_rest_expect_header_that_is_not_utf8_is_417(rest_app: Any, path: str) -> None:
-    # the same 500 on every REST route
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/healthCheck"), ("GET", "/AAAA"), ("GET", "/named/a/c/n"), ("GET", "/x/BlobInfo"),
+    ("GET", "/no/such/route/here"), ("PUT", "/AAAA"), ("OPTIONS", "/"), ("PATCH", "/")])
+async def test_rest_expect_header_that_is_not_utf8_is_417(rest_app: Any, method: str,
+                                                           path: str) -> None:
+    # the same 500 on every REST route, and on paths and methods no route serves (aiohttp's
+    # own 404/405 routes used its default Expect handler)
     async with TestServer(rest_app) as server:
-        line = await _raw(server, f"GET {path} HTTP/1.1\r\nHost: x\r\n".encode() +
+        line = await _raw(server, f"{method} {path} HTTP/1.1\r\nHost: x\r\n".encode() +
                           b"Expect: \xc3\x28\r\nContent-Length: 0\r\n\r\n")
     assert line.startswith(b"HTTP/1.1 417 "), line
+
+
+@pytest.mark.parametrize("method,path,status", [
+    ("GET", "/no/such/route/here", 404), ("PUT", "/AAAA", 405), ("HEAD", "/named/a/c", 405),
+    ("POST", "/healthCheck", 405)])
+async def test_unrouted_paths_and_methods_are_still_404_and_405(rest_app: Any, method: str,
+                                                                 path: str, status: int) -> None:
+    async with TestServer(rest_app) as server:
+        line = await _raw(server, f"{method} {path} HTTP/1.1\r\nHost: x\r\n"
+                                  f"Content-Length: 0\r\n\r\n".encode())
+    assert line.startswith(f"HTTP/1.1 {status} ".encode()), line
