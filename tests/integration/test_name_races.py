@@ -200,15 +200,15 @@ def test_many_rounds_of_mixed_rest_and_s3_creates_each_have_one_winner(
         path = f"/named/default/default/soak/{round_}-{uuid.uuid4().hex}"
         bases = _bases(store, second)
         bodies = [f"rest {i} {round_}".encode() for i in range(writers)]
-        statuses = _at_once([lambda i=i: _rest_put(bases[i % 2], path, bodies[i])
+        statuses = _at_once([lambda i=i, p=path, b=bases, d=bodies: _rest_put(b[i % 2], p, d[i])
                              for i in range(writers)])
         assert sorted(statuses) == [201] + [409] * (writers - 1), (round_, statuses)
         r = _POOL.request("GET", bases[round_ % 2] + path)
         assert r.data == bodies[statuses.index(201)]
         key = f"{bucket}/soak/{round_}-{uuid.uuid4().hex}"
         s3 = _s3_bases(store, second)
-        replies = _at_once([lambda i=i: _s3_put(s3[i % 2], key, bodies[i],
-                                                {"If-None-Match": "*"})
+        replies = _at_once([lambda i=i, k=key, b=s3, d=bodies: _s3_put(
+                                b[i % 2], k, d[i], {"If-None-Match": "*"})
                             for i in range(writers)])
         st = [x.status for x in replies]
         assert sorted(st) == [200] + [412] * (writers - 1), (round_, st)
