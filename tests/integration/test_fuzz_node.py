@@ -37,7 +37,7 @@ from ambry.protocol.messages import OPS, Field
 from ambry.testing.cluster import LocalCluster, NodeProcess
 
 FAST_EXAMPLES = int(os.environ.get("AMBRY_FUZZ_NODE_EXAMPLES", "200"))
-SLOW_EXAMPLES = int(os.environ.get("AMBRY_FUZZ_NODE_SLOW_EXAMPLES", "5000"))  # ~7 min
+SLOW_EXAMPLES = int(os.environ.get("AMBRY_FUZZ_NODE_SLOW_EXAMPLES", "5000"))  # 2-7 min on a 2-core box
 MAX_RECORD = 1024 * 1024
 PARTITIONS = 2
 #: a connection's replies and close must come within this (the node's own bounds are far

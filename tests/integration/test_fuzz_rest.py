@@ -41,7 +41,7 @@ from ambry.testing.frontend import StoreCluster
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance, negative_data_rejection]
 FAST_EXAMPLES = int(os.environ.get("AMBRY_FUZZ_REST_EXAMPLES", "12"))  # per operation
-SLOW_EXAMPLES = int(os.environ.get("AMBRY_FUZZ_REST_SLOW_EXAMPLES", "600"))  # ~3 min in all
+SLOW_EXAMPLES = int(os.environ.get("AMBRY_FUZZ_REST_SLOW_EXAMPLES", "600"))  # 1-3 min in all
 OPERATIONS = [f"{m.upper()} {p}" for p, item in openapi_document()["paths"].items()
               for m in ("get", "head", "put", "post", "delete", "options") if m in item]
 # Targets that exist in the test store (TEST_ACCOUNTS)

@@ -36,7 +36,7 @@ from s3_helpers import KEYS, REGION, raw
 from ambry.testing.frontend import StoreCluster
 
 FAST_EXAMPLES = int(os.environ.get("AMBRY_FUZZ_S3_EXAMPLES", "150"))
-SLOW_EXAMPLES = int(os.environ.get("AMBRY_FUZZ_S3_SLOW_EXAMPLES", "5000"))  # ~6 min
+SLOW_EXAMPLES = int(os.environ.get("AMBRY_FUZZ_S3_SLOW_EXAMPLES", "5000"))  # 2-6 min on a 2-core box
 BUCKET = "fuzz"
 KNOWN_KEY = "known/object.bin"
 _POOL = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=60))
