@@ -119,6 +119,27 @@ async def fetch_hash(http: aiohttp.ClientSession, url: str,
         return r.status, n, h.hexdigest()
 
 
+class PausedBody:
+    """A request body that sends ``first`` bytes of ``body``, sets ``reached``, waits for
+    ``resume`` (a test may never set it: the request then hangs until something is killed or
+    times out), then sends the rest."""
+
+    def __init__(self, body: PatternBody, first: int) -> None:
+        self.body = body
+        self.first = first
+        self.sent = 0
+        self.reached = asyncio.Event()
+        self.resume = asyncio.Event()
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        for piece in self.body.pieces():
+            if self.sent >= self.first:
+                self.reached.set()
+                await self.resume.wait()
+            self.sent += len(piece)
+            yield piece
+
+
 def store_fixture(root: Path, **kw: Any) -> Iterator[StoreCluster]:
     """Body of a module-scoped store fixture: start, yield, stop; print every log at the end
     (pytest shows it when something in the module failed)."""

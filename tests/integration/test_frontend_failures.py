@@ -10,7 +10,7 @@ import dataclasses
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import aiohttp
 import pytest
@@ -21,6 +21,7 @@ from fe_helpers import (
     SERVICE,
     TIMEOUT,
     PatternBody,
+    PausedBody,
     assert_no_new_reachable_blob,
     blob_bytes,
     call,
@@ -439,26 +440,6 @@ async def test_frontend_restart_loses_nothing(store, http, base, whole_again):
     assert (await call(http, "GET", f"{base}/named/default/default/{name}")).body == b"named"
 
 
-class _Paused:
-    """A request body that sends ``first`` bytes, then waits for ``resume`` (never set
-    before the frontend is killed), then the rest."""
-
-    def __init__(self, body: PatternBody, first: int) -> None:
-        self.body = body
-        self.first = first
-        self.sent = 0
-        self.reached = asyncio.Event()
-        self.resume = asyncio.Event()
-
-    async def stream(self) -> AsyncIterator[bytes]:
-        for piece in self.body.pieces():
-            if self.sent >= self.first:
-                self.reached.set()
-                await self.resume.wait()
-            self.sent += len(piece)
-            yield piece
-
-
 async def test_frontend_killed_mid_upload_leaves_nothing_partial(store, http, base,
                                                                  whole_again):
     """kill -9 of the frontend while a 24 MiB upload and a named one are a third sent: no id
@@ -467,11 +448,11 @@ async def test_frontend_killed_mid_upload_leaves_nothing_partial(store, http, ba
     killed upload wrote are never referenced by any blob)."""
     before = await node_records(store)
     name = f"killed/{uuid.uuid4().hex}"
-    uploads = [_Paused(PatternBody(24 * MIB, seed=1), 8 * MIB),
-               _Paused(PatternBody(24 * MIB, seed=2), 8 * MIB)]
+    uploads = [PausedBody(PatternBody(24 * MIB, seed=1), 8 * MIB),
+               PausedBody(PatternBody(24 * MIB, seed=2), 8 * MIB)]
     results: list[object] = []
 
-    async def send(url: str, method: str, body: _Paused, length: bool) -> None:
+    async def send(url: str, method: str, body: PausedBody, length: bool) -> None:
         headers = {**SERVICE, **({"Content-Length": str(body.body.size)} if length else {})}
         try:
             async with aiohttp.ClientSession(timeout=TIMEOUT) as s:

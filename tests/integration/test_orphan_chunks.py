@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -23,6 +23,7 @@ from fe_helpers import (
     SERVICE,
     TIMEOUT,
     PatternBody,
+    PausedBody,
     blob_bytes,
     call,
     new_chunk_ids,
@@ -71,25 +72,6 @@ def usage_of(store: StoreCluster, container: str) -> dict[str, Any]:
     assert res.returncode in (0, 1), res.stderr
     rows = {f"{r['account']}/{r['container']}": r for r in json.loads(res.stdout)["containers"]}
     return rows.get(container, {"bytes": 0, "expiring_chunk_bytes": 0, "expired_bytes": 0})
-
-
-class _Paused:
-    """A request body that sends ``first`` bytes, then waits for ``resume``."""
-
-    def __init__(self, body: PatternBody, first: int) -> None:
-        self.body = body
-        self.first = first
-        self.sent = 0
-        self.reached = asyncio.Event()
-        self.resume = asyncio.Event()
-
-    async def stream(self) -> AsyncIterator[bytes]:
-        for piece in self.body.pieces():
-            if self.sent >= self.first:
-                self.reached.set()
-                await self.resume.wait()
-            self.sent += len(piece)
-            yield piece
 
 
 async def test_completed_uploads_leave_permanent_chunks_or_the_blobs_own_ttl(
@@ -171,7 +153,7 @@ async def test_killed_upload_expires_after_the_window_while_resumable_uploads_su
 
     # the upload that the kill interrupts, into its own container
     before = await node_records(store)
-    paused = _Paused(PatternBody(1 * MIB, piece_bytes=CHUNK, seed=9), MIB // 2)
+    paused = PausedBody(PatternBody(1 * MIB, piece_bytes=CHUNK, seed=9), MIB // 2)
     outcome: list[object] = []
 
     async def send() -> None:
@@ -201,7 +183,7 @@ async def test_killed_upload_expires_after_the_window_while_resumable_uploads_su
 
     # an upload slower than the window: paused until its first chunks have expired
     before_slow = await node_records(store)
-    slow = _Paused(PatternBody(6 * CHUNK, piece_bytes=CHUNK, seed=10), 3 * CHUNK)
+    slow = PausedBody(PatternBody(6 * CHUNK, piece_bytes=CHUNK, seed=10), 3 * CHUNK)
     slow_task = asyncio.ensure_future(call(http, "POST", base + "/", SERVICE, slow.stream()))
     await asyncio.wait_for(slow.reached.wait(), 30)
 
