@@ -545,7 +545,9 @@ class FrontendApp:
                                 headers=headers)
         except web.HTTPException as e:  # aiohttp's own: unknown route, wrong method, ...
             status = e.status
-            resp = e
+            # a Response of its own: returning the exception object is deprecated in aiohttp
+            resp = web.Response(status=e.status, reason=e.reason, body=e.body,
+                                headers=e.headers)
             if status >= 400:  # every error reply names its cause
                 resp.headers.setdefault("x-ambry-error-code",
                                         (e.reason or "HTTP_ERROR").upper().replace(" ", "_"))
