@@ -47,6 +47,7 @@ from ambry.frontend.headers import (
     http_date,
     parse_blob_size,
     parse_bool_header,
+    parse_content_xxh3,
     parse_get_option,
     parse_ttl,
     parse_user_metadata,
@@ -273,7 +274,7 @@ class FrontendApp:
         stored = await self.router.put(
             self.body_reader(request), account_id=account.id, container_id=container.id,
             props=props, usermeta=um, declared_size=parse_blob_size(h.get("x-ambry-blob-size")),
-            content_xxh3=h.get("x-ambry-content-xxh3"), rid=request["rid"],
+            content_xxh3=parse_content_xxh3(h.get("x-ambry-content-xxh3")), rid=request["rid"],
             chunk_upload=parse_bool_header(h.get("x-ambry-chunk-upload")))
         return self._created(stored.blob_id.to_str(), stored.size, stored.created_ms)
 
@@ -404,7 +405,7 @@ class FrontendApp:
             name, self.body_reader(request), account_id=account.id,
             container_id=container.id, props=props, usermeta=um,
             declared_size=parse_blob_size(h.get("x-ambry-blob-size")),
-            content_xxh3=h.get("x-ambry-content-xxh3"),
+            content_xxh3=parse_content_xxh3(h.get("x-ambry-content-xxh3")),
             upsert=parse_bool_header(h.get("x-ambry-named-upsert")), rid=request["rid"])
         return self._created(stored.blob_id.to_str(), stored.size, stored.created_ms)
 

@@ -105,6 +105,21 @@ def parse_blob_size(value: str | None) -> int | None:
     return size
 
 
+_XXH3_HEX = re.compile(r"[0-9a-fA-F]{1,16}")
+
+
+def parse_content_xxh3(value: str | None) -> str | None:
+    """``x-ambry-content-xxh3``: absent -> None; else 1 to 16 hex digits (normalised to 16
+    lower-case digits), or 400 before a byte of the body is stored. (An empty or malformed
+    value used to be ignored, or failed only after the whole body was uploaded.)"""
+    if value is None:
+        return None
+    text = value.strip(_OWS)
+    if _XXH3_HEX.fullmatch(text) is None:
+        raise InvalidArgument(f"x-ambry-content-xxh3 must be 1 to 16 hex digits, not {value!r}")
+    return text.lower().rjust(16, "0")
+
+
 def parse_bool_header(value: str | None, default: bool = False, *,
                       name: str = "header") -> bool:
     """``true`` / ``false`` (case-insensitive); absent -> ``default``; anything else 400."""

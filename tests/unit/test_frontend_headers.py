@@ -22,6 +22,7 @@ from ambry.frontend.headers import (
     if_none_match_hits,
     parse_blob_size,
     parse_bool_header,
+    parse_content_xxh3,
     parse_get_option,
     parse_ttl,
     parse_user_metadata,
@@ -200,3 +201,16 @@ def test_etag_and_if_none_match() -> None:
     assert not if_none_match_hits('"x"', tag)
     assert not if_none_match_hits(None, tag)
     assert etag_for("a") != etag_for("b")
+
+
+@pytest.mark.parametrize("value", ["", " ", "xyz", "0x12", "1" * 17, "12 34", "é"])
+def test_a_malformed_content_xxh3_is_400_before_the_body(value: str) -> None:
+    # the fuzzer's find: an empty x-ambry-content-xxh3 was ignored (201, nothing checked)
+    with pytest.raises(InvalidArgument):
+        parse_content_xxh3(value)
+
+
+def test_content_xxh3_is_normalised_to_16_lower_case_digits() -> None:
+    assert parse_content_xxh3(None) is None
+    assert parse_content_xxh3(" ABC ") == "0000000000000abc"
+    assert parse_content_xxh3("0123456789abcdef") == "0123456789abcdef"
