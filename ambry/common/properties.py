@@ -14,9 +14,11 @@ import msgpack
 
 from ambry.common.errors import InvalidArgument
 
-__all__ = ["TTL_INFINITE", "BlobProperties"]
+__all__ = ["MAX_EXPIRY_MS", "TTL_INFINITE", "BlobProperties"]
 
 TTL_INFINITE = -1
+#: the latest expiry a blob may have: the index keeps expiry as u32 unix seconds (year 2106)
+MAX_EXPIRY_MS = 0xFFFF_FFFF * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,10 @@ class BlobProperties:
             raise InvalidArgument("blob size must be >= 0")
         if self.ttl_s < TTL_INFINITE:
             raise InvalidArgument("ttl must be -1 (forever) or >= 0 seconds")
+        if self.expiry_ms > MAX_EXPIRY_MS:
+            # a TTL past 2106: a 400 here, not an overflow on every replica (a 503)
+            raise InvalidArgument(f"ttl {self.ttl_s} s would expire the blob after "
+                                  f"{MAX_EXPIRY_MS // 1000} (unix seconds); use -1 (forever)")
 
     @property
     def expiry_ms(self) -> int:

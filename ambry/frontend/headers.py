@@ -58,7 +58,7 @@ AMBRY_HEADER_PREFIX = "x-ambry-"
 MAX_USER_METADATA_BYTES = 8 * 1024
 MAX_BLOB_NAME_BYTES = 350
 #: About 31,700 years: keeps ``created_ms + ttl_s * 1000`` far inside the u64 expiry field.
-MAX_TTL_S = 10**12
+MAX_TTL_S = 2**31 - 1  # about 68 years; the expiry must also fit (BlobProperties)
 _MAX_SIZE = 2**63 - 1  # sizes fit an i64
 _MAX_SIZE_DIGITS = len(str(_MAX_SIZE))
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from ambry.common.errors import DataCorrupt, InvalidArgument
+from ambry.common.properties import MAX_EXPIRY_MS, BlobProperties
 from ambry.frontend.headers import (
     MAX_BLOB_NAME_BYTES,
     MAX_TTL_S,
@@ -214,3 +215,14 @@ def test_content_xxh3_is_normalised_to_16_lower_case_digits() -> None:
     assert parse_content_xxh3(None) is None
     assert parse_content_xxh3(" ABC ") == "0000000000000abc"
     assert parse_content_xxh3("0123456789abcdef") == "0123456789abcdef"
+
+
+@pytest.mark.parametrize("ttl_s", [2**32 - 1, 2**32, 6_878_346_413])
+def test_a_ttl_that_expires_after_2106_is_a_400_not_an_overflow_on_every_replica(
+        ttl_s: int) -> None:
+    # the fuzzer's find: the index keeps expiry as u32 seconds; such a PUT overflowed on all
+    # three replicas and the frontend answered 503 "no writable partition took the blob"
+    with pytest.raises(InvalidArgument):
+        BlobProperties(size=1, created_ms=1_765_000_000_000, ttl_s=ttl_s)
+    assert BlobProperties(size=1, created_ms=1_765_000_000_000,
+                          ttl_s=MAX_TTL_S).expiry_ms <= MAX_EXPIRY_MS
