@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import hypothesis
 import xxhash
+from hypothesis import HealthCheck, Phase
 from multidict import CIMultiDictProxy
 
 from ambry.common.blobid import BlobType, decode
@@ -200,3 +202,16 @@ def seed_from_env(name: str = "AMBRY_TEST_SEED") -> int:
     seed = int(os.environ.get(name) or random.SystemRandom().randrange(1 << 32))
     print(f"seed={seed} (replay with {name}={seed})")
     return seed
+
+
+def fuzz_settings(examples: int, *also_suppress: HealthCheck, **kw: Any
+                  ) -> hypothesis.settings:
+    """Hypothesis settings of the fuzzers (REST, S3, node protocol): ``examples`` cases, no
+    deadline or example database (a real cluster is slow and fresh each run), and the health
+    checks that a network fuzzer trips by design suppressed (plus ``also_suppress``)."""
+    return hypothesis.settings(
+        max_examples=examples, deadline=None, database=None,
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                               HealthCheck.function_scoped_fixture, *also_suppress],
+        **kw)

@@ -26,8 +26,8 @@ from typing import Any
 import hypothesis
 import msgpack
 import pytest
-from fe_helpers import seed_from_env
-from hypothesis import HealthCheck, Phase, given
+from fe_helpers import fuzz_settings, seed_from_env
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from ambry.common.blobid import new_blob_id
@@ -257,13 +257,7 @@ async def _make_client(node: NodeProcess) -> NodeClient:
 
 
 def _settings(examples: int, **kw: Any) -> hypothesis.settings:
-    return hypothesis.settings(
-        max_examples=examples, deadline=None, database=None,
-        phases=[Phase.explicit, Phase.generate, Phase.shrink],
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                               HealthCheck.function_scoped_fixture,
-                               HealthCheck.large_base_example],
-        **kw)
+    return fuzz_settings(examples, HealthCheck.large_base_example, **kw)
 
 
 def test_node_protocol_fuzz_typed_errors_no_hang(node: NodeProcess) -> None:

@@ -22,8 +22,8 @@ import hypothesis
 import pytest
 import requests
 import schemathesis
-from fe_helpers import MIB, SERVICE, seed_from_env, store_fixture
-from hypothesis import HealthCheck, Phase, given
+from fe_helpers import MIB, SERVICE, fuzz_settings, seed_from_env, store_fixture
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -159,12 +159,7 @@ def _fuzz(schema: Any, base: str, label: str, known: dict[str, list[str]],
 
 
 def _settings(examples: int, **kw: Any) -> hypothesis.settings:
-    return hypothesis.settings(
-        max_examples=examples, deadline=None, database=None,
-        phases=[Phase.explicit, Phase.generate, Phase.shrink],
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                               HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
-        **kw)
+    return fuzz_settings(examples, HealthCheck.filter_too_much, **kw)
 
 
 @pytest.mark.parametrize("label", OPERATIONS)

@@ -28,8 +28,8 @@ import urllib3
 from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from fe_helpers import SERVICE, seed_from_env, store_fixture
-from hypothesis import HealthCheck, Phase, given
+from fe_helpers import SERVICE, fuzz_settings, seed_from_env, store_fixture
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from s3_helpers import KEYS, REGION, raw
 
@@ -248,13 +248,7 @@ def _check(status: int, headers: dict[str, str], body: bytes, req: S3Request) ->
 
 
 def _settings(examples: int, **kw: Any) -> hypothesis.settings:
-    return hypothesis.settings(
-        max_examples=examples, deadline=None, database=None,
-        phases=[Phase.explicit, Phase.generate, Phase.shrink],
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                               HealthCheck.function_scoped_fixture,
-                               HealthCheck.large_base_example],
-        **kw)
+    return fuzz_settings(examples, HealthCheck.large_base_example, **kw)
 
 
 def _fuzz(known: Known, settings: hypothesis.settings, seed: int | None = None) -> None:
