@@ -44,12 +44,17 @@ def verify(method: str, path: str, h: dict[str, list[str]], query: str = "",
 
 
 # ------------------------------------------------------------------ AWS's examples
-def test_aws_example_get_object_with_range() -> None:
-    h = headers(host="examplebucket.s3.amazonaws.com", range="bytes=0-9",
+def _aws_get_object_with_range() -> dict[str, list[str]]:
+    """The headers of AWS's "GET Object" SigV4 example (a range, header auth)."""
+    return headers(host="examplebucket.s3.amazonaws.com", range="bytes=0-9",
                 x_amz_content_sha256=sigv4.EMPTY_SHA256, x_amz_date="20130524T000000Z",
                 authorization=auth("host;range;x-amz-content-sha256;x-amz-date",
                                    "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036"
                                    "bdb41"))
+
+
+def test_aws_example_get_object_with_range() -> None:
+    h = _aws_get_object_with_range()
     a = verify("GET", "/test.txt", h)
     assert a.access_key == AK and a.payload_hash == sigv4.EMPTY_SHA256
 
@@ -191,11 +196,7 @@ def test_malformed_or_unknown_credentials(authz: str, code: str) -> None:
 
 
 def test_a_request_dated_too_far_from_now_is_refused() -> None:
-    h = headers(host="examplebucket.s3.amazonaws.com", range="bytes=0-9",
-                x_amz_content_sha256=sigv4.EMPTY_SHA256, x_amz_date="20130524T000000Z",
-                authorization=auth("host;range;x-amz-content-sha256;x-amz-date",
-                                   "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036"
-                                   "bdb41"))
+    h = _aws_get_object_with_range()
     verify("GET", "/test.txt", h, now=NOW + sigv4.MAX_SKEW_S)
     with pytest.raises(sigv4.AuthError) as e:
         verify("GET", "/test.txt", h, now=NOW + sigv4.MAX_SKEW_S + 1)
@@ -262,11 +263,7 @@ def test_botocore_presigned_url_verifies_and_binds_method_and_path() -> None:
 # ------------------------------------------------------------------ what a signature covers
 def test_covered_headers_of_header_auth_and_of_presigned_urls() -> None:
     # the payload hash and (header auth) x-amz-date are in the string to sign: covered too
-    h = headers(host="examplebucket.s3.amazonaws.com", range="bytes=0-9",
-                x_amz_content_sha256=sigv4.EMPTY_SHA256, x_amz_date="20130524T000000Z",
-                authorization=auth("host;range;x-amz-content-sha256;x-amz-date",
-                                   "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036"
-                                   "bdb41"))
+    h = _aws_get_object_with_range()
     a = verify("GET", "/test.txt", h)
     assert a.covered == {"host", "range", "x-amz-content-sha256", "x-amz-date"}
     assert not a.presigned
