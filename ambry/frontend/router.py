@@ -58,8 +58,9 @@ from ambry.frontend.failure import (
     choose_partition,
     order_replicas_for_get,
 )
+from ambry.frontend.getplan import GetPlan
 from ambry.frontend.namewrite import ReservationTally, Verdict, backoff_s, name_version
-from ambry.frontend.quorum import Outcome, QuorumTracker, get_decided, get_verdict
+from ambry.frontend.quorum import Outcome, QuorumTracker
 from ambry.protocol.client import GetReply, NodeClient
 from ambry.protocol.messages import NameRecord
 
@@ -703,94 +704,76 @@ class Router:
             if node.datacenter != self.dc.name:
                 remote[node.datacenter].append(nid)
         origin_count = sum(1 for nid in part.replicas if dc_of[nid] == origin)
-        origin_answers: dict[str, Outcome] = {}
-        other_answers: dict[str, Outcome] = {}
         errors: list[BaseException] = []
         self.rnd.shuffle(local)  # spread reads over the replicas (the first is asked alone)
-        for wave in order_replicas_for_get(local, remote, origin, self.detector):
-            if not wave:
-                continue
+        plan = GetPlan(order_replicas_for_get(local, remote, origin, self.detector), dc_of,
+                       origin, origin_count, self.dc.name, hedge=self.fe.get_hedge_ms != 0)
 
-            async def one(nid: str) -> tuple[str, GetReply | None, BaseException | None]:
-                t0 = time.monotonic()
-                try:
-                    reply = await self.client(nid).get(blob_id, rid=rid, **kw)
-                except asyncio.CancelledError:
-                    raise
-                except (TimeoutError, AmbryError, OSError, ValueError) as e:
-                    return nid, None, e
-                if dc_of[nid] == self.dc.name:
-                    self.hedge.record(time.monotonic() - t0)
-                return nid, reply, None
-
-            # Hedged (local waves): ask the wave's first replica; ask the next when one
-            # answers without deciding (a 404, an error) or when the hedge delay passes with
-            # no answer. Remote waves are asked all at once, as before: the delay is learnt
-            # from local replicas, and a 404 needs every origin replica's answer.
-            hedged = self.fe.get_hedge_ms != 0 and all(dc_of[n] == self.dc.name for n in wave)
-            waiting = list(wave)
-            tasks: list[asyncio.Task[tuple[str, GetReply | None, BaseException | None]]] = []
-            winner: GetReply | None = None
-            seen: set[str] = set()  # replicas whose reply this loop took charge of
-
-            def ask_next(tasks: list[asyncio.Task[Any]] = tasks,
-                         waiting: list[str] = waiting) -> None:
-                tasks.append(asyncio.ensure_future(one(waiting.pop(0))))
-
+        async def one(nid: str) -> tuple[str, GetReply | None, BaseException | None]:
+            t0 = time.monotonic()
             try:
-                ask_next()
-                if not hedged:
-                    while waiting:
-                        ask_next()
-                while True:
-                    open_tasks = [t for t in tasks if not t.done()]
-                    ready = [t for t in tasks if t.done() and t.result()[0] not in seen]
-                    if not ready:
-                        if not open_tasks:
-                            break
-                        hedge = self.hedge.delay() if self.fe.get_hedge_ms < 0 else \
-                            self.fe.get_hedge_ms / 1000
-                        done, _ = await asyncio.wait(open_tasks,
-                                                     timeout=hedge if waiting else None,
-                                                     return_when=asyncio.FIRST_COMPLETED)
-                        if not done:
-                            ask_next()  # the hedge: no answer in time, ask the next too
-                        continue
-                    nid, reply, exc = ready[0].result()
-                    seen.add(nid)
-                    out = self._note(nid, "get", exc)
-                    (origin_answers if dc_of[nid] == origin else other_answers)[nid] = out
-                    if exc is not None:
-                        errors.append(exc)
-                    if reply is not None:
-                        if winner is None:
-                            winner = reply
-                        else:
-                            await reply.release()
-                    decided = get_decided(origin_answers, origin_count, other_answers)
-                    if decided is not None:
-                        if decided is Outcome.SUCCESS and winner is not None:
-                            return winner
-                        if winner is not None:
-                            await winner.release()
-                            winner = None
-                        _raise_for(decided, f"blob {blob_id}", errors)
-                    if waiting and not open_tasks:
-                        ask_next()  # an answer that did not decide: the next one, at once
-            finally:
-                # A replica that answered after the deciding one, but before this loop looked
-                # at its task, holds a reply whose payload pins its node connection: release
-                # it now. (Only cancelling the unfinished tasks left such a reply unread, and
-                # the connection stalled for node_timeout_ms before the client dropped it,
-                # failing every request pipelined on it: GETs took 5 s instead of 0.1 s.)
-                for t in tasks:
-                    if not t.done():
-                        t.cancel()
-                        t.add_done_callback(_release_result)
-                    elif not t.cancelled() and t.exception() is None and \
-                            t.result()[0] not in seen:
-                        _release_result(t)
-        verdict = get_verdict(origin_answers, origin_count, other_answers)
+                reply = await self.client(nid).get(blob_id, rid=rid, **kw)
+            except asyncio.CancelledError:
+                raise
+            except (TimeoutError, AmbryError, OSError, ValueError) as e:
+                return nid, None, e
+            if dc_of[nid] == self.dc.name:
+                self.hedge.record(time.monotonic() - t0)
+            return nid, reply, None
+
+        tasks: dict[str, asyncio.Task[tuple[str, GetReply | None, BaseException | None]]] = {}
+        seen: set[str] = set()  # replicas whose reply this loop took charge of
+        winner: GetReply | None = None
+
+        def ask(nids: list[str]) -> None:
+            for nid in nids:
+                tasks[nid] = asyncio.ensure_future(one(nid))
+
+        try:
+            ask(plan.start())
+            while not plan.finished:
+                ready = [t for nid, t in tasks.items() if t.done() and nid not in seen]
+                if not ready:
+                    hedge = self.hedge.delay() if self.fe.get_hedge_ms < 0 else \
+                        self.fe.get_hedge_ms / 1000
+                    done, _ = await asyncio.wait(
+                        [t for t in tasks.values() if not t.done()],
+                        timeout=hedge if plan.hedge_pending else None,
+                        return_when=asyncio.FIRST_COMPLETED)
+                    if not done:
+                        ask(plan.hedge_expired())  # the hedge: no answer in time
+                    continue
+                nid, reply, exc = ready[0].result()
+                seen.add(nid)
+                if exc is not None:
+                    errors.append(exc)
+                if reply is not None:
+                    if winner is None:
+                        winner = reply
+                    else:
+                        await reply.release()
+                ask(plan.answered(nid, self._note(nid, "get", exc)))
+            decided = plan.decided
+            if decided is Outcome.SUCCESS and winner is not None:
+                return winner
+            if winner is not None:
+                await winner.release()
+                winner = None
+            if decided is not None:
+                _raise_for(decided, f"blob {blob_id}", errors)
+        finally:
+            # A replica that answered after the deciding one, but before this loop looked
+            # at its task, holds a reply whose payload pins its node connection: release
+            # it now. (Only cancelling the unfinished tasks left such a reply unread, and
+            # the connection stalled for node_timeout_ms before the client dropped it,
+            # failing every request pipelined on it: GETs took 5 s instead of 0.1 s.)
+            for nid, t in tasks.items():
+                if not t.done():
+                    t.cancel()
+                    t.add_done_callback(_release_result)
+                elif not t.cancelled() and t.exception() is None and nid not in seen:
+                    _release_result(t)
+        verdict = plan.verdict()
         if verdict is Outcome.UNAVAILABLE and any(_outcome_of(e) is Outcome.ERROR
                                                    for e in errors):
             verdict = Outcome.ERROR
