@@ -2,8 +2,9 @@
 
 Owns what travels between a frontend (or a replicating peer) and a storage node: the request
 schema checked by the node (:func:`parse_request`), the reply records the client rebuilds
-(:class:`MutationReply`, :class:`NameRecord`, ...). Does not own framing (``framing``), the
-connection pool (``client``) nor what the ops do (``ambry.storage.node``).
+(:class:`MutationReply`, ...; a name travels as ``ambry.common.namerecord.NameRecord``). Does
+not own framing (``framing``), the connection pool (``client``) nor what the ops do
+(``ambry.storage.ops``).
 
 Wire format (one message; requests and replies alike)::
 
@@ -100,6 +101,7 @@ from typing import Any
 
 from ambry.common.blobstate import BlobState
 from ambry.common.errors import ProtocolError
+from ambry.common.namerecord import NameRecord  # carried by name_put and name replies
 
 __all__ = [
     "MAX_ENTRIES_BATCH",
@@ -315,38 +317,9 @@ class StateReply:
 
 
 @dataclass(frozen=True, slots=True)
-class NameRecord:
-    """A named-blob entry as it travels (same fields as ``ambry.storage.names.NameEntry``)."""
-
-    account_id: int
-    container_id: int
-    name: str
-    blob_id: bytes  # 32 raw bytes; empty for a deletion
-    ts_ms: int
-    dc_id: int
-    deleted: bool = False
-    size: int = 0
-    content_type: str = ""
-    created_ms: int = 0
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"account_id": self.account_id, "container_id": self.container_id,
-                "name": self.name, "blob_id": self.blob_id, "ts_ms": self.ts_ms,
-                "dc_id": self.dc_id, "deleted": self.deleted, "size": self.size,
-                "content_type": self.content_type, "created_ms": self.created_ms}
-
-    @classmethod
-    def from_wire(cls, m: dict[str, Any]) -> NameRecord:
-        return cls(int(m["account_id"]), int(m["container_id"]), str(m["name"]),
-                   bytes(m.get("blob_id") or b""), int(m["ts_ms"]), int(m["dc_id"]),
-                   bool(m.get("deleted", False)), int(m.get("size", 0)),
-                   str(m.get("content_type", "")), int(m.get("created_ms", 0)))
-
-
-@dataclass(frozen=True, slots=True)
 class EntriesReply:
     """A batch of a replica's log for replication. ``entries`` are ``Entry.to_wire()`` maps
-    (``ambry.storage.replica.Entry.from_wire`` rebuilds them)."""
+    (``ambry.storage.api.Entry.from_wire`` rebuilds them)."""
 
     entries: list[dict[str, Any]]
     token: tuple[bytes, int]

@@ -13,7 +13,8 @@ partition and peer), the rebuild of a new or wiped replica (it answers "unavaila
 "not found" until it has caught up), and the rate-limited scrubber that re-reads sealed
 segments and repairs damaged records from a peer.
 
-Does not own the wire (``ambry.protocol``), the storage semantics (``ambry.storage.replica``)
+Does not own the wire (``ambry.protocol``), the storage semantics (it sees each replica only
+as an ``ambry.storage.api.ReplicaStore``, handed over in a ``ReplicationHost``: never the node)
 or which peers to pull from (``planner``).
 """
 
@@ -25,7 +26,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -44,20 +45,24 @@ from ambry.common.errors import (
 )
 from ambry.replication.planner import PullPlan, fetch_wait_s, plan_pulls
 from ambry.replication.tokens import TokenStore
-from ambry.storage.format import RecordType
-from ambry.storage.names import NameEntry
-from ambry.storage.replica import Entry, Replica, put_location
+from ambry.storage.api import (
+    Entry,
+    Position,
+    RecordType,
+    ReplicaStore,
+    ReplicationHost,
+    RunIO,
+    Token,
+    name_of,
+)
 
 __all__ = ["LagRow", "PeerLink", "ReplicationConfig", "ReplicationManager", "attach"]
 
 log = logging.getLogger(__name__)
 
-Token = tuple[bytes, int]
 #: keys older configs may still carry, and why they no longer mean anything
 _OBSOLETE_KEYS = {"standby_wait_s": "standbys no longer wait for a failure detector to take "
                                     "over cross-DC fetches (see standby_fetch_delay_ms)"}
-Position = tuple[int, int]
-RunIO = Callable[..., Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -132,7 +137,7 @@ class _PeerState:
 
 
 class ReplicationManager:
-    def __init__(self, node_id: str, config: ClusterConfig, replicas: Mapping[int, Replica],
+    def __init__(self, node_id: str, config: ClusterConfig, replicas: Mapping[int, ReplicaStore],
                  run_io: RunIO, link_for: Callable[[str], PeerLink], tokens: TokenStore,
                  rcfg: ReplicationConfig | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
@@ -177,7 +182,7 @@ class ReplicationManager:
         self._started = False
         self._track(replicas)
 
-    def _track(self, replicas: Mapping[int, Replica]) -> list[str]:
+    def _track(self, replicas: Mapping[int, ReplicaStore]) -> list[str]:
         """Lag rows and peers for ``replicas``; a fresh replica rebuilds from its peers.
         Returns the peers not known before."""
         new_peers = []
@@ -196,7 +201,7 @@ class ReplicationManager:
                 log.info("replica %d is new: rebuilding from its peers", pid)
         return new_peers
 
-    def on_map_change(self, config: ClusterConfig, added: Mapping[int, Replica]) -> None:
+    def on_map_change(self, config: ClusterConfig, added: Mapping[int, ReplicaStore]) -> None:
         """The node adopted a grown cluster map (``ambry.common.mapchange``: nothing the old
         map said changed) and opened ``added``. Called before they appear in the node's
         replica mapping: their lag rows and peers must exist first. The loops of known peers
@@ -443,7 +448,7 @@ class ReplicationManager:
                     # missing blobs are fetched a few at a time while the batch goes on: the
                     # conflict rule makes the order of a blob's records irrelevant (a delete
                     # applied before its put leaves a tombstone the put then stays under)
-                    end = _put_end(rep, e.key)
+                    end = rep.put_end(e.key)
                     if end is None:
                         fetches.append(asyncio.ensure_future(fetch(e)))
                     else:
@@ -456,9 +461,7 @@ class ReplicationManager:
                         changed = True
                         row.records_applied += 1
                 else:
-                    entry = NameEntry.from_record(e.key, e.time_ms,
-                                                  e.type == RecordType.NAME_DELETE, e.props)
-                    fut = await self.run_io(rep.name_apply, entry)
+                    fut = await self.run_io(rep.name_apply, name_of(e))
                     if fut is not None:  # (a name already in the view is durable)
                         waits.append(asyncio.wrap_future(fut))
                         changed = True
@@ -489,7 +492,7 @@ class ReplicationManager:
         elif last_time_ms:
             row.lag_seconds = max(0.0, (self.now_ms() - last_time_ms) / 1000)
 
-    async def _fetch_put_once(self, link: PeerLink, rep: Replica, e: Entry, row: LagRow
+    async def _fetch_put_once(self, link: PeerLink, rep: ReplicaStore, e: Entry, row: LagRow
                               ) -> tuple[Position | None, bool]:
         """Fetch a missing PUT from this peer unless it arrived meanwhile or another peer's
         loop is fetching it right now (then wait for that one, and fetch here only if it
@@ -500,7 +503,7 @@ class ReplicationManager:
             if running is None:
                 break
             await asyncio.shield(running)
-        end = _put_end(rep, e.key)
+        end = rep.put_end(e.key)
         if end is not None:  # stored by another loop since the batch was read
             return end, False
         fut: asyncio.Future[Position | None] = asyncio.get_running_loop().create_future()
@@ -513,20 +516,20 @@ class ReplicationManager:
             fut.set_result(end)  # waiters look again, and fetch themselves if it failed
         return end, end is not None
 
-    async def _await_local_copy(self, rep: Replica, blob_key: bytes, wait_s: float) -> None:
+    async def _await_local_copy(self, rep: ReplicaStore, blob_key: bytes, wait_s: float) -> None:
         """Wait up to ``wait_s`` until the replica has this PUT or a fetch of it runs here
         (another peer's loop, usually from this datacenter, brings it)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         key = (rep.partition_id, blob_key)
-        while _put_end(rep, blob_key) is None and key not in self._inflight:
+        while rep.put_end(blob_key) is None and key not in self._inflight:
             left = deadline - loop.time()
             if left <= 0:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._put_stored.wait(), left)
 
-    async def _fetch_put(self, link: PeerLink, rep: Replica, e: Entry, row: LagRow
+    async def _fetch_put(self, link: PeerLink, rep: ReplicaStore, e: Entry, row: LagRow
                          ) -> Position | None:
         bid = BlobId.from_bytes(e.key)
         try:
@@ -623,33 +626,26 @@ class ReplicationManager:
         return repaired
 
 
-
-def _put_end(rep: Replica, blob_key: bytes) -> Position | None:
-    """Where the PUT record of this blob ends in the replica's log, if the replica has it."""
-    loc = put_location(rep.index.get(blob_key[16:32]))
-    return None if loc is None else (loc[0], loc[1] + loc[2])
-
-
-def attach(node: Any) -> ReplicationManager:
-    """Build the replication component of a ``StorageNode`` (the CLI plugs this in).
+def attach(host: ReplicationHost) -> ReplicationManager:
+    """Build the replication component of a storage node from what the node hands it (the
+    CLI plugs this in as the node's replication factory).
 
     Replication has its own clients to the peers, built with the ``replication:`` timeouts
-    (the node's shared links have fixed ones: ``request_timeout_ms`` was ignored, so a peer
+    (the node's shared links had fixed ones: ``request_timeout_ms`` was ignored, so a peer
     behind a link that drops packets held a pull for 30 s whatever the config said)."""
     from ambry.protocol.client import NodeClient
-    from ambry.storage.node import StorageNode
 
-    assert isinstance(node, StorageNode)
-    rcfg = ReplicationConfig.from_sections(node.cfg.sections)
-    tokens = TokenStore(str(node.data_dir / "replication-tokens"))
+    rcfg = ReplicationConfig.from_sections(host.config.sections)
+    tokens = TokenStore(str(host.data_dir / "replication-tokens"))
     links: dict[str, NodeClient] = {}
 
     def link_for(peer: str) -> PeerLink:
         c = links.get(peer)
         if c is None:
-            host, port = node.cfg.address_of(peer, node.node.datacenter)
+            # the manager's map: a peer added by a map change is known there first
+            addr, port = mgr.config.address_of(peer, host.datacenter)
             c = links[peer] = NodeClient(
-                host, port, pool_size=2,
+                addr, port, pool_size=2,
                 connect_timeout_ms=min(2000, rcfg.request_timeout_ms),
                 request_timeout_ms=rcfg.request_timeout_ms)
         return c
@@ -659,8 +655,8 @@ def attach(node: Any) -> ReplicationManager:
             await c.close()
         tokens.close()
 
-    mgr = ReplicationManager(node.node_id, node.cfg, node.replicas, node.run_io, link_for,
-                             tokens, rcfg=rcfg, now_ms=node.clock.now_ms,
-                             on_change=node.notify_change)
+    mgr = ReplicationManager(host.node_id, host.config, host.stores, host.run_io, link_for,
+                             tokens, rcfg=rcfg, now_ms=host.now_ms,
+                             on_change=host.notify_change)
     mgr.on_stop = close
     return mgr

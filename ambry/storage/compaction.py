@@ -1,7 +1,8 @@
 """Compaction: give back the disk of blobs deleted or expired longer ago than the retention.
 
 Owns choosing what to keep in a sealed segment and swapping the rewritten segment in
-crash-safely. The active (last) segment is never compacted. Records are copied byte for byte
+crash-safely. Works on any replica through ``api.CompactionHooks`` (its log, index, name view
+and the hooks that hold records still); it never imports ``replica``. The active (last) segment is never compacted. Records are copied byte for byte
 (same sequence numbers, same checksums); only their offsets change.
 
 What is dropped from a sealed segment:
@@ -26,15 +27,13 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ambry.storage import filenames
+from ambry.storage.api import CompactionHooks
 from ambry.storage.format import SEGMENT_HEADER_SIZE, RecordType, SegmentHeader
+from ambry.storage.indexentry import F_DELETED, F_HAS_PUT, F_PERMANENT
 from ambry.storage.log import Segment
-from ambry.storage.names import NameEntry
-
-if TYPE_CHECKING:
-    from ambry.storage.replica import Replica
+from ambry.storage.names import name_from_record
 
 __all__ = ["CompactionReport", "compact", "roll_forward"]
 
@@ -50,7 +49,7 @@ class CompactionReport:
     aborted: int = 0
 
 
-def roll_forward(replica: Replica) -> None:
+def roll_forward(replica: CompactionHooks) -> None:
     """Finish a swap that a crash interrupted (called on open, before the log is read)."""
     d = replica.disk
     marker = os.path.join(replica.dir, filenames.COMPACTION_MARKER)
@@ -73,9 +72,8 @@ def roll_forward(replica: Replica) -> None:
              replica.dir, n, new)
 
 
-def _dead(replica: Replica, entry: tuple[int, ...], expiry_ms: int, now_ms: int) -> bool:
-    from ambry.storage.replica import F_DELETED, F_PERMANENT
-
+def _dead(replica: CompactionHooks, entry: tuple[int, ...], expiry_ms: int, now_ms: int
+          ) -> bool:
     retention_ms = replica.config.compaction_retention_s * 1000
     flags, delete_s = entry[6], entry[4]
     if flags & F_DELETED:
@@ -85,12 +83,10 @@ def _dead(replica: Replica, entry: tuple[int, ...], expiry_ms: int, now_ms: int)
     return False
 
 
-def _plan(replica: Replica, seg: Segment, now_ms: int
+def _plan(replica: CompactionHooks, seg: Segment, now_ms: int
           ) -> tuple[list[tuple[int, int, bytes]], list[bytes], int]:
     """(kept records as (offset, length, uuid-or-empty), blob ids (32 bytes) whose PUT is
     dropped, records dropped)."""
-    from ambry.storage.replica import F_HAS_PUT
-
     keep: list[tuple[int, int, bytes]] = []
     dropped_puts: list[bytes] = []
     dropped = 0
@@ -110,8 +106,8 @@ def _plan(replica: Replica, seg: Segment, now_ms: int
                 continue
             keep.append((off, h.total_len, uuid))
         elif h.type.is_name:
-            cur = NameEntry.from_record(rec.key, h.time_ms, h.type == RecordType.NAME_DELETE,
-                                        replica._read_props(rec.position, h))
+            cur = name_from_record(rec.key, h.time_ms, h.type == RecordType.NAME_DELETE,
+                                   replica.read_props(rec.position, h))
             assert replica.names is not None
             now = replica.names.get(cur.account_id, cur.container_id, cur.name)
             if now is not None and now.version > cur.version:
@@ -123,7 +119,7 @@ def _plan(replica: Replica, seg: Segment, now_ms: int
     return keep, dropped_puts, dropped
 
 
-def compact(replica: Replica, now_ms: int | None = None,
+def compact(replica: CompactionHooks, now_ms: int | None = None,
             min_reclaim_ratio: float = 0.1) -> CompactionReport:
     """Compact every sealed segment where at least ``min_reclaim_ratio`` of it is reclaimable.
     Blocking (run it on an I/O thread); appends and reads go on meanwhile."""
@@ -131,13 +127,12 @@ def compact(replica: Replica, now_ms: int | None = None,
     now = replica.clock.now_ms() if now_ms is None else now_ms
     # one compaction at a time, no usage pass reading the log meanwhile, and no snapshot
     # during a swap
-    with replica._move_lock, replica._snapshot_lock:
+    with replica.records_moving():
         return _compact_locked(replica, now, min_reclaim_ratio)
 
 
-def _compact_locked(replica: Replica, now: int, min_reclaim_ratio: float) -> CompactionReport:
-    from ambry.storage.replica import F_HAS_PUT
-
+def _compact_locked(replica: CompactionHooks, now: int, min_reclaim_ratio: float
+                    ) -> CompactionReport:
     report = CompactionReport()
     d = replica.disk
     for seg in list(replica.log.segments[:-1]):
@@ -203,7 +198,7 @@ def _compact_locked(replica: Replica, now: int, min_reclaim_ratio: float) -> Com
             d.fsync_dir(replica.dir)
             d.remove(marker)
             d.fsync_dir(replica.dir)
-            replica._sample_segment_starts()
+            replica.sample_segment_starts()
         report.segments_compacted += 1
         report.records_dropped += dropped
         report.bytes_before += seg.size

@@ -24,8 +24,8 @@ from ambry.storage.format import (
     decode_record_header,
     split_name_key,
 )
+from ambry.storage.indexentry import fold_blob_record, put_location, state_of
 from ambry.storage.log import Damage, Log
-from ambry.storage.replica import fold_blob_record, put_location, state_of
 from ambry.storage.snapshot import read_snapshot
 
 __all__ = ["ReplicaReport", "dump_segment", "verify_path", "verify_replica"]

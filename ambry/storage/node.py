@@ -43,7 +43,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Any
 
 from aiohttp import web
 
@@ -60,10 +61,10 @@ from ambry.common.errors import (
     ReplicaUnavailable,
 )
 from ambry.common.mapchange import MapChange, partitions_added_for, plan_map_change
+from ambry.common.namerecord import NameRecord
 from ambry.common.properties import BlobProperties
 from ambry.common.reload import ConfigReloader, ReloadCollector
 from ambry.protocol import stream
-from ambry.protocol.client import NodeClient
 from ambry.protocol.framing import discard_exactly, pack_header, read_header, write_message
 from ambry.protocol.messages import (
     MAX_ENTRIES_BATCH,
@@ -72,17 +73,22 @@ from ambry.protocol.messages import (
     MAX_LIST_LIMIT,
     STATUS_OK,
     BadRequestFrame,
-    NameRecord,
     Request,
     parse_request,
     payload_len_of,
     state_to_wire,
 )
 from ambry.storage import filenames
+from ambry.storage.api import (
+    BlobRead,
+    ReplicaStats,
+    ReplicationFactory,
+    ReplicationHost,
+    Replicator,
+)
 from ambry.storage.compaction import compact
 from ambry.storage.metrics import CONTENT_TYPE, NodeMetrics
-from ambry.storage.names import NameEntry
-from ambry.storage.replica import BlobRead, Replica, ReplicaStats
+from ambry.storage.replica import Replica
 
 __all__ = ["StorageNode"]
 
@@ -150,22 +156,12 @@ class _Conn:
             transport.abort()
 
 
-class Replicator(Protocol):
-    """The node's replication component (``ambry.replication.manager``), as the node sees it."""
-
-    def start(self) -> None: ...
-    async def stop(self) -> None: ...
-    def status(self) -> list[dict[str, Any]]: ...
-    def on_map_change(self, config: ClusterConfig, added: Mapping[int, Replica]) -> None: ...
-
-
 class StorageNode:
     def __init__(self, cfg: ClusterConfig, node_id: str, *, data_dir: str | Path | None = None,
                  clock: Clock | None = None, drain_timeout_s: float = 10.0,
                  max_inflight_per_connection: int = 64,
                  inflight_payload_budget_bytes: int | None = None,
-                 replication_factory: Callable[[StorageNode], Replicator] | None = None
-                 ) -> None:
+                 replication_factory: ReplicationFactory | None = None) -> None:
         self.cfg = cfg
         self.node_id = node_id
         self.node = cfg.cluster_map.node(node_id)
@@ -210,7 +206,6 @@ class StorageNode:
         # storage does not import replication (DESIGN.md section 2)
         self._replication_factory = replication_factory
         self.replication: Replicator | None = None
-        self._links: dict[str, NodeClient] = {}
         self._changed = asyncio.Event()  # set whenever a record was appended (long polls)
         # set by whoever runs the daemon (run_node): SIGHUP / file watch -> self.reload
         self.reloader: ConfigReloader | None = None
@@ -241,7 +236,11 @@ class StorageNode:
         if self._replication_factory is not None:
             # built before the node serves: it marks fresh replicas "rebuilding", so a wiped
             # node never answers an authoritative not-found, not even for a moment
-            self.replication = self._replication_factory(self)
+            self.replication = self._replication_factory(ReplicationHost(
+                node_id=self.node_id, datacenter=self.node.datacenter, config=self.cfg,
+                data_dir=self.data_dir, stores=MappingProxyType(self.replicas),
+                run_io=self.run_io, notify_change=self.notify_change,
+                now_ms=self.clock.now_ms))
         try:
             await self._listen()
         except BaseException:  # e.g. a port in use: leave the replicas closed and clean
@@ -315,16 +314,6 @@ class StorageNode:
                 self._periodic.append(loop.create_task(
                     self._usage_passes(list(added.values())), name="usage-new"))
             return change
-
-    def link(self, peer: str) -> NodeClient:
-        """The (shared) client this node uses to reach a peer node."""
-        c = self._links.get(peer)
-        if c is None:
-            host, port = self.cfg.address_of(peer, self.node.datacenter)
-            c = self._links[peer] = NodeClient(host, port, pool_size=2,
-                                               connect_timeout_ms=2000,
-                                               request_timeout_ms=30_000)
-        return c
 
     async def run_io(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await self._run(fn, *args)
@@ -413,8 +402,6 @@ class StorageNode:
                                for r in self.replicas.values()), return_exceptions=True)
         if self._http is not None:
             await self._http.cleanup()
-        for c in self._links.values():
-            await c.close()
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 5)
@@ -940,9 +927,9 @@ class StorageNode:
                 raise InvalidArgument(f"{k} out of range")
         if not 0 <= a["dc_id"] <= 0xFF:
             raise InvalidArgument("dc_id must be in [0, 255]")
-        entry = NameEntry(a["account_id"], a["container_id"], a["name"], a["blob_id"],
-                          a["ts_ms"], a["dc_id"], a["deleted"], a["size"], a["content_type"],
-                          a["created_ms"])
+        entry = NameRecord(a["account_id"], a["container_id"], a["name"], a["blob_id"],
+                           a["ts_ms"], a["dc_id"], a["deleted"], a["size"], a["content_type"],
+                           a["created_ms"])
         token, base = a["token"], a["base"]
         if token is not None and base is not None:
             if not (len(base) == 3 and all(isinstance(x, int) and not isinstance(x, bool)
@@ -967,7 +954,7 @@ class StorageNode:
             r.name_reserve, a["account_id"], a["container_id"], a["name"], bytes(a["token"]),
             a["lease_ms"]))
         return {"granted": granted,
-                "entry": _name_to_wire(e) if e is not None else None}, None
+                "entry": e.to_wire() if e is not None else None}, None
 
     async def _op_name_release(self, req: Request,
                                _p: _Payload) -> tuple[dict[str, Any], None]:
@@ -982,7 +969,7 @@ class StorageNode:
         r = self._replica(a["partition"])
         self._check_container(a)
         e = await self._run(r.name_get, a["account_id"], a["container_id"], a["name"])
-        return {"entry": _name_to_wire(e) if e is not None else None}, None
+        return {"entry": e.to_wire() if e is not None else None}, None
 
     async def _op_name_list(self, req: Request,
                             _p: _Payload) -> tuple[dict[str, Any], None]:
@@ -997,7 +984,7 @@ class StorageNode:
         used = 0
         truncated = False
         for e in entries:
-            w = _name_to_wire(e)
+            w = e.to_wire()
             used += _approx_wire_bytes(w)
             if used > _REPLY_LIST_BUDGET_BYTES and out:
                 truncated = True  # the client continues from the last name it got
@@ -1137,11 +1124,6 @@ def _range_pieces(read: BlobRead, start: int, length: int) -> Iterator[bytes]:
         off += n
 
 
-def _name_to_wire(e: NameEntry) -> dict[str, Any]:
-    return NameRecord(e.account_id, e.container_id, e.name, e.blob_id, e.ts_ms, e.dc_id,
-                      e.deleted, e.size, e.content_type, e.created_ms).to_wire()
-
-
 def _approx_wire_bytes(m: dict[str, Any]) -> int:
     n = 16
     for k, v in m.items():
@@ -1152,7 +1134,7 @@ def _approx_wire_bytes(m: dict[str, Any]) -> int:
 
 
 def run_node(cfg: ClusterConfig, node_id: str, data_dir: str | Path | None = None,
-             replication_factory: Callable[[StorageNode], Replicator] | None = None, *,
+             replication_factory: ReplicationFactory | None = None, *,
              reload_config: Callable[[], ClusterConfig] | None = None,
              config_path: str | os.PathLike[str] | None = None) -> int:
     """Run a node until SIGTERM/SIGINT on uvloop (the stock loop if AMBRY_NO_UVLOOP=1).

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import concurrent.futures
+import contextlib
 import itertools
 import logging
 import os
@@ -28,7 +29,6 @@ import time
 import uuid as uuidlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import xxhash
@@ -53,9 +53,13 @@ from ambry.common.errors import (
     ReplicaUnavailable,
     StorageError,
 )
+from ambry.common.namerecord import NameRecord
 from ambry.common.properties import BlobProperties
 from ambry.native import BlobIndex
 from ambry.storage import filenames
+from ambry.storage.api import Entry, MutationResult, ReplicaStats, Token
+from ambry.storage.blobread import BlobRead
+from ambry.storage.compaction import roll_forward
 from ambry.storage.disk import Disk, OsDisk
 from ambry.storage.format import (
     RECORD_HEADER_SIZE,
@@ -68,200 +72,27 @@ from ambry.storage.format import (
     encode_record_header,
     name_key,
 )
+from ambry.storage.indexentry import (
+    ceil_s,
+    fold_blob_record,
+    put_location,
+    state_of,
+    store_entry,
+)
 from ambry.storage.log import Damage, Log, Position, ScannedRecord
 from ambry.storage.namelocks import NameLocks
-from ambry.storage.names import NameEntry, NameView
+from ambry.storage.names import NameView, encode_record_props, name_from_record
 from ambry.storage.snapshot import SnapshotMeta, read_snapshot, write_snapshot
 from ambry.storage.usage import UsageCounters, UsageTotals
 
-__all__ = [
-    "BlobRead",
-    "Entry",
-    "MutationResult",
-    "Replica",
-    "ReplicaStats",
-    "Token",
-]
+__all__ = ["Replica"]
 
 log = logging.getLogger(__name__)
 
-# index entry flag bits (ambry.native stores them opaquely)
-F_HAS_PUT = 0x01
-F_DELETED = 0x02
-F_PERMANENT = 0x04
 MAX_LIFE_VERSION = 0xFFFF
 _SEQ_SAMPLE_EVERY = 256
 _MAX_RESUME_HINTS = 4096
 MAX_NAME_BYTES = 350
-
-Token = tuple[bytes, int]  # (incarnation uuid, last sequence number seen)
-
-
-def _ceil_s(ms: int) -> int:
-    return -(-ms // 1000)
-
-
-@dataclass(frozen=True)
-class MutationResult:
-    """Outcome of a put/delete/ttl_update/undelete: ``status`` says what happened."""
-
-    status: str  # created | duplicate | deleted | already_deleted | tombstoned | updated |
-    #              already_permanent | marked | undeleted
-    end: Position
-    life_version: int = 0
-
-
-@dataclass
-class BlobRead:
-    """A located, checked PUT record. Read the payload with ``read_payload``/``iter_payload``."""
-
-    replica: Replica
-    blob_id: BlobId
-    header: RecordHeader
-    position: Position
-    state: BlobState
-    properties: BlobProperties
-    user_metadata: bytes
-    expiry_ms: int  # effective expiry (0 = never, after TTL updates)
-    _file: Any = None
-
-    @property
-    def payload_len(self) -> int:
-        return self.header.payload_len
-
-    @property
-    def payload_file_offset(self) -> int:
-        return self.position[1] + self.header.payload_offset
-
-    def fileno(self) -> int | None:
-        return self._file.fileno()  # type: ignore[no-any-return]
-
-    def read_payload(self, start: int = 0, length: int | None = None) -> bytes:
-        """Read [start, start+length) of the payload. The whole record is verified first when
-        it is small enough (``verify_on_read_max_bytes``); bigger ranges are read as they are
-        (use :meth:`iter_payload` to stream a whole large payload with verification)."""
-        total = self.header.payload_len
-        length = total - start if length is None else length
-        if start < 0 or length < 0 or start + length > total:
-            raise InvalidArgument("range outside the payload")
-        if self.header.total_len <= self.replica.config.verify_on_read_max_bytes:
-            body: bytes = self._file.pread(self.header.body_len,
-                                           self.position[1] + RECORD_HEADER_SIZE)
-            if len(body) != self.header.body_len or \
-                    xxhash.xxh3_64_intdigest(body) != self.header.body_xxh3:
-                self.replica.report_corrupt(self.position, self.header, "payload checksum "
-                                            "mismatch on read")
-            po = self.header.payload_offset - RECORD_HEADER_SIZE + start
-            return body[po:po + length]
-        data = self._file.pread(length, self.payload_file_offset + start)
-        if len(data) != length:
-            raise DataCorrupt("short read of payload")
-        return data  # type: ignore[no-any-return]
-
-    def iter_payload(self, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
-        """Stream the whole payload in bounded pieces, verifying the record checksum; raises
-        DataCorrupt after the last piece if it does not match (the caller then aborts)."""
-        h = xxhash.xxh3_64()
-        base = self.position[1] + RECORD_HEADER_SIZE
-        pre = self.header.payload_offset - RECORD_HEADER_SIZE
-        h.update(self._file.pread(pre, base))
-        off = 0
-        total = self.header.payload_len
-        while off < total:
-            piece = self._file.pread(min(chunk_bytes, total - off), base + pre + off)
-            if not piece:
-                raise DataCorrupt("short read of payload")
-            h.update(piece)
-            off += len(piece)
-            if off == total and h.intdigest() != self.header.body_xxh3:
-                self.replica.report_corrupt(self.position, self.header,
-                                            "payload checksum mismatch on read")
-            yield piece
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One log record as replication sees it (metadata only; payloads are fetched apart)."""
-
-    sequence: int
-    type: RecordType
-    key: bytes
-    life_version: int
-    state_flags: int
-    time_ms: int
-    expiry_ms: int
-    blob_flags: int
-    payload_len: int
-    record_len: int
-    props: bytes = b""  # NAME_* records carry their entry here
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"seq": self.sequence, "t": int(self.type), "k": self.key,
-                "lv": self.life_version, "sf": self.state_flags, "tm": self.time_ms,
-                "ex": self.expiry_ms, "bf": self.blob_flags, "pl": self.payload_len,
-                "rl": self.record_len, "p": self.props}
-
-    @classmethod
-    def from_wire(cls, m: dict[str, Any]) -> Entry:
-        return cls(m["seq"], RecordType(m["t"]), m["k"], m["lv"], m["sf"], m["tm"], m["ex"],
-                   m["bf"], m["pl"], m["rl"], m.get("p", b""))
-
-
-@dataclass
-class ReplicaStats:
-    partition_id: int
-    incarnation: str
-    blobs: int
-    names: int
-    log_bytes: int
-    capacity_bytes: int
-    segments: int
-    last_seq: int
-    read_only: str
-    damage_reports: int
-    group_commit_syncs: int
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def state_of(entry: tuple[int, ...] | None) -> BlobState | None:
-    """The merged lifecycle state held in an index entry."""
-    if entry is None:
-        return None
-    _seg, _off, _size, _exp, delete_s, lv, flags = entry
-    return BlobState(lv, bool(flags & F_DELETED), bool(flags & F_PERMANENT), delete_s * 1000)
-
-
-def put_location(entry: tuple[int, ...] | None) -> tuple[int, int, int, int] | None:
-    """(segment, offset, record size, expiry_s) of the blob's PUT record, if this replica has
-    it."""
-    if entry is None or not entry[6] & F_HAS_PUT:
-        return None
-    return (entry[0], entry[1], entry[2], entry[3])
-
-
-def store_entry(index: Any, uuid: bytes, loc: tuple[int, int, int, int] | None,
-                state: BlobState) -> None:
-    flags = (F_HAS_PUT if loc else 0) | (F_DELETED if state.deleted else 0) | \
-        (F_PERMANENT if state.permanent else 0)
-    seg, off, size, exp = loc if loc else (0, 0, 0, 0)
-    index.put(uuid, seg, off, size, exp, _ceil_s(state.delete_time_ms), state.life_version,
-              flags)
-
-
-def fold_blob_record(index: Any, pos: Position, h: RecordHeader, key: bytes) -> None:
-    """Fold one blob record found at ``pos`` into ``index`` by the conflict rule. The same
-    function serves live appends, replay on restart and the verify tool."""
-    if len(key) != 32:
-        raise DataCorrupt("blob record with a key that is not a blob id")
-    uuid = key[16:]
-    cur = index.get(uuid)
-    rec_state = BlobState(h.life_version, h.deleted, h.permanent, h.time_ms if h.deleted else 0)
-    state = merge(state_of(cur), rec_state)
-    assert state is not None
-    loc = put_location(cur)
-    if h.type == RecordType.PUT and loc is None:
-        loc = (pos[0], pos[1], h.total_len, _ceil_s(h.expiry_ms))
-    store_entry(index, uuid, loc, state)
 
 
 class Replica:
@@ -317,11 +148,9 @@ class Replica:
         return r
 
     def _recover(self) -> None:
-        from ambry.storage import compaction
-
         d = self.disk
         d.makedirs(self.dir)
-        compaction.roll_forward(self)
+        roll_forward(self)
         for name in d.listdir(self.dir):
             if name.endswith(".tmp"):
                 d.remove(os.path.join(self.dir, name))
@@ -350,7 +179,7 @@ class Replica:
             log.warning("replica %s: ignoring index snapshot (%s); rebuilding from the log",
                         self.dir, e.message)
             self.index = BlobIndex()
-        self._sample_segment_starts()
+        self.sample_segment_starts()
         if start > (0, 0):
             # the snapshot does not say whose the blobs are: usage_pass() counts them
             self.usage = UsageCounters(ready=False)
@@ -403,8 +232,8 @@ class Replica:
         name record, returns the future that completes once the record is durable *and*
         visible in the view (the caller acknowledges on it)."""
         if h.type.is_name:
-            entry = NameEntry.from_record(key, h.time_ms, h.type == RecordType.NAME_DELETE,
-                                          self._read_props(pos, h))
+            entry = name_from_record(key, h.time_ms, h.type == RecordType.NAME_DELETE,
+                                     self.read_props(pos, h))
             if replay:
                 assert self.names is not None
                 self.names.apply(entry)
@@ -412,7 +241,7 @@ class Replica:
             # only once durable: the view must never show what the log could lose
             visible: concurrent.futures.Future[None] = concurrent.futures.Future()
 
-            def apply(f: concurrent.futures.Future[None], e: NameEntry = entry) -> None:
+            def apply(f: concurrent.futures.Future[None], e: NameRecord = entry) -> None:
                 exc = f.exception()
                 if exc is not None:
                     visible.set_exception(exc)
@@ -432,7 +261,14 @@ class Replica:
         self.usage.change(key, before, self.index.get(key[16:]))
         return None
 
-    def _read_props(self, pos: Position, h: RecordHeader) -> bytes:
+    @contextlib.contextmanager
+    def records_moving(self) -> Iterator[None]:
+        """Held by compaction while records move in the log: one compaction at a time, no
+        usage pass reading the log meanwhile, and no snapshot during a swap."""
+        with self._move_lock, self._snapshot_lock:
+            yield
+
+    def read_props(self, pos: Position, h: RecordHeader) -> bytes:
         return self.log.read((pos[0], pos[1] + h.props_offset), h.props_len) if h.props_len \
             else b""
 
@@ -678,7 +514,12 @@ class Replica:
         """Replication: whether this replica has the PUT of the blob with this 32-byte key."""
         return put_location(self.index.get(blob_key[16:32])) is not None
 
-    def name_apply(self, entry: NameEntry) -> concurrent.futures.Future[None] | None:
+    def put_end(self, blob_key: bytes) -> Position | None:
+        """Where the PUT record of this blob ends in the log, if the replica has it (no I/O)."""
+        loc = put_location(self.index.get(blob_key[16:32]))
+        return None if loc is None else (loc[0], loc[1] + loc[2])
+
+    def name_apply(self, entry: NameRecord) -> concurrent.futures.Future[None] | None:
         """Replication: store a peer's name record unless this replica already has that
         version or a newer one (so replicas never bounce the same record back and forth).
         Returns the durability future, or None when nothing was appended."""
@@ -744,7 +585,7 @@ class Replica:
                                   sequence=seq)
             before = self.index.get(blob_id.uuid)
             store_entry(self.index, blob_id.uuid,
-                        (pos[0], pos[1], h.total_len, _ceil_s(h.expiry_ms)), state)
+                        (pos[0], pos[1], h.total_len, ceil_s(h.expiry_ms)), state)
             self.usage.change(key, before, self.index.get(blob_id.uuid))
         self.durable_future((pos[0], pos[1] + h.total_len)).result()
         log.info("partition %d: repaired blob %s from a peer copy", self.partition_id, blob_id)
@@ -777,7 +618,7 @@ class Replica:
         return state_of(cur), put_location(cur) is not None
 
     # ================================================================ named blobs
-    def name_put(self, entry: NameEntry, token: bytes | None = None,
+    def name_put(self, entry: NameRecord, token: bytes | None = None,
                  base: tuple[int, int, bytes] | None = None
                  ) -> concurrent.futures.Future[None]:
         """Append NAME_PUT / NAME_DELETE (entry.deleted) and return a future that completes once
@@ -795,7 +636,7 @@ class Replica:
             raise InvalidArgument("a name must point to a 32-byte blob id")
         assert self.names is not None
         key = name_key(entry.account_id, entry.container_id, entry.name)
-        props = entry.encode_record_props()
+        props = encode_record_props(entry)
         rtype = RecordType.NAME_DELETE if entry.deleted else RecordType.NAME_PUT
         based = True
         if token is not None and self.name_locks.holder(key) is None:
@@ -817,7 +658,7 @@ class Replica:
         return visible
 
     def name_reserve(self, account_id: int, container_id: int, name: str, token: bytes,
-                     lease_ms: int) -> tuple[bool, NameEntry | None]:
+                     lease_ms: int) -> tuple[bool, NameRecord | None]:
         """Reserve a name for a conditional write (see ``namelocks``): whether it was granted,
         and the name's current entry here (deletions included). A rebuilding replica cannot
         say what the current entry is: ReplicaUnavailable."""
@@ -834,7 +675,7 @@ class Replica:
                      token: bytes) -> None:
         self.name_locks.release(name_key(account_id, container_id, name), token)
 
-    def name_get(self, account_id: int, container_id: int, name: str) -> NameEntry | None:
+    def name_get(self, account_id: int, container_id: int, name: str) -> NameRecord | None:
         """The current entry of a name (deletions included), None if never seen. A replica
         that is rebuilding cannot say a name does not exist: ReplicaUnavailable."""
         assert self.names is not None
@@ -844,7 +685,7 @@ class Replica:
         return e
 
     def name_list(self, account_id: int, container_id: int, prefix: str = "",
-                  start_after: str = "", limit: int = 1000) -> list[NameEntry]:
+                  start_after: str = "", limit: int = 1000) -> list[NameRecord]:
         assert self.names is not None
         if self.rebuilding:  # a partial listing would hide names
             raise self._not_found("listing of a rebuilding replica")
@@ -856,7 +697,7 @@ class Replica:
                                      and seq > self._seq_samples[-1][0]):
             self._seq_samples.append((seq, pos))
 
-    def _sample_segment_starts(self) -> None:
+    def sample_segment_starts(self) -> None:
         """Read the first record header of each segment: cheap anchors for entries_since."""
 
         samples = []
@@ -906,7 +747,7 @@ class Replica:
                 continue
             if out and (len(out) >= max_entries or used + h.total_len > max_bytes):
                 break
-            props = self._read_props(rec.position, h) if h.type.is_name else b""
+            props = self.read_props(rec.position, h) if h.type.is_name else b""
             out.append(Entry(h.sequence, h.type, rec.key, h.life_version, h.state_flags,
                              h.time_ms, h.expiry_ms, h.blob_flags, h.payload_len, h.total_len,
                              props))

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ambry.common.blobid import BlobType
+from ambry.storage.indexentry import F_DELETED, F_HAS_PUT, F_PERMANENT
 
 __all__ = [
     "EXPIRED",
@@ -48,11 +49,6 @@ __all__ = [
     "aggregate_usage",
     "contribution",
 ]
-
-# index entry flag bits, as ambry.storage.replica defines them (a test checks they agree)
-F_HAS_PUT = 0x01
-F_DELETED = 0x02
-F_PERMANENT = 0x04
 
 EXPIRED = -1          # bucket of blobs whose expiry minute has passed
 _BUCKET_S = 60

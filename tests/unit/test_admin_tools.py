@@ -8,9 +8,9 @@ import os
 from click.testing import CliRunner
 
 from ambry.cli.admin import admin
+from ambry.common.namerecord import NameRecord
 from ambry.storage import filenames
 from ambry.storage.format import RECORD_HEADER_SIZE
-from ambry.storage.names import NameEntry
 from tests.unit.conftest import ReplicaHarness
 
 
@@ -24,7 +24,7 @@ def test_dump_log_lists_every_record(harness: ReplicaHarness) -> None:
     assert r is not None
     bid = harness.put(b"hello")
     r.delete(bid)
-    r.name_put(NameEntry(1, 2, "runs/1/model.pt", bid.to_bytes(), 5, 1, False)).result(5)
+    r.name_put(NameRecord(1, 2, "runs/1/model.pt", bid.to_bytes(), 5, 1, False)).result(5)
     harness.close()
     res = CliRunner().invoke(admin, ["dump-log", _segments(harness)[0]])
     assert res.exit_code == 0, res.output

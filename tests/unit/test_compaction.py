@@ -10,8 +10,8 @@ import pytest
 
 from ambry.common.blobid import BlobId
 from ambry.common.errors import BlobDeleted, BlobExpired, BlobNotFound
+from ambry.common.namerecord import NameRecord
 from ambry.storage import compaction, filenames
-from ambry.storage.names import NameEntry
 from tests.unit.conftest import ReplicaHarness
 
 
@@ -101,7 +101,7 @@ def test_superseded_names_are_compacted(harness: ReplicaHarness) -> None:
     assert r is not None
     bid = harness.put(b"x")
     for ts in range(1, 400):
-        r.name_put(NameEntry(1, 1, "model.pt", bid.to_bytes(), ts, 1, False, 1)).result(5)
+        r.name_put(NameRecord(1, 1, "model.pt", bid.to_bytes(), ts, 1, False, 1)).result(5)
     _fill(harness, 40)
     before = _log_bytes(harness)
     compaction.compact(r)

@@ -10,9 +10,9 @@ import pytest
 
 from ambry.common.blobid import BlobId
 from ambry.common.errors import BlobNotFound, DataCorrupt
+from ambry.common.namerecord import NameRecord
 from ambry.storage import filenames
 from ambry.storage.format import RECORD_HEADER_SIZE
-from ambry.storage.names import NameEntry
 from tests.unit.conftest import ReplicaHarness, make_id, props_for
 
 
@@ -80,7 +80,7 @@ def test_names_view_never_shows_a_name_the_log_lost(sim_harness: ReplicaHarness)
     r = h.replica
     assert r is not None
     bid = h.put(b"blob")
-    r.name_put(NameEntry(1, 1, "acked", bid.to_bytes(), 10, 1, False)).result(timeout=5)
+    r.name_put(NameRecord(1, 1, "acked", bid.to_bytes(), 10, 1, False)).result(timeout=5)
     h.power_loss()
     r = h.open()
     assert r.name_get(1, 1, "acked") is not None

@@ -16,8 +16,8 @@ from ambry.common.errors import (
     InvalidArgument,
     PartitionReadOnly,
 )
+from ambry.common.namerecord import NameRecord
 from ambry.storage.format import RecordType
-from ambry.storage.names import NameEntry
 from tests.unit.conftest import PARTITION, ReplicaHarness, make_id, props_for
 
 
@@ -167,8 +167,8 @@ def test_names_put_get_list_and_lww(harness: ReplicaHarness) -> None:
     assert r is not None
     bid = harness.put(b"model")
 
-    def entry(name: str, ts: int, dc: int = 1, deleted: bool = False) -> NameEntry:
-        return NameEntry(2, 3, name, b"" if deleted else bid.to_bytes(), ts, dc, deleted,
+    def entry(name: str, ts: int, dc: int = 1, deleted: bool = False) -> NameRecord:
+        return NameRecord(2, 3, name, b"" if deleted else bid.to_bytes(), ts, dc, deleted,
                          5, "application/x", 1)
 
     for n in ["runs/1/a.pt", "runs/1/b.pt", "runs/2/a.pt", "other"]:

@@ -33,12 +33,12 @@ from ambry.common.errors import (
     InvalidArgument,
     ReplicaUnavailable,
 )
+from ambry.common.namerecord import NameRecord
 from ambry.common.properties import BlobProperties
 from ambry.replication.manager import ReplicationConfig, ReplicationManager
 from ambry.replication.tokens import TokenStore
 from ambry.storage import filenames
 from ambry.storage.format import RECORD_HEADER_SIZE
-from ambry.storage.names import NameEntry
 from ambry.storage.replica import Replica
 
 PID = 0
@@ -177,8 +177,8 @@ class FakeNode:
         return bid
 
     def name(self, name: str, ts_ms: int, blob: BlobId | None = None,
-             deleted: bool = False) -> NameEntry:
-        e = NameEntry(1, 1, name, b"" if deleted else (blob or new_blob_id(1, 1, 1, PID))
+             deleted: bool = False) -> NameRecord:
+        e = NameRecord(1, 1, name, b"" if deleted else (blob or new_blob_id(1, 1, 1, PID))
                       .to_bytes(), ts_ms, DC_IDS[self.dc], deleted)
         self.replica.name_put(e).result(10)
         return e

@@ -21,13 +21,10 @@ from ambry.common.blobid import BlobId, BlobType, new_blob_id
 from ambry.common.config import StorageConfig
 from ambry.common.errors import AmbryError
 from ambry.storage import compaction
-from ambry.storage import replica as replica_mod
 from ambry.storage.format import RECORD_HEADER_SIZE
-from ambry.storage.replica import Replica, put_location
+from ambry.storage.indexentry import F_DELETED, F_HAS_PUT, F_PERMANENT, put_location
+from ambry.storage.replica import Replica
 from ambry.storage.usage import (
-    F_DELETED,
-    F_HAS_PUT,
-    F_PERMANENT,
     UsageCounters,
     UsageTotals,
     aggregate_usage,
@@ -59,11 +56,6 @@ def recount(r: Replica, now_s: int) -> dict[tuple[int, int], UsageTotals]:
         if c[2] and bytes(key)[2] & 0x03 == BlobType.CHUNK:
             cur[2] += c[3]
     return {k: UsageTotals(*v) for k, v in out.items() if v != [0, 0, 0, 0]}
-
-
-def test_flag_bits_agree_with_the_replica() -> None:
-    assert (F_HAS_PUT, F_DELETED, F_PERMANENT) == (
-        replica_mod.F_HAS_PUT, replica_mod.F_DELETED, replica_mod.F_PERMANENT)
 
 
 def test_contribution_of_chunks_counts_bytes_but_no_blob() -> None:
