@@ -315,8 +315,8 @@ def frontend(config_path: str, datacenter: str, host: str | None, port: int | No
 
 
 def _echo_s3(cfg: Any) -> None:
-    """The S3 endpoints and the first access key of the config (the development key pair of
-    config/local.yaml), ready to paste."""
+    """The S3 endpoints and the access keys of the config (the development key pairs of
+    config/local.yaml, one per account), ready to paste."""
     from ambry.common.config import DEFAULT_S3_PORT
     from ambry.common.errors import AmbryError
     from ambry.frontend.s3.config import s3_config_of
@@ -330,7 +330,6 @@ def _echo_s3(cfg: Any) -> None:
     except AmbryError as e:
         click.echo(f"warning: s3 section: {e.message}")
         return
-    if keys:
-        k = keys[0]
+    for k in keys:
         click.echo(f"S3 access key (account {k.account}): AWS_ACCESS_KEY_ID={k.access_key} "
                    f"AWS_SECRET_ACCESS_KEY={k.secret_key}")

@@ -36,6 +36,7 @@ from ambry.common.errors import (
     BlobDeleted,
     BlobExpired,
     BlobNotFound,
+    DataCorrupt,
 )
 from ambry.common.properties import BlobProperties
 from ambry.frontend.aborts import CLIENT_ABORT_STATUS, client_abort_status
@@ -70,6 +71,7 @@ from ambry.frontend.s3.listing import (
     encode_token,
 )
 from ambry.frontend.s3.multipart import MAX_PART_NUMBER, MultipartStore, Upload
+from ambry.frontend.s3.parts import UM_PART_SIZES, decode_part_sizes, part_span
 from ambry.frontend.s3.payload import S3Body
 from ambry.frontend.s3.sigv2 import covered_by_v2, is_presigned_v2, verify_presigned_v2
 from ambry.frontend.s3.xml import (
@@ -117,7 +119,11 @@ _UNSUPPORTED = frozenset({"acl", "policy", "cors", "lifecycle", "tagging", "webs
                           "retention", "legal-hold", "torrent", "restore", "select",
                           "analytics", "metrics", "inventory", "intelligent-tiering",
                           "ownershipControls", "publicAccessBlock", "requestPayment",
-                          "accelerate", "versions", "policyStatus", "attributes"})
+                          "accelerate", "policyStatus", "attributes"})
+_MAX_BUCKETS = 10_000                # ListBuckets max-buckets (AWS: 1..10,000)
+#: Buckets here are never versioned: every object is its one version, "null" (as AWS names
+#: the version of an object in a bucket that never had versioning).
+_NULL_VERSION = "null"
 
 
 def listing_content_type(content_type: str, etag: str) -> str:
@@ -207,7 +213,7 @@ def _int_param(q: dict[str, str], name: str, default: int, lo: int = 0,
     v = q.get(name)
     if v is None or v == "":
         return default
-    if not v.isdigit() or not lo <= int(v) <= hi:
+    if not (v.isascii() and v.isdigit()) or not lo <= int(v) <= hi:  # int("²") fails
         raise S3Error("InvalidArgument", f"Provided {name} not an integer or within integer "
                                          f"range", extra={"ArgumentName": name,
                                                           "ArgumentValue": v[:64]})
@@ -361,7 +367,8 @@ class S3Api:
     @staticmethod
     def _op_name(ctx: Ctx) -> str:
         level = "object" if ctx.key else ("bucket" if ctx.bucket else "service")
-        sub = next((s for s in ("uploads", "uploadId", "delete", "location", "list-type")
+        sub = next((s for s in ("uploads", "uploadId", "delete", "location", "list-type",
+                                "versions", "partNumber")
                     if s in ctx.query), "")
         return f"{ctx.method} {level}{' ?' + sub if sub else ''}"
 
@@ -432,6 +439,8 @@ class S3Api:
                     return self._xml(document("VersioningConfiguration", []))
                 if "uploads" in q:
                     return await self.list_uploads(ctx)
+                if "versions" in q:
+                    return await self.list_object_versions(ctx)
                 return await self.list_objects(ctx, v2=q.get("list-type") == "2")
             raise S3Error("MethodNotAllowed", "The specified method is not allowed against "
                                               "this resource.", 405)
@@ -517,12 +526,17 @@ class S3Api:
                               container_id=container.id)
 
     @staticmethod
-    def _encode_um(meta: dict[str, str], etag: str, checksum: tuple[str, str] | None = None
-                   ) -> bytes:
-        d = {k: v for k, v in meta.items() if k != UM_ETAG and not k.startswith(UM_CHECKSUM)}
+    def _encode_um(meta: dict[str, str], etag: str, checksum: tuple[str, str] | None = None,
+                   part_map: str | None = None) -> bytes:
+        """The stored user metadata. The S3 layer's own keys come from the arguments only:
+        a client's ``x-amz-meta-s3.etag`` (or one copied from a source) never sets them."""
+        d = {k: v for k, v in meta.items()
+             if k not in (UM_ETAG, UM_PART_SIZES) and not k.startswith(UM_CHECKSUM)}
         d[UM_ETAG] = etag
         if checksum is not None:
             d[UM_CHECKSUM + checksum[0]] = checksum[1]
+        if part_map is not None:
+            d[UM_PART_SIZES] = part_map
         try:
             return encode_user_metadata(d)
         except UnicodeEncodeError:
@@ -563,11 +577,41 @@ class S3Api:
 
     # ------------------------------------------------------------------ service, buckets
     async def list_buckets(self, ctx: Ctx) -> web.Response:
+        """ListBuckets, with the paging of AWS's newer API: ``max-buckets`` (1..10,000),
+        ``continuation-token`` (opaque: the last name of the page before), ``prefix`` and
+        ``bucket-region``. Without ``max-buckets`` a page holds up to 10,000 buckets."""
+        q = ctx.query
+        limit = _MAX_BUCKETS
+        if "max-buckets" in q:
+            v = q["max-buckets"]
+            if not (v.isascii() and v.isdigit()) or not 1 <= int(v) <= _MAX_BUCKETS:
+                raise S3Error("InvalidArgument", f"max-buckets must be an integer between 1 "
+                                                 f"and {_MAX_BUCKETS}",
+                              extra={"ArgumentName": "max-buckets", "ArgumentValue": v[:64]})
+            limit = int(v)
+        after = ""
+        token = q.get("continuation-token")
+        if token is not None:
+            try:
+                after = decode_token(token)
+            except ValueError:
+                raise S3Error("InvalidArgument", "The continuation token provided is "
+                                                 "incorrect",
+                              extra={"ArgumentName": "continuation-token"}) from None
+        prefix = q.get("prefix", "")
         containers = await self.router.containers.list(self._acct(ctx), ctx.rid)
+        if q.get("bucket-region", self.s3.region) != self.s3.region:
+            containers = []  # every bucket here is in the configured region
+        rows = [(c, created) for c, created in containers
+                if c.name.startswith(prefix) and c.name > after]
+        page, more = rows[:limit], len(rows) > limit
         body = document("ListAllMyBucketsResult", [
             ("Owner", [("ID", ctx.owner), ("DisplayName", ctx.owner)]),
-            ("Buckets", [("Bucket", [("Name", c.name), ("CreationDate", iso8601(created))])
-                         for c, created in containers])])
+            ("Buckets", [("Bucket", [("Name", c.name), ("CreationDate", iso8601(created)),
+                                     ("BucketRegion", self.s3.region)])
+                         for c, created in page]),
+            ("ContinuationToken", encode_token(page[-1][0].name)) if more else None,
+            ("Prefix", prefix) if "prefix" in q else None])
         return self._xml(body)
 
     async def create_bucket(self, request: web.Request, ctx: Ctx) -> web.Response:
@@ -680,30 +724,144 @@ class S3Api:
                  ("IsTruncated", page.is_truncated)]
         return self._xml(document("ListBucketResult", head + contents + prefixes))
 
+    async def list_object_versions(self, ctx: Ctx) -> web.Response:
+        """ListObjectVersions of a bucket that is never versioned: each object is one
+        ``<Version>`` with VersionId ``null``, IsLatest true; no delete markers. Paging by
+        ``key-marker`` (exclusive) and ``version-id-marker`` (only ``null`` exists), as AWS."""
+        c = await self._container(ctx)
+        q = ctx.query
+        max_keys = _int_param(q, "max-keys", 1000)
+        prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
+        enc = q.get("encoding-type")
+        if enc is not None and enc != "url":
+            raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
+                          extra={"ArgumentName": "encoding-type"})
+        key_marker = q.get("key-marker", "")
+        version_marker = q.get("version-id-marker")
+        if version_marker is not None:
+            if not key_marker:
+                raise S3Error("InvalidArgument", "A version-id marker cannot be specified "
+                                                 "without a key marker.",
+                              extra={"ArgumentName": "version-id-marker",
+                                     "ArgumentValue": version_marker[:64]})
+            if version_marker != _NULL_VERSION:
+                raise S3Error("InvalidArgument", "Invalid version id specified",
+                              extra={"ArgumentName": "version-id-marker",
+                                     "ArgumentValue": version_marker[:64]})
+        b = ListingBuilder(prefix=prefix, delimiter=delimiter, max_keys=max_keys,
+                           marker=key_marker)
+        account = self._acct(ctx)
+        while not b.done:
+            entries, more = await self.router.list_named(
+                account_id=account.id, container_id=c.id, prefix=prefix,
+                start_after=b.next_start, limit=b.read_limit, rid=ctx.rid)
+            b.feed([ListEntry(e.name, e.size, e.created_ms,
+                              _listing_etag(e.content_type, e.blob_id)) for e in entries],
+                   more and bool(entries))
+        page = b.page
+
+        def e(text: str) -> str:  # AWS encodes keys, markers, prefix and delimiter here
+            return quote(text, safe="/") if enc == "url" else text
+
+        owner = ("Owner", [("ID", ctx.owner), ("DisplayName", ctx.owner)])
+        more = page.is_truncated and page.next_marker is not None
+        return self._xml(document("ListVersionsResult", [
+            ("Name", c.name), ("Prefix", e(prefix)), ("KeyMarker", e(key_marker)),
+            ("VersionIdMarker", version_marker or ""),
+            ("NextKeyMarker", e(page.next_marker or "")) if more else None,
+            ("NextVersionIdMarker", _NULL_VERSION) if more else None,
+            ("MaxKeys", max_keys), ("Delimiter", e(delimiter)) if delimiter else None,
+            ("EncodingType", enc) if enc else None, ("IsTruncated", page.is_truncated),
+            *[("Version", [("Key", e(x.key)), ("VersionId", _NULL_VERSION),
+                           ("IsLatest", True), ("LastModified", iso8601(x.last_modified_ms)),
+                           ("ETag", x.etag), ("Size", x.size), owner,
+                           ("StorageClass", "STANDARD")]) for x in page.contents],
+            *[("CommonPrefixes", [("Prefix", e(p))]) for p in page.common_prefixes]]))
+
     # ------------------------------------------------------------------ objects
+    @staticmethod
+    def _check_version(ctx: Ctx) -> None:
+        """``versionId`` on an object request: only ``null`` exists (the unversioned object
+        itself, as AWS answers for a bucket that never had versioning)."""
+        v = ctx.query.get("versionId")
+        if v is not None and v != _NULL_VERSION:
+            raise S3Error("InvalidArgument", "Invalid version id specified",
+                          extra={"ArgumentName": "versionId", "ArgumentValue": v[:64]})
+
+    @staticmethod
+    def _part_number(ctx: Ctx) -> int | None:
+        """``partNumber`` of GET/HEAD object (1..10,000), None when absent; never with a
+        Range header (AWS: 400)."""
+        v = ctx.query.get("partNumber")
+        if v is None:
+            return None
+        if re.fullmatch(r"[0-9]{1,5}", v, re.ASCII) is None or \
+                not 1 <= int(v) <= MAX_PART_NUMBER:
+            raise S3Error("InvalidArgument", f"Part number must be an integer between 1 and "
+                                             f"{MAX_PART_NUMBER}, inclusive",
+                          extra={"ArgumentName": "partNumber", "ArgumentValue": v[:64]})
+        if "range" in ctx.h:
+            raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber "
+                                            "query parameter")
+        return int(v)
+
+    @staticmethod
+    def _part_of(info: BlobRead, number: int) -> tuple[tuple[int, int], int | None]:
+        """The (start, length) of part ``number`` of an object and the parts count to report
+        (None for an object of one PUT, which is its own part 1). A multipart object without
+        a stored part map (completed before maps were kept, or with too long a map) reads as
+        one part, as AWS serves an object it holds no part boundaries for. 416
+        ``InvalidPartNumber`` past the last part."""
+        um = decode_user_metadata(info.user_metadata)
+        etag = normalize_etag(um.get(UM_ETAG) or "")
+        multipart = "-" in etag
+        text = um.get(UM_PART_SIZES)
+        if multipart and text is not None:
+            sizes = decode_part_sizes(text, info.total_size)
+            if str(len(sizes)) != etag.rsplit("-", 1)[1]:
+                raise DataCorrupt(f"part map of {len(sizes)} parts for ETag {etag}")
+        else:
+            sizes = [info.total_size]
+        span = part_span(sizes, number)
+        if span is None:
+            raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable",
+                          416, extra={"PartNumberRequested": str(number),
+                                      "ActualPartCount": str(len(sizes))})
+        return span, (len(sizes) if multipart else None)
+
     async def get_object(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
         c = await self._container(ctx)
         key = self._check_key(ctx.key)
-        if "partNumber" in ctx.query:
-            raise S3Error("NotImplemented", "GET of one part is not implemented", 501)
+        self._check_version(ctx)
+        part = self._part_number(ctx)
         bid = await self._lookup_object(ctx, c, key)
         head = request.method == "HEAD"
         range_header = ctx.h.get("range")
         resolved: dict[str, tuple[int, int] | None] = {}
+        # partNumber: the part's span comes from the object's user metadata, so a GET reads
+        # that first (HEAD reads nothing else anyway)
+        part_found: tuple[tuple[int, int], int | None] | None = None
 
         def resolve(total: int) -> tuple[int, int] | None:
-            span = self._range(range_header, total)
+            span = part_found[0] if part_found is not None else \
+                self._range(range_header, total)
             resolved["span"] = span
             return span
 
         try:
+            if part is not None and not head:
+                probe = await self.router.get(bid, info_only=True, rid=ctx.rid)
+                await probe.aclose()
+                part_found = self._part_of(probe, part)
             info = await self.router.get(bid, info_only=head,
-                                         range_resolver=resolve if range_header and not head
-                                         else None, rid=ctx.rid)
+                                         range_resolver=resolve if (range_header or part_found)
+                                         and not head else None, rid=ctx.rid)
         except (BlobNotFound, BlobDeleted, BlobExpired):
             raise S3Error("NoSuchKey", "The specified key does not exist.", 404,
                           bucket=c.name, key=key) from None
         try:
+            if part is not None and part_found is None:
+                part_found = self._part_of(info, part)
             um = decode_user_metadata(info.user_metadata)
             etag = um.get(UM_ETAG) or _fallback_etag(bid.to_bytes())
             modified_s = info.properties.created_ms // 1000
@@ -716,21 +874,29 @@ class S3Api:
                                                     "specified did not hold", 412,
                               extra={"Condition": "If-Match"})
             headers = self._object_headers(info, um, etag, ctx)
+            if part_found is not None:
+                headers.popall("x-amz-mp-parts-count", None)
+                if part_found[1] is not None:
+                    headers["x-amz-mp-parts-count"] = str(part_found[1])
             if head:
-                span = self._range(range_header, info.total_size) if range_header else None
-                if span is not None:
+                span = part_found[0] if part_found is not None else \
+                    self._range(range_header, info.total_size) if range_header else None
+                if span is not None and span[1] > 0:
                     headers["Content-Range"] = content_range(*span, info.total_size)
                     headers["Content-Length"] = str(span[1])
                     return web.Response(status=206, headers=headers)
-                headers["Content-Length"] = str(info.total_size)
-                self._checksum_headers(headers, um, ctx)
+                headers["Content-Length"] = str(span[1] if span is not None else
+                                                info.total_size)
+                if part_found is None:
+                    self._checksum_headers(headers, um, ctx)
                 return web.Response(status=200, headers=headers)
             status = 200
-            if resolved.get("span") is not None:
+            span = resolved.get("span")
+            if span is not None and span[1] > 0:  # an empty part of a GET: 200, no range
                 status = 206
                 headers["Content-Range"] = content_range(info.range_start, info.length,
                                                          info.total_size)
-            else:
+            elif part_found is None:
                 self._checksum_headers(headers, um, ctx)
             assert info.body is not None
             first = await first_piece(info.body)  # an error here is still an error reply
@@ -821,6 +987,7 @@ class S3Api:
     async def delete_object(self, ctx: Ctx) -> web.Response:
         c = await self._container(ctx)
         key = self._check_key(ctx.key)
+        self._check_version(ctx)
         try:
             await self.router.delete_named(key, account_id=self._acct(ctx).id,
                                            container_id=c.id, rid=ctx.rid)
@@ -830,25 +997,29 @@ class S3Api:
 
     async def delete_objects(self, request: web.Request, ctx: Ctx) -> web.Response:
         c = await self._container(ctx)
-        keys, quiet = parse_delete(await self._small_body(request, ctx))
-        if len(keys) > _DELETE_MAX_KEYS:
+        objects, quiet = parse_delete(await self._small_body(request, ctx))
+        if len(objects) > _DELETE_MAX_KEYS:
             raise S3Error("MalformedXML", f"at most {_DELETE_MAX_KEYS} keys per request")
         account = self._acct(ctx)
 
-        async def one(key: str) -> Node | None:
+        async def one(obj: tuple[str, str | None]) -> Node | None:
+            key, version = obj
+            shown = ("VersionId", version) if version is not None else None
             try:
                 self._check_key(key)
+                if version is not None and version != _NULL_VERSION:
+                    raise S3Error("InvalidArgument", "Invalid version id specified")
                 await self.router.delete_named(key, account_id=account.id, container_id=c.id,
                                                rid=ctx.rid)
             except (BlobNotFound, BlobDeleted, BlobExpired):
                 pass
             except AmbryError as e:
                 err = s3_error_for(e)
-                return ("Error", [("Key", key), ("Code", err.s3_code),
+                return ("Error", [("Key", key), shown, ("Code", err.s3_code),
                                   ("Message", err.message)])
-            return None if quiet else ("Deleted", [("Key", key)])
+            return None if quiet else ("Deleted", [("Key", key), shown])
 
-        results = await _bounded(keys, one)
+        results = await _bounded(objects, one)
         return self._xml(document("DeleteResult", results))
 
     async def _copy_source(self, ctx: Ctx, header: str) -> tuple[Container, str, BlobId]:
@@ -1019,7 +1190,8 @@ class S3Api:
         stored, etag, content_type = await self.uploads.complete(
             upload, requested, self.s3.min_part_size_bytes,
             make_props=lambda ct: self._props(ctx, c, ct),
-            make_usermeta=lambda meta, tag: self._encode_um(meta, tag), rid=ctx.rid)
+            make_usermeta=lambda meta, tag, parts: self._encode_um(meta, tag, part_map=parts),
+            rid=ctx.rid)
         await self._bind(ctx, c, key, stored, content_type, etag)
         return self._xml(document("CompleteMultipartUploadResult", [
             ("Location", (f"{request.scheme}://{request.host}/{quote(c.name)}/"

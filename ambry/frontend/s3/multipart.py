@@ -16,8 +16,9 @@ A part's body is stored by ``Router.put_chunks`` as chunk blobs of the frontend'
 an upload that is never completed or aborted frees itself. Re-uploading a part number frees
 the chunks of the part it replaces. *Complete* checks the list against the part records,
 writes one composite blob listing every chunk of every part in order
-(``Router.stitch_chunks``, which first makes the chunks permanent), points the key at it, and
-drops the records; no byte is copied. *Abort* deletes the chunks and the records.
+(``Router.stitch_chunks``, which first makes the chunks permanent; its user metadata keeps
+the part sizes for GET ``?partNumber``: ``ambry.frontend.s3.parts``), points the key at it,
+and drops the records; no byte is copied. *Abort* deletes the chunks and the records.
 
 Does not own HTTP or XML (``ambry.frontend.s3.app``).
 """
@@ -42,6 +43,7 @@ from ambry.frontend.containers import SYSTEM_ACCOUNT_ID, UPLOADS_CONTAINER_ID
 from ambry.frontend.router import Router, StoredBlob
 from ambry.frontend.s3.errors import S3Error
 from ambry.frontend.s3.etag import multipart_etag, normalize_etag
+from ambry.frontend.s3.parts import encode_part_sizes
 from ambry.frontend.s3.xml import CompletedPart
 
 __all__ = ["MAX_PART_NUMBER", "MultipartStore", "PartInfo", "Upload"]
@@ -282,9 +284,11 @@ class MultipartStore:
 
     async def complete(self, upload: Upload, requested: Sequence[CompletedPart],
                        min_part_size: int, *, make_props: Callable[[str], BlobProperties],
-                       make_usermeta: Callable[[dict[str, str], str], bytes],
+                       make_usermeta: Callable[[dict[str, str], str, str | None], bytes],
                        rid: str) -> tuple[StoredBlob, str, str]:
-        """Stitch the listed parts into the object; (stored blob, ETag, content type)."""
+        """Stitch the listed parts into the object; (stored blob, ETag, content type).
+        ``make_usermeta(meta, etag, part map)`` gives the object's user metadata; the part map
+        (``ambry.frontend.s3.parts``) is what GET ``?partNumber=N`` reads."""
         for a, b in itertools.pairwise(requested):
             if b.number <= a.number:
                 raise S3Error("InvalidPartOrder", "The list of parts was not in ascending "
@@ -327,7 +331,9 @@ class MultipartStore:
         etag = multipart_etag(md5s)
         content_type = str(meta.get("content_type") or "binary/octet-stream")
         props = make_props(content_type)
-        um = make_usermeta(dict(meta.get("usermeta") or {}), etag)
+        um = make_usermeta(dict(meta.get("usermeta") or {}), etag,
+                           encode_part_sizes([int(rec["size"]) for rec in records])
+                           if records else None)
         if refs:
             stored = await self.router.stitch_chunks(
                 refs, account_id=upload.account_id, container_id=upload.container_id,

@@ -5,6 +5,9 @@ presigned-URL query parameters, the canonical request (URI, query, headers, payl
 string to sign, the derived signing key, and the per-chunk / trailer strings of streaming
 uploads (``STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER]``). :func:`verify` takes the values
 of one request and returns who signed it, or raises :class:`AuthError` with the S3 error code.
+A header-signed request is dated by ``x-amz-date``, or, without it, by its ``Date`` header
+(which must then be signed; the string to sign holds it as ``YYYYMMDDTHHMMSSZ``), with the
+same clock-skew check.
 
 Does not own any I/O: the access-key table, the clock and the request are arguments, and the
 body (whose hash a header may claim) is verified by the caller while it streams
@@ -20,6 +23,7 @@ client signs, and neither lets a signature cover another request.
 from __future__ import annotations
 
 import calendar
+import email.utils
 import hashlib
 import hmac
 import re
@@ -45,7 +49,9 @@ __all__ = [
     "chunk_string_to_sign",
     "parse_amz_date",
     "parse_authorization_header",
+    "parse_date_header",
     "parse_presigned_query",
+    "request_date",
     "sign",
     "signing_key",
     "string_to_sign",
@@ -190,6 +196,38 @@ def parse_amz_date(text: str) -> int:
     return calendar.timegm(time.strptime(text, "%Y%m%dT%H%M%SZ"))
 
 
+def parse_date_header(text: str) -> str:
+    """An HTTP ``Date`` (RFC 7231: IMF-fixdate, RFC 850 or asctime; botocore writes
+    ``-0000`` for GMT) -> the ``YYYYMMDDTHHMMSSZ`` a SigV4 string to sign holds for it;
+    ValueError if it is not a date. A date without a zone is GMT, as HTTP dates are."""
+    try:
+        dt = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError) as e:
+        raise ValueError(f"bad Date {text[:64]!r}: {e}") from None
+    ts = calendar.timegm(dt.utctimetuple())
+    if not 0 <= ts < 253402300800:  # years 1970..9999: the basic format has 4 digits
+        raise ValueError(f"Date {text[:64]!r} out of range")
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(ts))
+
+
+def request_date(headers: Mapping[str, Sequence[str]]) -> tuple[str, str] | None:
+    """The date a header-signed request is signed at, and the header it came from:
+    ``x-amz-date`` when present (it wins over ``Date``, as on AWS), else ``Date``
+    (botocore signs with it whenever the caller set one). None when neither is there;
+    AuthError when the one used is not a date."""
+    amz = headers.get("x-amz-date")
+    if amz:
+        return amz[0], "x-amz-date"
+    date = headers.get("date")
+    if not date:
+        return None
+    try:
+        return parse_date_header(date[0]), "date"
+    except ValueError:
+        raise AuthError("AccessDenied", "AWS authentication requires a valid Date or "
+                                        "x-amz-date header") from None
+
+
 def _parse_credential(text: str, code: str) -> tuple[str, str, str, str]:
     parts = text.split("/")
     if len(parts) != 5 or parts[4] != "aws4_request" or not parts[0]:
@@ -228,8 +266,8 @@ def parse_authorization_header(value: str, amz_date: str | None) -> ParsedAuth:
                               "Signature", 400)
     ak, date, region, service = _parse_credential(fields["Credential"], code)
     if amz_date is None:
-        raise AuthError("AccessDenied", "missing x-amz-date (the Date header is not "
-                                        "supported)", 403)
+        raise AuthError("AccessDenied", "AWS authentication requires a valid Date or "
+                                        "x-amz-date header", 403)
     if _HEX64.fullmatch(fields["Signature"]) is None:
         raise AuthError(code, "the signature must be 64 lower-case hex digits", 400)
     return ParsedAuth(ak, date, region, service,
@@ -273,10 +311,18 @@ def verify(*, method: str, raw_path: str, query_pairs: Sequence[tuple[str, str]]
     auth_header = headers.get("authorization")
     if auth_header and "X-Amz-Signature" in q:
         raise AuthError("InvalidArgument", "only one auth mechanism allowed", 400)
+    date_header = "x-amz-date"
     if auth_header:
-        dates = headers.get("x-amz-date")
-        amz_date = dates[0] if dates else None
+        found = request_date(headers)
+        amz_date = found[0] if found is not None else None
         parsed = parse_authorization_header(auth_header[0], amz_date)
+        if found is not None:
+            date_header = found[1]
+            if date_header == "date" and "date" not in parsed.signed_headers:
+                # the string to sign holds the time, but a Date that is not signed could be
+                # swapped for another in transit: AWS refuses it too
+                raise AuthError("AccessDenied", "the Date header must be signed when "
+                                                "x-amz-date is absent")
         payload = (headers.get("x-amz-content-sha256") or [""])[0]
         if not payload:
             raise AuthError("InvalidRequest", "missing x-amz-content-sha256", 400)
@@ -317,7 +363,7 @@ def verify(*, method: str, raw_path: str, query_pairs: Sequence[tuple[str, str]]
     except UnicodeEncodeError:  # raw bytes that are not UTF-8 in the query string
         raise AuthError("InvalidArgument", "the query string is not valid UTF-8", 400) from None
     covered = frozenset(parsed.signed_headers) | {"x-amz-content-sha256"} | \
-        (frozenset() if parsed.presigned else {"x-amz-date"})
+        (frozenset() if parsed.presigned else {date_header})
     try:
         decoded_path = unquote(raw_path, encoding="utf-8", errors="strict")
         uris = [raw_path, uri_encode(decoded_path, keep_slash=True)]

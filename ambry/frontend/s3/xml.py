@@ -128,17 +128,18 @@ def parse_complete_multipart(body: bytes) -> list[CompletedPart]:
     return parts
 
 
-def parse_delete(body: bytes) -> tuple[list[str], bool]:
-    """DeleteObjects: the keys and whether the reply is quiet."""
+def parse_delete(body: bytes) -> tuple[list[tuple[str, str | None]], bool]:
+    """DeleteObjects: (key, VersionId or None) of each object, and whether the reply is
+    quiet."""
     root = _parse(body, "Delete")
     quiet = (_text(root, "Quiet") or "false").strip().lower() == "true"
-    keys = []
+    objects: list[tuple[str, str | None]] = []
     for o in _children(root, "Object"):
         key = _text(o, "Key")
         if key is None:
             raise S3Error("MalformedXML", "each Object needs a Key")
-        keys.append(key)
-    return keys, quiet
+        objects.append((key, _text(o, "VersionId")))
+    return objects, quiet
 
 
 def parse_create_bucket(body: bytes) -> str | None:
