@@ -69,14 +69,19 @@ class FailureDetector:
         self.backoff_s = backoff_s
         self._nodes: dict[str, _NodeState] = {}  # only nodes with >= 1 consecutive error
 
-    def record_success(self, node_id: str) -> None:
-        self._nodes.pop(node_id, None)
+    def record_success(self, node_id: str) -> bool:
+        """Clears the node. True if it was down (the caller may say it is back)."""
+        st = self._nodes.pop(node_id, None)
+        return st is not None and st.errors >= self.threshold_errors
 
-    def record_failure(self, node_id: str) -> None:
+    def record_failure(self, node_id: str) -> bool:
+        """True if this failure took the node down: once per outage, so the caller can say
+        so once (later failures of a down node only restart its backoff)."""
         st = self._nodes.setdefault(node_id, _NodeState())
         st.errors += 1
         if st.errors >= self.threshold_errors:
             st.retry_at_s = self._clock() + self.backoff_s
+        return st.errors == self.threshold_errors
 
     def health(self, node_id: str) -> NodeHealth:
         """The node's state, without granting a probe (for metrics and tests)."""

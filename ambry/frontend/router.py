@@ -86,6 +86,14 @@ class TtlUpdateTooLate(AmbryError):
     code = "TTL_UPDATE_TOO_LATE"
 
 
+def _reason(exc: BaseException | None) -> str:
+    """One line on why a node call failed, for the operator."""
+    if exc is None:
+        return "no error"
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())
+
+
 def _outcome_of(exc: BaseException | None) -> Outcome:
     if exc is None:
         return Outcome.SUCCESS
@@ -256,16 +264,27 @@ class Router:
     def _note(self, node_id: str, op: str, exc: BaseException | None) -> Outcome:
         out = _outcome_of(exc)
         if out is Outcome.UNAVAILABLE:
-            self.detector.record_failure(node_id)
+            if self.detector.record_failure(node_id):  # once per outage, naming the node
+                log.warning("node %s (%s) is down: %d failures in a row, the last on %s: %s; "
+                            "skipped for %.0f s, then probed", node_id, self._address(node_id),
+                            self.detector.threshold_errors, op, _reason(exc),
+                            self.detector.backoff_s)
             if self._on_node_error:
                 self._on_node_error(node_id, op)
         elif out is Outcome.ERROR:
             log.warning("node %s %s: %r", node_id, op, exc)
             if self._on_node_error:
                 self._on_node_error(node_id, op)
-        else:
-            self.detector.record_success(node_id)
+        elif self.detector.record_success(node_id):
+            log.info("node %s (%s) answers again", node_id, self._address(node_id))
         return out
+
+    def _address(self, node_id: str) -> str:
+        try:
+            host, port = self.config.address_of(node_id, self.dc.name)
+        except AmbryError:  # a node that left the map: its id says enough
+            return "?"
+        return f"{host}:{port}"
 
     def local_replicas(self, pid: int) -> list[NodeConfig]:
         return self.cmap.replicas_in(pid, self.dc.name)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
@@ -370,10 +371,44 @@ class Writer:
         await asyncio.shield(self._protocol._closed)
 
 
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # retrieved: a late failure is not logged as "never retrieved"
+
+
+async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int
+                   ) -> list[tuple[socket.AddressFamily, str]]:
+    """The stream addresses of ``host``, in the resolver's order. A caller cancelled while the
+    name is being resolved (a connect timeout) leaves the lookup running in the resolver's
+    thread: its outcome is retrieved here, where uvloop's own lookup in ``create_connection``
+    left a ``gaierror`` that asyncio logged as "Future exception was never retrieved", with no
+    word of which node it was about."""
+    lookup = asyncio.ensure_future(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+    lookup.add_done_callback(_retrieve)
+    infos = await asyncio.shield(lookup)
+    addrs: list[tuple[socket.AddressFamily, str]] = list(
+        dict.fromkeys((info[0], str(info[4][0])) for info in infos))
+    if not addrs:
+        raise OSError(f"no address for {host}")
+    return addrs
+
+
 async def open_connection(host: str, port: int) -> tuple[Reader, Writer]:
-    """Connect to ``host:port``; the reader and writer of the connection."""
+    """Connect to ``host:port``; the reader and writer of the connection. The name is
+    resolved first (:func:`_resolve`), then each address is tried in turn (as
+    ``create_connection`` does with a name)."""
     loop = asyncio.get_running_loop()
-    _transport, protocol = await loop.create_connection(Reader, host, port)
+    last: OSError | None = None
+    for family, addr in await _resolve(loop, host, port):
+        try:
+            _transport, protocol = await loop.create_connection(Reader, addr, port,
+                                                                family=family)
+            break
+        except OSError as e:
+            last = e
+    else:
+        assert last is not None
+        raise last
     assert protocol.writer is not None
     return protocol, protocol.writer
 
