@@ -157,8 +157,15 @@ class FrontendConfig:
     # leaves chunks that expire (docs/security.md, "Orphaned chunks"). An upload must
     # complete, and a chunk upload be stitched, within it.
     pending_chunk_ttl_s: int = 24 * 3600
+    # One log line per request on the REST and S3 ports (logger ``ambry.access``, level
+    # INFO): client address, request line, status, body bytes, duration in seconds, request
+    # id and user agent (docs/operations.md, "Logs"). Off by default: the daemons' own logs
+    # already name every failure.
+    access_log: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.access_log, bool):
+            raise InvalidArgument("frontend.access_log must be true or false")
         if self.chunk_size_bytes < 1024:
             raise InvalidArgument("frontend.chunk_size_bytes must be >= 1024")
         if self.upload_window_chunks < 1 or self.download_prefetch_chunks < 0:

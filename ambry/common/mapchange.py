@@ -20,19 +20,26 @@ reason, and the old map stays in force:
 
 Settings that the daemons read only at start (``storage``, ``frontend``, ``replication``,
 ``daemon``, ``frontends``) may differ: the change is accepted and they are listed in
-``restart_needed``, so the operator is told they take effect at the next restart.
+``restart_needed``, so the operator is told they take effect at the next restart. Sections the
+asking daemon re-reads on every reload (``live_sections``: the frontend's ``s3`` access keys)
+are listed in ``reloaded`` instead.
 
 Does not own reading the file nor applying the change (the node and the frontend do).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from ambry.common.config import ClusterConfig, ClusterMap
 from ambry.common.errors import InvalidArgument
 
 __all__ = ["MapChange", "UnsafeMapChange", "partitions_added_for", "plan_map_change"]
+
+
+#: Sections only frontends read: a storage node (``node_id`` given) ignores their changes.
+_FRONTEND_ONLY_SECTIONS = frozenset({"s3"})
 
 
 class UnsafeMapChange(InvalidArgument):
@@ -52,11 +59,12 @@ class MapChange:
     added_containers: tuple[str, ...] = ()       # "account/container"
     capacity_changed: tuple[int, ...] = ()       # partitions whose capacity_bytes changed
     restart_needed: tuple[str, ...] = ()         # config sections read only at start
+    reloaded: tuple[str, ...] = ()               # changed sections the daemon re-reads now
 
     @property
     def empty(self) -> bool:
         return not (self.added_partitions or self.added_nodes or self.added_containers
-                    or self.capacity_changed)
+                    or self.capacity_changed or self.reloaded)
 
     def describe(self) -> str:
         parts = []
@@ -69,6 +77,8 @@ class MapChange:
             parts.append(f"+containers {list(self.added_containers)}")
         if self.capacity_changed:
             parts.append(f"capacity of partitions {list(self.capacity_changed)}")
+        if self.reloaded:
+            parts.append(f"sections {list(self.reloaded)} re-read")
         return ", ".join(parts) or "no change"
 
 
@@ -107,9 +117,11 @@ def _map_reasons(old: ClusterMap, new: ClusterMap) -> list[str]:
 
 
 def plan_map_change(old: ClusterConfig, new: ClusterConfig,
-                    node_id: str | None = None) -> MapChange:
+                    node_id: str | None = None, *,
+                    live_sections: Collection[str] = ()) -> MapChange:
     """What ``new`` adds to ``old``; raises :class:`UnsafeMapChange` if it is not a safe
-    successor. ``node_id``: the storage node that asks (its own entry must not change)."""
+    successor. ``node_id``: the storage node that asks (its own entry must not change).
+    ``live_sections``: top-level sections the asking daemon re-reads on reload."""
     reasons = _map_reasons(old.cluster_map, new.cluster_map)
     if node_id is not None:
         try:
@@ -151,6 +163,7 @@ def plan_map_change(old: ClusterConfig, new: ClusterConfig,
     old_nodes = {n.id for n in om.nodes}
     old_caps = {p.id: p.capacity_bytes for p in om.partitions}
     restart = []
+    reloaded = []
     if new.storage != old.storage:
         restart.append("storage")
     if new.frontend != old.frontend:
@@ -158,7 +171,11 @@ def plan_map_change(old: ClusterConfig, new: ClusterConfig,
     if new.frontends != old.frontends:
         restart.append("frontends")
     for key in sorted(set(old.sections) | set(new.sections)):
-        if old.sections.get(key) != new.sections.get(key):
+        if old.sections.get(key) == new.sections.get(key):
+            continue
+        if key in live_sections:
+            reloaded.append(key)
+        elif not (node_id is not None and key in _FRONTEND_ONLY_SECTIONS):
             restart.append(key)
     return MapChange(
         added_partitions=tuple(sorted(p.id for p in nm.partitions if p.id not in old_pids)),
@@ -167,7 +184,7 @@ def plan_map_change(old: ClusterConfig, new: ClusterConfig,
         capacity_changed=tuple(sorted(p.id for p in nm.partitions
                                       if p.id in old_caps
                                       and old_caps[p.id] != p.capacity_bytes)),
-        restart_needed=tuple(restart))
+        restart_needed=tuple(restart), reloaded=tuple(reloaded))
 
 
 def partitions_added_for(node_id: str, change: MapChange, new: ClusterMap) -> list[int]:

@@ -21,7 +21,14 @@ from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ambry.common.blobid import BlobId
@@ -128,6 +135,8 @@ class FrontendApp:
         # daemon (ambry.frontend.server) starts the probe
         self.readiness = Readiness(self.router)
         self.registry = CollectorRegistry()
+        # process_*: CPU seconds, resident memory, open and max file descriptors, start time
+        ProcessCollector(registry=self.registry)
         self.m_requests = Counter("ambry_frontend_requests", "Requests by operation and status",
                                   ["op", "status"], registry=self.registry)
         self.m_latency = Histogram("ambry_frontend_request_seconds", "Request latency",
@@ -160,16 +169,25 @@ class FrontendApp:
               registry=self.registry).set_function(lambda: self.router.straggler_bytes)
         self.reloader: ConfigReloader | None = None  # set by the daemon (SIGHUP)
         self.registry.register(ReloadCollector(lambda: self.reloader))
+        # parts of the app that re-read a config section of their own on every reload (the
+        # S3 API: its ``s3:`` section, access keys included), by section name: each checks
+        # the new config and returns how to switch to it, or raises to refuse the reload
+        self.reload_hooks: dict[str, Callable[[ClusterConfig], Callable[[], None]]] = {}
 
     async def reload(self, config: ClusterConfig) -> MapChange:
-        """Adopt a grown cluster map: new partitions, nodes, accounts and containers. Raises
+        """Adopt a grown cluster map: new partitions, nodes, accounts and containers, and the
+        sections of ``reload_hooks`` (S3 access keys). Raises
         :class:`~ambry.common.mapchange.UnsafeMapChange` (nothing changes) when the new map is
         not a safe successor of the running one."""
         if self.draining:
             raise Unavailable("the frontend is stopping")
-        change = plan_map_change(self.config, config)
+        change = plan_map_change(self.config, config, live_sections=self.reload_hooks)
+        # every hook checks first: one that refuses leaves everything as it was
+        commits = [prepare(config) for prepare in self.reload_hooks.values()]
         self.router.reload(config)
         self.config = config
+        for commit in commits:
+            commit()
         return change
 
     def _node_error(self, node_id: str, op: str) -> None:

@@ -28,6 +28,7 @@ from aiohttp import web
 from ambry.common.config import ClusterConfig
 from ambry.common.daemon import DaemonConfig
 from ambry.common.reload import ConfigReloader
+from ambry.frontend.accesslog import access_log_options
 from ambry.frontend.app import FrontendApp, make_app
 from ambry.frontend.connections import (
     ConnectionGuard,
@@ -87,7 +88,8 @@ async def serve_frontend(config: ClusterConfig, datacenter: str, host: str, port
     # user metadata travels in headers: allow long header lines (aiohttp's default is 8 KiB,
     # which answered its own 400 without our error code for one long x-ambry-um-* value)
     # shutdown_timeout: what cleanup still gives requests that outlived the grace period
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0,
+    runner = web.AppRunner(app, **access_log_options(config.frontend, "rest"),
+                           shutdown_timeout=1.0,
                            max_field_size=64 * 1024, max_line_size=64 * 1024,
                            keepalive_timeout=limits.keepalive_timeout_s)
     await runner.setup()

@@ -3,8 +3,10 @@
 Owns the metric names and labels the node exports on ``/metrics``: per-op request counts by
 status, latency histograms, protocol bytes in and out, connection and internal-error counts,
 per-replica gauges read from ``Replica.stats()`` at scrape time, live usage per account and
-container (``ambry.storage.usage``), and the outcome of cluster-map reloads. A per-node
-``CollectorRegistry`` (never the global one) lets tests run several nodes in one process.
+container (``ambry.storage.usage``), the outcome of cluster-map reloads, and the process's
+own ``process_*`` family (CPU, memory, open files: prometheus_client's ``ProcessCollector``).
+A per-node ``CollectorRegistry`` (never the global one) lets tests run several nodes in one
+process.
 """
 
 from __future__ import annotations
@@ -12,7 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 __all__ = ["CONTENT_TYPE", "NodeMetrics"]
@@ -164,6 +173,8 @@ class NodeMetrics:
                                             "Bytes given back by compaction", registry=r)
         info = Gauge("ambry_node_info", "Node identity", ["node"], registry=r)
         info.labels(node=node_id).set(1)
+        # process_*: CPU seconds, resident memory, open and max file descriptors, start time
+        ProcessCollector(registry=r)
         r.register(_ReplicaCollector(replica_stats))
         self._replication_rows: list[dict[str, Any]] = []
         r.register(_ReplicationCollector(lambda: self._replication_rows))

@@ -30,7 +30,7 @@ from multidict import CIMultiDict
 from prometheus_client import Counter, Histogram
 
 from ambry.common.blobid import BlobId
-from ambry.common.config import Account, Container
+from ambry.common.config import Account, ClusterConfig, Container
 from ambry.common.errors import (
     AmbryError,
     BlobDeleted,
@@ -256,12 +256,32 @@ class S3Api:
         self.router: Router = fa.router
         self.s3 = s3 or s3_config_of(fa.config)
         self.uploads = MultipartStore(self.router, self.s3.multipart_ttl_s)
+        fa.reload_hooks["s3"] = self._prepare_reload  # SIGHUP re-reads the access keys
         self.m_requests = Counter("ambry_s3_requests", "S3 requests by operation and status",
                                   ["op", "status"], registry=fa.registry)
         self.m_latency = Histogram("ambry_s3_request_seconds", "S3 request latency", ["op"],
                                    registry=fa.registry,
                                    buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1,
                                             2.5, 5, 10, 30, 60))
+
+    def _prepare_reload(self, config: ClusterConfig) -> Callable[[], None]:
+        """Check the ``s3:`` section of a re-read config (a bad one raises: the reload is
+        refused and the running keys stay); the switch to it, which names the access keys
+        added and removed (never a secret)."""
+        new = s3_config_of(config)
+
+        def commit() -> None:
+            old, self.s3 = self.s3, new
+            self.uploads.ttl_s = new.multipart_ttl_s
+            added = sorted(new.by_key.keys() - old.by_key.keys())
+            removed = sorted(old.by_key.keys() - new.by_key.keys())
+            changed = sorted(k for k in new.by_key.keys() & old.by_key.keys()
+                             if new.by_key[k] != old.by_key[k])
+            if added or removed or changed:
+                log.info("S3 access keys reloaded: added %s, removed %s, changed %s",
+                         added, removed, changed)
+
+        return commit
 
     @property
     def clock(self) -> Any:

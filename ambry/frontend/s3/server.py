@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ambry.common.config import DEFAULT_S3_PORT, ClusterConfig
+from ambry.frontend.accesslog import access_log_options
 from ambry.frontend.connections import ConnectionGuard, ConnectionLimits, GuardedSite, guard_app
 from ambry.frontend.s3.app import make_s3_app
 
@@ -48,7 +49,7 @@ async def start_s3(fa: FrontendApp, config: ClusterConfig, datacenter: str, host
     limits = limits or ConnectionLimits.from_config(config.frontend)
     app = make_s3_app(fa)
     guard_app(app)
-    runner = web.AppRunner(app, access_log=None,
+    runner = web.AppRunner(app, **access_log_options(config.frontend, "s3"),
                            shutdown_timeout=shutdown_timeout_s,
                            max_field_size=64 * 1024, max_line_size=64 * 1024,
                            keepalive_timeout=limits.keepalive_timeout_s)
