@@ -56,9 +56,7 @@ def url(store: StoreCluster, path: str) -> str:
 # ------------------------------------------------------------------ buckets
 def test_bucket_create_head_list_delete(s3: Any, store: StoreCluster) -> None:
     s3.create_bucket(Bucket="life-cycle")
-    with pytest.raises(ClientError) as e:
-        s3.create_bucket(Bucket="life-cycle")
-    assert code_of(e) == ("BucketAlreadyOwnedByYou", 409)
+    s3.create_bucket(Bucket="life-cycle")  # your own again: 200 in us-east-1, as AWS
     assert s3.head_bucket(Bucket="life-cycle")["ResponseMetadata"]["HTTPStatusCode"] == 200
     names = [b["Name"] for b in s3.list_buckets()["Buckets"]]
     # the account's config containers are buckets too

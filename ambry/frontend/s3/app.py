@@ -15,6 +15,7 @@ decoding (``payload``), listing pagination (``listing``) or ETag rules (``etag``
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import os
@@ -44,7 +45,7 @@ from ambry.frontend.bodies import first_piece, send_body
 from ambry.frontend.browser import NOSNIFF
 from ambry.frontend.chunking import content_range, parse_range, unsatisfied_content_range
 from ambry.frontend.containers import ContainerNotEmpty
-from ambry.frontend.expect import answer_expect
+from ambry.frontend.expect import answer_expect_ignoring_others
 from ambry.frontend.headers import (
     MAX_BLOB_NAME_BYTES,
     decode_user_metadata,
@@ -164,6 +165,59 @@ def write_precondition(h: Any, bucket: str, key: str
                               extra={"Condition": "If-Match"})
 
     return check
+
+
+def _stored_meta_value(value: str) -> str:
+    """An ``x-amz-meta-*`` value as it is kept and answered: as sent when its bytes are UTF-8
+    (aiohttp writes reply headers as UTF-8, so they go back byte for byte); otherwise (bytes
+    that are not UTF-8, e.g. an ISO-8859-1 0xE9 from http.client or Java; aiohttp hands them
+    over as lone surrogates) one RFC 2047 encoded-word of exactly those bytes, labelled
+    ISO-8859-1 (which maps every byte to one character), so any RFC 2047 decoder gives the
+    bytes back. aiohttp cannot write a byte that is not UTF-8 into a reply, and writing the
+    characters as UTF-8 was the mojibake (0xE9 came back as C3 A9). Control characters other
+    than tab (refused by aiohttp at the door today) are encoded too (as UTF-8), so a stored
+    value can always be answered."""
+    raw = value.encode("utf-8", "surrogateescape")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"=?ISO-8859-1?B?{base64.b64encode(raw).decode('ascii')}?="
+    if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in text):
+        return f"=?UTF-8?B?{base64.b64encode(raw).decode('ascii')}?="
+    return text
+
+
+def _stored_content_encoding(value: str) -> str | None:
+    """The Content-Encoding kept with an object: ``aws-chunked`` only frames the request body
+    (SigV4 streaming), so AWS drops it from the list ("gzip, aws-chunked" -> "gzip") and keeps
+    nothing when it was the only coding. Any other value is kept as sent."""
+    codings = [c.strip(" \t") for c in value.split(",")]
+    if not any(c.lower() == "aws-chunked" for c in codings):
+        return value
+    return ", ".join(c for c in codings if c and c.lower() != "aws-chunked") or None
+
+
+_COPY_RANGE = re.compile(r"bytes=([0-9]{1,19})-([0-9]{1,19})", re.ASCII)
+
+
+def _parse_copy_range(header: str) -> tuple[int, int]:
+    """(first, last) of ``x-amz-copy-source-range: bytes=first-last``. AWS takes only that
+    form (both ends, one range, first <= last): anything else is 400 InvalidArgument, not a
+    GET-style range (and never 416, which is GetObject's answer)."""
+    m = _COPY_RANGE.fullmatch(header.strip(" \t"))
+    if m is None or int(m[1]) > int(m[2]):
+        raise S3Error("InvalidArgument", "The x-amz-copy-source-range value must be of the "
+                                         "form bytes=first-last where first and last are the "
+                                         "zero-based offsets of the first and last bytes to "
+                                         "copy",
+                      extra={"ArgumentName": "x-amz-copy-source-range",
+                             "ArgumentValue": header[:100]})
+    return int(m[1]), int(m[2])
+
+
+def _copy_range_unsatisfiable() -> S3Error:
+    """A copy range past the end of its source: 400 InvalidRange (AWS; GetObject's is 416)."""
+    return S3Error("InvalidRange", "The requested range is not satisfiable", 400)
 
 
 def _fallback_etag(blob_id: bytes) -> str:
@@ -529,7 +583,7 @@ class S3Api:
             if name.startswith(_META_PREFIX) and len(name) > len(_META_PREFIX):
                 k = name[len(_META_PREFIX):]
                 total += len(k) + len(value.encode("utf-8", "surrogateescape"))
-                out[k] = value
+                out[k] = _stored_meta_value(value)
         if total > _MAX_USER_META_BYTES:
             raise S3Error("MetadataTooLarge", f"Your metadata headers exceed the maximum "
                                               f"allowed metadata size ({_MAX_USER_META_BYTES} "
@@ -537,6 +591,10 @@ class S3Api:
         for name in _STORED_HEADERS:
             if name in ctx.h:
                 out["s3." + name] = ctx.h[name]
+        if "s3.content-encoding" in out:
+            encoding = _stored_content_encoding(out.pop("s3.content-encoding"))
+            if encoding is not None:
+                out["s3.content-encoding"] = encoding
         return out
 
     def _props(self, ctx: Ctx, container: Container, content_type: str) -> BlobProperties:
@@ -642,7 +700,9 @@ class S3Api:
             raise S3Error("InvalidBucketName", "The specified bucket is not valid.",
                           bucket=name)
         _c, created = await self.router.containers.create(self._acct(ctx), name, ctx.rid)
-        if not created:
+        # AWS: creating a bucket you own again succeeds in us-east-1 (its legacy behaviour)
+        # and is 409 in every other region
+        if not created and self.s3.region != "us-east-1":
             raise S3Error("BucketAlreadyOwnedByYou", "Your previous request to create the "
                                                      "named bucket succeeded and you already "
                                                      "own it.", 409, bucket=name)
@@ -723,7 +783,9 @@ class S3Api:
             for x in page.contents]
         prefixes: list[Node | None] = [("CommonPrefixes", [("Prefix", e(p))])
                                        for p in page.common_prefixes]
-        head: list[Node | None] = [("Name", c.name), ("Prefix", e(prefix))]
+        # encoding-type=url: V2 encodes Prefix too, V1 leaves it as given (AWS; botocore
+        # decodes exactly these elements, so an encoded V1 Prefix reached users as "a%20b/")
+        head: list[Node | None] = [("Name", c.name), ("Prefix", e(prefix) if v2 else prefix)]
         if v2:
             head += [("Delimiter", e(delimiter)) if delimiter else None,
                      ("MaxKeys", max_keys),
@@ -1061,26 +1123,27 @@ class S3Api:
         return sc, key, await self._lookup_object(ctx, sc, key)
 
     async def _open_source(self, ctx: Ctx, sc: Container, key: str, bid: BlobId,
-                           range_header: str | None = None) -> tuple[BlobRead, dict[str, str],
-                                                                     str]:
+                           copy_range: tuple[int, int] | None = None
+                           ) -> tuple[BlobRead, dict[str, str], str]:
+        """The copy source, opened; ``copy_range`` = (first, last) byte of
+        ``x-amz-copy-source-range`` (:func:`_parse_copy_range`): a last byte past the end of
+        the source is 400 InvalidRange, as AWS (never copied short)."""
         def resolve(total: int) -> tuple[int, int] | None:
-            assert range_header is not None
-            span = parse_range(range_header, total) if range_header.startswith("bytes=") \
-                else None
-            if span is None or span[0] + span[1] > total:
-                raise S3Error("InvalidRange", "The requested range is not satisfiable", 416)
-            return span
+            assert copy_range is not None
+            first, last = copy_range
+            if last >= total:
+                raise _copy_range_unsatisfiable()
+            return first, last - first + 1
 
         try:
-            info = await self.router.get(bid, range_resolver=resolve if range_header else None,
+            info = await self.router.get(bid, range_resolver=resolve if copy_range else None,
                                          rid=ctx.rid)
         except (BlobNotFound, BlobDeleted, BlobExpired):
             raise S3Error("NoSuchKey", "The specified key does not exist.", 404,
                           bucket=sc.name, key=key) from None
         except AmbryError as e:
             if e.code == "RANGE_NOT_SATISFIABLE":
-                raise S3Error("InvalidRange", "The requested range is not satisfiable",
-                              416) from None
+                raise _copy_range_unsatisfiable() from None
             raise
         um = decode_user_metadata(info.user_metadata)
         etag = um.get(UM_ETAG) or _fallback_etag(bid.to_bytes())
@@ -1167,9 +1230,10 @@ class S3Api:
         return web.Response(status=200, headers=headers)
 
     async def _upload_part_copy(self, ctx: Ctx, upload: Upload, number: int) -> web.Response:
-        sc, skey, sbid = await self._copy_source(ctx, ctx.h["x-amz-copy-source"])
         rng = ctx.h.get("x-amz-copy-source-range")
-        info, _, _ = await self._open_source(ctx, sc, skey, sbid, rng)
+        copy_range = _parse_copy_range(rng) if rng is not None else None
+        sc, skey, sbid = await self._copy_source(ctx, ctx.h["x-amz-copy-source"])
+        info, _, _ = await self._open_source(ctx, sc, skey, sbid, copy_range)
         try:
             if info.length > self.s3.max_part_size_bytes:
                 raise S3Error("InvalidRequest", "The specified copy range is larger than the "
@@ -1285,6 +1349,8 @@ def make_s3_app(fa: FrontendApp, s3: S3Config | None = None) -> web.Application:
     app = web.Application(client_max_size=_MAX_XML_BODY_BYTES)
     app["s3"] = api
     # every method and path: S3 dispatches on method, path shape and query sub-resources
-    app.router.add_route("*", "/{tail:.*}", api.handle, expect_handler=answer_expect)
+    # an Expect other than 100-continue is ignored, as AWS does (the REST port answers 417)
+    app.router.add_route("*", "/{tail:.*}", api.handle,
+                         expect_handler=answer_expect_ignoring_others)
     return app
 

@@ -22,9 +22,10 @@ operation, and every one added later, reads only this view, ``Ctx.h``):
   the key, and SDKs differ in what they sign (aws-sdk-js v2 never signs Content-Type, v3
   never Cache-Control).
 * The value (and name) of every header the S3 API interprets must be UTF-8: 400
-  InvalidArgument naming the header. Signatures are computed over the bytes as sent
-  (``sigv4``), so this is decided after authentication, and the operations never meet text
-  they cannot store.
+  InvalidArgument naming the header; except the values of ``x-amz-meta-*``, which are user
+  data kept whatever their bytes (docs/s3.md, "User metadata bytes"). Signatures are
+  computed over the bytes as sent (``sigv4``), so this is decided after authentication, and
+  the operations never meet text they cannot store.
 
 Does not own the signature arithmetic (``sigv4``, ``sigv2``) nor any operation.
 """
@@ -43,6 +44,7 @@ STORED_HEADERS = frozenset({"content-type", "content-encoding", "content-disposi
                             "cache-control", "content-language", "expires"})
 _INTERPRETED_PREFIXES = ("x-amz-", "content-", "if-")
 _INTERPRETED = frozenset({"cache-control", "expires", "range"})
+_USER_META_PREFIX = "x-amz-meta-"
 
 
 def _interpreted(name: str) -> bool:
@@ -73,7 +75,10 @@ def signed_view(headers: Mapping[str, str], auth: Authorized | None) -> dict[str
             view = {n: v for n, v in view.items()
                     if n not in STORED_HEADERS or n in auth.covered}
     for name, value in view.items():
-        if _interpreted(name) and not (_utf8(name) and _utf8(value)):
+        # x-amz-meta-* values are the exception: kept as sent, whatever their bytes
+        # (``app._stored_meta_value``)
+        if _interpreted(name) and not (_utf8(name) and (
+                _utf8(value) or name.startswith(_USER_META_PREFIX))):
             shown = name.encode("utf-8", "replace").decode()
             raise S3Error("InvalidArgument", f"the {shown} header is not valid UTF-8",
                           extra={"ArgumentName": shown})

@@ -287,9 +287,14 @@ def parse_presigned_query(query: Mapping[str, str]) -> ParsedAuth:
         raise AuthError(code, "X-Amz-Algorithm must be AWS4-HMAC-SHA256", 400)
     ak, date, region, service = _parse_credential(query["X-Amz-Credential"], code)
     expires = query["X-Amz-Expires"]
-    if re.fullmatch(r"[0-9]{1,7}", expires, re.ASCII) is None or \
-            not 1 <= int(expires) <= MAX_PRESIGN_EXPIRES_S:
-        raise AuthError(code, f"X-Amz-Expires must be 1..{MAX_PRESIGN_EXPIRES_S} seconds", 400)
+    if re.fullmatch(r"-?[0-9]{1,10}", expires, re.ASCII) is None:
+        raise AuthError(code, "X-Amz-Expires should be a number", 400)
+    # out of range is 403, as AWS answers; 0 parses, and then has expired (403 AccessDenied)
+    if int(expires) < 0:
+        raise AuthError(code, "X-Amz-Expires must be non-negative", 403)
+    if int(expires) > MAX_PRESIGN_EXPIRES_S:
+        raise AuthError(code, f"X-Amz-Expires must be less than a week (in seconds) that is "
+                              f"{MAX_PRESIGN_EXPIRES_S}", 403)
     if _HEX64.fullmatch(query["X-Amz-Signature"]) is None:
         raise AuthError(code, "X-Amz-Signature must be 64 lower-case hex digits", 400)
     return ParsedAuth(ak, date, region, service,
