@@ -71,7 +71,13 @@ from ambry.frontend.s3.listing import (
     decode_token,
     encode_token,
 )
-from ambry.frontend.s3.multipart import MAX_PART_NUMBER, MultipartStore, Upload
+from ambry.frontend.s3.multipart import (
+    MAX_PART_NUMBER,
+    UM_COMPLETED_UPLOAD,
+    MultipartStore,
+    Upload,
+    completion_marker,
+)
 from ambry.frontend.s3.parts import UM_PART_SIZES, decode_part_sizes, part_span
 from ambry.frontend.s3.payload import S3Body
 from ambry.frontend.s3.sigv2 import covered_by_v2, is_presigned_v2, verify_presigned_v2
@@ -605,16 +611,19 @@ class S3Api:
 
     @staticmethod
     def _encode_um(meta: dict[str, str], etag: str, checksum: tuple[str, str] | None = None,
-                   part_map: str | None = None) -> bytes:
+                   part_map: str | None = None, completed_upload: str | None = None) -> bytes:
         """The stored user metadata. The S3 layer's own keys come from the arguments only:
         a client's ``x-amz-meta-s3.etag`` (or one copied from a source) never sets them."""
         d = {k: v for k, v in meta.items()
-             if k not in (UM_ETAG, UM_PART_SIZES) and not k.startswith(UM_CHECKSUM)}
+             if k not in (UM_ETAG, UM_PART_SIZES, UM_COMPLETED_UPLOAD)
+             and not k.startswith(UM_CHECKSUM)}
         d[UM_ETAG] = etag
         if checksum is not None:
             d[UM_CHECKSUM + checksum[0]] = checksum[1]
         if part_map is not None:
             d[UM_PART_SIZES] = part_map
+        if completed_upload is not None:
+            d[UM_COMPLETED_UPLOAD] = completed_upload
         try:
             return encode_user_metadata(d)
         except UnicodeEncodeError:
@@ -1269,18 +1278,55 @@ class S3Api:
     async def complete_upload(self, request: web.Request, ctx: Ctx) -> web.Response:
         c = await self._container(ctx)
         key = self._check_key(ctx.key)
-        upload = await self._upload(ctx, c, key)
-        requested = parse_complete_multipart(await self._small_body(request, ctx))
-        stored, etag, content_type = await self.uploads.complete(
-            upload, requested, self.s3.min_part_size_bytes,
-            make_props=lambda ct: self._props(ctx, c, ct),
-            make_usermeta=lambda meta, tag, parts: self._encode_um(meta, tag, part_map=parts),
-            rid=ctx.rid)
-        await self._bind(ctx, c, key, stored, content_type, etag)
+        try:
+            upload = await self._upload(ctx, c, key)
+        except S3Error as e:
+            if e.s3_code != "NoSuchUpload":
+                raise
+            # a retry of a completion that succeeded (its reply was lost): AWS answers it
+            # again, as long as the key holds the object that completion made
+            requested = parse_complete_multipart(await self._small_body(request, ctx))
+            etag = await self._completed_etag(
+                ctx, c, key, completion_marker(ctx.query.get("uploadId", ""), requested),
+                len(requested))
+            if etag is None:
+                raise
+        else:
+            requested = parse_complete_multipart(await self._small_body(request, ctx))
+            marker = completion_marker(upload.upload_id, requested)
+            stored, etag, content_type = await self.uploads.complete(
+                upload, requested, self.s3.min_part_size_bytes,
+                make_props=lambda ct: self._props(ctx, c, ct),
+                make_usermeta=lambda meta, tag, parts: self._encode_um(
+                    meta, tag, part_map=parts, completed_upload=marker),
+                rid=ctx.rid)
+            await self._bind(ctx, c, key, stored, content_type, etag)
         return self._xml(document("CompleteMultipartUploadResult", [
             ("Location", (f"{request.scheme}://{request.host}/{quote(c.name)}/"
                           f"{quote(key, safe='/')}")),
             ("Bucket", c.name), ("Key", key), ("ETag", etag)]))
+
+    async def _completed_etag(self, ctx: Ctx, c: Container, key: str, marker: str,
+                              parts: int) -> str | None:
+        """The ETag of the object the key holds if the completion ``marker`` made it (the
+        object's user metadata says so), else None."""
+        e = await self.router.lookup_name(self._acct(ctx).id, c.id, key, ctx.rid)
+        if e is None or e.deleted or \
+                not normalize_etag(_listing_etag(e.content_type, e.blob_id)).endswith(
+                    f"-{parts}"):
+            return None  # (the listing ETag rules most others out without a read)
+        try:
+            info = await self.router.get(BlobId.from_bytes(e.blob_id), info_only=True,
+                                         rid=ctx.rid)
+        except (BlobNotFound, BlobDeleted, BlobExpired):
+            return None
+        try:
+            um = decode_user_metadata(info.user_metadata)
+        finally:
+            await info.aclose()
+        if um.get(UM_COMPLETED_UPLOAD) != marker:
+            return None
+        return um.get(UM_ETAG)
 
     async def abort_upload(self, ctx: Ctx) -> web.Response:
         c = await self._container(ctx)

@@ -20,6 +20,15 @@ writes one composite blob listing every chunk of every part in order
 the part sizes for GET ``?partNumber``: ``ambry.frontend.s3.parts``), points the key at it,
 and drops the records; no byte is copied. *Abort* deletes the chunks and the records.
 
+A completion first *claims* the upload: its entry becomes a deletion in one conditional
+write at the record's replicas (``Router.write_name``), so of concurrent completions in a
+datacenter exactly one goes on to stitch; if stitching fails, the entry is restored and a
+retry can complete the upload. The object it makes carries :data:`UM_COMPLETED_UPLOAD` (the
+upload id and a digest of the part list): a retried completion with the same parts is
+answered from the object for as long as the key still holds it, from any frontend of any
+datacenter it has replicated to; with other parts, or once the key holds another object, it
+is ``NoSuchUpload``, as AWS.
+
 Does not own HTTP or XML (``ambry.frontend.s3.app``).
 """
 
@@ -27,12 +36,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import itertools
 import json
+import logging
 import os
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from ambry.common.blobid import BlobId
@@ -40,13 +51,20 @@ from ambry.common.errors import AmbryError, BlobDeleted, BlobExpired, BlobNotFou
 from ambry.common.properties import BlobProperties
 from ambry.frontend.chunking import ChunkRef
 from ambry.frontend.containers import SYSTEM_ACCOUNT_ID, UPLOADS_CONTAINER_ID
+from ambry.frontend.namewrite import name_version
 from ambry.frontend.router import Router, StoredBlob
 from ambry.frontend.s3.errors import S3Error
 from ambry.frontend.s3.etag import multipart_etag, normalize_etag
 from ambry.frontend.s3.parts import encode_part_sizes
 from ambry.frontend.s3.xml import CompletedPart
+from ambry.protocol.messages import NameRecord
 
-__all__ = ["MAX_PART_NUMBER", "MultipartStore", "PartInfo", "Upload"]
+__all__ = ["MAX_PART_NUMBER", "UM_COMPLETED_UPLOAD", "MultipartStore", "PartInfo", "Upload",
+           "completion_marker"]
+
+#: User metadata key of an object made by CompleteMultipartUpload: which completion made it
+#: (:func:`completion_marker`), so that a retry of that completion is answered from the object.
+UM_COMPLETED_UPLOAD = "s3.completed-upload"
 
 MAX_PART_NUMBER = 10_000
 _MAX_RECORD_BYTES = 16 * 1024 * 1024
@@ -55,6 +73,7 @@ _SERVICE = "ambry-s3-multipart"
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{22}", re.ASCII)
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +92,14 @@ class PartInfo:
     size: int
     last_modified_ms: int
     blob_id: bytes = b""  # of the part record
+
+
+def completion_marker(upload_id: str, requested: Sequence[CompletedPart]) -> str:
+    """Names one completion: the upload id and a digest of its part list (numbers and
+    ETags). A retried CompleteMultipartUpload repeats both; another part list, or another
+    upload, gives another marker."""
+    listed = "\n".join(f"{p.number} {normalize_etag(p.etag)}" for p in requested)
+    return f"{upload_id} {hashlib.sha256(listed.encode()).hexdigest()[:32]}"
 
 
 def _no_upload(upload_id: str) -> S3Error:
@@ -334,25 +361,78 @@ class MultipartStore:
         um = make_usermeta(dict(meta.get("usermeta") or {}), etag,
                            encode_part_sizes([int(rec["size"]) for rec in records])
                            if records else None)
-        if refs:
-            stored = await self.router.stitch_chunks(
-                refs, account_id=upload.account_id, container_id=upload.container_id,
-                props=props, usermeta=um,
-                make_permanent=[self.router.parse_id(r.blob_id) for r in refs], rid=rid)
-        else:  # every part was empty: an empty object
-            stored = await self.router.put(_once(b""), account_id=upload.account_id,
-                                           container_id=upload.container_id, props=props,
-                                           usermeta=um, declared_size=0, content_xxh3=None,
-                                           rid=rid)
-        # the upload ends here: a retried or concurrent completion now finds no upload, so
-        # two objects never share these chunks (deleting one would free the other's bytes)
-        await self._drop(self._upload_name(upload.account_id, upload.container_id,
-                                           upload.upload_id), rid)
+        # the upload ends here, before anything is stitched: of concurrent completions of it
+        # in this datacenter exactly one claims it, so two objects never share these chunks
+        # (deleting one would free the other's bytes); the others, and later retries, find
+        # no upload (a retry of this one is answered from the object: app.complete_upload)
+        claim = await self._claim(upload_entry, upload.upload_id, rid)
+        try:
+            if refs:
+                stored = await self.router.stitch_chunks(
+                    refs, account_id=upload.account_id, container_id=upload.container_id,
+                    props=props, usermeta=um,
+                    make_permanent=[self.router.parse_id(r.blob_id) for r in refs], rid=rid)
+            else:  # every part was empty: an empty object
+                stored = await self.router.put(_once(b""), account_id=upload.account_id,
+                                               container_id=upload.container_id, props=props,
+                                               usermeta=um, declared_size=0,
+                                               content_xxh3=None, rid=rid)
+        except BaseException as e:
+            # nothing was named: open the upload again, so that a retry can complete it
+            reopen = self._reopen(upload_entry, claim, rid)
+            if isinstance(e, asyncio.CancelledError):
+                self.router._spawn(reopen)
+            else:
+                await reopen
+            raise
+        self.router._spawn(self._delete_record_blob(upload_entry.blob_id, rid))
         used = {p.number for p in requested}
         self.router._spawn(self._cleanup(upload, [p for p in stored_parts if p.number in used],
                                          [p for p in stored_parts if p.number not in used],
                                          rid))
         return stored, etag, content_type
+
+    def _next_ts(self, current: NameRecord) -> int:
+        return max(self.router.clock.now_ms(), current.ts_ms + 1)
+
+    async def _claim(self, entry: NameRecord, upload_id: str, rid: str) -> NameRecord:
+        """End the upload as one conditional write at its record's replicas: the entry
+        becomes a deletion, unless it is gone already (another completion or an abort got
+        there first: NoSuchUpload). The record blob is kept until the completion succeeds,
+        so :meth:`_reopen` can restore the entry. Returns the deletion written."""
+        def decide(current: NameRecord | None) -> NameRecord:
+            if current is None or current.deleted:
+                raise _no_upload(upload_id)
+            return NameRecord(SYSTEM_ACCOUNT_ID, UPLOADS_CONTAINER_ID, entry.name, b"",
+                              self._next_ts(current), self.router.dc.id, True, 0,
+                              entry.content_type, entry.created_ms)
+
+        _, written = await self.router.write_name(SYSTEM_ACCOUNT_ID, UPLOADS_CONTAINER_ID,
+                                                  entry.name, decide, rid)
+        assert written is not None
+        return written
+
+    async def _reopen(self, entry: NameRecord, claim: NameRecord, rid: str) -> None:
+        """Undo :meth:`_claim` after a completion that named nothing: the upload's entry as
+        it was (if the claim is still the newest entry). Best effort: if this fails too, the
+        upload stays ended, as it did before claims existed."""
+        def decide(current: NameRecord | None) -> NameRecord | None:
+            if current is None or name_version(current) != name_version(claim):
+                return None
+            return replace(entry, ts_ms=self._next_ts(current), dc_id=self.router.dc.id)
+
+        try:
+            await self.router.write_name(SYSTEM_ACCOUNT_ID, UPLOADS_CONTAINER_ID, entry.name,
+                                         decide, rid)
+        except AmbryError as e:
+            log.warning("rid=%s multipart upload %s could not be reopened after a failed "
+                        "completion: %s", rid, entry.name, e)
+
+    async def _delete_record_blob(self, blob_id: bytes, rid: str) -> None:
+        try:
+            await self.router.delete(BlobId.from_bytes(blob_id), rid)
+        except AmbryError:
+            pass  # it expires with the upload's TTL anyway
 
     async def _cleanup(self, upload: Upload, used: list[PartInfo], unused: list[PartInfo],
                        rid: str) -> None:
