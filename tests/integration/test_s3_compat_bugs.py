@@ -8,6 +8,8 @@ bytes; :func:`wire_raw` signs exactly those bytes, so a test can put a 0xE9 byte
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import email.header
 import hashlib
 import http.client
@@ -23,9 +25,10 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from fe_helpers import store_fixture
+from fe_helpers import node_records, store_fixture
 from s3_helpers import KEYS, REGION, Raw, raw, s3_client, xml_text
 
+from ambry.common.blobid import BlobType, decode
 from ambry.testing.cluster import free_ports
 from ambry.testing.frontend import TEST_S3, FrontendProcess, StoreCluster
 
@@ -37,6 +40,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreCluster]:
     yield from store_fixture(tmp_path_factory.mktemp("s3-compat"), datacenters=1,
                              nodes_per_dc=3, partitions=4,
                              extra={"s3": {**TEST_S3, "min_part_size_bytes": MIN_PART}})
+
+
+@pytest.fixture(scope="module")
+def second_frontend(store: StoreCluster) -> FrontendProcess:
+    """Another frontend of dc1 (frontends are stateless: any of them takes any request)."""
+    return store.add_frontend("dc1")
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +125,7 @@ def _upload_two_parts(s3: Any, bucket: str, key: str) -> tuple[str, list[tuple[i
 
 
 def test_retried_complete_returns_the_first_result_from_any_frontend(
-        store: StoreCluster, s3: Any, bucket: str) -> None:
+        store: StoreCluster, s3: Any, bucket: str, second_frontend: FrontendProcess) -> None:
     # a retried CompleteMultipartUpload (the SDK lost the first reply) was 404 NoSuchUpload,
     # turning a successful upload into a client error; AWS answers 200 with the same result
     key = "mp/retried complete"
@@ -126,8 +135,7 @@ def test_retried_complete_returns_the_first_result_from_any_frontend(
     again = raw("POST", target, _complete_xml(parts)).expect(200)
     assert _result(again) == _result(first) and _result(first)[3].endswith('-2"')
     # the second frontend of the datacenter, and the first one after a restart, agree
-    other = store.add_frontend("dc1")
-    r = raw("POST", f"{other.s3_url}/{bucket}/{quote(key)}?uploadId={up}", _complete_xml(parts))
+    r = raw("POST", f"{second_frontend.s3_url}/{bucket}/{quote(key)}?uploadId={up}", _complete_xml(parts))
     assert _result(r.expect(200))[1:] == _result(first)[1:]
     store.frontends["dc1"].restart()
     assert _result(raw("POST", target, _complete_xml(parts)).expect(200)) == _result(first)
@@ -152,6 +160,33 @@ def test_retried_complete_with_other_parts_or_after_an_overwrite_is_no_such_uplo
     r = raw("POST", target, _complete_xml(parts))
     assert (r.status, r.code) == (404, "NoSuchUpload"), r.body
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"overwritten"
+
+
+def test_concurrent_completions_through_two_frontends_stitch_once(
+        store: StoreCluster, s3: Any, bucket: str, second_frontend: FrontendProcess) -> None:
+    # the race: an SDK whose first completion timed out retries through another frontend
+    # while the first still runs. Both used to stitch a composite of the same chunks; the
+    # second name write replaced the first and deleted its composite, chunks included, so
+    # the object lost its bytes. Exactly one may stitch; every 200 shows the same result
+    key = "mp/raced completion"
+    up, parts = _upload_two_parts(s3, bucket, key)
+    before = asyncio.run(node_records(store))
+    path = f"/{bucket}/{quote(key)}?uploadId={up}"
+    targets = [url(store, path), second_frontend.s3_url + path] * 3
+    with concurrent.futures.ThreadPoolExecutor(len(targets)) as pool:
+        results = list(pool.map(lambda t: raw("POST", t, _complete_xml(parts)), targets))
+    assert all(r.status == 200 or (r.status, r.code) == (404, "NoSuchUpload")
+               for r in results), [(r.status, r.body[:200]) for r in results]
+    ok = {_result(r)[1:] for r in results if r.status == 200}
+    assert len(ok) == 1, results
+    new_composites = {b for (_, b) in asyncio.run(node_records(store))
+                      if decode(b).blob_type is BlobType.METADATA} - \
+        {b for (_, b) in before}
+    assert len(new_composites) == 1, new_composites
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"a" * MIN_PART + b"tail"
+    # a retry now, from either frontend, gets the same result
+    assert {_result(raw("POST", t, _complete_xml(parts)).expect(200))[1:]
+            for t in targets[:2]} == ok
 
 
 def test_a_copy_of_a_completed_object_is_not_its_upload_s_result(
