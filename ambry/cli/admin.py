@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict
 from typing import Any
@@ -48,25 +49,50 @@ def dump_log(segment: str, as_json: bool) -> None:
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True)
 def verify(data_dir: str, as_json: bool) -> None:
-    """Check every record's checksum and the index snapshots under DATA_DIR (a node's data
-    directory or one replica directory). Exit 1 if anything is damaged."""
+    """Check every record's checksum and the index snapshots under DATA_DIR: one replica
+    directory, a node's data directory, or a data root holding one directory per node (what
+    `ambry cluster up --data-dir DATA_DIR` writes), reported node by node. Exit 1 if anything
+    is damaged."""
     reports = verify_path(data_dir)
     if not reports:
-        raise click.ClickException(f"no replicas under {data_dir}")
+        raise click.ClickException(
+            f"no replicas under {data_dir} (expected a replica directory p<N>, a node "
+            f"directory holding p<N> directories, or a data root with one per node)")
     if as_json:
-        click.echo(json.dumps([asdict(r) | {"ok": r.ok} for r in reports], indent=2))
-    else:
-        click.echo(f"{'replica':<40} {'segs':>4} {'bytes':>12} {'records':>8} {'live':>8} "
+        click.echo(json.dumps([asdict(r) | {"ok": r.ok} | _where(data_dir, r.path)
+                               for r in reports], indent=2))
+        sys.exit(0 if all(r.ok for r in reports) else 1)
+    by_node: dict[str, list[Any]] = {}
+    for r in reports:
+        by_node.setdefault(_where(data_dir, r.path)["node"], []).append(r)
+    for node, rs in by_node.items():
+        bad = sum(1 for r in rs if not r.ok)
+        click.echo(f"node {node}: {len(rs)} replica(s), "
+                   f"{'OK' if not bad else f'{bad} DAMAGED'}")
+        click.echo(f"  {'replica':<12} {'segs':>4} {'bytes':>12} {'records':>8} {'live':>8} "
                    f"{'deleted':>8} {'damage':>6} {'snapshot':<8} {'idx!=':>5}  status")
-        for r in reports:
-            click.echo(f"{r.path[-40:]:<40} {r.segments:>4} {r.log_bytes:>12} "
-                       f"{sum(r.records.values()):>8} {r.live_blobs:>8} {r.deleted_blobs:>8} "
-                       f"{len(r.damage):>6} {r.snapshot:<8} {r.index_mismatches:>5}  "
+        for r in rs:
+            click.echo(f"  {_where(data_dir, r.path)['replica']:<12} {r.segments:>4} "
+                       f"{r.log_bytes:>12} {sum(r.records.values()):>8} {r.live_blobs:>8} "
+                       f"{r.deleted_blobs:>8} {len(r.damage):>6} {r.snapshot:<8} "
+                       f"{r.index_mismatches:>5}  "
                        f"{'OK' if r.ok else 'DAMAGED'}{' ' + r.error if r.error else ''}")
             for d in r.damage:
-                click.echo(f"    segment {d['segment']} offset {d['offset']}: {d['kind']} "
+                click.echo(f"      node {node} {_where(data_dir, r.path)['replica']} segment "
+                           f"{d['segment']} offset {d['offset']}: {d['kind']} "
                            f"({d['reason']}, {d['length']} bytes)")
     sys.exit(0 if all(r.ok for r in reports) else 1)
+
+
+def _where(data_dir: str, replica_path: str) -> dict[str, str]:
+    """The node (its directory relative to DATA_DIR, or the name of DATA_DIR when it is the
+    node's own directory) and the replica directory name of a report."""
+    rel = os.path.relpath(replica_path, data_dir)
+    node, replica = os.path.split(rel)
+    if rel == ".":  # DATA_DIR is the replica directory itself
+        node, replica = os.path.split(os.path.abspath(replica_path))
+        node = os.path.basename(node)
+    return {"node": node or os.path.basename(os.path.abspath(data_dir)), "replica": replica}
 
 
 def _fetch_json(url: str, timeout_s: float = 3.0) -> Any:

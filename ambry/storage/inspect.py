@@ -155,17 +155,36 @@ def verify_replica(path: str, disk: Disk | None = None) -> ReplicaReport:
     return rep
 
 
+#: How deep :func:`verify_path` looks for node directories below the path it is given
+#: (``<data root>/<node>/p<N>`` is one level; a deployment may group nodes one level more).
+MAX_VERIFY_DEPTH = 3
+
+
 def verify_path(path: str, disk: Disk | None = None) -> list[ReplicaReport]:
-    """``path`` is a replica directory, or a node data directory holding p<N> replicas."""
-    disk = disk or OsDisk()
-    names = disk.listdir(path)
+    """``path`` is a replica directory, a node data directory holding p<N> replicas, or a
+    directory above node directories (the data root of ``ambry cluster up --data-dir``, one
+    node directory per node): every replica found, node by node, in path order."""
+    return list(_verify_below(path, disk or OsDisk(), MAX_VERIFY_DEPTH))
+
+
+def _verify_below(path: str, disk: Disk, depth: int) -> Iterator[ReplicaReport]:
+    try:
+        names = sorted(disk.listdir(path))
+    except (NotADirectoryError, FileNotFoundError, PermissionError):
+        return  # a file beside the node directories (the cluster's state file, a log, ...)
     if any(filenames.parse_segment_name(n) for n in names):
-        return [verify_replica(path, disk)]
-    out = []
-    for n in names:
-        if filenames.parse_replica_dir_name(n) is not None:
-            out.append(verify_replica(os.path.join(path, n), disk))
-    return out
+        yield verify_replica(path, disk)
+        return
+    replicas = sorted((pid, n) for n in names
+                      if (pid := filenames.parse_replica_dir_name(n)) is not None)
+    if replicas:  # a node's data directory: its replicas, and nothing below them
+        for _, n in replicas:
+            yield verify_replica(os.path.join(path, n), disk)
+        return
+    if depth > 0:
+        for n in names:
+            if not n.startswith("."):
+                yield from _verify_below(os.path.join(path, n), disk, depth - 1)
 
 
 def read_record_header_at(path: str, offset: int) -> dict[str, Any]:
