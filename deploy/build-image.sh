@@ -4,12 +4,19 @@
 #   deploy/build-image.sh [--wheels-in-container]
 #
 # The image is built from the committed tree of AMBRY_SOURCE (a git revision, default HEAD;
-# AMBRY_SOURCE=worktree takes the working tree as it is, uncommitted edits included).
+# AMBRY_SOURCE=worktree takes the working tree as it is, uncommitted edits included). HEAD is
+# the default on purpose: an image is something you deploy, so it should be exactly one
+# commit, rebuildable later and named by its revision (the image's
+# org.opencontainers.image.revision label), not whatever the checkout held that minute. The
+# script says when uncommitted edits are left out.
 #
-# 1. The base: the Dockerfile says FROM python:3.11-slim. If no image of that tag is present
-#    locally, make one: debootstrap a minimal Debian bookworm with python3 + python3-venv
-#    (Python 3.11) and `docker import` it under that tag (AMBRY_BASE_PULL=1 pulls the official
-#    image instead, where a registry is reachable).
+# 1. The base (the Dockerfile's AMBRY_BASE): the official python:3.11-slim when it is present
+#    locally (AMBRY_BASE_PULL=1 pulls it, where a registry is reachable); else our own
+#    ambry-py-base:bookworm, made once with debootstrap (a minimal Debian bookworm with
+#    python3 + python3-venv, Python 3.11) and `docker import`. It never takes the official
+#    name, which would shadow python:3.11-slim for everything else on the docker host (an
+#    older version of this script did that: such an image is renamed to ours). AMBRY_BASE
+#    names any other base.
 # 2. The wheels: ambry (with its C extension) and its dependencies, built into
 #    build/docker-wheels/ by the host's Python when it has the image's major.minor version (the
 #    wheels must be cp3XX of the image's interpreter), else inside a build container of the
@@ -18,7 +25,7 @@
 #
 # Environment: AMBRY_IMAGE (default ambry-py:latest), AMBRY_SOURCE (default HEAD), PYTHON
 # (default .venv/bin/python, else python3), DEBIAN_MIRROR (default http://deb.debian.org/debian),
-# AMBRY_BASE_PULL=1.
+# AMBRY_BASE (default: see 1.), AMBRY_BASE_PULL=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -39,25 +46,52 @@ cleanup() { if ((${#TMP_DIRS[@]})); then rm -rf "${TMP_DIRS[@]}"; fi; }
 trap cleanup EXIT
 
 # ---------------------------------------------------------------- 0. the source tree
+REVISION=unknown
 if [[ "$SOURCE" == worktree ]] || ! git rev-parse --git-dir >/dev/null 2>&1; then
     SRC=$ROOT
+    if git rev-parse --git-dir >/dev/null 2>&1; then
+        REVISION="$(git rev-parse HEAD)$(git diff --quiet HEAD || echo -dirty)"
+    fi
     say "source: the working tree $SRC"
 else
     SRC=$(mktemp -d "${TMPDIR:-/tmp}/ambry-src.XXXXXX")
     TMP_DIRS+=("$SRC")
     git archive --format=tar "$SOURCE" | tar -x -C "$SRC"
+    REVISION=$(git rev-parse "$SOURCE^{commit}")
     say "source: $SOURCE ($(git rev-parse --short "$SOURCE"))"
+    if [[ "$SOURCE" == HEAD ]] && ! git diff --quiet HEAD; then
+        say "note: uncommitted edits of this checkout are NOT in the image" \
+            "(commit them, or AMBRY_SOURCE=worktree for a throwaway image)"
+    fi
 fi
-BASE=$(awk 'toupper($1) == "FROM" {print $2; exit}' "$SRC/Dockerfile")
+OFFICIAL_BASE=python:3.11-slim
+OWN_BASE=ambry-py-base:bookworm
 WHEELS=$SRC/build/docker-wheels
 
 # ---------------------------------------------------------------- 1. base image
-if docker image inspect "$BASE" >/dev/null 2>&1; then
+# an older version of this script tagged its debootstrap image python:3.11-slim: give it our
+# own name, so the official name means the official image again on this host
+if docker image history --no-trunc --format '{{.Comment}}' "$OFFICIAL_BASE" 2>/dev/null \
+        | grep -q 'deploy/build-image.sh'; then
+    say "$OFFICIAL_BASE here is a debootstrap image of this script: renaming it $OWN_BASE"
+    docker tag "$OFFICIAL_BASE" "$OWN_BASE"
+    docker rmi "$OFFICIAL_BASE" >/dev/null   # removes only that tag
+fi
+if [[ -n "${AMBRY_BASE:-}" ]]; then
+    BASE=$AMBRY_BASE
+    docker image inspect "$BASE" >/dev/null 2>&1 || docker pull "$BASE"
+elif docker image inspect "$OFFICIAL_BASE" >/dev/null 2>&1; then
+    BASE=$OFFICIAL_BASE
     say "base image $BASE is present"
 elif [[ "${AMBRY_BASE_PULL:-0}" == 1 ]]; then
+    BASE=$OFFICIAL_BASE
     say "pulling $BASE"
     docker pull "$BASE"
+elif docker image inspect "$OWN_BASE" >/dev/null 2>&1; then
+    BASE=$OWN_BASE
+    say "base image $BASE is present"
 else
+    BASE=$OWN_BASE
     command -v debootstrap >/dev/null || { echo "debootstrap is missing (apt-get install debootstrap)" >&2; exit 1; }
     ROOTFS=$(mktemp -d "${TMPDIR:-/tmp}/ambry-rootfs.XXXXXX")
     TMP_DIRS+=("$ROOTFS")
@@ -73,6 +107,7 @@ else
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV LANG=C.UTF-8' \
         --change 'CMD ["python3"]' \
+        --change 'LABEL org.ambry-py.base=debootstrap' \
         --message "debootstrap bookworm minbase + python3 (deploy/build-image.sh)" \
         - "$BASE" >/dev/null
     rm -rf "$ROOTFS"
@@ -116,7 +151,8 @@ say "$(ls "$WHEELS" | wc -l) wheels: $(ls "$WHEELS" | tr '\n' ' ')"
 # ---------------------------------------------------------------- 3. image
 say "docker build -t $IMAGE"
 # the legacy builder: works with or without the buildx plugin
-DOCKER_BUILDKIT=0 docker build --quiet -t "$IMAGE" "$SRC" 2>&1 >/dev/null | { grep -v -i -E "deprecated|buildkit|environment-variable|^ *$" || true; } >&2
+DOCKER_BUILDKIT=0 docker build --quiet -t "$IMAGE" --build-arg AMBRY_BASE="$BASE" \
+    --build-arg AMBRY_REVISION="$REVISION" "$SRC" 2>&1 >/dev/null | { grep -v -i -E "deprecated|buildkit|environment-variable|^ *$" || true; } >&2
 # only dangling images of this Dockerfile: the install stage, and the previous untagged build
 docker image prune --force --filter label=org.ambry-py.stage=install >/dev/null
 docker image prune --force --filter label=org.ambry-py.image >/dev/null

@@ -104,6 +104,7 @@ def _fetch_json(url: str, timeout_s: float = 3.0) -> Any:
 
 @admin.command("replication-status")
 @click.option("--config", "config_path", default="config/local.yaml", show_default=True,
+              envvar="AMBRY_CONFIG", show_envvar=True,
               type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--all-peers", is_flag=True, help="Also rows of peers a replica does not pull "
@@ -146,6 +147,7 @@ def replication_status(config_path: str, as_json: bool, all_peers: bool) -> None
 
 @admin.command("digests")
 @click.option("--config", "config_path", default="config/local.yaml", show_default=True,
+              envvar="AMBRY_CONFIG", show_envvar=True,
               type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
 def digests(config_path: str, as_json: bool) -> None:

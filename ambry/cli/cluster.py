@@ -103,6 +103,7 @@ def cluster() -> None:
 
 @cluster.command("up")
 @click.option("--config", "config_path", default="config/local.yaml", show_default=True,
+              envvar="AMBRY_CONFIG", show_envvar=True,
               type=click.Path(exists=True, dir_okay=False))
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False),
               help="Data root (default: data_dir of the config).")
@@ -226,8 +227,15 @@ def up(config_path: str, data_dir: str | None, log_level: str, log_format: str |
 def _load_state(data_dir: str | None, config_path: str) -> dict[str, Any]:
     if data_dir is None:
         from ambry.common.config import load_config
+        from ambry.common.errors import AmbryError
 
-        data_dir = str(load_config(config_path).data_root)
+        try:
+            data_dir = str(load_config(config_path).data_root)
+        except (OSError, AmbryError) as e:
+            reason = getattr(e, "message", None) or getattr(e, "strerror", None) or str(e)
+            raise click.ClickException(f"cannot read the config {config_path}: {reason} "
+                                       f"(give --config, $AMBRY_CONFIG or --data-dir)"
+                                       ) from None
     path = Path(data_dir) / STATE_FILE
     if not path.exists():
         raise click.ClickException(f"no running cluster found under {data_dir}")
@@ -235,7 +243,8 @@ def _load_state(data_dir: str | None, config_path: str) -> dict[str, Any]:
 
 
 @cluster.command("status")
-@click.option("--config", "config_path", default="config/local.yaml", show_default=True)
+@click.option("--config", "config_path", default="config/local.yaml", show_default=True,
+              envvar="AMBRY_CONFIG", show_envvar=True)
 @click.option("--data-dir", default=None)
 @click.option("--json", "as_json", is_flag=True)
 def status(config_path: str, data_dir: str | None, as_json: bool) -> None:
@@ -261,7 +270,8 @@ def status(config_path: str, data_dir: str | None, as_json: bool) -> None:
 
 
 @cluster.command("down")
-@click.option("--config", "config_path", default="config/local.yaml", show_default=True)
+@click.option("--config", "config_path", default="config/local.yaml", show_default=True,
+              envvar="AMBRY_CONFIG", show_envvar=True)
 @click.option("--data-dir", default=None)
 def down(config_path: str, data_dir: str | None) -> None:
     """SIGTERM every process of the running cluster."""
@@ -273,7 +283,8 @@ def down(config_path: str, data_dir: str | None) -> None:
 
 
 @click.command("frontend")
-@click.option("--config", "config_path", required=True,
+@click.option("--config", "config_path", required=True, envvar="AMBRY_CONFIG",
+              show_envvar=True,
               type=click.Path(exists=True, dir_okay=False))
 @click.option("--datacenter", required=True, help="The datacenter this frontend serves.")
 @click.option("--host", default=None, help="Listen address (default: from the config).")

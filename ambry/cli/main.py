@@ -29,7 +29,8 @@ def main() -> None:
 
 
 @main.command("server")
-@click.option("--config", "config_path", required=True,
+@click.option("--config", "config_path", required=True, envvar="AMBRY_CONFIG",
+              show_envvar=True,
               type=click.Path(exists=True, dir_okay=False), help="Cluster config (YAML).")
 @click.option("--node", "node_id", required=True, help="This node's id in the cluster map.")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False),

@@ -49,6 +49,7 @@ async def _collect(cfg: Any, datacenter: str, timeout_ms: int
 
 @click.command("usage")
 @click.option("--config", "config_path", default="config/local.yaml", show_default=True,
+              envvar="AMBRY_CONFIG", show_envvar=True,
               type=click.Path(exists=True, dir_okay=False))
 @click.option("--datacenter", default=None,
               help="The datacenter to count [default: the first of the config].")
