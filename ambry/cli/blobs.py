@@ -670,16 +670,18 @@ async def _ls(conn: Conn, loc: Location, recursive: bool, as_json: bool, human: 
             size = human_size(row["size"]) if human else str(row["size"])
             click.echo(f"{row['created'][:19].replace('T', ' ')}  {size:>12}  {row['name']}")
 
-    last_dir = ""
+    from ambry.client import NamedPrefix
+
     async with conn.client() as c:
         try:
-            async for e in c.list_named(loc.name, account=loc.account, container=loc.container):
-                rest = e.name[len(loc.name):]
-                if not recursive and "/" in rest:
-                    d = loc.name + rest.split("/", 1)[0] + "/"
-                    if d != last_dir:  # sorted: a directory's names are contiguous
-                        last_dir = d
-                        emit({"name": d, "type": "directory"})
+            # one level: the frontend rolls deeper names up into directories and skips
+            # them (delimiter listing), so a directory costs its children, not its tree
+            listing = c.list_named(loc.name, account=loc.account, container=loc.container) \
+                if recursive else c.list_dir(loc.name, account=loc.account,
+                                             container=loc.container)
+            async for e in listing:
+                if isinstance(e, NamedPrefix):
+                    emit({"name": e.name, "type": "directory"})
                     continue
                 emit({"name": e.name, "type": "file", "size": e.size, "blob_id": e.blob_id,
                       "content_type": e.content_type, "created": _iso(e.created)})

@@ -47,7 +47,7 @@ from ambry.client._reader import AsyncBlobReader, BlobReader
 from ambry.client._retry import RetryPolicy
 from ambry.client._source import Data
 from ambry.client._transport import RequestEvent
-from ambry.client._types import XXH3_METADATA_KEY, BlobInfo, NamedEntry
+from ambry.client._types import XXH3_METADATA_KEY, BlobInfo, NamedEntry, NamedPrefix
 
 __all__ = [
     "XXH3_METADATA_KEY",
@@ -76,6 +76,7 @@ __all__ = [
     "LifeVersionConflict",
     "NameExists",
     "NamedEntry",
+    "NamedPrefix",
     "PayloadTooLarge",
     "RangeNotSatisfiable",
     "RequestEvent",

@@ -42,6 +42,7 @@ from ambry.client._types import (
     XXH3_METADATA_KEY,
     BlobInfo,
     NamedEntry,
+    NamedPrefix,
     check_blob_id,
     info_from_headers,
     named_entry_from_json,
@@ -184,11 +185,15 @@ class AsyncClient:
                         ttl_s: int | None = None, user_metadata: Mapping[str, str] | None = None,
                         owner_id: str | None = None, filename: str | None = None,
                         account: str | None = None, container: str | None = None,
-                        service_id: str | None = None, progress: bool | None = None) -> str:
+                        service_id: str | None = None, resume: bool = True,
+                        progress: bool | None = None) -> str:
         """Upload a blob under ``name`` (``runs/42/model.pt``; ``/`` allowed) in a container;
-        its blob id. An existing name raises :class:`NameExists` unless ``upsert``. ``data``
-        and the properties are as for :meth:`put`; bodies over one part stream through one
-        request (not parallel, not resumable: the REST API cannot name a stitched blob)."""
+        its blob id. An existing name raises :class:`NameExists` unless ``upsert`` (checked
+        before anything is sent, and decided again at the end). ``data`` and the properties
+        are as for :meth:`put`: anything over one part is uploaded as parallel chunks and
+        stitched into the name (``POST /named/...``), so a multi-GB checkpoint from a path
+        resumes where it stopped when called again (``resume=False`` starts over), with
+        memory ``(parallelism + 2) x part_size_bytes`` whatever its size."""
         headers = self._props(content_type=content_type, ttl_s=ttl_s,
                               user_metadata=user_metadata, owner_id=owner_id,
                               filename=filename, service_id=service_id)
@@ -196,7 +201,8 @@ class AsyncClient:
         bar = self._bar(progress, src.size, f"put {name}")
         try:
             return await self._uploader.put_named(self._named_path(name, account, container),
-                                                  src, headers, upsert=upsert, bar=bar)
+                                                  src, headers, upsert=upsert, resume=resume,
+                                                  bar=bar)
         finally:
             bar.close()
             await src.aclose()
@@ -314,6 +320,46 @@ class AsyncClient:
             page = body.get("nextPageToken") or ""
             if not page:
                 return
+
+    async def list_dir(self, prefix: str = "", *, delimiter: str = "/",
+                       account: str | None = None, container: str | None = None,
+                       page_size: int = 1000
+                       ) -> AsyncGenerator[NamedEntry | NamedPrefix, None]:
+        """One level under ``prefix``, sorted: a :class:`NamedEntry` per name with no
+        ``delimiter`` after the prefix, a :class:`NamedPrefix` per "directory" (the prefix
+        up to and including the next ``delimiter``), as S3's ListObjects with a delimiter.
+        The frontend skips the names inside each directory, so this costs the number of
+        children, not of every name below."""
+        a = _path_segment(account or self.account, "account")
+        c = _path_segment(container or self.container, "container")
+        if not delimiter:
+            raise ValueError("delimiter must be a non-empty string")
+        page = ""
+        while True:
+            params = {"prefix": prefix, "delimiter": delimiter, "maxResults": str(page_size)}
+            if page:
+                params["page"] = page
+            reply = await self._t.call("GET", f"/named/{a}/{c}", params=params,
+                                       idempotent=True, what=f"list /named/{a}/{c}")
+            body = json.loads(reply.body)
+            rows: list[NamedEntry | NamedPrefix] = [
+                named_entry_from_json(e) for e in body.get("entries", [])]
+            rows += [NamedPrefix(str(p)) for p in body.get("commonPrefixes", [])]
+            rows.sort(key=lambda r: r.name.encode())  # the store's order: UTF-8 bytes
+            for r in rows:
+                yield r
+            page = body.get("nextPageToken") or ""
+            if not page:
+                return
+
+    async def list_containers(self, account: str | None = None) -> list[str]:
+        """Names of the containers of ``account`` (those of the cluster config and those
+        created at run time, e.g. S3 buckets). An unknown account raises
+        :class:`InvalidArgument`."""
+        a = _path_segment(account or self.account, "account")
+        reply = await self._t.call("GET", f"/named/{a}", idempotent=True,
+                                   what=f"list containers of {a}")
+        return [str(n) for n in json.loads(reply.body).get("containers", [])]
 
     # ------------------------------------------------------------------ signed URLs
     async def signed_url(self, method: Literal["GET", "POST"] = "GET",

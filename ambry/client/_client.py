@@ -19,7 +19,7 @@ from ambry.client._reader import AsyncBlobReader, BlobReader
 from ambry.client._retry import RetryPolicy
 from ambry.client._source import Data
 from ambry.client._transport import RequestEvent
-from ambry.client._types import BlobInfo, NamedEntry
+from ambry.client._types import BlobInfo, NamedEntry, NamedPrefix
 
 __all__ = ["Client"]
 
@@ -122,12 +122,13 @@ class Client:
                   user_metadata: Mapping[str, str] | None = None, owner_id: str | None = None,
                   filename: str | None = None, account: str | None = None,
                   container: str | None = None, service_id: str | None = None,
-                  progress: bool | None = None) -> str:
+                  resume: bool = True, progress: bool | None = None) -> str:
         """Upload a blob under a name; its blob id. See :meth:`AsyncClient.put_named`."""
         return self._loop.call(self._async.put_named(
             name, data, upsert=upsert, content_type=content_type, ttl_s=ttl_s,
             user_metadata=user_metadata, owner_id=owner_id, filename=filename,
-            account=account, container=container, service_id=service_id, progress=progress))
+            account=account, container=container, service_id=service_id, resume=resume,
+            progress=progress))
 
     # ------------------------------------------------------------------ reads by id
     def open(self, blob_id: str, *, include_deleted: bool = False) -> BlobReader:
@@ -216,6 +217,29 @@ class Client:
         finally:
             if not self._loop.closed:
                 self._loop.call(pages.aclose())
+
+    def list_dir(self, prefix: str = "", *, delimiter: str = "/",
+                 account: str | None = None, container: str | None = None,
+                 page_size: int = 1000) -> Iterator[NamedEntry | NamedPrefix]:
+        """One level under ``prefix``: names, and :class:`NamedPrefix` directories (see
+        :meth:`AsyncClient.list_dir`)."""
+        pages = self._async.list_dir(prefix, delimiter=delimiter, account=account,
+                                     container=container, page_size=page_size)
+        try:
+            while True:
+                try:
+                    row: NamedEntry | NamedPrefix = self._loop.call(_anext(pages))
+                except StopAsyncIteration:
+                    return
+                yield row
+        finally:
+            if not self._loop.closed:
+                self._loop.call(pages.aclose())
+
+    def list_containers(self, account: str | None = None) -> list[str]:
+        """Names of the containers of ``account`` (see :meth:`AsyncClient.list_containers`)."""
+        names: list[str] = self._loop.call(self._async.list_containers(account))
+        return names
 
     # ------------------------------------------------------------------ signed URLs
     def signed_url(self, method: Literal["GET", "POST"] = "GET", blob_id: str | None = None,

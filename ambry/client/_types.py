@@ -86,6 +86,14 @@ class NamedEntry:
     created: datetime
 
 
+@dataclass(frozen=True)
+class NamedPrefix:
+    """A directory in :meth:`~ambry.client.Client.list_dir`: a common prefix of the names
+    below it, ending with the delimiter (``runs/42/``)."""
+
+    name: str
+
+
 def _blob_id_from_etag(etag: str | None) -> str:
     if not etag:
         return ""

@@ -13,8 +13,11 @@ Owns the upload plan. A source is read one part (``part_size_bytes``) at a time:
   Memory is bounded by ``(parallelism + 2) x part_size_bytes`` whatever the blob's size.
   For a file path, finished parts go to a resume journal (``_resume``): after a crash the
   same call skips them (reading them back only to hash them) and sends the rest.
-* a named put of more than one part streams the body through one ``PUT /named/...`` (the
-  REST API cannot give a name to a stitched blob), so it is neither parallel nor resumable.
+* a named put of more than one part is the same chunked upload, stitched into the name with
+  ``POST /named/<a>/<c>/<name>`` (the name rules of ``PUT``: 409 without upsert), so it is
+  parallel and, for a file path, resumable. Without upsert a ``HEAD`` of the name first
+  fails fast on a taken name, before any chunk is sent. A retried named stitch is safe: the
+  frontend answers a stitch that already landed with the same blob.
 
 The xxh3 of the whole blob is stored in its user metadata (``XXH3_METADATA_KEY``) so that
 every download verifies the bytes end to end (``_download``, ``_reader``).
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import xxhash
@@ -41,6 +44,7 @@ from ambry.client._errors import (
     BlobNotFound,
     Gone,
     IntegrityError,
+    NameExists,
     PayloadTooLarge,
 )
 from ambry.client._progress import Progress
@@ -117,10 +121,11 @@ class Uploader:
                                        fresh=True)
 
     async def put_named(self, path: str, src: Source, headers: Mapping[str, str], *,
-                        upsert: bool, bar: Progress) -> str:
+                        upsert: bool, resume: bool, bar: Progress) -> str:
         """Upload ``src`` under a name (``path`` is ``/named/<a>/<c>/<name>``); its blob id.
-        Idempotent only with ``upsert`` (a retry of a put that did land finds the name
-        taken otherwise)."""
+        One part: one ``PUT``, idempotent only with ``upsert`` (a retry of a put that did
+        land finds the name taken otherwise). More: parallel chunks stitched into the name
+        (resumable for a file path, as :meth:`put`)."""
         rid = self.t.new_request_id()
         hdrs = {**headers, "x-ambry-named-upsert": "true" if upsert else "false"}
         first = await src.read(self.part_size)
@@ -130,7 +135,31 @@ class Uploader:
                                               what=f"named put {path}")
             bar.update(len(first))
             return blob_id
-        return await self._stream_named(path, src, hdrs, [first, second], rid, upsert, bar)
+        if not upsert:
+            await self._require_absent(path, rid)
+        # the name's account and container are in the path; chunks need them as headers
+        _, _, account, container, _ = path.split("/", 4)
+        chunk_hdrs = {**hdrs, "x-ambry-target-account-name": account,
+                      "x-ambry-target-container-name": container}
+        journal_ok = resume and src.path is not None and src.stat is not None
+        try:
+            return await self._chunked(src, chunk_hdrs, [first, second], rid, bar, journal_ok,
+                                       stitch_path=path)
+        except _StaleResume:
+            await src.restart()
+            first = await src.read(self.part_size)
+            second = await src.read(self.part_size)
+            return await self._chunked(src, chunk_hdrs, [first, second], rid, bar, journal_ok,
+                                       fresh=True, stitch_path=path)
+
+    async def _require_absent(self, path: str, rid: str) -> None:
+        """:class:`NameExists` if a live blob has this name (checked again by the stitch)."""
+        try:
+            await self.t.call("HEAD", path, idempotent=True, what=f"head {path}", rid=rid)
+        except (BlobNotFound, Gone):
+            return
+        raise NameExists(f"named put {path}: the name exists (pass upsert=True to replace "
+                         f"it)", status=409, code="NAME_ALREADY_EXISTS")
 
     # ------------------------------------------------------------------ one request
     async def _one_request(self, method: str, path: str, data: bytes,
@@ -208,7 +237,8 @@ class Uploader:
             return held, journal, done
 
     async def _chunked(self, src: Source, headers: Mapping[str, str], held: list[bytes],
-                       rid: str, bar: Progress, use_journal: bool, fresh: bool = False) -> str:
+                       rid: str, bar: Progress, use_journal: bool, fresh: bool = False,
+                       stitch_path: str = "/stitch") -> str:
         held, journal, done = await self._settle_part_size(src, headers, held, rid,
                                                            use_journal, fresh)
         part = self.part_size
@@ -273,8 +303,9 @@ class Uploader:
         hdrs = {**headers, _UM_XXH3: whole.hexdigest(), "Content-Type": "application/json"}
         body = json.dumps({"chunkIds": ids}).encode()
         try:
-            reply = await self.t.call("POST", "/stitch", headers=hdrs, body=body,
-                                      idempotent=True, what="stitch", rid=f"{rid}-stitch")
+            reply = await self.t.call("POST", stitch_path, headers=hdrs, body=body,
+                                      idempotent=True, what=f"stitch {stitch_path}",
+                                      rid=f"{rid}-stitch")
         except (BlobNotFound, Gone, BadRequest):  # BadRequest: ids of another cluster
             if journal is not None:
                 journal.remove()
@@ -286,50 +317,6 @@ class Uploader:
             raise IntegrityError(f"stitched blob has {size} bytes, {total} were uploaded")
         if journal is not None:
             journal.remove()
-        return _location(reply.headers)
-
-    # ------------------------------------------------------------------ named, streamed
-    async def _stream_named(self, path: str, src: Source, headers: Mapping[str, str],
-                            held: list[bytes], rid: str, upsert: bool, bar: Progress) -> str:
-        part = self.part_size
-        hdrs = dict(headers)
-        replayable = src.can_restart()
-        if replayable:
-            # a first pass for the whole-body xxh3, so the frontend checks what it receives
-            await src.restart()
-            hasher = xxhash.xxh3_64()
-            size = 0
-            while piece := await src.read(part):
-                hasher.update(piece)
-                size += len(piece)
-            hdrs.update({"x-ambry-content-xxh3": hasher.hexdigest(),
-                         _UM_XXH3: hasher.hexdigest(), "x-ambry-blob-size": str(size)})
-        elif src.size is not None:
-            hdrs["x-ambry-blob-size"] = str(src.size)
-        attempts = 0
-
-        def body() -> AsyncIterator[bytes]:
-            nonlocal attempts
-            attempts += 1
-            first_try_of_one_shot = not replayable
-
-            async def gen() -> AsyncIterator[bytes]:
-                pending = list(held) if first_try_of_one_shot else []
-                if replayable:
-                    await src.restart()
-                while True:
-                    data = pending.pop(0) if pending else await src.read(part)
-                    if not data:
-                        return
-                    if attempts == 1:
-                        bar.update(len(data))
-                    yield data
-
-            return gen()
-
-        reply = await self.t.call("PUT", path, headers=hdrs, body=body,
-                                  idempotent=upsert, replayable=replayable,
-                                  what=f"named put {path}", rid=rid)
         return _location(reply.headers)
 
 

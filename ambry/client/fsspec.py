@@ -17,18 +17,20 @@ the ``AMBRY_ENDPOINT`` environment variable (comma-separated), else ``http://127
                          storage_options={"endpoint": "http://127.0.0.1:1174"})
 
 Paths are ``<account>/<container>/<name>``. Directories are implied by ``/`` in names, as in
-s3fs: a directory exists while some name lies under it, ``mkdir`` / ``makedirs`` do nothing,
-and an empty directory cannot exist. Accounts and containers come from the cluster config
-(or the S3 API): the REST API cannot list them or create them, so ``ls`` starts at a
-container.
+s3fs: a directory exists while some name lies under it and an empty directory cannot exist.
+Accounts and containers come from the cluster config (or S3 CreateBucket): the REST API
+cannot create them, so ``mkdir`` / ``makedirs`` only check that they exist (an unknown one
+is a :class:`PermissionError` saying how to create it), and an unknown account or container
+reads as absent. ``ls`` of an account lists its containers (``GET /named/<account>``); the
+root cannot be listed.
 
 How operations map onto the SDK (:class:`~ambry.client.AsyncClient`, run on fsspec's event
 loop thread, so bulk operations run concurrently, ``batch_size`` = 8 at a time by default):
 
 * ``info``: ``HEAD`` of the name; if there is none, a one-entry listing of ``<name>/`` says
-  whether it is a directory. ``ls`` and ``find`` page through the prefix listing (the REST
-  API has no delimiter, so listing a directory reads every name below it); ``ls`` results are
-  cached (fsspec's ``dircache``) until a write through this instance or
+  whether it is a directory. ``ls`` is one delimiter listing (``delimiter=/``: the names
+  inside subdirectories are skipped by the store, not read); ``find`` pages through the
+  prefix listing once (not a listing per directory); ``ls`` results are cached (fsspec's ``dircache``) until a write through this instance or
   :meth:`~AmbryFileSystem.invalidate_cache`.
 * ``open(..., "rb")``: the SDK's seekable :class:`~ambry.client.BlobReader` (range requests
   with adaptive read-ahead, checked against the stored xxh3 when read to the end), so
@@ -83,12 +85,18 @@ from ambry.client._errors import (
     Unauthorized,
 )
 from ambry.client._reader import AsyncBlobReader, BlobReader
-from ambry.client._types import BlobInfo, NamedEntry
+from ambry.client._types import BlobInfo, NamedEntry, NamedPrefix
 from ambry.common.location import endpoints_from, guess_content_type
 
 __all__ = ["AmbryFileSystem", "AmbryReadFile", "AmbryWriteFile"]
 
 _COPY_PIECE_BYTES = MIB
+#: Constructor options that fsspec's base classes take (listings cache); anything else that
+#: is not a parameter of :class:`AmbryFileSystem` is a TypeError.
+_FSSPEC_OPTIONS = frozenset({"use_listings_cache", "listings_expiry_time", "max_paths"})
+#: The keyword that carries a bulk operation's concurrency limit to each transfer (see
+#: :meth:`AmbryFileSystem._put`).
+_SLOTS = "_ambry_slots"
 
 
 def _os_error(e: ApiError, path: str) -> Exception:
@@ -305,12 +313,21 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
                  batch_size: int = 8, spool_bytes: int = 8 * MIB,
                  read_buffer_bytes: int = 128 * 1024, asynchronous: bool = False,
                  loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any) -> None:
+        # fsspec hands every storage option to the constructor: one this class does not know
+        # (url= for endpoint=, a typo) used to be dropped silently, and the filesystem then
+        # talked to the default endpoint
+        unknown = sorted(set(kwargs) - _FSSPEC_OPTIONS)
+        if unknown:
+            raise TypeError(f"AmbryFileSystem got unexpected keyword argument(s) "
+                            f"{', '.join(unknown)} (the frontend URL is endpoint= or "
+                            f"endpoints=; SDK options go in client_kwargs=)")
         super().__init__(asynchronous=asynchronous, loop=loop, batch_size=batch_size, **kwargs)
         urls = endpoints_from(endpoints if endpoints is not None else endpoint)
         self.client = AsyncClient(urls, service_id=service_id,
                                   **{"progress": False, **(client_kwargs or {})})
         self.spool_bytes = spool_bytes
         self.read_buffer_bytes = read_buffer_bytes
+        self._known_containers: set[tuple[str, str]] = set()
         self._finalizer = weakref.finalize(self, _close_client, self.client, self._loop)
 
     # ------------------------------------------------------------------ paths
@@ -366,10 +383,13 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
                   **kwargs: Any) -> list[Any]:
         path = self._strip_protocol(path)
         a, c, name = self._split(path)
-        if not c:
-            raise NotImplementedError("the Ambry REST API cannot list accounts or containers: "
-                                      "ls <account>/<container>[/<dir>]")
+        if not a:
+            raise NotImplementedError("the Ambry REST API cannot list accounts (they come "
+                                      "from the cluster config): ls <account>[/<container>]")
         entries = None if refresh else self.dircache.get(path)
+        if entries is None and not c:
+            entries = [_dir_entry(f"{a}/{name}") for name in await self._containers(a, path)]
+            self.dircache[path] = entries
         if entries is None:
             entries = await self._list_dir(path, a, c, name)
             if entries is None:  # no names below: a file, or nothing
@@ -381,23 +401,42 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
     async def _list_dir(self, path: str, a: str, c: str, name: str
                         ) -> list[dict[str, Any]] | None:
         """The children of a directory (files, and subdirectories implied by deeper names);
-        ``None`` when no name lies below ``name`` (an empty container is ``[]``)."""
+        ``None`` when no name lies below ``name`` (an empty container is ``[]``). One
+        delimiter listing: the names inside each subdirectory are not read."""
         prefix = name + "/" if name else ""
         out: list[dict[str, Any]] = []
-        last_dir = None
-        async for e in self._names(a, c, prefix):
-            head, sep, _ = e.name[len(prefix):].partition("/")
-            if not head:
-                continue  # "a//b" or "a/": no fsspec path reaches it
-            child = f"{path}/{head}"
-            if not sep:
-                out.append(_entry_from_listing(child, e))
-            elif child != last_dir:  # names are sorted: a directory's names are contiguous
-                out.append(_dir_entry(child))
-                last_dir = child
+        try:
+            async for e in self.client.list_dir(prefix, account=a, container=c):
+                head = e.name[len(prefix):]
+                if isinstance(e, NamedPrefix):
+                    head = head[:-1]
+                    if head:
+                        out.append(_dir_entry(f"{path}/{head}"))
+                elif head:  # "a/" itself: no fsspec path reaches it
+                    out.append(_entry_from_listing(f"{path}/{head}", e))
+        except ApiError as err:
+            raise _os_error(err, path) from err
         if not out and name:
             return None
         return out
+
+    async def _containers(self, account: str, path: str) -> list[str]:
+        """The containers of an account; FileNotFoundError for an unknown account."""
+        try:
+            names: list[str] = await self.client.list_containers(account)
+        except ApiError as e:
+            raise _os_error(e, path) from e
+        return names
+
+    async def _check_container(self, a: str, c: str, path: str) -> None:
+        """FileNotFoundError unless account ``a`` has container ``c`` (remembered once
+        seen: containers are not deleted through this filesystem)."""
+        if (a, c) in self._known_containers:
+            return
+        if c not in await self._containers(a, path):
+            raise FileNotFoundError(errno.ENOENT, f"no container {c!r} in account {a!r}",
+                                    path)
+        self._known_containers.add((a, c))
 
     async def _find(self, path: str, maxdepth: int | None = None, withdirs: bool = False,
                     detail: bool = False, prefix: str = "", **kwargs: Any) -> Any:
@@ -449,11 +488,15 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
     async def _info(self, path: str, refresh: bool = False, **kwargs: Any) -> dict[str, Any]:
         path = self._strip_protocol(path)
         a, c, name = self._split(path)
+        if not a:
+            return _dir_entry(path)  # the root
         if not c:
-            # accounts come from the cluster config and cannot be checked over the REST API
+            # an unknown account is absent (it used to read as a directory, so tools skipped
+            # creating their root and every write then failed with "unknown account")
+            await self._containers(a, path)
             return _dir_entry(path)
         if not name:
-            await self._has_names(a, c, "")  # FileNotFoundError for an unknown container
+            await self._check_container(a, c, path)
             return _dir_entry(path)
         if not refresh:
             parent = self._parent(path)
@@ -481,10 +524,42 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
         raise FileNotFoundError(errno.ENOENT, "no such name", path)
 
     async def _mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
-        """Nothing to do: directories are implied by the names below them."""
+        """Check that the account and container exist: directories below a container are
+        implied by the names below them, so there is nothing to create. The REST API cannot
+        create accounts or containers: for one that does not exist this raises
+        :class:`PermissionError` naming what to do instead (a container: S3 CreateBucket, or
+        the cluster config)."""
+        await self._require_container(self._strip_protocol(path))
 
     async def _makedirs(self, path: str, exist_ok: bool = False) -> None:
-        """Nothing to do: directories are implied by the names below them."""
+        """As :meth:`_mkdir`; an existing account or container is a
+        :class:`FileExistsError` unless ``exist_ok`` (a directory below a container never
+        is: it exists only while names lie below it)."""
+        path = self._strip_protocol(path)
+        await self._require_container(path)
+        a, _, name = self._split(path)
+        if not exist_ok and a and not name:
+            raise FileExistsError(errno.EEXIST, "account or container exists", path)
+
+    async def _require_container(self, path: str) -> None:
+        a, c, _ = self._split(path)
+        if not a:
+            return
+        try:
+            containers = await self._containers(a, path)
+        except FileNotFoundError:
+            raise PermissionError(
+                errno.EPERM, f"account {a!r} does not exist; accounts come from the cluster "
+                f"config (accounts: in the config file), the REST API cannot create them",
+                path) from None
+        if c and c not in containers:
+            raise PermissionError(
+                errno.EPERM, f"container {c!r} does not exist in account {a!r}, and the "
+                f"Ambry REST API cannot create containers: create it as an S3 bucket "
+                f"(e.g. `aws s3 mb s3://{c}` against the S3 port with the account's keys) "
+                f"or add it to the account in the cluster config", path)
+        if c:
+            self._known_containers.add((a, c))
 
     async def _rmdir(self, path: str) -> None:
         """A directory exists only while names lie below it, so it is never empty."""
@@ -528,6 +603,10 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
 
     async def _get_file(self, rpath: str, lpath: Any, callback: Any = DEFAULT_CALLBACK,
                         **kwargs: Any) -> None:
+        async with _slot(kwargs.pop(_SLOTS, None)):
+            await self._get_one(rpath, lpath, callback)
+
+    async def _get_one(self, rpath: str, lpath: Any, callback: Any) -> None:
         a, c, name = self._name_of(rpath)
         try:
             if isfilelike(lpath):
@@ -587,10 +666,15 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
 
     async def _pipe_file(self, path: str, value: bytes, mode: str = "overwrite",
                          **kwargs: Any) -> None:
-        await self._upload(path, value, create=mode == "create")
+        async with _slot(kwargs.pop(_SLOTS, None)):
+            await self._upload(path, value, create=mode == "create")
 
     async def _put_file(self, lpath: str, rpath: str, callback: Any = DEFAULT_CALLBACK,
                         mode: str = "overwrite", **kwargs: Any) -> None:
+        async with _slot(kwargs.pop(_SLOTS, None)):
+            await self._put_one(lpath, rpath, callback, mode)
+
+    async def _put_one(self, lpath: str, rpath: str, callback: Any, mode: str) -> None:
         if os.path.isdir(lpath):
             return  # directories are implied by the names below them
         f = await asyncio.to_thread(open, lpath, "rb")
@@ -600,6 +684,42 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
                                create=mode == "create")
         finally:
             f.close()
+
+    # fsspec's bulk operations hand their coroutines to a runner that starts batch_size of
+    # them at a time; when one fails it raises at once and the coroutines it had not started
+    # are never awaited ("coroutine '_put_file' was never awaited" at exit). So every
+    # transfer is started at once (batch_size=-1: each failure then cancels the rest) and a
+    # semaphore passed down in the keywords lets batch_size of them work at a time.
+    def _slots(self, batch_size: int | None) -> asyncio.Semaphore:
+        return asyncio.Semaphore(batch_size or self.batch_size or 8)
+
+    async def _put(self, lpath: Any, rpath: Any, recursive: bool = False,
+                   callback: Any = DEFAULT_CALLBACK, batch_size: int | None = None,
+                   maxdepth: int | None = None, **kwargs: Any) -> Any:
+        kwargs[_SLOTS] = self._slots(batch_size)
+        return await super()._put(lpath, rpath, recursive=recursive, callback=callback,
+                                  batch_size=-1, maxdepth=maxdepth, **kwargs)
+
+    async def _get(self, rpath: Any, lpath: Any, recursive: bool = False,
+                   callback: Any = DEFAULT_CALLBACK, maxdepth: int | None = None,
+                   **kwargs: Any) -> Any:
+        kwargs[_SLOTS] = self._slots(kwargs.pop("batch_size", None))
+        return await super()._get(rpath, lpath, recursive=recursive, callback=callback,
+                                  maxdepth=maxdepth, batch_size=-1, **kwargs)
+
+    async def _pipe(self, path: Any, value: Any = None, batch_size: int | None = None,
+                    **kwargs: Any) -> Any:
+        kwargs[_SLOTS] = self._slots(batch_size)
+        return await super()._pipe(path, value, batch_size=-1, **kwargs)
+
+    async def _sizes(self, paths: list[str], batch_size: int | None = None) -> list[Any]:
+        slots = self._slots(batch_size)
+
+        async def size(p: str) -> Any:
+            async with slots:
+                return await self._size(p)
+
+        return list(await _run_coros_in_chunks([size(p) for p in paths], batch_size=-1))
 
     async def _cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         a1, c1, n1 = self._name_of(path1)
@@ -684,6 +804,11 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
         url: str = self._call(self.client.signed_url(
             "GET", self.ukey(path), expires_in_s=expiration))
         return url
+
+
+def _slot(slots: asyncio.Semaphore | None) -> contextlib.AbstractAsyncContextManager[Any]:
+    """One of a bulk operation's slots (see :meth:`AmbryFileSystem._put`), or none."""
+    return slots if slots is not None else contextlib.nullcontext()
 
 
 def _range(start: int | None, end: int | None, size: int) -> tuple[int, int]:

@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -64,7 +64,11 @@ from ambry.frontend.jsonbody import read_json
 from ambry.frontend.openapi import OPENAPI_PATH, serve_openapi
 from ambry.frontend.readiness import Readiness
 from ambry.frontend.router import BlobRead, Router
+from ambry.frontend.s3.listing import ListEntry, ListingBuilder
 from ambry.frontend.signing import SIGNATURE_PARAM, sign_url, verify_url
+
+if TYPE_CHECKING:
+    from ambry.protocol.messages import NameRecord
 
 __all__ = ["STATUS_BY_CODE", "FrontendApp", "make_app"]
 
@@ -104,6 +108,7 @@ _CORS_HEADERS = {
 _MAX_LIST_RESULTS = 10_000
 _MAX_STITCH_BODY_BYTES = 16 * 1024 * 1024
 _MAX_STITCH_JSON_DEPTH = 2  # {"chunkIds": [...]}
+_MAX_DELIMITER_BYTES = 64
 
 
 #: Largest piece read from a request body at once (bounds aiohttp's per-request buffer).
@@ -399,15 +404,19 @@ class FrontendApp:
     async def stitch(self, request: web.Request) -> web.Response:
         account, container = await self.account_and_container(request)
         props, um = self.props_from(request, account, container)
+        chunk_ids = await self._stitch_ids(request)
+        stored = await self.router.stitch(chunk_ids,
+                                          account_id=account.id, container_id=container.id,
+                                          props=props, usermeta=um, rid=request["rid"])
+        return self._created(stored.blob_id.to_str(), stored.size, stored.created_ms)
+
+    async def _stitch_ids(self, request: web.Request) -> list[str]:
         body = await read_json(request, max_bytes=_MAX_STITCH_BODY_BYTES,
                                max_depth=_MAX_STITCH_JSON_DEPTH)
         chunk_ids = body.get("chunkIds") if isinstance(body, dict) else None
         if not isinstance(chunk_ids, list) or not all(isinstance(c, str) for c in chunk_ids):
             raise InvalidArgument('stitch body must be JSON {"chunkIds": ["<chunk id>", ...]}')
-        stored = await self.router.stitch([c.lstrip("/") for c in chunk_ids],
-                                          account_id=account.id, container_id=container.id,
-                                          props=props, usermeta=um, rid=request["rid"])
-        return self._created(stored.blob_id.to_str(), stored.size, stored.created_ms)
+        return [c.lstrip("/") for c in chunk_ids]
 
     # ------------------------------------------------------------------ named blobs
     async def _named_target(self, request: web.Request) -> tuple[Account, Container, str]:
@@ -427,6 +436,18 @@ class FrontendApp:
             upsert=parse_bool_header(h.get("x-ambry-named-upsert")), rid=request["rid"])
         return self._created(stored.blob_id.to_str(), stored.size, stored.created_ms)
 
+    async def stitch_named(self, request: web.Request) -> web.Response:
+        """``POST /named/<a>/<c>/<name>``: stitch chunks into a blob under a name (the
+        resumable, parallel upload of a named blob), as ``PUT`` would store it."""
+        account, container, name = await self._named_target(request)
+        props, um = self.props_from(request, account, container)
+        chunk_ids = await self._stitch_ids(request)
+        stored = await self.router.stitch_named(
+            name, chunk_ids, account_id=account.id, container_id=container.id, props=props,
+            usermeta=um, upsert=parse_bool_header(request.headers.get("x-ambry-named-upsert")),
+            rid=request["rid"])
+        return self._created(stored.blob_id.to_str(), stored.size, stored.created_ms)
+
     async def get_named(self, request: web.Request) -> web.StreamResponse:
         account, container, name = await self._named_target(request)
         bid = await self.router.resolve_name(account.id, container.id, name, request["rid"])
@@ -443,6 +464,7 @@ class FrontendApp:
                                            request.match_info["container"])
         q = request.query
         prefix = q.get("prefix", "")
+        delimiter = q.get("delimiter", "")
         try:
             limit = int(q.get("maxResults", "1000"))
         except ValueError:
@@ -458,16 +480,56 @@ class FrontendApp:
                                                altchars=b"-_", validate=True).decode("utf-8")
             except (binascii.Error, ValueError, UnicodeDecodeError):
                 raise InvalidArgument("bad page token") from None
+        if delimiter:
+            return await self._list_named_delimited(request, account, container, prefix,
+                                                    delimiter, start_after, limit)
         entries, more = await self.router.list_named(
             account_id=account.id, container_id=container.id, prefix=prefix,
             start_after=start_after, limit=limit, rid=request["rid"])
-        body: dict[str, Any] = {"entries": [
-            {"name": e.name, "blobId": BlobId.from_bytes(e.blob_id).to_str(), "size": e.size,
-             "contentType": e.content_type, "createdMs": e.created_ms} for e in entries]}
+        body: dict[str, Any] = {"entries": [_listed(e) for e in entries]}
         if more and entries:
-            body["nextPageToken"] = base64.urlsafe_b64encode(
-                entries[-1].name.encode()).rstrip(b"=").decode()
+            body["nextPageToken"] = _page_token(entries[-1].name)
         return web.json_response(body)
+
+    async def _list_named_delimited(self, request: web.Request, account: Account,
+                                    container: Container, prefix: str, delimiter: str,
+                                    start_after: str, limit: int) -> web.Response:
+        """One page of names and common prefixes (``delimiter``, as S3's ListObjects): the
+        names below a rolled-up prefix are skipped by the next read, not read and dropped,
+        so listing a directory costs its direct children, not every name below it."""
+        if len(delimiter.encode()) > _MAX_DELIMITER_BYTES:
+            raise InvalidArgument(f"delimiter must be at most {_MAX_DELIMITER_BYTES} bytes")
+        b = ListingBuilder(prefix=prefix, delimiter=delimiter, max_keys=limit,
+                           marker=start_after)
+        records: dict[str, NameRecord] = {}
+        while not b.done:
+            entries, more = await self.router.list_named(
+                account_id=account.id, container_id=container.id, prefix=prefix,
+                start_after=b.next_start, limit=b.read_limit, rid=request["rid"])
+            for e in entries:
+                records[e.name] = e
+            b.feed([ListEntry(e.name, e.size, e.created_ms, "") for e in entries],
+                   more and bool(entries))
+            # only the page's own names are kept: memory is bounded by one page
+            kept = {x.key for x in b.page.contents}
+            records = {k: v for k, v in records.items() if k in kept}
+        page = b.page
+        body: dict[str, Any] = {"entries": [_listed(records[x.key]) for x in page.contents],
+                                "commonPrefixes": list(page.common_prefixes)}
+        if page.is_truncated and page.next_marker is not None:
+            body["nextPageToken"] = _page_token(page.next_marker)
+        return web.json_response(body)
+
+    async def list_containers(self, request: web.Request) -> web.Response:
+        """The containers of an account (config ones and those created at run time), so a
+        client can tell an unknown container from an empty one."""
+        aname = request.match_info["account"]
+        account = self.router.containers.account(aname)
+        if account is None:
+            raise InvalidArgument(f"unknown account {aname!r}")
+        listed = await self.router.containers.list(account, request["rid"])
+        return web.json_response({"account": account.name, "containers": sorted(
+            {c.name for c, _ in listed})})
 
     # ------------------------------------------------------------------ signed URLs
     def _signing_key(self) -> bytes:
@@ -608,6 +670,16 @@ class FrontendApp:
         await self.router.close()
 
 
+def _listed(e: NameRecord) -> dict[str, Any]:
+    return {"name": e.name, "blobId": BlobId.from_bytes(e.blob_id).to_str(), "size": e.size,
+            "contentType": e.content_type, "createdMs": e.created_ms}
+
+
+def _page_token(after: str) -> str:
+    """``nextPageToken``: the last name (or common prefix) of the page, base64url."""
+    return base64.urlsafe_b64encode(after.encode()).rstrip(b"=").decode()
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())[:500]
 
@@ -648,8 +720,10 @@ def make_app(config: ClusterConfig, datacenter: str, *, router: Router | None = 
     r.add_put("/undelete", fa.undelete, **x)
     r.add_post("/stitch", fa.stitch, **x)
     r.add_post("/", fa.post_blob, **x)
+    r.add_get("/named/{account}", fa.list_containers, allow_head=False, **x)
     r.add_get("/named/{account}/{container}", fa.list_named, allow_head=False, **x)
     r.add_put(_NAMED, fa.put_named, **x)
+    r.add_post(_NAMED, fa.stitch_named, **x)
     r.add_get(_NAMED, fa.get_named, **x)
     r.add_delete(_NAMED, fa.delete_named, **x)
     r.add_get("/{blob_id}/{sub:BlobInfo|UserMetadata}", fa.blob_info, **x)

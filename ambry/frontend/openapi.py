@@ -347,14 +347,42 @@ def _paths() -> JsonObj:
                         "required": True, "schema": {"type": "string", "minLength": 1}}}}},
                     "400")},
         },
+        "/named/{account}": {
+            "parameters": [_ref("parameters", "Account")],
+            "get": {
+                "summary": "List the containers of an account",
+                "description": "Containers of the cluster config and those created at run "
+                               "time (S3 buckets), sorted. An unknown account is 400 "
+                               "INVALID_ARGUMENT, as for the other named routes.",
+                "parameters": _COMMON,
+                "responses": _responses({"200": {
+                    "description": "The account's containers.",
+                    "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["account", "containers"],
+                        "properties": {
+                            "account": {"type": "string"},
+                            "containers": {"type": "array",
+                                           "items": {"type": "string"}}}}}}}},
+                    "400", "503")},
+        },
         "/named/{account}/{container}": {
             "parameters": [_ref("parameters", "Account"), _ref("parameters", "Container")],
             "get": {
                 "summary": "List names, sorted, by prefix, in pages",
+                "description": "With `delimiter`, one level (as S3's ListObjects): a name "
+                               "with the delimiter after the prefix rolls up into "
+                               "`commonPrefixes` (the prefix up to and including the "
+                               "delimiter, once each), and the names below it are skipped "
+                               "by the store, not read. `maxResults` then bounds entries "
+                               "and prefixes together, at most 1000 a page; a page may hold "
+                               "fewer, so follow `nextPageToken` until it is absent.",
                 "parameters": [
                     *_COMMON,
                     {"name": "prefix", "in": "query", "required": False,
                      "schema": {"type": "string"}},
+                    {"name": "delimiter", "in": "query", "required": False,
+                     "schema": {"type": "string", "maxLength": 64},
+                     "description": "Usually `/`; at most 64 bytes (else 400)."},
                     {"name": "page", "in": "query", "required": False,
                      "schema": {"type": "string"},
                      "description": "`nextPageToken` of the previous page (else 400)."},
@@ -376,6 +404,9 @@ def _paths() -> JsonObj:
                                     "size": {"type": "integer", "minimum": 0},
                                     "contentType": {"type": "string"},
                                     "createdMs": {"type": "integer", "minimum": 0}}}},
+                            "commonPrefixes": {
+                                "type": "array", "items": {"type": "string"},
+                                "description": "Only with `delimiter`."},
                             "nextPageToken": {"type": "string"}}}}}}},
                     "400", "503")},
         },
@@ -388,6 +419,24 @@ def _paths() -> JsonObj:
                 "parameters": [*_COMMON, *_STREAMED_UPLOAD, _ref("parameters", "NamedUpsert")],
                 "requestBody": {"required": False, "content": _BLOB_BODY},
                 "responses": _responses(created, "400", "409", "413", "503")},
+            "post": {
+                "summary": "Stitch chunks into a blob under a name",
+                "description": "As `POST /stitch` (chunks uploaded with "
+                               "`x-ambry-chunk-upload: true`, any sizes, in order), and the "
+                               "name then points to the stitched blob, with the rules of "
+                               "`PUT`: an existing name is 409 unless "
+                               "`x-ambry-named-upsert: true`. A retry of a stitch that "
+                               "already landed (the name points to a blob of exactly these "
+                               "chunks) answers 201 with that blob and changes nothing. "
+                               "The resumable, parallel upload of a large named blob."
+                               + _USER_METADATA_NOTE,
+                "parameters": [*_COMMON, *_UPLOAD, _ref("parameters", "NamedUpsert")],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["chunkIds"],
+                    "properties": {"chunkIds": {
+                        "type": "array", "minItems": 1,
+                        "items": {"type": "string", "pattern": "^/?[A-Za-z0-9_-]{43}$"}}}}}}},
+                "responses": _responses(created, "400", "404", "409", "410", "413", "503")},
             "get": _get_blob(head=False, named=True),
             "head": _get_blob(head=True, named=True),
             "delete": {"summary": "Delete a name and its blob",

@@ -979,8 +979,10 @@ class Router:
         if sum(1 for o in tomb.values() if o is Outcome.SUCCESS) < need:
             raise Unavailable(f"blob {blob_id}: too few replicas took the tombstone")
 
-    async def delete(self, blob_id: BlobId, rid: str = "") -> None:
-        """Metadata blob first (the blob disappears at once), then its chunks."""
+    async def delete(self, blob_id: BlobId, rid: str = "",
+                     keep_chunks: frozenset[str] = frozenset()) -> None:
+        """Metadata blob first (the blob disappears at once), then its chunks (except
+        ``keep_chunks``: ids another composite of the same chunks still lists)."""
         chunks: list[ChunkRef] = []
         if blob_id.blob_type is BlobType.METADATA:
             try:
@@ -994,7 +996,8 @@ class Router:
                 chunks = []
         await self._delete_one(blob_id, rid)
         for ref in chunks:
-            self._spawn(self._delete_chunk_quietly(self.parse_id(ref.blob_id), rid))
+            if ref.blob_id not in keep_chunks:
+                self._spawn(self._delete_chunk_quietly(self.parse_id(ref.blob_id), rid))
 
     async def _delete_chunk_quietly(self, bid: BlobId, rid: str) -> None:
         """Delete one chunk of a deleted composite wherever it lives: like the composite
@@ -1231,9 +1234,52 @@ class Router:
                              condition=None if upsert else require_absent)
         return stored
 
+    async def stitch_named(self, name: str, chunk_ids: Sequence[str], *, account_id: int,
+                           container_id: int, props: BlobProperties, usermeta: bytes,
+                           upsert: bool, rid: str) -> StoredBlob:
+        """Stitch chunks (as :meth:`stitch`) into a blob and point ``name`` at it, with the
+        rules of :meth:`put_named` (409 without upsert, decided at the name's replicas).
+
+        A retry of a stitch that already landed (the name points to a composite of exactly
+        these chunks) answers that blob again and changes nothing: a second composite of
+        the same chunks would replace it, and deleting the replaced one deleted the chunks
+        under the new one. For the same reason the chunks the new blob lists are never
+        deleted with the blob it replaces, nor with the new blob when the name is refused
+        (the client may stitch them again)."""
+        current = await self.lookup_name(account_id, container_id, name, rid)
+        if current is not None and not current.deleted:
+            landed = await self._stitched_from(current, chunk_ids, rid)
+            if landed is not None:
+                return landed
+            if not upsert:  # fail fast, before any chunk TTL is lifted
+                raise NameConflict(f"name {name!r} exists (send x-ambry-named-upsert: true)")
+        stored = await self.stitch(chunk_ids, account_id=account_id, container_id=container_id,
+                                   props=props, usermeta=usermeta, rid=rid)
+        keep = frozenset(self.parse_id(c).to_str() for c in chunk_ids)
+        await self.bind_name(name, stored, account_id=account_id, container_id=container_id,
+                             content_type=props.content_type, rid=rid,
+                             condition=None if upsert else require_absent, keep_chunks=keep)
+        return stored
+
+    async def _stitched_from(self, entry: NameRecord, chunk_ids: Sequence[str], rid: str
+                             ) -> StoredBlob | None:
+        """The blob of ``entry`` if it is a composite of exactly ``chunk_ids``."""
+        bid = BlobId.from_bytes(entry.blob_id)
+        if bid.blob_type is not BlobType.METADATA:
+            return None
+        try:
+            wanted = [self.parse_id(c).to_str() for c in chunk_ids]
+            info = await self.get(bid, info_only=True, rid=rid)
+        except AmbryError:
+            return None  # bad ids get their 400 from the stitch; a gone blob is not ours
+        if [r.blob_id for r in info.chunks] != wanted:
+            return None
+        return StoredBlob(bid, info.total_size, info.properties.created_ms)
+
     async def bind_name(self, name: str, stored: StoredBlob, *, account_id: int,
                         container_id: int, content_type: str, rid: str,
-                        condition: Callable[[NameRecord | None], None] | None = None
+                        condition: Callable[[NameRecord | None], None] | None = None,
+                        keep_chunks: frozenset[str] = frozenset()
                         ) -> NameRecord | None:
         """Point a name at a blob already stored (and durable); the blob the name pointed to
         before is deleted afterwards. ``condition(current)`` raises (NameConflict, an S3
@@ -1252,16 +1298,18 @@ class Router:
         try:
             old, record = await self.write_name(account_id, container_id, name, decide, rid)
         except BaseException:
-            self._spawn(self.delete(stored.blob_id, rid))
+            self._spawn(self.delete(stored.blob_id, rid, keep_chunks))
             raise
         assert record is not None
         if old is not None and not old.deleted and old.blob_id != record.blob_id:
-            self._spawn(self._delete_ignoring_missing(BlobId.from_bytes(old.blob_id), rid))
+            self._spawn(self._delete_ignoring_missing(BlobId.from_bytes(old.blob_id), rid,
+                                                      keep_chunks))
         return old
 
-    async def _delete_ignoring_missing(self, bid: BlobId, rid: str) -> None:
+    async def _delete_ignoring_missing(self, bid: BlobId, rid: str,
+                                       keep_chunks: frozenset[str] = frozenset()) -> None:
         try:
-            await self.delete(bid, rid)
+            await self.delete(bid, rid, keep_chunks)
         except (BlobNotFound, BlobDeleted):
             pass
 
