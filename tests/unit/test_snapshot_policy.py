@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ambry.storage.node import replicas_to_snapshot
+from ambry.storage.maintenance import replicas_to_snapshot
 
 TAILS = st.dictionaries(st.integers(0, 31), st.integers(0, 200_000), max_size=32)
 
