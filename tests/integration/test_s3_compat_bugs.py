@@ -322,6 +322,24 @@ def test_aws_chunked_is_not_stored_as_a_content_encoding(store: StoreCluster, s3
         assert got.get("ContentEncoding") == kept, (enc, got.get("ContentEncoding"))
 
 
+def test_user_metadata_named_like_the_layer_s_own_keys_stays_user_metadata(
+        s3: Any, bucket: str) -> None:
+    # x-amz-meta-s3.cache-control was stored under the S3 layer's own key and came back as a
+    # real Cache-Control header (and x-amz-meta-s3.etag was silently dropped); AWS keeps any
+    # x-amz-meta-* as user metadata
+    meta = {"s3.cache-control": "no-store", "s3.etag": "forged", "s3.part-sizes": "1",
+            "plain": "v"}
+    s3.put_object(Bucket=bucket, Key="meta/namespaced", Body=b"abc", Metadata=meta)
+    for got in (s3.head_object(Bucket=bucket, Key="meta/namespaced"),
+                s3.get_object(Bucket=bucket, Key="meta/namespaced")):
+        assert got["Metadata"] == meta
+        assert "CacheControl" not in got
+        assert got["ETag"] == '"' + hashlib.md5(b"abc").hexdigest() + '"'
+    s3.copy_object(Bucket=bucket, Key="meta/copied",
+                   CopySource={"Bucket": bucket, "Key": "meta/namespaced"})
+    assert s3.head_object(Bucket=bucket, Key="meta/copied")["Metadata"] == meta
+
+
 # ------------------------------------------------------------------ small ones
 @pytest.mark.parametrize("expires", ["-1", "-604800", "604801"])
 def test_presigned_expires_out_of_range_is_403(store: StoreCluster, bucket: str,

@@ -103,6 +103,9 @@ log = logging.getLogger(__name__)
 LISTING_ETAG_PARAM = "; s3-etag="
 #: User metadata keys the S3 API keeps for itself (user keys are the x-amz-meta-* suffixes).
 UM_ETAG = "s3.etag"
+#: where a client's own x-amz-meta-s3.* keys are stored (inside the layer's "s3." namespace,
+#: so that no user key can name one of the layer's keys)
+_USER_S3_PREFIX = "s3.user."
 UM_CHECKSUM = "s3.checksum-"
 _STORED_HEADERS = ("content-encoding", "content-disposition", "cache-control",
                    "content-language", "expires")
@@ -589,7 +592,10 @@ class S3Api:
             if name.startswith(_META_PREFIX) and len(name) > len(_META_PREFIX):
                 k = name[len(_META_PREFIX):]
                 total += len(k) + len(value.encode("utf-8", "surrogateescape"))
-                out[k] = _stored_meta_value(value)
+                # "s3." is the S3 layer's own namespace: a client's x-amz-meta-s3.cache-control
+                # is user metadata, kept apart so it never becomes a real Cache-Control
+                out[_USER_S3_PREFIX + k if k.startswith("s3.") else k] = \
+                    _stored_meta_value(value)
         if total > _MAX_USER_META_BYTES:
             raise S3Error("MetadataTooLarge", f"Your metadata headers exceed the maximum "
                                               f"allowed metadata size ({_MAX_USER_META_BYTES} "
@@ -1029,7 +1035,9 @@ class S3Api:
         h["Last-Modified"] = http_date(info.properties.created_ms)
         h["Accept-Ranges"] = "bytes"
         for k, v in um.items():
-            if k.startswith("s3."):
+            if k.startswith(_USER_S3_PREFIX):
+                h[_META_PREFIX + k[len(_USER_S3_PREFIX):]] = v
+            elif k.startswith("s3."):
                 if k[3:] in _STORED_HEADERS:
                     h[k[3:]] = v
             else:
