@@ -18,20 +18,14 @@ other writers. Mutations return the end position of their record; the caller wai
 from __future__ import annotations
 
 import asyncio
-import bisect
 import concurrent.futures
 import contextlib
-import itertools
 import logging
 import os
 import threading
 import time
-import uuid as uuidlib
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
-
-import xxhash
 
 from ambry.common.blobid import BlobId
 from ambry.common.blobstate import BlobState, merge
@@ -61,9 +55,9 @@ from ambry.storage.api import Entry, MutationResult, ReplicaStats, Token
 from ambry.storage.blobread import BlobRead
 from ambry.storage.compaction import roll_forward
 from ambry.storage.disk import Disk, OsDisk
+from ambry.storage.feed import ReplicationFeed
 from ambry.storage.format import (
     RECORD_HEADER_SIZE,
-    SEGMENT_HEADER_SIZE,
     STATE_DELETED,
     STATE_PERMANENT,
     RecordHeader,
@@ -82,16 +76,16 @@ from ambry.storage.indexentry import (
 from ambry.storage.log import Damage, Log, Position, ScannedRecord
 from ambry.storage.namelocks import NameLocks
 from ambry.storage.names import NameView, encode_record_props, name_from_record
-from ambry.storage.snapshot import SnapshotMeta, read_snapshot, write_snapshot
-from ambry.storage.usage import UsageCounters, UsageTotals
+from ambry.storage.recovery import clear_temp_files, establish_incarnation, load_snapshot
+from ambry.storage.scrub import content_digest, scrub_sealed
+from ambry.storage.snapshot import SnapshotMeta, write_snapshot
+from ambry.storage.usage import UsageCounters, UsageTotals, count_usage
 
 __all__ = ["Replica"]
 
 log = logging.getLogger(__name__)
 
 MAX_LIFE_VERSION = 0xFFFF
-_SEQ_SAMPLE_EVERY = 256
-_MAX_RESUME_HINTS = 4096
 MAX_NAME_BYTES = 350
 
 
@@ -124,10 +118,8 @@ class Replica:
         # log unmoved without stopping snapshots (the usage pass). Order: this, then
         # _snapshot_lock.
         self._move_lock = threading.RLock()
-        # sparse sequence -> position samples, for entries_since (ascending by sequence)
-        self._seq_samples: list[tuple[int, Position]] = []
-        # where the last few batches ended: a peer's next request resumes right there
-        self._resume_hints: OrderedDict[int, Position] = OrderedDict()
+        # what peers pull: entries_since and its anchors
+        self.feed = ReplicationFeed(self.log, lambda: self.incarnation, self.read_props)
         self.opened = False
         self._last_ack: concurrent.futures.Future[None] | None = None  # set by _append
         # True when this replica started with an empty log (first start or a wiped disk)
@@ -151,27 +143,16 @@ class Replica:
         d = self.disk
         d.makedirs(self.dir)
         roll_forward(self)
-        for name in d.listdir(self.dir):
-            if name.endswith(".tmp"):
-                d.remove(os.path.join(self.dir, name))
-        has_segments = any(filenames.parse_segment_name(n) for n in d.listdir(self.dir))
+        has_segments = clear_temp_files(d, self.dir)
         self.created_fresh = not has_segments
-        inc_path = os.path.join(self.dir, filenames.INCARNATION)
-        self.incarnation = self._read_incarnation(inc_path)
-        if not self.incarnation:
-            if has_segments:
-                log.warning("replica %s has data but no incarnation: starting a new one",
-                            self.dir)
-            self.incarnation = uuidlib.uuid4().bytes
-            d.write_file_atomic(inc_path, self.incarnation +
-                                xxhash.xxh3_64_digest(self.incarnation))
+        self.incarnation = establish_incarnation(d, self.dir, has_segments)
         names_fresh = not os.path.exists(self.names_dir)
         self.names = NameView(self.names_dir)
         self.log.open_existing()
         start: Position = (0, 0)
         last_seq = 0
         try:
-            meta = self._load_snapshot()
+            self.index, meta = load_snapshot(d, self.dir, self.log, self.incarnation)
             start, last_seq = meta.position, meta.last_seq
         except FileNotFoundError:
             pass
@@ -193,7 +174,7 @@ class Replica:
         for rec in self.log.scan(start, on_damage=self.damage.append, verify=True, repair=True):
             self._apply_record(rec.position, rec.header, rec.key, replay=True)
             last_seq = max(last_seq, rec.header.sequence)
-            self._sample_seq(rec.header.sequence, rec.position)
+            self.feed.sample_seq(rec.header.sequence, rec.position)
             replayed += 1
         self.next_seq = last_seq + 1
         self.records_since_snapshot = replayed
@@ -202,28 +183,6 @@ class Replica:
         self.opened = True
         log.info("replica %s open: %d blobs, %d records replayed from %s, last seq %d",
                  self.dir, len(self.index), replayed, start, last_seq)
-
-    def _read_incarnation(self, path: str) -> bytes:
-        if not self.disk.exists(path):
-            return b""
-        raw = self.disk.read_file(path)
-        if len(raw) == 24 and xxhash.xxh3_64_digest(raw[:16]) == raw[16:]:
-            return raw[:16]
-        log.warning("replica %s: damaged incarnation file; starting a new incarnation", self.dir)
-        return b""
-
-    def _load_snapshot(self) -> SnapshotMeta:
-        idx = BlobIndex()
-        meta = read_snapshot(self.disk, self.dir, idx.load)
-        segs = tuple((s.number, s.generation) for s in self.log.segments)
-        if meta.segments != segs[:len(meta.segments)] or not meta.segments:
-            raise DataCorrupt("snapshot belongs to other segment files (older compaction)")
-        if meta.position > self.log.end:
-            raise DataCorrupt("snapshot points past the end of the log")
-        if meta.incarnation != self.incarnation:
-            raise DataCorrupt("snapshot belongs to another incarnation")
-        self.index = idx
-        return meta
 
     # ================================================================ index state helpers
     def _apply_record(self, pos: Position, h: RecordHeader, key: bytes, replay: bool
@@ -305,7 +264,7 @@ class Replica:
             raise PartitionReadOnly(f"partition {self.partition_id}: {e.message}") from e
         self.next_seq = seq + 1
         self.records_since_snapshot += 1
-        self._sample_seq(seq, pos)
+        self.feed.sample_seq(seq, pos)
         self._last_ack = self._apply_record(pos, h, key, replay=False)
         return pos, h
 
@@ -530,36 +489,9 @@ class Replica:
         return self.name_put(entry)
 
     def scrub_sealed(self, bytes_per_s: int = 0) -> list[tuple[bytes, int]]:
-        """Re-read every sealed segment, verifying checksums (at most ``bytes_per_s``).
-        Damage is reported (quarantine log); returns (blob key, body checksum) of the damaged
-        PUT records whose header is intact and that the index still points to, so a peer's
-        copy can repair them."""
-        out: list[tuple[bytes, int]] = []
-        started = time.monotonic()
-        done = 0
-        for seg in list(self.log.segments[:-1]):
-            damages: list[Damage] = []
-            for rec in self.log.scan((seg.number, 0), on_damage=damages.append, verify=True,
-                                     end=(seg.number + 1, 0)):
-                done += rec.header.total_len
-                if bytes_per_s > 0:
-                    ahead = done / bytes_per_s - (time.monotonic() - started)
-                    if ahead > 0:
-                        time.sleep(min(ahead, 1.0))
-            for dmg in damages:
-                self.damage.append(dmg)
-                self.log.append_report(dmg)
-                try:
-                    h = self.log.read_header((dmg.segment, dmg.offset))
-                except DataCorrupt:
-                    continue  # the header itself is gone: nothing tells what was there
-                if h.type != RecordType.PUT:
-                    continue
-                key = self.log.read((dmg.segment, dmg.offset + RECORD_HEADER_SIZE), 32)
-                loc = put_location(self.index.get(key[16:]))
-                if loc is not None and (loc[0], loc[1]) == (dmg.segment, dmg.offset):
-                    out.append((key, h.body_xxh3))
-        return out
+        """Re-read every sealed segment, verifying checksums (at most ``bytes_per_s``); the
+        damaged PUT records a peer's copy can repair (``scrub.scrub_sealed``)."""
+        return scrub_sealed(self.log, self.index, self.damage, bytes_per_s)
 
     def repair_put(self, blob_id: BlobId, props: BlobProperties, user_metadata: bytes,
                    payload: bytes | memoryview, body_xxh3: int) -> bool:
@@ -592,25 +524,9 @@ class Replica:
         return True
 
     def digest(self) -> dict[str, Any]:
-        """A fingerprint of this replica's logical content: every blob's merged state and
-        whether its PUT is here, and every name's current entry. Two replicas that converged
-        have equal digests whatever order they received records in."""
-        h = xxhash.xxh3_64()
-        with self.lock:
-            items = sorted((k, state_of(v), put_location(v) is not None)
-                           for k, v in self.index.items())
-        for key, st, has_put in items:
-            assert st is not None
-            h.update(key)
-            h.update(bytes([st.deleted, st.permanent, has_put]))
-            h.update(st.life_version.to_bytes(2, "big"))
-        names = 0
+        """A fingerprint of this replica's logical content (``scrub.content_digest``)."""
         assert self.names is not None
-        for e in self.names.iter_all():
-            names += 1
-            h.update(name_key(e.account_id, e.container_id, e.name))
-            h.update(e.blob_id + e.ts_ms.to_bytes(8, "big") + bytes([e.dc_id, e.deleted]))
-        return {"digest": h.hexdigest(), "blobs": len(items), "names": names}
+        return content_digest(self.index, self.lock, self.names)
 
     def state(self, blob_id: BlobId) -> tuple[BlobState | None, bool]:
         """(merged state, has the PUT) of a blob, without reading the log."""
@@ -692,87 +608,20 @@ class Replica:
         return self.names.list(account_id, container_id, prefix, start_after, limit)
 
     # ================================================================ replication feed
-    def _sample_seq(self, seq: int, pos: Position) -> None:
-        if not self._seq_samples or (seq % _SEQ_SAMPLE_EVERY == 0
-                                     and seq > self._seq_samples[-1][0]):
-            self._seq_samples.append((seq, pos))
-
     def sample_segment_starts(self) -> None:
-        """Read the first record header of each segment: cheap anchors for entries_since."""
-
-        samples = []
-        for seg in self.log.segments:
-            if seg.size >= SEGMENT_HEADER_SIZE + RECORD_HEADER_SIZE:
-                try:
-                    h = self.log.read_header((seg.number, SEGMENT_HEADER_SIZE))
-                    samples.append((h.sequence, (seg.number, SEGMENT_HEADER_SIZE)))
-                except DataCorrupt:
-                    continue
-        samples.sort()
-        self._seq_samples = samples
-        self._resume_hints.clear()  # positions moved (compaction) or were never known
+        """Positions moved (compaction) or were never known: re-anchor the feed."""
+        self.feed.sample_segment_starts()
 
     def caught_up(self, token: Token | None) -> bool:
         """True when nothing durable follows ``token`` (cheap, no I/O, safe on the event
         loop): a peer's long poll for a quiet partition then needs no trip to a thread."""
-        if token is None or token[0] != self.incarnation:
-            return False
-        hint = self._resume_hints.get(token[1])  # one dict lookup: atomic under the GIL
-        return hint is not None and hint >= self.log.durable
+        return self.feed.caught_up(token)
 
     def entries_since(self, token: Token | None, max_entries: int = 1000,
                       max_bytes: int = 4 * 1024 * 1024) -> tuple[list[Entry], Token, int]:
         """Durable records after ``token``, in sequence order, bounded by count and by the sum
-        of their record sizes. Returns (entries, new token, bytes of durable log left after
-        them). A token of another incarnation starts over from the beginning."""
-        after = 0
-        if token is not None and token[0] == self.incarnation:
-            after = token[1]
-        durable = self.log.durable
-        with self.lock:
-            hint = self._resume_hints.get(after) if after else None
-            if hint is not None:
-                start: Position = hint
-            else:
-                i = bisect.bisect_right(self._seq_samples, (after + 1, (1 << 62, 0))) - 1
-                start = self._seq_samples[i][1] if i >= 0 else (0, 0)
-        out: list[Entry] = []
-        used = 0
-        last = after
-        last_end: Position = start
-        for rec in self.log.scan(start, verify=False, end=durable):
-            h = rec.header
-            if h.sequence <= after:
-                last_end = (rec.position[0], rec.position[1] + h.total_len)
-                continue
-            if out and (len(out) >= max_entries or used + h.total_len > max_bytes):
-                break
-            props = self.read_props(rec.position, h) if h.type.is_name else b""
-            out.append(Entry(h.sequence, h.type, rec.key, h.life_version, h.state_flags,
-                             h.time_ms, h.expiry_ms, h.blob_flags, h.payload_len, h.total_len,
-                             props))
-            used += h.total_len
-            last = h.sequence
-            last_end = (rec.position[0], rec.position[1] + h.total_len)
-        if last > after:
-            with self.lock:
-                self._resume_hints[last] = last_end
-                while len(self._resume_hints) > _MAX_RESUME_HINTS:
-                    self._resume_hints.popitem(last=False)
-        remaining = self._bytes_between(last_end, durable)
-        return out, (self.incarnation, last), remaining
-
-    def _bytes_between(self, a: Position, b: Position) -> int:
-        if a >= b:
-            return 0
-        total = 0
-        for seg in self.log.segments:
-            if seg.number < a[0] or seg.number > b[0]:
-                continue
-            lo = max(a[1] if seg.number == a[0] else 0, SEGMENT_HEADER_SIZE)
-            hi = b[1] if seg.number == b[0] else seg.size
-            total += max(0, hi - lo)
-        return total
+        of their record sizes (``feed.ReplicationFeed.entries_since``)."""
+        return self.feed.entries_since(token, max_entries, max_bytes)
 
     # ================================================================ snapshots and stats
     def write_snapshot(self) -> int:
@@ -840,31 +689,10 @@ class Replica:
                 self.usage.begin_pass(end)
             records = self.log.scan((0, 0), verify=False, end=end)
             t0 = time.monotonic()
-            counted = 0
-            while True:
-                # read outside the lock: the log before `end` does not change while
-                # compaction is held off
-                recs = list(itertools.islice(records, batch_records))
-                if not recs:
-                    break
-                with self.lock:
-                    for rec in recs:
-                        h = rec.header
-                        if h.type == RecordType.PUT and len(rec.key) == 32:
-                            entry = self.index.get(rec.key[16:])
-                            loc = put_location(entry)
-                            if loc is not None and (loc[0], loc[1]) == rec.position:
-                                self.usage.visit(rec.key, entry)
-                                counted += 1
-                    last = recs[-1]
-                    self.usage.advance((last.position[0],
-                                        last.position[1] + last.header.total_len))
-                if should_stop():
-                    with self.lock:
-                        self.usage.abort_pass()
-                    return False
-            with self.lock:
-                self.usage.finish_pass()
+            counted = count_usage(records, self.index, self.usage, self.lock, should_stop,
+                                  batch_records)
+            if counted is None:
+                return False
         log.info("replica %s: usage counted (%d blobs) in %.2f s", self.dir, counted,
                  time.monotonic() - t0)
         return True

@@ -30,17 +30,22 @@ visited the blob's PUT (it lies before the pass cursor, or after where the log e
 pass began) and left to the pass otherwise. A replica whose whole log is replayed on open is
 exact from the start and needs no pass.
 
-Not thread-safe: the replica calls every method under its lock.
+The pass's counting loop is :func:`count_usage`. Not thread-safe: the replica calls every
+method of the counters under its lock (``count_usage`` takes it one batch at a time).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ambry.common.blobid import BlobType
-from ambry.storage.indexentry import F_DELETED, F_HAS_PUT, F_PERMANENT
+from ambry.storage.format import RecordType
+from ambry.storage.indexentry import F_DELETED, F_HAS_PUT, F_PERMANENT, put_location
+from ambry.storage.log import ScannedRecord
 
 __all__ = [
     "EXPIRED",
@@ -48,6 +53,7 @@ __all__ = [
     "UsageTotals",
     "aggregate_usage",
     "contribution",
+    "count_usage",
 ]
 
 EXPIRED = -1          # bucket of blobs whose expiry minute has passed
@@ -181,6 +187,42 @@ class UsageCounters:
             if minute:
                 cur[2] += chunk_bytes
         return {k: UsageTotals(*v) for k, v in out.items() if v != [0, 0, 0, 0]}
+
+
+def count_usage(records: Iterator[ScannedRecord], index: Any, usage: UsageCounters,
+                lock: threading.RLock, should_stop: Callable[[], bool],
+                batch_records: int) -> int | None:
+    """The body of a usage pass begun with ``usage.begin_pass``: visit every PUT of
+    ``records`` (the log in order, up to where it ended then) that the index points to,
+    taking ``lock`` one batch at a time. Returns the blobs counted (the counters are ready),
+    or None when ``should_stop`` ended it first (the pass is aborted). The caller keeps
+    compaction off meanwhile: the records must not move."""
+    counted = 0
+    while True:
+        # read outside the lock: the log before `end` does not change while
+        # compaction is held off
+        recs = list(itertools.islice(records, batch_records))
+        if not recs:
+            break
+        with lock:
+            for rec in recs:
+                h = rec.header
+                if h.type == RecordType.PUT and len(rec.key) == 32:
+                    entry = index.get(rec.key[16:])
+                    loc = put_location(entry)
+                    if loc is not None and (loc[0], loc[1]) == rec.position:
+                        usage.visit(rec.key, entry)
+                        counted += 1
+            last = recs[-1]
+            usage.advance((last.position[0],
+                           last.position[1] + last.header.total_len))
+        if should_stop():
+            with lock:
+                usage.abort_pass()
+            return None
+    with lock:
+        usage.finish_pass()
+    return counted
 
 
 def aggregate_usage(replicas: Iterable[Mapping[str, Any]]
