@@ -38,18 +38,17 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import xxhash
 
-from ambry.common.config import Account, Container
+from ambry.common.clock import Clock
+from ambry.common.config import Account, ClusterConfig, Container, Datacenter
 from ambry.common.errors import AmbryError, BlobNotFound, InvalidArgument, Unavailable
 from ambry.common.properties import BlobProperties
-
-if TYPE_CHECKING:
-    from ambry.frontend.router import Router
+from ambry.protocol.messages import NameRecord
 
 __all__ = [
     "FIRST_RUNTIME_CONTAINER_ID",
@@ -59,6 +58,7 @@ __all__ = [
     "UPLOADS_CONTAINER_ID",
     "ContainerNotEmpty",
     "ContainerRegistry",
+    "NameOps",
     "RegistryRecord",
     "candidate_ids",
     "choose_container_id",
@@ -163,10 +163,34 @@ class _Table:
     by_id: dict[int, str] = field(default_factory=dict)
 
 
+class NameOps(Protocol):
+    """What the registry needs of the router: the config (as of the last reload), its clock
+    and datacenter, and the named-blob operations its records are kept with."""
+
+    @property
+    def config(self) -> ClusterConfig: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def dc(self) -> Datacenter: ...
+
+    async def list_named(self, *, account_id: int, container_id: int, prefix: str,
+                         start_after: str, limit: int, rid: str
+                         ) -> tuple[list[NameRecord], bool]: ...
+
+    async def put_named(self, name: str, read: Callable[[int], Awaitable[bytes]], *,
+                        account_id: int, container_id: int, props: BlobProperties,
+                        usermeta: bytes, declared_size: int | None, content_xxh3: str | None,
+                        upsert: bool, rid: str) -> object: ...
+
+    async def delete_named(self, name: str, *, account_id: int, container_id: int,
+                           rid: str) -> None: ...
+
+
 class ContainerRegistry:
     """Config containers plus run-time ones, for every frontend API. One per router."""
 
-    def __init__(self, router: Router, *, cache_ttl_s: float = 2.0,
+    def __init__(self, router: NameOps, *, cache_ttl_s: float = 2.0,
                  miss_refresh_s: float = 0.2,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.router = router

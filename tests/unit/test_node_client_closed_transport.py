@@ -4,7 +4,7 @@ uvloop closes a transport's handle as soon as the peer resets the connection, bu
 of the node client learns of it only a loop iteration later (connection_lost). A request sent in
 between got ``RuntimeError: unable to perform operation on <TCPTransport closed=True ...>; the
 handler is closed`` from ``transport.write``; it escaped ``NodeClient.send`` and
-``Router._quorum`` (which catch typed errors and OSError) and the upload failed with a 500
+``FanOut.quorum`` (which catch typed errors and OSError) and the upload failed with a 500
 (seen 1 in 3 runs of uploads while a node was killed). These tests put a request exactly in that
 window, on uvloop and on the stock loop, against small real servers speaking the node protocol.
 """
@@ -101,12 +101,12 @@ def _router(ports: list[int]) -> Router:
 
 @pytest.mark.parametrize("loop", sorted(LOOPS))
 def test_quorum_counts_a_node_reset_mid_upload_as_a_node_error(loop: str) -> None:
-    # broke (uvloop): the RuntimeError escaped Router._quorum, and the upload was a 500
+    # broke (uvloop): the RuntimeError escaped Router._quorum (now FanOut.quorum), and the upload was a 500
     async def main() -> None:
         servers = [await _ping_server() for _ in range(3)]
         router = _router([port for _, port, _ in servers])
         errors: list[str] = []
-        router._on_node_error = lambda nid, op: errors.append(nid)
+        router.fanout.on_node_error = lambda nid, op: errors.append(nid)
         ids = ["n0", "n1", "n2"]
 
         victim = router.client("n0")
@@ -118,12 +118,12 @@ def test_quorum_counts_a_node_reset_mid_upload_as_a_node_error(loop: str) -> Non
             return await c.request("put", {"partition": 0}, b"x" * 1000)
 
         try:
-            verdict, _, _ = await router._quorum(ids, "put", call, w=2)
+            verdict, _, _ = await router.fanout.quorum(ids, "put", call, w=2)
             assert verdict is Outcome.SUCCESS
             die_now = True
-            verdict, results, errs = await router._quorum(ids, "put", call, w=2)
+            verdict, results, errs = await router.fanout.quorum(ids, "put", call, w=2)
             assert verdict is Outcome.SUCCESS, errs
-            await asyncio.gather(*router._background, return_exceptions=True)
+            await asyncio.gather(*router.fanout.background, return_exceptions=True)
             assert "n0" not in results
             assert len(errs) == 1 and isinstance(errs[0], Unavailable), errs
             assert errors == ["n0"]  # noted as a node error...

@@ -1,0 +1,269 @@
+"""GET, HEAD and BlobInfo: finding a blob on its replicas and streaming its bytes.
+
+Owns :class:`Reader`: the wave/hedge loop that drives the pure ``getplan.GetPlan`` over real
+replica calls (:meth:`Reader.get_reply`), releasing every reply it does not use; resolving a
+composite blob's chunk list; and the body iterators: a simple blob streamed off one node
+reply, a range of one, and a composite's chunks in order with at most
+``download_prefetch_chunks`` fetched ahead (memory per request bounded by that, never by
+the blob's size). Does not own HTTP (range headers are parsed by the apps, which pass a
+``range_resolver``), the wave order (``failure.order_replicas_for_get``) nor the read rule
+(``quorum``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ambry.common.blobid import BlobId, BlobType
+from ambry.common.blobstate import BlobState
+from ambry.common.config import FrontendConfig
+from ambry.common.errors import AmbryError, DataCorrupt, Unavailable
+from ambry.common.properties import BlobProperties
+from ambry.frontend.chunking import ChunkRef, decode_metadata, slices_for_range
+from ambry.frontend.clusterview import ClusterView
+from ambry.frontend.failure import HedgeDelay, order_replicas_for_get
+from ambry.frontend.fanout import FanOut
+from ambry.frontend.getplan import GetPlan
+from ambry.frontend.quorum import Outcome
+from ambry.frontend.verdicts import outcome_of, raise_for
+from ambry.protocol.client import GetReply
+
+__all__ = ["BlobRead", "Reader"]
+
+_STREAM_PIECE_BYTES = 1 << 20
+
+
+@dataclass
+class BlobRead:
+    """What a GET/HEAD found. ``body`` yields the requested bytes (None for info only)."""
+
+    blob_id: BlobId
+    properties: BlobProperties
+    user_metadata: bytes
+    state: BlobState
+    expiry_ms: int
+    total_size: int
+    range_start: int = 0
+    length: int = 0
+    body: AsyncIterator[bytes | bytearray] | None = None
+    chunks: list[ChunkRef] = field(default_factory=list)
+    _reply: GetReply | None = None
+
+    async def aclose(self) -> None:
+        """Stop reading: frees the node connection even if ``body`` was never started."""
+        if self.body is not None:
+            await self.body.aclose()  # type: ignore[attr-defined]
+        if self._reply is not None:
+            await self._reply.release()
+
+
+class Reader:
+    def __init__(self, fe: FrontendConfig, view: ClusterView, fanout: FanOut,
+                 hedge: HedgeDelay, rnd: random.Random) -> None:
+        self.fe = fe
+        self.view = view
+        self.fanout = fanout
+        self.hedge = hedge
+        self.rnd = rnd
+
+    async def get_reply(self, blob_id: BlobId, rid: str, **kw: Any) -> GetReply:
+        """The first valid reply for one blob, asking replicas in waves (2 local, the 3rd,
+        the origin DC, the others). Raises the verdict's error otherwise."""
+        view = self.view
+        view.check_id(blob_id)
+        cmap = view.cmap
+        here = view.dc.name
+        part = cmap.partition(blob_id.partition_id)
+        origin = view.origin_dc_name(blob_id) or here
+        local = [n.id for n in view.local_replicas(part.id)]
+        remote: dict[str, list[str]] = collections.defaultdict(list)
+        dc_of: dict[str, str] = {}
+        for nid in part.replicas:
+            node = cmap.node(nid)
+            dc_of[nid] = node.datacenter
+            if node.datacenter != here:
+                remote[node.datacenter].append(nid)
+        origin_count = sum(1 for nid in part.replicas if dc_of[nid] == origin)
+        errors: list[BaseException] = []
+        self.rnd.shuffle(local)  # spread reads over the replicas (the first is asked alone)
+        plan = GetPlan(order_replicas_for_get(local, remote, origin, self.fanout.detector),
+                       dc_of, origin, origin_count, here, hedge=self.fe.get_hedge_ms != 0)
+
+        async def one(nid: str) -> tuple[str, GetReply | None, BaseException | None]:
+            t0 = time.monotonic()
+            try:
+                reply = await self.fanout.client(nid).get(blob_id, rid=rid, **kw)
+            except asyncio.CancelledError:
+                raise
+            except (TimeoutError, AmbryError, OSError, ValueError) as e:
+                return nid, None, e
+            if dc_of[nid] == here:
+                self.hedge.record(time.monotonic() - t0)
+            return nid, reply, None
+
+        tasks: dict[str, asyncio.Task[tuple[str, GetReply | None, BaseException | None]]] = {}
+        seen: set[str] = set()  # replicas whose reply this loop took charge of
+        winner: GetReply | None = None
+
+        def ask(nids: list[str]) -> None:
+            for nid in nids:
+                tasks[nid] = asyncio.ensure_future(one(nid))
+
+        try:
+            ask(plan.start())
+            while not plan.finished:
+                ready = [t for nid, t in tasks.items() if t.done() and nid not in seen]
+                if not ready:
+                    hedge = self.hedge.delay() if self.fe.get_hedge_ms < 0 else \
+                        self.fe.get_hedge_ms / 1000
+                    done, _ = await asyncio.wait(
+                        [t for t in tasks.values() if not t.done()],
+                        timeout=hedge if plan.hedge_pending else None,
+                        return_when=asyncio.FIRST_COMPLETED)
+                    if not done:
+                        ask(plan.hedge_expired())  # the hedge: no answer in time
+                    continue
+                nid, reply, exc = ready[0].result()
+                seen.add(nid)
+                if exc is not None:
+                    errors.append(exc)
+                if reply is not None:
+                    if winner is None:
+                        winner = reply
+                    else:
+                        await reply.release()
+                ask(plan.answered(nid, self.fanout.note(nid, "get", exc)))
+            decided = plan.decided
+            if decided is Outcome.SUCCESS and winner is not None:
+                return winner
+            if winner is not None:
+                await winner.release()
+                winner = None
+            if decided is not None:
+                raise_for(decided, f"blob {blob_id}", errors)
+        finally:
+            # A replica that answered after the deciding one, but before this loop looked
+            # at its task, holds a reply whose payload pins its node connection: release
+            # it now. (Only cancelling the unfinished tasks left such a reply unread, and
+            # the connection stalled for node_timeout_ms before the client dropped it,
+            # failing every request pipelined on it: GETs took 5 s instead of 0.1 s.)
+            for nid, t in tasks.items():
+                if not t.done():
+                    t.cancel()
+                    t.add_done_callback(_release_result)
+                elif not t.cancelled() and t.exception() is None and nid not in seen:
+                    _release_result(t)
+        verdict = plan.verdict()
+        if verdict is Outcome.UNAVAILABLE and any(outcome_of(e) is Outcome.ERROR
+                                                   for e in errors):
+            verdict = Outcome.ERROR
+        raise_for(verdict, f"blob {blob_id}", errors)
+        raise Unavailable(f"blob {blob_id}: no replica answered")
+
+    async def get(self, blob_id: BlobId, *, include_deleted: bool = False,
+                  include_expired: bool = False, info_only: bool = False,
+                  range_resolver: Callable[[int], tuple[int, int] | None] | None = None,
+                  rid: str = "") -> BlobRead:
+        """Find a blob; for a composite one, resolve its chunk list. ``range_resolver`` maps
+        the blob's total size to the (start, length) to serve, or None for all of it (it may
+        raise RangeNotSatisfiable). A whole simple blob takes one round trip to one replica."""
+        composite = blob_id.blob_type is BlobType.METADATA
+        opts = {"include_deleted": include_deleted, "include_expired": include_expired}
+        whole_simple = not composite and not info_only and range_resolver is None
+        reply = await self.get_reply(blob_id, rid, info_only=not (composite or whole_simple),
+                                     **opts)
+        props = reply.properties
+        total = props.size
+        chunks: list[ChunkRef] = []
+        if composite:
+            async with reply:
+                total, chunks = decode_metadata(await reply.read())
+        read = BlobRead(blob_id, props, reply.user_metadata, reply.state, reply.expiry_ms,
+                        total, chunks=chunks)
+        if whole_simple:
+            read.length = total
+            read._reply = reply
+            read.body = _stream_reply(reply, total, blob_id)
+            return read
+        if info_only:
+            return read
+        span = range_resolver(total) if range_resolver is not None else None
+        start, length = span if span is not None else (0, total)
+        read.range_start, read.length = start, length
+        if composite:
+            read.body = self._composite_body(chunks, start, length, rid)
+        else:
+            read.body = self._simple_range_body(blob_id, start, length, rid, opts)
+        return read
+
+    async def _simple_range_body(self, blob_id: BlobId, start: int, length: int, rid: str,
+                                 opts: dict[str, bool]) -> AsyncIterator[bytes | bytearray]:
+        if length == 0:
+            return
+        reply = await self.get_reply(blob_id, rid, range=(start, length), **opts)
+        async for piece in _stream_reply(reply, length, blob_id):
+            yield piece
+
+    async def _fetch_chunk(self, ref: ChunkRef, start: int, length: int, rid: str
+                           ) -> bytes | bytearray:
+        bid = self.view.parse_id(ref.blob_id)
+        reply = await self.get_reply(bid, rid, include_deleted=True, include_expired=True,
+                                     range=(start, length))
+        async with reply:
+            data = await reply.read()
+        if len(data) != length:
+            raise DataCorrupt(f"chunk {ref.blob_id}: got {len(data)} of {length} bytes")
+        return data
+
+    async def _composite_body(self, chunks: list[ChunkRef], start: int, length: int,
+                              rid: str) -> AsyncIterator[bytes | bytearray]:
+        """Chunks in order, with at most ``download_prefetch_chunks`` fetched ahead."""
+        slices = slices_for_range([c.size for c in chunks], start, length)
+        ahead: collections.deque[tuple[int, asyncio.Task[bytes | bytearray]]] = \
+            collections.deque()
+        nxt = 0
+        try:
+            while nxt < len(slices) or ahead:
+                while nxt < len(slices) and len(ahead) <= self.fe.download_prefetch_chunks:
+                    s = slices[nxt]
+                    ahead.append((s.index, asyncio.ensure_future(
+                        self._fetch_chunk(chunks[s.index], s.start, s.length, rid))))
+                    nxt += 1
+                index, task = ahead.popleft()
+                try:
+                    data = await task
+                except AmbryError as e:  # name the chunk: the caller logs it with the blob
+                    raise type(e)(f"chunk {index} of {len(chunks)} ({chunks[index].blob_id}): "
+                                  f"{e.message}") from None
+                for i in range(0, len(data), _STREAM_PIECE_BYTES):
+                    yield data[i:i + _STREAM_PIECE_BYTES]
+        finally:
+            for _, t in ahead:
+                t.cancel()
+
+
+async def _stream_reply(reply: GetReply, length: int, blob_id: BlobId
+                        ) -> AsyncIterator[bytes | bytearray]:
+    try:
+        got = 0
+        async for piece in reply.iter_chunks(_STREAM_PIECE_BYTES):
+            got += len(piece)
+            yield piece
+        if got != length:
+            raise DataCorrupt(f"blob {blob_id}: node sent {got} of {length} bytes")
+    finally:
+        await reply.release()
+
+
+def _release_result(t: asyncio.Task[Any]) -> None:
+    if t.cancelled() or t.exception() is not None:
+        return
+    _nid, reply, _exc = t.result()
+    if reply is not None:
+        reply._release_soon()
