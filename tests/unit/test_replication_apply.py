@@ -99,7 +99,7 @@ class ReplicaLink:
         if self.fail_next:
             raise self.fail_next.pop(0)
         broken = self.node.broken & {pid for pid, _ in requests}
-        if broken:  # as StorageNode._op_replicate: one bad replica fails the whole request
+        if broken:  # as NodeOps._op_replicate: one bad replica fails the whole request
             raise ReplicaUnavailable(f"replica of partition {min(broken)} failed to open")
         deadline = time.monotonic() + wait_ms / 1000
         while True:

@@ -8,11 +8,26 @@ type (``ambry.common.namerecord.NameRecord``) on the frontend, the wire and the 
 
 from __future__ import annotations
 
-import msgpack
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
+import msgpack
+import pytest
+
+from ambry.common.config import config_from_dict
 from ambry.common.namerecord import NameRecord
 from ambry.protocol import messages
-from ambry.storage.api import CompactionHooks, Entry, RecordType, ReplicaStore, name_of
+from ambry.storage.api import (
+    CompactionHooks,
+    Entry,
+    RecordType,
+    ReplicaStore,
+    ReplicationHost,
+    name_of,
+)
 from ambry.storage.format import name_key
 from ambry.storage.names import (
     decode_view_value,
@@ -20,6 +35,7 @@ from ambry.storage.names import (
     encode_view_value,
     name_from_record,
 )
+from ambry.storage.replica import Replica
 from tests.unit.conftest import ReplicaHarness
 
 _LIVE = NameRecord(7, 9, "runs/42/model.pt", bytes(range(32)), 1_700_000_000_123, 2, False,
@@ -79,3 +95,37 @@ def test_name_record_round_trips_through_log_view_wire_and_replication() -> None
         "deleted": False, "size": 12345, "content_type": "application/x-pt",
         "created_ms": 1_700_000_000_000}
     assert _GONE.version == (1_700_000_000_456, 1, b"")
+
+
+async def test_replication_is_built_from_a_host_of_plain_values(tmp_path: Path) -> None:
+    # replication.attach asserted it was handed a StorageNode and shared the node's mutable
+    # replicas dict; it now gets a ReplicationHost, which nothing but values and callables fill
+    from ambry.replication.manager import attach
+
+    cfg = config_from_dict({
+        "cluster": {"name": "t", "replicas_per_datacenter": 2},
+        "datacenters": [{"name": "dc1", "id": 1}],
+        "nodes": [{"id": f"dc1-n{j}", "datacenter": "dc1", "host": "127.0.0.1",
+                   "port": 1, "http_port": 2} for j in (1, 2)],
+        "partitions": {"count": 1, "capacity_bytes": "1GiB"},
+    }, data_root=str(tmp_path))
+    replica = Replica.open(str(tmp_path / "p0"), 0, cfg.storage, 1 << 30)
+    stores: dict[int, Replica] = {0: replica}
+    woken: list[int] = []
+
+    async def run_io(fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    host = ReplicationHost(node_id="dc1-n1", datacenter="dc1", config=cfg,
+                           data_dir=tmp_path, stores=MappingProxyType(stores), run_io=run_io,
+                           notify_change=lambda: woken.append(1), now_ms=lambda: 0)
+    mgr = attach(host)
+    try:
+        assert mgr.replicas is host.stores
+        assert replica.rebuilding  # a fresh replica with a peer rebuilds from it first
+        assert [(r["partition"], r["peer"]) for r in mgr.status()] == [(0, "dc1-n2")]
+        with pytest.raises(TypeError):
+            mgr.replicas[1] = replica  # type: ignore[index]  # a view, not the node's dict
+    finally:
+        await mgr.stop()
+        replica.close()
