@@ -2,7 +2,7 @@
 
 Owns the schema of the settings that storage nodes and frontends both read at start: log
 format, the SIGTERM grace period, and the cluster-map file watch. Does not own logging setup
-(``ambry.cli``), shutdown (each daemon) nor reloading (``ambry.common.reload``).
+(``ambry.cli``), shutdown (each daemon) nor reloading (``ambry.runtime.reload``).
 
     daemon:
       log_format: text             # text | json (one JSON object per line)

@@ -1,7 +1,7 @@
 """Is a new cluster map a safe successor of the running one, and what does it add?
 
 Owns one pure decision, :func:`plan_map_change`, that both daemons make before they swap in a
-re-read config (SIGHUP or a changed file, see ``ambry.common.reload``): a running process can
+re-read config (SIGHUP or a changed file, see ``ambry.runtime.reload``): a running process can
 *grow* its map (new partitions, new nodes, new accounts/containers, new cross-DC routes, more
 capacity) while in-flight requests go on, because everything the old map said stays true in
 the new one. Anything that would make the old map's facts false is refused, with one line per

@@ -6,6 +6,12 @@ cluster map (:meth:`FrontendApp.reload`). Does not own any
 storage decision (``router`` does). Bodies stream both ways: an upload is read chunk by chunk
 as the router asks for it, a download is written as the router yields it, so memory per
 request never grows with the blob's size.
+
+Over 600 lines as one cohesive job: the REST API's HTTP surface, i.e. its route handlers
+(each a few lines that parse headers into a router call) plus the middleware and error table
+that every one of them relies on. What is not HTTP already lives elsewhere (``router`` and its
+operation files, ``headers``, ``signing``, ``bodies``, ``readiness``). The S3 app uses
+``FrontendApp``'s metrics and helpers, so ``FrontendApp`` stays in one place.
 """
 
 from __future__ import annotations
@@ -37,7 +43,6 @@ from ambry.common.config import Account, ClusterConfig, Container
 from ambry.common.errors import AmbryError, BadRequest, InvalidArgument, Unavailable
 from ambry.common.mapchange import MapChange, plan_map_change
 from ambry.common.properties import BlobProperties
-from ambry.common.reload import ConfigReloader, ReloadCollector
 from ambry.frontend.aborts import CLIENT_ABORT_STATUS, client_abort_status
 from ambry.frontend.bodies import first_piece, send_body
 from ambry.frontend.browser import NOSNIFF, active_content_headers
@@ -66,6 +71,7 @@ from ambry.frontend.readiness import Readiness
 from ambry.frontend.router import BlobRead, Router
 from ambry.frontend.s3.listing import ListEntry, ListingBuilder
 from ambry.frontend.signing import SIGNATURE_PARAM, sign_url, verify_url
+from ambry.runtime.reload import ConfigReloader, ReloadCollector
 
 if TYPE_CHECKING:
     from ambry.protocol.messages import NameRecord

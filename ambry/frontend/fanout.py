@@ -25,7 +25,6 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from ambry.common.budget import ByteBudget
 from ambry.common.config import FrontendConfig
 from ambry.common.errors import AmbryError
 from ambry.frontend.clusterview import ClusterView
@@ -33,6 +32,7 @@ from ambry.frontend.failure import FailureDetector
 from ambry.frontend.quorum import Outcome, QuorumTracker
 from ambry.frontend.verdicts import outcome_of, reason
 from ambry.protocol.client import NodeClient
+from ambry.runtime.budget import ByteBudget
 
 __all__ = ["Answer", "FanOut", "NodeErrorHook"]
 

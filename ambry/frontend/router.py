@@ -30,7 +30,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ambry.common.budget import ByteBudget
 from ambry.common.clock import Clock, SystemClock
 from ambry.common.config import ClusterConfig, ClusterMap
 from ambry.frontend.clusterview import ClusterView
@@ -42,6 +41,7 @@ from ambry.frontend.names import NameConflict, Names, name_partition, require_ab
 from ambry.frontend.reads import BlobRead, Reader
 from ambry.frontend.stitching import Stitcher
 from ambry.frontend.uploads import StoredBlob, Uploader
+from ambry.runtime.budget import ByteBudget
 
 __all__ = ["BlobRead", "NameConflict", "Router", "StoredBlob", "TtlUpdateTooLate",
            "name_partition", "require_absent"]

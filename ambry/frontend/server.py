@@ -2,7 +2,7 @@
 
 Owns the process lifecycle of one frontend: event loop, listening socket (SO_REUSEPORT, so
 several frontend processes can share a port), draining, re-reading the cluster map on SIGHUP
-(or when the file changes, ``daemon.config_watch_interval_s``; see ``ambry.common.reload``),
+(or when the file changes, ``daemon.config_watch_interval_s``; see ``ambry.runtime.reload``),
 and closing the node connections.
 
 Draining (SIGTERM): health turns BAD and the listening sockets close at once (new connections
@@ -27,7 +27,6 @@ from aiohttp import web
 
 from ambry.common.config import ClusterConfig
 from ambry.common.daemon import DaemonConfig
-from ambry.common.reload import ConfigReloader
 from ambry.frontend.accesslog import access_log_options
 from ambry.frontend.app import FrontendApp, make_app
 from ambry.frontend.connections import (
@@ -39,6 +38,7 @@ from ambry.frontend.connections import (
     raise_fd_limit,
 )
 from ambry.frontend.s3.server import start_s3
+from ambry.runtime.reload import ConfigReloader
 
 __all__ = ["Hangup", "run_frontend", "serve_frontend"]
 

@@ -21,7 +21,6 @@ from typing import Any
 import xxhash
 
 from ambry.common.blobid import BlobId, BlobType
-from ambry.common.budget import ByteBudget
 from ambry.common.clock import Clock
 from ambry.common.config import FrontendConfig
 from ambry.common.errors import (
@@ -38,6 +37,7 @@ from ambry.frontend.failure import ReadOnlyPartitions, choose_partition
 from ambry.frontend.fanout import FanOut
 from ambry.frontend.mutations import Mutator
 from ambry.frontend.quorum import Outcome
+from ambry.runtime.budget import ByteBudget
 
 __all__ = ["ReadBody", "StoredBlob", "Uploader", "UserMeta", "with_size"]
 

@@ -4,7 +4,7 @@ Owns what a map reload changes on a running node: replicas of the partitions new
 to it are opened (or created), replication hears of them and their peers before they appear,
 capacity changes reach the open replicas, and the node's config becomes the new one. Whether
 the new map is a safe successor at all is ``ambry.common.mapchange``'s pure decision; who
-triggers a reload is ``ambry.common.reload``'s. Works on the node through
+triggers a reload is ``ambry.runtime.reload``'s. Works on the node through
 :class:`ReloadTarget`, so it never imports the node.
 """
 

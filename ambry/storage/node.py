@@ -33,12 +33,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ambry.common.budget import ByteBudget
 from ambry.common.clock import Clock, SystemClock
 from ambry.common.config import ClusterConfig, PartitionConfig
 from ambry.common.daemon import DaemonConfig
 from ambry.common.mapchange import MapChange
-from ambry.common.reload import ConfigReloader, ReloadCollector
+from ambry.runtime.budget import ByteBudget
+from ambry.runtime.reload import ConfigReloader, ReloadCollector
 from ambry.storage import filenames
 from ambry.storage.api import NodeReplica, ReplicationFactory, ReplicationHost, Replicator
 from ambry.storage.maintenance import NodeMaintenance

@@ -36,7 +36,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ambry.common.budget import ByteBudget
 from ambry.common.config import StorageConfig
 from ambry.common.errors import AmbryError, DataCorrupt, PayloadTooLarge
 from ambry.protocol import stream
@@ -48,6 +47,7 @@ from ambry.protocol.messages import (
     parse_request,
     payload_len_of,
 )
+from ambry.runtime.budget import ByteBudget
 from ambry.storage.metrics import NodeMetrics
 from ambry.storage.ops import Payload, ReplyStream
 

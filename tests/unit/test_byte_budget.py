@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from ambry.common.budget import ByteBudget
+from ambry.runtime.budget import ByteBudget
 
 
 async def test_plain_acquires_are_fifo_and_never_over_the_limit() -> None:

@@ -11,14 +11,16 @@ ROOT = Path(__file__).resolve().parents[2] / "ambry"
 
 ALLOWED = {
     "common": {"common"},
+    # the daemons' shared asyncio machinery (byte budget, config reload), out of common
+    "runtime": {"common", "runtime"},
     "native": {"native"},
     "protocol": {"common", "protocol"},
-    "storage": {"common", "protocol", "storage", "native"},
+    "storage": {"common", "protocol", "storage", "native", "runtime"},
     "replication": {"common", "protocol", "storage", "native", "replication"},
-    "frontend": {"common", "protocol", "frontend"},
+    "frontend": {"common", "protocol", "frontend", "runtime"},
     "client": {"common", "client"},
     "testing": {"common", "protocol", "storage", "native", "replication", "frontend",
-                "client", "testing"},
+                "client", "testing", "runtime"},
     "cli": None,  # may import anything
 }
 
@@ -190,3 +192,36 @@ def test_storage_does_not_import_the_node_client() -> None:
     users = sorted(m for m, t in graph.items()
                    if m.startswith("ambry.storage") and "ambry.protocol.client" in t)
     assert not users, users
+
+
+# ------------------------------------------------------------------ common stays pure
+#: Third-party and stdlib modules that mean runtime machinery (an event loop, an HTTP stack,
+#: a metrics registry). ``yaml`` is one too, with one exception: ``common/config.py`` parses
+#: the config file's text into values (``load_config``), as a value parser, nothing more.
+RUNTIME_MODULES = {"asyncio", "aiohttp", "yaml", "prometheus_client", "uvloop"}
+YAML_PARSER = "common/config.py"
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def test_common_holds_values_and_pure_decisions_only() -> None:
+    # common/reload.py (asyncio, yaml, prometheus) and common/budget.py (asyncio) were
+    # runtime machinery in the package of values; they live in ambry/runtime now
+    problems = {}
+    for f in sorted((ROOT / "common").rglob("*.py")):
+        rel = str(f.relative_to(ROOT))
+        bad = _top_level_imports(f) & RUNTIME_MODULES
+        if rel == YAML_PARSER:
+            bad -= {"yaml"}
+        if bad:
+            problems[rel] = sorted(bad)
+    assert not problems, problems
+    assert "yaml" in _top_level_imports(ROOT / YAML_PARSER), "the check sees imports"

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from ambry.common.config import ClusterConfig, load_config
 from ambry.common.mapchange import MapChange, plan_map_change
-from ambry.common.reload import ConfigReloader, ReloadCollector
+from ambry.runtime.reload import ConfigReloader, ReloadCollector
 
 DOC = {"datacenters": [{"name": "dc1", "id": 1}],
        "nodes": [{"id": f"n{i}", "datacenter": "dc1", "host": "127.0.0.1", "port": 9000 + i,
