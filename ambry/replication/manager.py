@@ -6,16 +6,21 @@ request per ``long_poll_ms`` per peer, not a spin), fetches the blobs missing he
 ``fetch_concurrency`` at once per peer, and each blob once per node even when several peers list
 it at the same moment), folds deletes / TTL updates / undeletes / name records in by the
 conflict rules, waits until every record the batch covers is durable here, and only then stores
-the new tokens. A peer whose replica of one partition is unavailable still serves the others. Re-applying a batch is harmless:
-puts of blobs already here are skipped, state records only append when they change the merged
-state, name records only when newer. Also owns lag accounting (bytes and seconds behind per
+the new tokens. A peer whose replica of one partition is unavailable still serves the others.
+Re-applying a batch is harmless: puts of blobs already here are skipped, state records only
+append when they change the merged state, name records only when newer. Also owns lag accounting (bytes and seconds behind per
 partition and peer), the rebuild of a new or wiped replica (it answers "unavailable" instead of
 "not found" until it has caught up), and the rate-limited scrubber that re-reads sealed
 segments and repairs damaged records from a peer.
 
 Does not own the wire (``ambry.protocol``), the storage semantics (it sees each replica only
 as an ``ambry.storage.api.ReplicaStore``, handed over in a ``ReplicationHost``: never the node)
-or which peers to pull from (``planner``).
+which peers to pull from (``planner``) nor its config (``config``).
+
+One job in one file, a little over 600 lines: the pull loop, what it applies and the
+bookkeeping that loop alone updates (peer and partition backoff, lag rows, rebuild state,
+in-flight fetches) share their state; the scrubber is the one part apart, kept here because
+it repairs through the same peers and I/O runner.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ambry.common.blobid import BlobId
-from ambry.common.config import ClusterConfig, parse_size
+from ambry.common.config import ClusterConfig
 from ambry.common.errors import (
     AmbryError,
     BlobAlreadyExists,
@@ -39,10 +44,10 @@ from ambry.common.errors import (
     BlobExpired,
     BlobNotFound,
     DataCorrupt,
-    InvalidArgument,
     PartitionReadOnly,
     ReplicaUnavailable,
 )
+from ambry.replication.config import ReplicationConfig
 from ambry.replication.planner import PullPlan, fetch_wait_s, plan_pulls
 from ambry.replication.tokens import TokenStore
 from ambry.storage.api import (
@@ -56,51 +61,10 @@ from ambry.storage.api import (
     name_of,
 )
 
-__all__ = ["LagRow", "PeerLink", "ReplicationConfig", "ReplicationManager", "attach"]
+__all__ = ["LagRow", "PeerLink", "ReplicationManager", "attach"]
 
 log = logging.getLogger(__name__)
 
-#: keys older configs may still carry, and why they no longer mean anything
-_OBSOLETE_KEYS = {"standby_wait_s": "standbys no longer wait for a failure detector to take "
-                                    "over cross-DC fetches (see standby_fetch_delay_ms)"}
-
-
-@dataclass(frozen=True)
-class ReplicationConfig:
-    """The ``replication:`` section of the cluster config."""
-
-    enabled: bool = True
-    batch_max_entries: int = 1000
-    batch_max_bytes: int = 4 * 1024 * 1024
-    long_poll_ms: int = 2000          # a peer holds an empty request this long
-    # a standby replica fetches a remote blob itself once the record is this old and the blob
-    # has not come from its own datacenter (x its rank: 1 s, 2 s, ...; see planner.py)
-    standby_fetch_delay_ms: int = 1000
-    backoff_max_s: float = 10.0       # retry interval for an unreachable peer, at most
-    request_timeout_ms: int = 30_000
-    scrub_interval_s: float = 3600.0  # one pass over the sealed segments per interval
-    scrub_bytes_per_s: int = 32 * 1024 * 1024
-    fetch_concurrency: int = 4        # missing blobs fetched at once from one peer
-
-    def __post_init__(self) -> None:
-        if self.standby_fetch_delay_ms < 0:
-            raise InvalidArgument("replication.standby_fetch_delay_ms must be >= 0, got "
-                                  f"{self.standby_fetch_delay_ms}")
-
-    @classmethod
-    def from_sections(cls, sections: Mapping[str, Any]) -> ReplicationConfig:
-        raw = dict(sections.get("replication") or {})
-        for old in sorted(_OBSOLETE_KEYS.keys() & set(raw)):
-            log.warning("replication.%s is obsolete and ignored: %s", old, _OBSOLETE_KEYS[old])
-            del raw[old]
-        known = set(cls.__dataclass_fields__)
-        unknown = set(raw) - known
-        if unknown:
-            raise InvalidArgument(f"replication: unknown keys {sorted(unknown)}")
-        for k in list(raw):
-            if k.endswith(("_bytes", "_bytes_per_s")):
-                raw[k] = parse_size(raw[k])
-        return cls(**raw)
 
 
 class PeerLink(Protocol):

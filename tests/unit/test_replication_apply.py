@@ -35,7 +35,8 @@ from ambry.common.errors import (
 )
 from ambry.common.namerecord import NameRecord
 from ambry.common.properties import BlobProperties
-from ambry.replication.manager import ReplicationConfig, ReplicationManager
+from ambry.replication.config import ReplicationConfig
+from ambry.replication.manager import ReplicationManager
 from ambry.replication.tokens import TokenStore
 from ambry.storage import filenames
 from ambry.storage.format import RECORD_HEADER_SIZE
