@@ -65,6 +65,7 @@ from ambry.frontend.headers import (
     parse_user_metadata,
     validate_blob_name,
 )
+from ambry.frontend.inflight import InFlight
 from ambry.frontend.jsonbody import read_json
 from ambry.frontend.openapi import OPENAPI_PATH, serve_openapi
 from ambry.frontend.readiness import Readiness
@@ -169,9 +170,10 @@ class FrontendApp:
               "Name reservation rounds lost to a concurrent writer of the same name "
               "(monotonic)", registry=self.registry
               ).set_function(lambda: self.router.metrics_name_busy)
-        self.inflight = 0
+        # requests in progress on both ports: the S3 app is handed this count (make_s3_app)
+        self.in_flight = InFlight()
         Gauge("ambry_frontend_inflight_requests", "Requests being served",
-              registry=self.registry).set_function(lambda: self.inflight)
+              registry=self.registry).set_function(lambda: self.in_flight.count)
         Gauge("ambry_frontend_inflight_budget_bytes",
               "Bytes of frontend.inflight_budget_bytes reserved by uploads in progress",
               registry=self.registry).set_function(lambda: self.router.budget.used)
@@ -184,6 +186,11 @@ class FrontendApp:
         # S3 API: its ``s3:`` section, access keys included), by section name: each checks
         # the new config and returns how to switch to it, or raises to refuse the reload
         self.reload_hooks: dict[str, Callable[[ClusterConfig], Callable[[], None]]] = {}
+
+    @property
+    def inflight(self) -> int:
+        """Requests being served on both ports (REST and S3), for the drain."""
+        return self.in_flight.count
 
     async def reload(self, config: ClusterConfig) -> MapChange:
         """Adopt a grown cluster map: new partitions, nodes, accounts and containers, and the
@@ -607,7 +614,7 @@ class FrontendApp:
         t0 = time.perf_counter()
         op = _op_name(request)
         status = 500
-        self.inflight += 1
+        self.in_flight.begin()
         try:
             if SIGNATURE_PARAM in request.query:
                 request = self._apply_signed_url(request)
@@ -651,7 +658,7 @@ class FrontendApp:
             resp = web.Response(status=status, text="internal error\n",
                                 headers={"x-ambry-error-code": "INTERNAL"})
         finally:
-            self.inflight -= 1
+            self.in_flight.end()
             self.m_requests.labels(op, str(status)).inc()
             self.m_latency.labels(op).observe(time.perf_counter() - t0)
         if not resp.prepared:

@@ -16,7 +16,7 @@ upload could otherwise make the frontend's origin serve a page or an SVG that ru
   see what was uploaded. The S3 port leaves the disposition to the object's own
   ``Content-Disposition`` (S3 semantics): every request there is signed by a key holder.
 
-Does not own the other response headers (``app``, ``s3.app``).
+Does not own the other response headers (``app``, ``s3.objects``).
 """
 
 from __future__ import annotations

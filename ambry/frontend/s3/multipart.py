@@ -29,7 +29,7 @@ answered from the object for as long as the key still holds it, from any fronten
 datacenter it has replicated to; with other parts, or once the key holds another object, it
 is ``NoSuchUpload``, as AWS.
 
-Does not own HTTP or XML (``ambry.frontend.s3.app``).
+Does not own HTTP or XML (the handlers: ``ambry.frontend.s3.uploads``, ``ambry.frontend.s3.copy``).
 """
 
 from __future__ import annotations

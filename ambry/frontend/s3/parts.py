@@ -15,8 +15,8 @@ as HTTP headers on the REST API; such objects, and multipart objects completed b
 were kept, have no known boundaries and read as a single part (what AWS does for an object it
 holds no part information for: ``partNumber=1`` is the whole object).
 
-Does not own HTTP (``ambry.frontend.s3.app``) nor completing an upload
-(``ambry.frontend.s3.multipart``).
+Does not own HTTP (``ambry.frontend.s3.objects`` serves GET ``?partNumber``) nor completing
+an upload (``ambry.frontend.s3.multipart``).
 """
 
 from __future__ import annotations
