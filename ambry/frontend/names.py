@@ -164,26 +164,41 @@ class Names:
                          start_after: str, limit: int, rid: str
                          ) -> tuple[list[NameRecord], bool]:
         """Live names under ``prefix`` after ``start_after``, merged from 2 replicas; and
-        whether more follow."""
-        answers = await self._name_read(
-            account_id, container_id,
-            lambda c, pid: c.name_list(pid, account_id, container_id, prefix, start_after,
-                                       limit + 1, rid=rid), rid)
-        merged: dict[str, NameRecord] = {}
-        for entries in answers:
-            for e in entries:
-                cur = merged.get(e.name)
-                if cur is None or name_version(e) > name_version(cur):
-                    merged[e.name] = e
-        names = sorted(merged)
-        # each replica returned at most limit+1 names: beyond the smallest "last name" of a
-        # replica that was cut short, the merge may miss names; stop there.
-        cut = min((entries[-1].name for entries in answers if len(entries) > limit),
-                  default=None)
-        if cut is not None:
-            names = [n for n in names if n <= cut]
-        more = len(names) > limit
-        return [merged[n] for n in names[:limit]], more
+        whether more follow.
+
+        The replicas answer with deleted names too and the newest entry of each name wins the
+        merge, so a delete that only one of the two has (the other missed it: a straggler
+        cancelled at the quorum, replication not there yet) hides the name, as a read of that
+        name would. (Merging live names only brought a name deleted a moment ago back into
+        the listing.) A page of deleted names only is read past here."""
+        out: list[NameRecord] = []
+        after = start_after
+        while True:
+            def ask(c: NodeClient, pid: int, after: str = after
+                    ) -> Awaitable[list[NameRecord]]:
+                return c.name_list(pid, account_id, container_id, prefix, after, limit + 1,
+                                   rid=rid, include_deleted=True)
+
+            answers = await self._name_read(account_id, container_id, ask, rid)
+            merged: dict[str, NameRecord] = {}
+            for entries in answers:
+                for e in entries:
+                    cur = merged.get(e.name)
+                    if cur is None or name_version(e) > name_version(cur):
+                        merged[e.name] = e
+            names = sorted(merged)
+            # each replica returned at most limit+1 names: beyond the smallest "last name" of
+            # a replica that was cut short, the merge may miss names; stop there.
+            cut = min((entries[-1].name for entries in answers if len(entries) > limit),
+                      default=None)
+            if cut is not None:
+                names = [n for n in names if n <= cut]
+            out += [merged[n] for n in names if not merged[n].deleted]
+            if len(out) > limit:
+                return out[:limit], True
+            if cut is None:
+                return out, False
+            after = cut  # more follow on some replica: read on from where this page ended
 
     # ------------------------------------------------------------------ the conditional write
     async def _reserve_name(self, pid: int, nodes: Sequence[str], account_id: int,

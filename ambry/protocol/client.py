@@ -571,16 +571,22 @@ class NodeClient:
 
     async def name_list(self, partition: int, account_id: int, container_id: int,
                         prefix: str = "", start_after: str = "", limit: int = 1000,
-                        rid: str | None = None) -> list[NameRecord]:
-        """Up to ``limit`` live names under ``prefix`` after ``start_after``, in name order.
+                        rid: str | None = None, include_deleted: bool = False
+                        ) -> list[NameRecord]:
+        """Up to ``limit`` live names under ``prefix`` after ``start_after``, in name order;
+        with ``include_deleted`` deleted names (tombstones) too, so that a merge of several
+        replicas' answers sees a delete that one of them already has.
         (The node may cut a reply short to keep it under the header bound and says so with
         ``truncated``; this method then asks again from the last name it got.)"""
         out: list[NameRecord] = []
         while True:
-            h = await self._call("name_list", {
+            args: dict[str, Any] = {
                 "partition": partition, "account_id": account_id,
                 "container_id": container_id, "prefix": prefix, "start_after": start_after,
-                "limit": limit - len(out)}, rid)
+                "limit": limit - len(out)}
+            if include_deleted:  # (only then: the frame stays as it was for other callers)
+                args["include_deleted"] = True
+            h = await self._call("name_list", args, rid)
             got = [NameRecord.from_wire(e) for e in h.get("entries", [])]
             out += got
             if not h.get("truncated") or not got or len(out) >= limit:

@@ -283,7 +283,7 @@ class NodeOps:
         limit = max(1, min(a["limit"], MAX_LIST_LIMIT))
         entries = await self._run(functools.partial(
             r.name_list, a["account_id"], a["container_id"], a["prefix"], a["start_after"],
-            limit))
+            limit, a["include_deleted"]))
         out: list[dict[str, Any]] = []
         used = 0
         truncated = False

@@ -358,8 +358,10 @@ class Replica(ReplicaCore):
         return e
 
     def name_list(self, account_id: int, container_id: int, prefix: str = "",
-                  start_after: str = "", limit: int = 1000) -> list[NameRecord]:
+                  start_after: str = "", limit: int = 1000,
+                  include_deleted: bool = False) -> list[NameRecord]:
         assert self.names is not None
         if self.rebuilding:  # a partial listing would hide names
             raise self._not_found("listing of a rebuilding replica")
-        return self.names.list(account_id, container_id, prefix, start_after, limit)
+        return self.names.list(account_id, container_id, prefix, start_after, limit,
+                               include_deleted)
