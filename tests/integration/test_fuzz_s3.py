@@ -220,7 +220,7 @@ def send(base: str, req: S3Request) -> tuple[int, dict[str, str], bytes]:
             signer.payload = lambda request: hashed  # type: ignore[method-assign]
         try:
             signer.add_auth(aws)
-        except (UnicodeError, ValueError):
+        except (UnicodeError, ValueError, TypeError):
             pass  # botocore could not sign what was drawn: it goes out as drawn
         else:
             headers = dict(aws.headers.items())
