@@ -8,8 +8,9 @@ assertion beyond "this call had the expected status".
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
 
 from ambry.testing.frontend import TEST_S3, StoreCluster
 
@@ -86,3 +88,15 @@ def get_url(url: str, method: str = "GET", body: bytes | None = None,
     """An unsigned request (presigned URLs, anonymous access)."""
     r = _POOL.request(method, url, body=body, headers=dict(headers or {}), redirect=False)
     return Raw(r.status, r.headers, r.data)
+
+
+def eventually(check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
+    """Poll ``check`` until it returns without raising (replication is asynchronous)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return check()
+        except (AssertionError, ClientError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

@@ -5,14 +5,13 @@ bucket at once end up with one bucket holding the objects written through either
 from __future__ import annotations
 
 import concurrent.futures
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 from fe_helpers import store_fixture
-from s3_helpers import s3_client
+from s3_helpers import eventually, s3_client
 
 from ambry.testing.frontend import StoreCluster
 
@@ -22,17 +21,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreCluster]:
     yield from store_fixture(tmp_path_factory.mktemp("s3-2dc"), datacenters=2,
                              nodes_per_dc=3, partitions=4)
 
-
-def eventually(check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
-    """Poll ``check`` until it returns without raising (replication is asynchronous)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return check()
-        except (AssertionError, ClientError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def test_a_bucket_made_in_dc1_exists_in_dc2(store: StoreCluster) -> None:

@@ -26,14 +26,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 from fe_helpers import store_fixture
-from s3_helpers import KEYS, REGION, s3_client
+from s3_helpers import KEYS, REGION, eventually, s3_client
 
 from ambry.testing.frontend import RssSampler, StoreCluster
 
@@ -105,17 +104,6 @@ def tree_hashes(root: Path) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): file_sha256(p)
             for p in sorted(root.rglob("*")) if p.is_file()}
 
-
-def eventually(check: Callable[[], Any], timeout_s: float = REPLICATION_TIMEOUT_S) -> Any:
-    """Poll ``check`` until it returns without raising (replication is asynchronous)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return check()
-        except (AssertionError, ClientError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def listing(store: StoreCluster, bucket: str, prefix: str = "",
@@ -584,7 +572,8 @@ def test_written_in_dc1_read_back_in_dc2(tool: Tool, tmp_path: Path) -> None:
     tool.copy_up(tmp_path / "up", bucket, "x")
     written = listing(tool.store, bucket, datacenter="dc1")
     assert len(written) == len(want)
-    eventually(lambda: _same(listing(tool.store, bucket, datacenter="dc2"), written))
+    eventually(lambda: _same(listing(tool.store, bucket, datacenter="dc2"), written),
+               timeout_s=REPLICATION_TIMEOUT_S)
     tool.copy_down(bucket, "x", tmp_path / "down", dc="dc2")
     assert tree_hashes(tmp_path / "down") == want
 
@@ -619,7 +608,7 @@ def test_multipart_of_128_mib_round_trip_with_flat_memory(tool: Tool, tmp_path: 
     assert rss.peak_bytes - before < RSS_GROWTH_LIMIT_BYTES
     assert listing(tool.store, bucket) == {"big/file.bin": BIG_BYTES, "big/copy.bin": BIG_BYTES}
     eventually(lambda: _same(listing(tool.store, bucket, datacenter="dc2"),
-                             listing(tool.store, bucket)))
+                             listing(tool.store, bucket)), timeout_s=REPLICATION_TIMEOUT_S)
     out = tmp_path / "dc2.bin"
     tool.get(bucket, "big/file.bin", out, dc="dc2")
     assert file_sha256(out) == digest
