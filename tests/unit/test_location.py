@@ -9,18 +9,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ambry.cli.args import parse_target, parse_ttl
 from ambry.cli.blobs import (
     EXIT_CONFLICT,
     EXIT_NOT_FOUND,
     EXIT_OTHER,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
-    _parse_ttl,
-    _safe_rel,
-    _target,
     failure_of,
     human_size,
 )
+from ambry.cli.copy import _safe_rel
 from ambry.client import (
     BlobDeleted,
     BlobNotFound,
@@ -62,15 +61,15 @@ def test_a_blob_id_is_never_a_name():
     assert is_blob_id(BLOB_ID) and is_blob_id("/" + BLOB_ID)
     assert not is_blob_id(BLOB_ID[:-1]) and not is_blob_id(BLOB_ID + "A")
     assert not is_blob_id("default/models/x")
-    assert _target(BLOB_ID) == BLOB_ID and _target("/" + BLOB_ID) == BLOB_ID
-    assert _target("default/models/x") == Location("default", "models", "x")
+    assert parse_target(BLOB_ID) == BLOB_ID and parse_target("/" + BLOB_ID) == BLOB_ID
+    assert parse_target("default/models/x") == Location("default", "models", "x")
     # a 43-character name without a "/" cannot be a name, and a name is never an id
-    assert _target("ambry://default/models/" + BLOB_ID) == Location("default", "models", BLOB_ID)
+    assert parse_target("ambry://default/models/" + BLOB_ID) == Location("default", "models", BLOB_ID)
     for bad in ("hello", "default/models", "default/models/"):
         with pytest.raises(click.UsageError) as e:
-            _target(bad)
+            parse_target(bad)
         assert e.value.exit_code == EXIT_USAGE
-    assert _target("default/models/", allow_prefix=True) == Location("default", "models", "")
+    assert parse_target("default/models/", allow_prefix=True) == Location("default", "models", "")
 
 
 def test_endpoints_from_arguments_then_environment_then_default():
@@ -107,13 +106,13 @@ def test_ranges_clamp_as_python_slices(size, start, end):
     ("3600", 3600), ("45s", 45), ("30m", 1800), ("12h", 43200), ("1d", 86400),
     ("2w", 1209600), ("0", 0), ("never", None), ("-1", None), (None, None)])
 def test_ttl_durations(text, seconds):
-    assert _parse_ttl(None, None, text) == seconds  # type: ignore[arg-type]
+    assert parse_ttl(None, None, text) == seconds  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("text", ["soon", "1y", "-5", "1.5h", "h"])
 def test_bad_ttl_is_a_usage_error(text):
     with pytest.raises(click.BadParameter):
-        _parse_ttl(None, None, text)  # type: ignore[arg-type]
+        parse_ttl(None, None, text)  # type: ignore[arg-type]
 
 
 def test_errors_map_to_one_line_and_an_exit_code():
