@@ -54,7 +54,15 @@ taken name :class:`FileExistsError`, 401/403 :class:`PermissionError`; anything 
 SDK's typed error (``Unavailable`` after retries and failover, ...).
 
 Owns the mapping of fsspec's operations onto the SDK. Does not own HTTP, retries or the
-byte-level read and upload logic (the SDK).
+byte-level read and upload logic (the SDK), the file objects ``open`` returns
+(``_fsspec_files``), or the shape of info entries and which errors are which ``OSError``
+(``_fsspec_entries``).
+
+Over 600 lines as one cohesive job: :class:`AmbryFileSystem` is fsspec's
+``AsyncFileSystem`` interface, one short method per operation fsspec defines (``_ls``,
+``_info``, ``_find``, ``_cat_file``, ``_put_file``, ``_rm``, ...), each a translation to SDK
+calls; fsspec dispatches to them by name on this one class, so splitting it would only
+scatter one interface across files.
 """
 
 from __future__ import annotations
@@ -62,30 +70,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import io
 import os
-import tempfile
 import weakref
 from collections.abc import AsyncGenerator, Coroutine, Sequence
 from datetime import datetime
-from typing import IO, Any
+from typing import Any
 
 from fsspec.asyn import AsyncFileSystem, _run_coros_in_chunks, sync
 from fsspec.callbacks import DEFAULT_CALLBACK
 from fsspec.utils import isfilelike
 
 from ambry.client._async_client import MIB, AsyncClient
-from ambry.client._errors import (
-    ApiError,
-    BlobNotFound,
-    Forbidden,
-    Gone,
-    InvalidArgument,
-    NameExists,
-    Unauthorized,
+from ambry.client._errors import ApiError, InvalidArgument
+from ambry.client._fsspec_entries import (
+    clamp_range,
+    dir_entry,
+    entry_from_info,
+    entry_from_listing,
+    os_error,
 )
-from ambry.client._reader import AsyncBlobReader, BlobReader
-from ambry.client._types import BlobInfo, NamedEntry, NamedPrefix
+from ambry.client._fsspec_files import AmbryReadFile, AmbryWriteFile, ProgressFile
+from ambry.client._types import NamedEntry, NamedPrefix
 from ambry.common.location import endpoints_from, guess_content_type
 
 __all__ = ["AmbryFileSystem", "AmbryReadFile", "AmbryWriteFile"]
@@ -97,46 +102,6 @@ _FSSPEC_OPTIONS = frozenset({"use_listings_cache", "listings_expiry_time", "max_
 #: The keyword that carries a bulk operation's concurrency limit to each transfer (see
 #: :meth:`AmbryFileSystem._put`).
 _SLOTS = "_ambry_slots"
-
-
-def _os_error(e: ApiError, path: str) -> Exception:
-    """The :class:`OSError` fsspec callers expect for an SDK error, or the error itself."""
-    if isinstance(e, BlobNotFound | Gone) or _unknown_container(e):
-        return FileNotFoundError(errno.ENOENT, f"no such name: {e.message}", path)
-    if isinstance(e, NameExists):
-        return FileExistsError(errno.EEXIST, "name exists", path)
-    if isinstance(e, Forbidden | Unauthorized):
-        return PermissionError(errno.EACCES, e.message, path)
-    return e
-
-
-def _unknown_container(e: ApiError) -> bool:
-    # The frontend answers 400 INVALID_ARGUMENT for an account or container it does not know
-    # (the same code as other bad input), so the message is the only place that says so.
-    return isinstance(e, InvalidArgument) and ("unknown account" in e.message
-                                               or "unknown container" in e.message)
-
-
-def _dir_entry(path: str) -> dict[str, Any]:
-    return {"name": path, "size": 0, "type": "directory"}
-
-
-def _file_entry(path: str, *, blob_id: str, size: int, content_type: str,
-                created: datetime, **extra: Any) -> dict[str, Any]:
-    return {"name": path, "size": size, "type": "file", "blob_id": blob_id,
-            "content_type": content_type, "created": created, "mtime": created, **extra}
-
-
-def _entry_from_info(path: str, info: BlobInfo) -> dict[str, Any]:
-    return _file_entry(path, blob_id=info.blob_id, size=info.size,
-                       content_type=info.content_type, created=info.created,
-                       ttl_s=info.ttl_s, user_metadata=dict(info.user_metadata),
-                       content_xxh3=info.content_xxh3)
-
-
-def _entry_from_listing(path: str, e: NamedEntry) -> dict[str, Any]:
-    return _file_entry(path, blob_id=e.blob_id, size=e.size, content_type=e.content_type,
-                       created=e.created)
 
 
 async def _await(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -163,132 +128,6 @@ def _close_client(client: AsyncClient, loop: asyncio.AbstractEventLoop | None) -
 
 _closing: set[asyncio.Task[None]] = set()
 
-
-class _ProgressFile(io.RawIOBase):
-    """A binary file that reports how far it was read to an fsspec callback (upload
-    progress). The position, not a sum: the SDK reads a file twice (a hash pass first)."""
-
-    def __init__(self, f: IO[bytes], on_position: Any) -> None:
-        super().__init__()
-        self._f = f
-        self._on_position = on_position
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return self._f.seekable()
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._f.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._f.tell()
-
-    def readinto(self, b: Any) -> int:
-        data = self._f.read(len(b))
-        n = len(data)
-        b[:n] = data
-        self._on_position(self._f.tell())
-        return n
-
-
-class AmbryReadFile(BlobReader):
-    """What ``open(path, "rb")`` returns: the SDK's seekable blob reader, plus ``fs`` and
-    ``path`` as fsspec files have them."""
-
-    def __init__(self, fs: AmbryFileSystem, path: str, reader: AsyncBlobReader,
-                 buffer_size: int) -> None:
-        super().__init__(reader, fs._call, buffer_size)
-        self.fs = fs
-        self.path = path
-
-    @property
-    def details(self) -> dict[str, Any]:
-        return _entry_from_info(self.path, self.info)
-
-
-class AmbryWriteFile(io.BufferedIOBase):
-    """What ``open(path, "wb")`` returns: a seekable binary file whose bytes are uploaded
-    under ``path`` when it is closed (nothing is visible before). Bytes wait in a spooled
-    temporary file: memory up to ``spool_bytes``, then disk, so writing a checkpoint of any
-    size takes bounded memory.
-
-    Leaving a ``with`` block by an exception, :meth:`discard`, or dropping the file without
-    closing it uploads nothing. Inside an fsspec transaction (``autocommit=False``) the upload
-    waits for :meth:`commit`.
-    """
-
-    def __init__(self, fs: AmbryFileSystem, path: str, *, create: bool, autocommit: bool,
-                 spool_bytes: int) -> None:
-        super().__init__()
-        self.fs = fs
-        self.path = path
-        self.mode = "xb" if create else "wb"
-        self.autocommit = autocommit
-        self._create = create
-        self._spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=spool_bytes)  # noqa: SIM115
-        self._done = False
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def write(self, b: Any) -> int:
-        if self.closed:
-            raise ValueError("write to a closed file")
-        return self._spool.write(b)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if self.closed:
-            raise ValueError("seek on a closed file")
-        return self._spool.seek(offset, whence)
-
-    def tell(self) -> int:
-        if self.closed:
-            raise ValueError("tell on a closed file")
-        return self._spool.tell()
-
-    def truncate(self, size: int | None = None) -> int:
-        return self._spool.truncate(size)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        try:
-            if self.autocommit:
-                self.commit()
-        finally:
-            super().close()
-
-    def commit(self) -> None:
-        """Upload the bytes written (once; called by ``close`` unless in a transaction)."""
-        if self._done:
-            return
-        self._done = True
-        try:
-            self._spool.seek(0)
-            self.fs._call(self.fs._upload(self.path, self._spool, create=self._create))
-        finally:
-            self._spool.close()
-
-    def discard(self) -> None:
-        """Drop the bytes written; nothing is uploaded."""
-        self._done = True
-        self._spool.close()
-
-    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        if exc_type is not None:
-            self.discard()  # a half-written file must not replace a good one
-        self.close()
-
-    def __del__(self) -> None:
-        # io's default would close(), and so upload, whatever the garbage collector found
-        if not self.closed:
-            self.discard()
-            super().close()
 
 
 class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no type hints
@@ -368,7 +207,7 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
                                                   page_size=page_size):
                 yield e
         except ApiError as e:
-            raise _os_error(e, path) from e
+            raise os_error(e, path) from e
 
     async def _has_names(self, account: str, container: str, prefix: str) -> bool:
         gen = self._names(account, container, prefix, page_size=1)
@@ -388,7 +227,7 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
                                       "from the cluster config): ls <account>[/<container>]")
         entries = None if refresh else self.dircache.get(path)
         if entries is None and not c:
-            entries = [_dir_entry(f"{a}/{name}") for name in await self._containers(a, path)]
+            entries = [dir_entry(f"{a}/{name}") for name in await self._containers(a, path)]
             self.dircache[path] = entries
         if entries is None:
             entries = await self._list_dir(path, a, c, name)
@@ -411,11 +250,11 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
                 if isinstance(e, NamedPrefix):
                     head = head[:-1]
                     if head:
-                        out.append(_dir_entry(f"{path}/{head}"))
+                        out.append(dir_entry(f"{path}/{head}"))
                 elif head:  # "a/" itself: no fsspec path reaches it
-                    out.append(_entry_from_listing(f"{path}/{head}", e))
+                    out.append(entry_from_listing(f"{path}/{head}", e))
         except ApiError as err:
-            raise _os_error(err, path) from err
+            raise os_error(err, path) from err
         if not out and name:
             return None
         return out
@@ -425,7 +264,7 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
         try:
             names: list[str] = await self.client.list_containers(account)
         except ApiError as e:
-            raise _os_error(e, path) from e
+            raise os_error(e, path) from e
         return names
 
     async def _check_container(self, a: str, c: str, path: str) -> None:
@@ -459,15 +298,15 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
             depth = len(parts) if maxdepth is None else min(len(parts), maxdepth + 1)
             for i in range(1, depth):
                 d = f"{path}/{'/'.join(parts[:i])}"
-                dirs.setdefault(d, _dir_entry(d))
+                dirs.setdefault(d, dir_entry(d))
             if maxdepth is None or len(parts) <= maxdepth:
                 full = f"{path}/{'/'.join(parts)}"
-                files[full] = _entry_from_listing(full, e)
+                files[full] = entry_from_listing(full, e)
         out = dict(files)
         if withdirs:
             out.update(dirs)
             if out or not name:
-                out[path] = _dir_entry(path)
+                out[path] = dir_entry(path)
         if not out and name and not prefix:
             try:
                 info = await self._info(path)
@@ -489,15 +328,15 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
         path = self._strip_protocol(path)
         a, c, name = self._split(path)
         if not a:
-            return _dir_entry(path)  # the root
+            return dir_entry(path)  # the root
         if not c:
             # an unknown account is absent (it used to read as a directory, so tools skipped
             # creating their root and every write then failed with "unknown account")
             await self._containers(a, path)
-            return _dir_entry(path)
+            return dir_entry(path)
         if not name:
             await self._check_container(a, c, path)
-            return _dir_entry(path)
+            return dir_entry(path)
         if not refresh:
             parent = self._parent(path)
             listed = self.dircache.get(parent)
@@ -512,15 +351,15 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
             # a HEAD reply has no body to say "unknown container": the listing below does
             if not await self._has_names(a, c, name + "/"):
                 raise
-            return _dir_entry(path)
+            return dir_entry(path)
         except ApiError as e:
-            err = _os_error(e, path)
+            err = os_error(e, path)
             if not isinstance(err, FileNotFoundError):
                 raise err from e
         else:
-            return _entry_from_info(path, info)
+            return entry_from_info(path, info)
         if await self._has_names(a, c, name + "/"):
-            return _dir_entry(path)
+            return dir_entry(path)
         raise FileNotFoundError(errno.ENOENT, "no such name", path)
 
     async def _mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
@@ -593,13 +432,13 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
                 return data
             reader = await self.client.open_named(name, account=a, container=c)
             try:
-                lo, hi = _range(start, end, reader.size)
+                lo, hi = clamp_range(start, end, reader.size)
                 reader.seek(lo)
                 return await reader.read(hi - lo)
             finally:
                 await reader.aclose()
         except ApiError as e:
-            raise _os_error(e, path) from e
+            raise os_error(e, path) from e
 
     async def _get_file(self, rpath: str, lpath: Any, callback: Any = DEFAULT_CALLBACK,
                         **kwargs: Any) -> None:
@@ -614,7 +453,7 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
                 return
             info = await self.client.download_named(name, lpath, account=a, container=c)
         except ApiError as e:
-            err = _os_error(e, rpath)
+            err = os_error(e, rpath)
             if isinstance(err, FileNotFoundError) and await self._isdir(rpath):
                 os.makedirs(lpath, exist_ok=True)  # a directory: its names come separately
                 return
@@ -641,7 +480,7 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
             try:
                 reader = self._call(self.client.open_named(name, account=a, container=c))
             except ApiError as e:
-                raise _os_error(e, path) from e
+                raise os_error(e, path) from e
             return AmbryReadFile(self, path, reader, block_size or self.read_buffer_bytes)
         if mode in ("wb", "xb"):
             if mode == "xb" and self.exists(path):
@@ -659,7 +498,7 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
                 name, data, upsert=not create, content_type=guess_content_type(name),
                 account=a, container=c)
         except ApiError as e:
-            raise _os_error(e, path) from e
+            raise os_error(e, path) from e
         finally:
             self.invalidate_cache(path)
         return blob_id
@@ -680,7 +519,7 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
         f = await asyncio.to_thread(open, lpath, "rb")
         try:
             callback.set_size(os.fstat(f.fileno()).st_size)
-            await self._upload(rpath, _ProgressFile(f, callback.absolute_update),
+            await self._upload(rpath, ProgressFile(f, callback.absolute_update),
                                create=mode == "create")
         finally:
             f.close()
@@ -727,7 +566,7 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
         try:
             reader = await self.client.open_named(n1, account=a1, container=c1)
         except ApiError as e:
-            err = _os_error(e, path1)
+            err = os_error(e, path1)
             if isinstance(err, FileNotFoundError) and await self._isdir(path1):
                 return  # a directory: its names are copied one by one
             raise err from e
@@ -739,7 +578,7 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
                 user_metadata=dict(info.user_metadata), owner_id=info.owner_id or None,
                 filename=info.filename or None, account=a2, container=c2)
         except ApiError as e:
-            raise _os_error(e, path2) from e
+            raise os_error(e, path2) from e
         finally:
             await reader.aclose()
             self.invalidate_cache(path2)
@@ -749,7 +588,7 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
         try:
             await self.client.delete_named(name, account=a, container=c)
         except ApiError as e:
-            raise _os_error(e, path) from e
+            raise os_error(e, path) from e
         finally:
             self.invalidate_cache(path)
 
@@ -809,13 +648,3 @@ class AmbryFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no t
 def _slot(slots: asyncio.Semaphore | None) -> contextlib.AbstractAsyncContextManager[Any]:
     """One of a bulk operation's slots (see :meth:`AmbryFileSystem._put`), or none."""
     return slots if slots is not None else contextlib.nullcontext()
-
-
-def _range(start: int | None, end: int | None, size: int) -> tuple[int, int]:
-    """fsspec's ``[start, end)`` (negative counts from the end, None is an edge) clamped to
-    ``[0, size]``."""
-    lo = 0 if start is None else (size + start if start < 0 else start)
-    hi = size if end is None else (size + end if end < 0 else end)
-    lo = min(max(lo, 0), size)
-    hi = min(max(hi, lo), size)
-    return lo, hi

@@ -31,7 +31,7 @@ from ambry.client import (
     ServerError,
     Unavailable,
 )
-from ambry.client.fsspec import _range
+from ambry.client._fsspec_entries import clamp_range
 from ambry.common.blobid import new_blob_id
 from ambry.common.location import (
     DEFAULT_ENDPOINT,
@@ -97,7 +97,7 @@ def test_content_type_follows_the_extension():
 def test_ranges_clamp_as_python_slices(size, start, end):
     data = bytes(range(256)) * 4
     data = data[:size] if size <= len(data) else data
-    lo, hi = _range(start, end, len(data))
+    lo, hi = clamp_range(start, end, len(data))
     assert 0 <= lo <= hi <= len(data)
     assert data[lo:hi] == data[start:end]
 
