@@ -1,0 +1,313 @@
+"""One pipelined connection to a storage node, and the replies it hands out.
+
+Owns the wire side of :class:`~ambry.protocol.client.NodeClient`: writing request frames
+(many in flight per connection), the read loop that matches replies to requests by ``corr``,
+reading small reply payloads itself and handing large ones to the caller as a stream, and
+failing every waiting call with :class:`~ambry.common.errors.Unavailable` when the connection
+breaks. Does not own the pool of connections, timeouts per call or the operations
+(``client``).
+
+A reply with a payload (``get``) holds its connection's read side until the payload is
+consumed: read it (``await reply.read()``), iterate it (``async for piece in
+reply.iter_chunks()``), or give it back (``await reply.release()`` / ``async with reply``). A
+consumer that makes no progress for the stall timeout (the client's ``request_timeout_ms``)
+gets its connection closed (the other calls on it fail with Unavailable and are retried by
+their callers), so a forgotten reply costs one connection, never the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Self
+
+from ambry.common.errors import AmbryError, Unavailable
+from ambry.common.properties import BlobProperties
+from ambry.protocol import stream
+from ambry.protocol.framing import read_header, write_message
+from ambry.protocol.messages import state_from_wire
+
+__all__ = ["Connection", "GetReply", "Reply"]
+
+log = logging.getLogger(__name__)
+
+_INLINE_PAYLOAD_MAX_BYTES = 256 * 1024  # smaller reply payloads are read by the connection
+_READ_WHOLE_MAX_BYTES = 16 * 1024 * 1024  # Reply.read() of at most this: one read, one buffer
+_STREAMING_LOAD = 1_000_000  # a connection busy streaming a payload is the last choice
+
+
+class _PayloadStream:
+    """The payload bytes of one reply, read straight from the connection."""
+
+    def __init__(self, conn: Connection, length: int) -> None:
+        self._conn = conn
+        self.length = length
+        self.remaining = length
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.last_progress = time.monotonic()
+        self._busy = False
+
+    def _done(self, exc: BaseException | None = None) -> None:
+        if not self.finished.done():
+            if exc is None:
+                self.finished.set_result(None)
+            else:
+                self.finished.set_exception(exc)
+                self.finished.exception()  # mark retrieved: the read loop may not be waiting
+
+    async def read_chunk(self, max_bytes: int, exactly: bool = False) -> bytes | bytearray:
+        """Up to ``max_bytes`` of the payload (``exactly``: that many, or all that is left);
+        b"" once it is all read."""
+        if self.remaining == 0:
+            return b""
+        if self.finished.done():
+            raise Unavailable(f"connection to {self._conn.peer} lost mid-payload")
+        if self._busy:
+            raise RuntimeError("a reply payload is read by one task at a time")
+        self._busy = True
+        try:
+            async with asyncio.timeout(self._conn.stall_timeout_s):
+                n = min(max_bytes, self.remaining)
+                piece = await (self._conn.reader.readexactly(n) if exactly else
+                               self._conn.reader.read(n))
+        except (TimeoutError, OSError, asyncio.IncompleteReadError) as e:
+            err = Unavailable(f"reading a payload from {self._conn.peer}: {type(e).__name__}")
+            self._done(err)
+            self._conn.fail(err)
+            raise err from None
+        finally:
+            self._busy = False
+        if not piece:
+            err = Unavailable(f"connection to {self._conn.peer} closed mid-payload "
+                              f"({self.remaining} of {self.length} bytes missing)")
+            self._done(err)
+            self._conn.fail(err)
+            raise err
+        self.remaining -= len(piece)
+        self.last_progress = time.monotonic()
+        if self.remaining == 0:
+            self._done()
+        return piece
+
+    async def discard(self) -> None:
+        while self.remaining:
+            await self.read_chunk(1 << 20)
+
+
+class _BufferedPayload:
+    """A small reply payload the connection has already read (same interface as the stream)."""
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        self._data = data
+        self.length = len(data)
+        self.remaining = len(data)
+
+    async def read_chunk(self, max_bytes: int) -> bytes | bytearray:
+        off = self.length - self.remaining
+        if off == 0 and max_bytes >= self.length:
+            piece = self._data  # the common case: all of it, no copy
+        else:
+            piece = self._data[off:off + max_bytes]
+        self.remaining -= len(piece)
+        return piece
+
+    async def discard(self) -> None:
+        self.remaining = 0
+
+
+class Reply:
+    """A reply header, and its payload if it has one."""
+
+    def __init__(self, header: dict[str, Any],
+                 stream: _PayloadStream | _BufferedPayload | None) -> None:
+        self.header = header
+        self._stream = stream
+
+    @property
+    def payload_len(self) -> int:
+        return self._stream.length if self._stream is not None else 0
+
+    async def read(self) -> bytes | bytearray:
+        """The whole (rest of the) payload."""
+        if self._stream is None:
+            return b""
+        if isinstance(self._stream, _PayloadStream) and \
+                self._stream.remaining <= _READ_WHOLE_MAX_BYTES:
+            # one buffer the socket writes into (ambry.protocol.stream), not pieces joined:
+            # a 4 MiB chunk was copied once more by the join
+            return await self._stream.read_chunk(self._stream.remaining, exactly=True)
+        parts: list[bytes | bytearray] = []
+        while True:
+            piece = await self._stream.read_chunk(1 << 20)
+            if not piece:
+                return b"".join(parts)
+            parts.append(piece)
+
+    async def iter_chunks(self, chunk_bytes: int = 1 << 20) -> AsyncIterator[bytes | bytearray]:
+        """The payload in pieces of at most ``chunk_bytes``."""
+        if self._stream is None:
+            return
+        while True:
+            piece = await self._stream.read_chunk(chunk_bytes)
+            if not piece:
+                return
+            yield piece
+
+    async def release(self) -> None:
+        """Drop whatever of the payload was not read (frees the connection)."""
+        if self._stream is not None and self._stream.remaining:
+            try:
+                await self._stream.discard()
+            except Unavailable:
+                pass
+
+    def _release_soon(self) -> None:
+        if self._stream is not None and self._stream.remaining:
+            task = asyncio.get_running_loop().create_task(self.release())
+            _BACKGROUND.add(task)
+            task.add_done_callback(_BACKGROUND.discard)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+class GetReply(Reply):
+    """Reply to ``get``: the blob's properties, user metadata, state and payload."""
+
+    def __init__(self, header: dict[str, Any],
+                 stream: _PayloadStream | _BufferedPayload | None) -> None:
+        super().__init__(header, stream)
+        self.properties = BlobProperties.from_wire(header["props"])
+        self.user_metadata: bytes = bytes(header.get("usermeta") or b"")
+        self.state = state_from_wire(header["state"])
+        self.expiry_ms: int = int(header["state"].get("expiry_ms", 0))
+        self.blob_size: int = int(header.get("blob_size", 0))
+        self.range_start: int = int(header.get("range_start", 0))
+
+
+class Connection:
+    """One connection to a node: requests written in turn, replies read by one task."""
+
+    def __init__(self, reader: stream.Reader, writer: stream.Writer, peer: str,
+                 stall_timeout_s: float) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.peer = peer
+        self.stall_timeout_s = stall_timeout_s
+        self.pending: dict[int, asyncio.Future[Reply]] = {}
+        self.write_lock = asyncio.Lock()
+        self.closed = False
+        self.retired = False
+        self.streaming: _PayloadStream | None = None
+        self.written_bytes = 0  # handed to the transport so far
+        self.reader_task = asyncio.get_running_loop().create_task(self._read_loop())
+
+    @property
+    def load(self) -> int:
+        return len(self.pending) + (_STREAMING_LOAD if self.streaming is not None else 0)
+
+    def sent(self, end: int) -> bool:
+        """Whether the transport has passed everything up to ``end`` (of ``written_bytes``)
+        to the kernel."""
+        return self.written_bytes - self.writer.transport.get_write_buffer_size() >= end
+
+    async def send(self, frame: bytes, payload: bytes | bytearray | memoryview | None,
+                   mark: list[int] | None = None) -> None:
+        """Write one message; ``mark`` gets where it ends in ``written_bytes``."""
+        async with self.write_lock:
+            if self.closed:
+                raise Unavailable(f"connection to {self.peer} is closed")
+            try:
+                # uvloop raises RuntimeError ("the handler is closed") from write() once the
+                # node's end reset the connection but before connection_lost reached the read
+                # loop: a node that died mid-upload, the same as an OSError, not a bug
+                write_message(self.writer, frame, payload)
+                self.written_bytes += len(frame) + (len(payload) if payload else 0)
+                if mark is not None:
+                    mark.append(self.written_bytes)
+                await self.writer.drain()
+            except (OSError, RuntimeError) as e:
+                if isinstance(e, RuntimeError) and not self.writer.is_closing():
+                    raise  # not a closed transport: a bug, seen as it is
+                err = Unavailable(f"writing to {self.peer}: {e}")
+                self.fail(err)
+                raise err from None
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                header = await read_header(self.reader)
+                if header is None:
+                    raise Unavailable(f"{self.peer} closed the connection")
+                corr = header.get("corr")
+                n = header.get("payload_len") or 0
+                if not isinstance(n, int) or n < 0:
+                    raise Unavailable(f"{self.peer} sent a bad payload_len")
+                fut = self.pending.pop(corr, None) if isinstance(corr, int) else None
+                if header.get("closing"):
+                    self.retired = True  # the node ends this connection: no new requests
+                if n == 0:
+                    if fut is not None and not fut.done():
+                        fut.set_result(Reply(header, None))
+                    continue
+                if n <= _INLINE_PAYLOAD_MAX_BYTES:
+                    # small: read it here, sparing the hand-over to the caller's task
+                    data = await self.reader.readexactly(n)
+                    if fut is not None and not fut.done():
+                        fut.set_result(Reply(header, _BufferedPayload(data)))
+                    continue
+                stream = _PayloadStream(self, n)
+                if fut is None or fut.done():  # the caller gave up: skip the payload
+                    await stream.discard()
+                    continue
+                self.streaming = stream
+                fut.set_result(Reply(header, stream))
+                await self._wait_consumed(stream)
+                self.streaming = None
+        except asyncio.CancelledError:
+            self.fail(Unavailable(f"connection to {self.peer} closed"))
+            raise
+        except AmbryError as e:
+            self.fail(e if isinstance(e, Unavailable) else Unavailable(f"{self.peer}: {e}"))
+        except (OSError, asyncio.IncompleteReadError) as e:
+            self.fail(Unavailable(f"connection to {self.peer} broken: {type(e).__name__}"))
+        except Exception as e:  # a bug: never leave callers hanging
+            log.exception("node client read loop for %s failed", self.peer)
+            self.fail(Unavailable(f"connection to {self.peer} failed: {e!r}"))
+
+    async def _wait_consumed(self, stream: _PayloadStream) -> None:
+        """Wait until the caller has read the payload; a caller stalled for longer than the
+        stall timeout costs this connection."""
+        while True:
+            left = stream.last_progress + self.stall_timeout_s - time.monotonic()
+            if left <= 0:
+                raise Unavailable(f"reply payload from {self.peer} not consumed for "
+                                  f"{self.stall_timeout_s:.1f} s")
+            done, _ = await asyncio.wait({stream.finished}, timeout=left)
+            if done:
+                stream.finished.result()  # raises if the stream failed
+                return
+
+    def fail(self, err: AmbryError) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        pending, self.pending = self.pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(err)
+        if self.streaming is not None:
+            self.streaming._done(err)
+        with contextlib.suppress(Exception):
+            self.writer.close()
+        if asyncio.current_task() is not self.reader_task:
+            self.reader_task.cancel()
