@@ -4,7 +4,7 @@ Owns splitting a blob into ranges (pure), checking that a range reply is the ran
 for of the blob asked for, fetching ranges with at most ``parallelism`` in flight while
 handing them out in order (so the caller can hash and write sequentially, and memory stays
 ``parallelism x range_size`` whatever the blob's size), and the end-to-end check against the
-size and xxh3 stored with the blob. Does not own where the bytes go (``_client``).
+size and xxh3 stored with the blob. Does not own where the bytes go (``_fetch``, ``_reader``).
 """
 
 from __future__ import annotations
