@@ -21,6 +21,7 @@ from ambry.frontend.s3.app import make_s3_app
 from ambry.frontend.s3.context import Ctx
 from ambry.frontend.s3.errors import S3Error
 from ambry.frontend.s3.routes import (
+    PARTLY_SUPPORTED,
     RESOURCES,
     ROUTES,
     UNSUPPORTED,
@@ -132,7 +133,11 @@ def test_no_route_is_shadowed_by_an_earlier_one(route: Route) -> None:
     ("POST", "b", "k", {"uploads": "", "uploadId": "u"}, {}, "CreateMultipartUpload"),
     ("POST", "b", "k", {}, {}, "405 MethodNotAllowed"),
     ("PATCH", "b", "k", {}, {}, "405 MethodNotAllowed"),
-    ("GET", "b", None, {"acl": ""}, {}, "501 NotImplemented"),
+    ("GET", "b", None, {"acl": ""}, {}, "GetBucketAcl"),
+    ("PUT", "b", "k", {"acl": ""}, {}, "PutObjectAcl"),
+    ("DELETE", "b", "k", {"acl": ""}, {}, "501 NotImplemented"),
+    ("GET", None, None, {"acl": ""}, {}, "501 NotImplemented"),
+    ("GET", "b", None, {"acl": "", "policy": ""}, {}, "501 NotImplemented"),
     ("PUT", "b", "k", {"tagging": "", "uploadId": "u"}, {}, "501 NotImplemented"),
 ])
 def test_representative_requests_resolve_as_before(method: str, bucket: str | None,
@@ -147,8 +152,9 @@ def test_read_only_principal_writes_are_403_after_501_and_before_405() -> None:
     # sub-resource is still 501 first, and reads route as usual
     assert _outcome(_ctx("PUT", "b", "k", read_only=True)) == "403 AccessDenied"
     assert _outcome(_ctx("POST", "b", read_only=True)) == "403 AccessDenied"
-    assert _outcome(_ctx("PUT", "b", "k", {"acl": ""}, read_only=True)) == \
+    assert _outcome(_ctx("PUT", "b", "k", {"policy": ""}, read_only=True)) == \
         "501 NotImplemented"
+    assert _outcome(_ctx("PUT", "b", "k", {"acl": ""}, read_only=True)) == "403 AccessDenied"
     assert _outcome(_ctx("GET", "b", "k", read_only=True)) == "GetObject"
 
 
@@ -175,6 +181,12 @@ def _old_dispatch(ctx: Ctx) -> str:
     """``S3Api._dispatch`` before the route table (commit 98c2ca3), each ``return await
     self.<handler>(...)`` replaced by the operation it served."""
     m, q = ctx.method, ctx.query
+    # issue 14: GET / PUT ?acl of a bucket or object are served (the owner's full control)
+    if ("acl" in q and ctx.bucket is not None and m in ("GET", "PUT")
+            and not (_OLD_UNSUPPORTED - {"acl"}) & q.keys()):
+        if m == "PUT" and ctx.read_only:
+            return "403 AccessDenied"
+        return f"{m.title()}{'Object' if ctx.key else 'Bucket'}Acl"
     unsupported = _OLD_UNSUPPORTED & q.keys()
     if unsupported:
         return "501 NotImplemented"
@@ -261,4 +273,4 @@ def test_every_request_resolves_as_the_old_dispatcher_did() -> None:
 
 
 def test_unsupported_sub_resources_are_the_old_set() -> None:
-    assert UNSUPPORTED == _OLD_UNSUPPORTED
+    assert UNSUPPORTED | PARTLY_SUPPORTED.keys() == _OLD_UNSUPPORTED

@@ -2,7 +2,8 @@
 
 Owns the request's life: its request id, parsing (``context``), authentication (``auth``),
 the headers the operation may act on (``coverage.signed_view``), finding the operation in
-the route table (``routes``) and calling its handler, S3 error replies (one table in
+the route table (``routes``), refusing the headers it does not honour (``headerpolicy``)
+and calling its handler, S3 error replies (one table in
 ``errors``), the request metrics, the in-flight count shared with the REST app, and
 re-reading the ``s3:`` section on a config reload.
 
@@ -42,6 +43,7 @@ from ambry.frontend.s3.config import S3Config, s3_config_of
 from ambry.frontend.s3.context import Ctx, parse_request
 from ambry.frontend.s3.coverage import signed_view
 from ambry.frontend.s3.errors import S3Error, s3_error_for
+from ambry.frontend.s3.headerpolicy import check_headers
 from ambry.frontend.s3.multipart import MultipartStore
 from ambry.frontend.s3.resource import MAX_XML_BODY_BYTES, Deps, Resource
 from ambry.frontend.s3.routes import RESOURCES, metric_label, resolve
@@ -125,6 +127,8 @@ class S3Api:
             ctx.h = signed_view(ctx.h, ctx.auth)
             route = resolve(ctx)
             aws_op = route.op
+            # headers that promise what this store does not do: refused, never ignored
+            check_headers(route.op, ctx.h, ctx.owner)
             resp = await route.handler(self.resources[route.owner], request, ctx)
             status = client_abort_status(request) or resp.status
         except sigv4.AuthError as e:

@@ -12,7 +12,8 @@ value) or ``name`` (the request header is present). The empty marker always hold
 default operation of its level and method.
 
 Before the table (:func:`resolve`): a sub-resource this API does not implement
-(:data:`UNSUPPORTED`, e.g. ``?acl``) is 501 NotImplemented at any level, then a write by a
+(:data:`UNSUPPORTED`, e.g. ``?policy``; ``?acl`` other than GET/PUT of a bucket or object)
+is 501 NotImplemented at any level, then a write by a
 read-only (anonymous) principal is 403. A level and method with no matching row is 405
 MethodNotAllowed.
 
@@ -29,6 +30,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from ambry.frontend.s3.acl import Acls
 from ambry.frontend.s3.buckets import Buckets
 from ambry.frontend.s3.context import Ctx
 from ambry.frontend.s3.copy import Copies
@@ -38,8 +40,8 @@ from ambry.frontend.s3.objects import Objects
 from ambry.frontend.s3.resource import Resource
 from ambry.frontend.s3.uploads import Uploads
 
-__all__ = ["BUCKET", "OBJECT", "RESOURCES", "ROUTES", "SERVICE", "UNSUPPORTED", "Level",
-           "Route", "level_of", "metric_label", "resolve", "route_of"]
+__all__ = ["BUCKET", "OBJECT", "PARTLY_SUPPORTED", "RESOURCES", "ROUTES", "SERVICE",
+           "UNSUPPORTED", "Level", "Route", "level_of", "metric_label", "resolve", "route_of"]
 
 Level = Literal["service", "bucket", "object"]
 SERVICE: Level = "service"
@@ -49,15 +51,19 @@ OBJECT: Level = "object"
 Handler = Callable[[Any, web.Request, Ctx], Awaitable[web.StreamResponse]]
 
 #: The handler classes, one per resource; ``app`` makes one instance of each.
-RESOURCES: tuple[type[Resource], ...] = (Buckets, Objects, Copies, Uploads, Listings)
+RESOURCES: tuple[type[Resource], ...] = (Buckets, Objects, Copies, Uploads, Listings, Acls)
 
 #: Sub-resources this API does not implement: 501 NotImplemented rather than a wrong answer.
-UNSUPPORTED = frozenset({"acl", "policy", "cors", "lifecycle", "tagging", "website",
+UNSUPPORTED = frozenset({"policy", "cors", "lifecycle", "tagging", "website",
                          "replication", "encryption", "notification", "logging", "object-lock",
                          "retention", "legal-hold", "torrent", "restore", "select",
                          "analytics", "metrics", "inventory", "intelligent-tiering",
                          "ownershipControls", "publicAccessBlock", "requestPayment",
                          "accelerate", "policyStatus", "attributes"})
+#: Sub-resources served only at some levels and methods (``?acl``: GET and PUT of a bucket or
+#: an object, module ``acl``); 501 NotImplemented elsewhere.
+PARTLY_SUPPORTED: dict[str, tuple[frozenset[Level], frozenset[str]]] = {
+    "acl": (frozenset({"bucket", "object"}), frozenset({"GET", "PUT"}))}
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,8 @@ ROUTES: tuple[Route, ...] = (
     )),
     *_rows(BUCKET, (
         # method   marker                   op                         handler
+        ("PUT",    "?acl",                  "PutBucketAcl",            Acls.put_bucket_acl),
+        ("GET",    "?acl",                  "GetBucketAcl",            Acls.get_bucket_acl),
         ("PUT",    "?versioning",           "PutBucketVersioning",     Buckets.put_versioning),
         ("PUT",    "",                      "CreateBucket",            Buckets.create_bucket),
         ("HEAD",   "",                      "HeadBucket",              Buckets.head_bucket),
@@ -137,6 +145,8 @@ ROUTES: tuple[Route, ...] = (
     )),
     *_rows(OBJECT, (
         # method   marker                   op                         handler
+        ("PUT",    "?acl",                  "PutObjectAcl",            Acls.put_object_acl),
+        ("GET",    "?acl",                  "GetObjectAcl",            Acls.get_object_acl),
         ("GET",    "?uploadId",             "ListParts",               Uploads.list_parts),
         ("GET",    "",                      "GetObject",               Objects.get_object),
         ("HEAD",   "",                      "HeadObject",              Objects.get_object),
@@ -170,6 +180,9 @@ def resolve(ctx: Ctx) -> Route:
     for a write by a read-only (anonymous) principal, 405 MethodNotAllowed when no route
     matches."""
     unsupported = UNSUPPORTED & ctx.query.keys()
+    unsupported |= {s for s, (levels, methods) in PARTLY_SUPPORTED.items()
+                    if s in ctx.query and (level_of(ctx) not in levels
+                                           or ctx.method not in methods)}
     if unsupported:
         raise S3Error("NotImplemented", f"?{min(unsupported)} is not implemented", 501)
     if ctx.method not in ("GET", "HEAD") and ctx.read_only:

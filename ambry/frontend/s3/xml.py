@@ -2,7 +2,8 @@
 
 Owns the S3 namespace, a small builder over ``xml.etree.ElementTree`` (:func:`document`), the
 timestamp format S3 uses in XML (:func:`iso8601`), and the parsers of the request bodies the
-API accepts (``CompleteMultipartUpload``, ``Delete``, ``CreateBucketConfiguration``), which
+API accepts (``CompleteMultipartUpload``, ``Delete``, ``CreateBucketConfiguration``,
+``AccessControlPolicy``), which
 answer ``MalformedXML`` (400) for anything else. Does not own which document a request gets.
 
 Request bodies are small and bounded by the caller; a document type declaration is refused
@@ -23,8 +24,11 @@ from ambry.frontend.s3.errors import S3Error
 __all__ = [
     "NS",
     "CompletedPart",
+    "Grant",
     "document",
     "iso8601",
+    "owner_acl_document",
+    "parse_access_control_policy",
     "parse_complete_multipart",
     "parse_create_bucket",
     "parse_delete",
@@ -148,3 +152,47 @@ def parse_create_bucket(body: bytes) -> str | None:
         return None
     root = _parse(body, "CreateBucketConfiguration")
     return _text(root, "LocationConstraint") or None
+
+
+_XSI = "http://www.w3.org/2001/XMLSchema-instance"
+
+
+def owner_acl_document(owner: str) -> bytes:
+    """The ``AccessControlPolicy`` of every bucket and object here: the owner, with
+    ``FULL_CONTROL`` (what AWS answers for a bucket whose ACLs are disabled). The grantee
+    carries its ``xsi:type``, which s3cmd and botocore read."""
+    root = ET.Element("AccessControlPolicy", {"xmlns": NS, "xmlns:xsi": _XSI})
+    _build(root, ("Owner", [("ID", owner), ("DisplayName", owner)]))
+    grants = ET.SubElement(ET.SubElement(root, "AccessControlList"), "Grant")
+    grantee = ET.SubElement(grants, "Grantee", {"xsi:type": "CanonicalUser"})
+    _build(grantee, ("ID", owner))
+    _build(grantee, ("DisplayName", owner))
+    _build(grants, ("Permission", "FULL_CONTROL"))
+    return (_DECL + ET.tostring(root, encoding="unicode")).encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    grantee_type: str   # CanonicalUser, Group, AmazonCustomerByEmail ("" when not given)
+    grantee: str        # the ID, URI or e-mail address
+    permission: str
+
+
+def parse_access_control_policy(body: bytes) -> list[Grant]:
+    """The grants of a PutBucketAcl / PutObjectAcl ``AccessControlPolicy`` body."""
+    root = _parse(body, "AccessControlPolicy")
+    acl = _children(root, "AccessControlList")
+    if len(acl) != 1:
+        raise S3Error("MalformedACLError", "The XML you provided was not well-formed or did "
+                                           "not validate against our published schema")
+    grants = []
+    for g in _children(acl[0], "Grant"):
+        grantee = _children(g, "Grantee")
+        permission = _text(g, "Permission")
+        if len(grantee) != 1 or permission is None:
+            raise S3Error("MalformedACLError", "each Grant needs one Grantee and a Permission")
+        kind = grantee[0].get(f"{{{_XSI}}}type", "")
+        who = next((_text(grantee[0], t) for t in ("ID", "URI", "EmailAddress")
+                    if _text(grantee[0], t) is not None), "")
+        grants.append(Grant(kind, (who or "").strip(), permission.strip()))
+    return grants
