@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psutil
 
 from ambry.testing.frontend import StoreCluster
+from benchmarks._results import print_run_header
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partitions", type=int, default=16)
     ap.add_argument("--smoke", action="store_true")
     a = ap.parse_args(argv)
+    print_run_header(__file__, argv)
     settle_s = 5.0
     if a.smoke:
         a.seconds, settle_s = 2.0, 1.0

@@ -125,6 +125,9 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.child[0], int(args.child[1]))))
         return
+    sys.path.insert(0, str(REPO))
+    from benchmarks._results import print_run_header
+    print_run_header(__file__)
 
     notes = []
     rows = []

@@ -68,6 +68,7 @@ from ambry.common.errors import AmbryError
 from ambry.protocol.client import NodeClient
 from ambry.testing.frontend import StoreCluster
 from benchmarks import limits
+from benchmarks._results import print_run_header
 from benchmarks._stats import percentiles_ms
 
 HEADERS = {"x-ambry-service-id": "bench", "x-ambry-content-type": "application/octet-stream"}
@@ -675,6 +676,7 @@ def main(argv: list[str] | None = None) -> int:
                          "the most partitions killed / stopped (none: --remote-down)")
     ap.add_argument("--smoke", action="store_true", help="tiny run for CI (< 20 s)")
     a = ap.parse_args(argv)
+    print_run_header(__file__, argv)
     if a.smoke:
         a.workloads, a.clients, a.max_seconds, a.seconds = ["4KiB"], 16, 1.0, 1.5
         a.drain_timeout, a.give_up = 10.0, 10.0

@@ -58,6 +58,7 @@ from ambry.storage import filenames
 from ambry.storage.replica import Replica
 from ambry.testing.cluster import LocalCluster, NodeProcess
 from benchmarks import limits
+from benchmarks._results import print_run_header
 
 STORAGE = {"segment_size_bytes": "256MiB", "compaction_retention_s": 3600,
            "snapshot_interval_s": 30}  # config/local.yaml's storage section
@@ -385,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
                          "is Python-bound, ~40k records/s: 10M take 5-8 min)")
     ap.add_argument("--smoke", action="store_true", help="tiny run for CI (< 20 s)")
     a = ap.parse_args(argv)
+    print_run_header(__file__, argv)
     if a.smoke:
         a.blobs, a.tail_per_replica, a.workers = [5_000], 50, 1
     load_before = os.getloadavg()

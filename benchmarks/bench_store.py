@@ -32,6 +32,7 @@ from ambry.common.config import StorageConfig
 from ambry.common.properties import BlobProperties
 from ambry.storage.replica import Replica
 from benchmarks import limits
+from benchmarks._results import print_run_header
 from benchmarks._stats import percentiles_ms
 
 PARTITION = 1
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-putget", action="store_true", help="only the restart rows")
     ap.add_argument("--out", default=None, help="also write the markdown table to this file")
     a = ap.parse_args(argv)
+    print_run_header(__file__, argv)
     if a.smoke:
         a.seconds, a.restart_blobs = 0.5, [10_000]
     root = tempfile.mkdtemp(prefix="ambry-bench-", dir=a.dir)

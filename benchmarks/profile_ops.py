@@ -31,6 +31,7 @@ import aiohttp
 import psutil
 
 from ambry.testing.frontend import StoreCluster
+from benchmarks._results import print_run_header
 
 HEADERS = {"x-ambry-service-id": "profile", "x-ambry-content-type": "application/octet-stream"}
 
@@ -86,6 +87,7 @@ def main() -> int:
     ap.add_argument("--py-spy", metavar="DIR", default=None)
     ap.add_argument("--dir", default=None)
     a = ap.parse_args()
+    print_run_header(__file__)
     root = tempfile.mkdtemp(prefix="ambry-profile-", dir=a.dir)
     try:
         with StoreCluster(root, datacenters=1, nodes_per_dc=3, partitions=16,

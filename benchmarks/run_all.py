@@ -1,6 +1,7 @@
 """`make bench` / `make bench-smoke`: run every benchmark and keep the tables.
 
-Full runs write `benchmarks/results/<date>-<benchmark>.md` with the machine description,
+Full runs write `benchmarks/results/<date>-<benchmark>.md` (each benchmark's output opens
+with the commit, machine, load before the run and exact command: benchmarks/_results.py),
 one benchmark at a time (their numbers must not share the machine). `--smoke` runs tiny
 versions and writes nothing, for CI: two at a time (``--jobs``), the machine limits measured
 once for all of them, < 60 s in all.
@@ -11,7 +12,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -37,17 +37,6 @@ BENCHMARKS = [
     ("bench_index.py", ["--entries", "1000000", "10000000"],
      ["--entries", "100000", "--impl", "c"]),
 ]
-
-
-def machine() -> str:
-    mem = ""
-    try:
-        with open("/proc/meminfo") as f:
-            mem = f"{int(f.readline().split()[1]) / 2**20:.0f} GiB RAM"
-    except OSError:
-        pass
-    return (f"{platform.node()}: {os.cpu_count()} CPUs, {mem}, {platform.platform()}, "
-            f"Python {platform.python_version()}")
 
 
 def main() -> int:
@@ -89,7 +78,9 @@ def main() -> int:
                     continue
                 if not a.smoke:
                     out = HERE / "results" / f"{stamp}-{script.removesuffix('.py')}.md"
-                    out.write_text(f"Machine: {machine()}\n\n{proc.stdout}")
+                    # each benchmark opens its output with commit, machine, load and command
+                    # (benchmarks/_results.py)
+                    out.write_text(proc.stdout)
                     print(f"-> {out.relative_to(HERE.parent)}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
