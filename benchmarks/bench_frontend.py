@@ -31,10 +31,13 @@ import xxhash
 
 from ambry.testing.frontend import RssSampler, StoreCluster
 from benchmarks import limits
+from benchmarks._payload import filler, object_tag, windows
+from benchmarks._results import print_run_header
 from benchmarks._stats import percentiles_ms
 
 HEADERS = {"x-ambry-service-id": "bench", "x-ambry-content-type": "application/octet-stream"}
 PIECE = 1 << 20
+_FILL = filler(0)
 
 
 async def load(base: str, size: int, clients: int, seconds: float) -> list[dict[str, object]]:
@@ -96,12 +99,9 @@ def _size(n: int) -> str:
 
 
 async def _body(size: int, seed: int, hasher: xxhash.xxh3_64) -> AsyncIterator[bytes]:
-    block = xxhash.xxh3_128_digest(seed.to_bytes(8, "big")) * (PIECE // 16)
-    sent = 0
-    while sent < size:
-        piece = block[:min(PIECE, size - sent)]
+    """Unique per object and per MiB (benchmarks/_payload.py): a misplaced chunk fails."""
+    for piece in windows(_FILL, object_tag(f"bench_frontend-{seed}-{size}"), size):
         hasher.update(piece)
-        sent += len(piece)
         yield piece
 
 
@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrent-size", type=int, default=64 << 20)
     ap.add_argument("--smoke", action="store_true")
     a = ap.parse_args(argv)
+    print_run_header(__file__, argv)
     if a.smoke:
         a.seconds, a.huge, a.concurrent, a.concurrent_size = 1.0, [16 << 20], 4, 8 << 20
     root = tempfile.mkdtemp(prefix="ambry-bench-fe-", dir=a.dir)

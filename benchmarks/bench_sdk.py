@@ -32,8 +32,11 @@ import xxhash
 from ambry.client import Client
 from ambry.testing.frontend import RssSampler, StoreCluster
 from benchmarks import limits
+from benchmarks._payload import filler, object_tag, windows
+from benchmarks._results import print_run_header
 
 PIECE = 1 << 20
+_FILL = filler(0)
 
 
 def _size(n: int) -> str:
@@ -44,12 +47,8 @@ def _size(n: int) -> str:
 
 
 def _pieces(size: int, seed: int) -> Iterator[bytes]:
-    block = xxhash.xxh3_128_digest(seed.to_bytes(8, "big")) * (PIECE // 16)
-    sent = 0
-    while sent < size:
-        n = min(PIECE, size - sent)
-        yield block[:n]
-        sent += n
+    """Unique per object and per MiB (benchmarks/_payload.py): a misplaced chunk fails."""
+    yield from windows(_FILL, object_tag(f"bench_sdk-{seed}"), size)
 
 
 def _write_file(path: Path, size: int, seed: int) -> str:
@@ -143,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--generators", type=int, nargs="*", default=[1 << 30, 4 << 30])
     ap.add_argument("--smoke", action="store_true")
     a = ap.parse_args(argv)
+    print_run_header(__file__, argv)
     if a.smoke:
         a.files, a.small_repeat, a.generators = [1 << 20, 8 << 20], 3, [16 << 20]
     root = tempfile.mkdtemp(prefix="ambry-bench-sdk-", dir=a.dir)

@@ -3,11 +3,14 @@
 Several client processes (one asyncio loop and ``connections`` keep-alive connections each),
 started together at a barrier, drive one phase for a fixed time and report back:
 
-* PUT: bodies drawn from payloads generated once per process (no generation cost in the
-  timed loop); each stored object is remembered with the index of its payload.
+* PUT: every body is unique to its object and has a stamp (object tag, offset) at each MiB
+  over a random filler made once per process (benchmarks/_payload.py: no generation cost in
+  the timed loop, large bodies go out as pieces without a copy); each stored object is
+  remembered with its tag, size and xxh3.
 * GET: every object stored by the PUT phase of the same process, round robin; each body is
-  streamed and hashed, and checked against the hash of the payload it was PUT with. A body
-  that does not match counts as an error, never as throughput.
+  streamed, hashed and its stamps checked against the object it was PUT as, so a swapped,
+  duplicated or misplaced chunk, or another object's body, is caught. A body that does not
+  match counts as an error, never as throughput.
 * MIX: ``get_fraction`` GETs of the objects stored so far, the rest PUTs, sizes drawn from a
   weighted size mix (model-artifact sizes).
 
@@ -31,6 +34,8 @@ from typing import Any
 
 import aiohttp
 import xxhash
+
+from benchmarks._payload import STAMP_BYTES, Verifier, body_bytes, filler, hashed_pieces, object_tag
 
 __all__ = ["PhaseResult", "run_phases", "serve_null", "swift_setup"]
 
@@ -66,7 +71,7 @@ class _Target:
     async def open(self, s: aiohttp.ClientSession) -> None:
         pass
 
-    async def put(self, s: aiohttp.ClientSession, body: bytes, key: str) -> str:
+    async def put(self, s: aiohttp.ClientSession, body: Any, size: int, key: str) -> str:
         raise NotImplementedError
 
     def get_url(self, locator: str) -> str:
@@ -80,8 +85,9 @@ class _Ambry(_Target):
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
 
-    async def put(self, s: aiohttp.ClientSession, body: bytes, key: str) -> str:
-        async with s.post(self.url + "/", data=body, headers=AMBRY_HEADERS) as r:
+    async def put(self, s: aiohttp.ClientSession, body: Any, size: int, key: str) -> str:
+        async with s.post(self.url + "/", data=body, headers=_with_length(AMBRY_HEADERS, size)
+                          ) as r:
             await r.read()
             if r.status != 201:
                 raise RuntimeError(f"PUT {r.status} {r.headers.get('x-ambry-error-code')}")
@@ -89,6 +95,29 @@ class _Ambry(_Target):
 
     def get_url(self, locator: str) -> str:
         return locator
+
+
+class _AmbryNamed(_Ambry):
+    """``PUT /named/<account>/<container>/<name>``, read back by name: the like-for-like
+    counterpart of Swift's ``PUT /<container>/<object>`` (a blob write plus a name record)."""
+
+    def __init__(self, url: str, account: str, container: str) -> None:
+        super().__init__(url)
+        self.prefix = f"{self.url}/named/{account}/{container}/"
+
+    async def put(self, s: aiohttp.ClientSession, body: Any, size: int, key: str) -> str:
+        url = self.prefix + key
+        async with s.put(url, data=body, headers=_with_length(AMBRY_HEADERS, size)) as r:
+            await r.read()
+            if r.status != 201:
+                raise RuntimeError(f"PUT {r.status} {r.headers.get('x-ambry-error-code')}")
+        return url
+
+
+def _with_length(headers: dict[str, str], size: int) -> dict[str, str]:
+    """A body sent as pieces still goes out with Content-Length (never chunked), as a
+    ``bytes`` body does: the servers see the same request either way."""
+    return {**headers, "Content-Length": str(size)}
 
 
 class _Swift(_Target):
@@ -100,9 +129,10 @@ class _Swift(_Target):
     async def open(self, s: aiohttp.ClientSession) -> None:
         self.storage, self.token = await _swift_auth(s, self.auth_url, self.user, self.key)
 
-    async def put(self, s: aiohttp.ClientSession, body: bytes, key: str) -> str:
+    async def put(self, s: aiohttp.ClientSession, body: Any, size: int, key: str) -> str:
         url = f"{self.storage}/{SWIFT_CONTAINER}/{key}"
-        async with s.put(url, data=body, headers={"X-Auth-Token": self.token}) as r:
+        async with s.put(url, data=body, headers=_with_length({"X-Auth-Token": self.token}, size)
+                         ) as r:
             await r.read()
             if r.status != 201:
                 raise RuntimeError(f"PUT {r.status}")
@@ -124,6 +154,9 @@ def _target(spec: dict[str, Any]) -> _Target:
         return _Swift(spec["auth_url"], spec["user"], spec["key"])
     if spec["kind"] == "null":
         return _Null(spec["url"])
+    if spec["kind"] == "ambry-named":
+        return _AmbryNamed(spec["url"], spec.get("account", "default"),
+                           spec.get("container", "default"))
     return _Ambry(spec["url"])
 
 
@@ -148,27 +181,22 @@ def swift_setup(spec: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------- clients
-def _payloads(sizes: list[tuple[int, float]], seed: int) -> list[tuple[int, bytes, int]]:
-    """(size, body, xxh3) per distinct payload: 8 per size class, 2 for large ones."""
-    out = []
-    for size, _w in sizes:
-        count = 8 if size <= 4 << 20 else 2
-        for j in range(count):
-            # a random block repeated: cheap to make at any size, distinct per (seed, j)
-            block = random.Random(seed * 1000 + j).randbytes(min(size, 1 << 20)) or b""
-            body = (block * (size // max(1, len(block)) + 1))[:size]
-            out.append((size, body, xxhash.xxh3_64_intdigest(body)))
-    return out
+def _body(fill: bytes, key: str, size: int) -> tuple[Any, int, int]:
+    """(request body, object tag, xxh3) of the object stored under ``key``. A body of up to
+    1 MiB is one ``bytes`` (hashed here); a larger one an async iterator of pieces, whose xxh3
+    is known once it has been sent (the returned 0 is replaced by the caller)."""
+    tag = object_tag(key)
+    if size <= STAMP_BYTES:
+        body = body_bytes(fill, tag, size)
+        return body, tag, xxhash.xxh3_64_intdigest(body)
+    return None, tag, 0
 
 
 async def _client(spec: dict[str, Any], op: str, sizes: list[tuple[int, float]],
-                  payloads: list[tuple[int, bytes, int]], connections: int, start_at: float,
-                  seconds: float, get_fraction: float, stored: list[tuple[str, int]],
-                  proc: int) -> PhaseResult:
+                  fill: bytes, connections: int, start_at: float,
+                  seconds: float, get_fraction: float,
+                  stored: list[tuple[str, int, int, int]], proc: int) -> PhaseResult:
     target = _target(spec)
-    by_size: dict[int, list[int]] = {}
-    for i, (size, _b, _h) in enumerate(payloads):
-        by_size.setdefault(size, []).append(i)
     size_list = [sz for sz, _w in sizes]
     weights = [w for _s, w in sizes]
     res = PhaseResult()
@@ -189,28 +217,31 @@ async def _client(spec: dict[str, Any], op: str, sizes: list[tuple[int, float]],
         async def do_put() -> None:
             nonlocal counter
             size = rnd.choices(size_list, weights)[0]
-            idx = rnd.choice(by_size[size])
             counter += 1
             # unique across phases and runs: a reused key would overwrite an earlier object
-            loc = await target.put(s, payloads[idx][1], f"p{proc}-{run_id}-{counter}")
-            stored.append((loc, idx))
+            key = f"p{proc}-{run_id}-{counter}"
+            body, tag, digest = _body(fill, key, size)
+            if body is None:
+                hasher = xxhash.xxh3_64()
+                loc = await target.put(s, hashed_pieces(fill, tag, size, hasher), size, key)
+                digest = hasher.intdigest()
+            else:
+                loc = await target.put(s, body, size, key)
+            stored.append((loc, size, tag, digest))
             res.bytes += size
 
         async def do_get(k: int) -> None:
-            loc, idx = stored[k % len(stored)]
-            h = xxhash.xxh3_64()
-            n = 0
+            loc, size, tag, digest = stored[k % len(stored)]
+            v = Verifier(tag, size, digest)
             async with s.get(target.get_url(loc), headers=target.get_headers()) as r:
                 if r.status != 200:
                     raise RuntimeError(f"GET {r.status}")
                 async for piece in r.content.iter_chunked(READ_PIECE):
-                    h.update(piece)
-                    n += len(piece)
-            size, _b, want = payloads[idx]
-            if n != size or h.intdigest() != want:
-                raise RuntimeError("GET body does not match what was PUT")
-            res.bytes += n
-            res.verified += n
+                    v.update(piece)
+            if err := v.error():
+                raise RuntimeError(f"GET body does not match what was PUT: {err}")
+            res.bytes += size
+            res.verified += size
 
         async def worker(w: int) -> None:
             k = w * 7919
@@ -239,25 +270,21 @@ async def _client(spec: dict[str, Any], op: str, sizes: list[tuple[int, float]],
 
 def _proc_main(spec: dict[str, Any], phases: list[dict[str, Any]], connections: int,
                proc: int, conn: Any) -> None:
-    """One client process. Per phase: make the payloads, say "ready", wait for the start
+    """One client process. Per phase: say "ready", wait for the start
     time from the parent, run, send the result. Objects stored are kept for later GETs."""
     try:
         import uvloop
         uvloop.install()
     except ImportError:
         pass
-    stored: list[tuple[str, int]] = []
-    payloads: list[tuple[int, bytes, int]] = []
-    made_for: list[tuple[int, float]] = []
+    stored: list[tuple[str, int, int, int]] = []
+    fill = filler(proc)
     for ph in phases:
         if ph.get("fresh"):
             stored = []
-        if ph["sizes"] != made_for:
-            payloads = _payloads(ph["sizes"], seed=proc)
-            made_for = ph["sizes"]
         conn.send(("ready", None))
         start_at = conn.recv()
-        r = asyncio.run(_client(spec, ph["op"], ph["sizes"], payloads, connections, start_at,
+        r = asyncio.run(_client(spec, ph["op"], ph["sizes"], fill, connections, start_at,
                                 ph["seconds"], ph.get("get_fraction", 0.0), stored, proc))
         conn.send(("phase", r))
 
@@ -312,9 +339,11 @@ def run_phases(spec: dict[str, Any], phases: list[dict[str, Any]], clients: int,
 
 # ---------------------------------------------------------------------------------- null server
 def serve_null(port: int) -> None:
-    """A server that stores nothing it has not seen: a PUT/POST body is hashed and kept
-    only if that hash is new (the generator sends a few distinct payloads), a GET serves
-    the body from RAM. What it sustains is the load generator's own ceiling here."""
+    """A server that stores nothing but what it needs to answer: a PUT/POST body is read,
+    the random filler behind its first stamp is kept once (the generator's bodies differ only
+    in their stamps, benchmarks/_payload.py), and a GET rebuilds the body from the filler, the
+    object tag and the size named in its key. What it sustains is the load generator's own
+    ceiling here; its memory does not grow with the number of objects."""
     from aiohttp import web
 
     try:
@@ -322,19 +351,24 @@ def serve_null(port: int) -> None:
         uvloop.install()
     except ImportError:
         pass
-    bodies: dict[str, bytes] = {}
+    fills: dict[str, bytes] = {}
 
     async def put(request: web.Request) -> web.Response:
         body = await request.read()
-        key = f"{xxhash.xxh3_64_intdigest(body):x}-{len(body)}"
-        bodies.setdefault(key, body)
-        return web.Response(status=201, headers={"Location": f"/{key}"})
+        size = len(body)
+        tag = int.from_bytes(body[:8], "big")
+        fill = body[16:min(size, STAMP_BYTES)]
+        fkey = f"{xxhash.xxh3_64_intdigest(fill):x}{len(fill)}"
+        fills.setdefault(fkey, fill)
+        return web.Response(status=201, headers={"Location": f"/{fkey}-{tag:x}-{size}"})
 
     async def get(request: web.Request) -> web.Response:
-        body = bodies.get(request.match_info["key"])
-        if body is None:
+        fkey, _, rest = request.match_info["key"].partition("-")
+        tag, _, size = rest.partition("-")
+        fill = fills.get(fkey)
+        if fill is None or not size:
             return web.Response(status=404)
-        return web.Response(body=body)
+        return web.Response(body=body_bytes(fill, int(tag, 16), int(size)))
 
     app = web.Application(client_max_size=1 << 40)
     app.router.add_post("/", put)
