@@ -11,10 +11,14 @@ verified against what was PUT):
   mix of model-artifact sizes at 8,
 
 first against a null server (stores nothing; the generator's own ceiling on this machine),
-then against Ambry, then (``--compare swift``) against Swift started by
-../shared/peers/swift/up.sh (3 replicas, tempauth) in the same run. CPU used by every server
-process and by the clients is sampled per phase. Prints one markdown table with the machine
-limits measured in the same run, and the Ambry/Swift ratio per row.
+then against Ambry through ``POST /`` and, like for like with Swift's
+``PUT /<container>/<object>``, through named blobs (``PUT/GET /named/<a>/<c>/<name>``: a blob
+write plus a name record) at 4 KiB and 1 MiB, then (``--compare swift``) against Swift started
+by ../shared/peers/swift/up.sh (3 replicas, tempauth) in the same run. CPU used by every server
+process and by the clients is sampled from /proc per phase (benchmarks/_cpu.py). Prints the
+run's provenance (commit, machine, load before, command), one markdown table with the machine
+limits measured in the same run and the Ambry/Swift ratio per row, and a table of CPU
+milliseconds per request per process role (frontend or proxy, each node, client).
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ sys.path.insert(0, str(ROOT))
 import psutil
 
 from benchmarks import limits
+from benchmarks._cpu import CpuSampler, PhaseCpu, cpu_table
+from benchmarks._results import print_run_header
 from benchmarks._stats import percentiles_ms
 from benchmarks.loadgen import PhaseResult, run_phases, serve_null, swift_setup
 
@@ -126,99 +132,87 @@ def ambry_cluster(profile: str, root: str) -> Iterator[tuple[dict[str, Any], dic
         log.close()
 
 
+def swift_pids() -> dict[str, int]:
+    """Swift's server processes by role ("proxy 123", "object 456", ...): the parents only.
+    Their forked workers (same command line) are counted with them by the CPU sampler;
+    listing them too counted every worker's CPU twice."""
+    found: dict[int, tuple[str, int]] = {}
+    for p in psutil.process_iter(["pid", "ppid", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        for name in ("swift-proxy-server", "swift-object-server",
+                     "swift-container-server", "swift-account-server", "memcached"):
+            if name in cmd and "bench" not in cmd:
+                role = name.removeprefix("swift-").removesuffix("-server")
+                found[p.info["pid"]] = (role, p.info["ppid"])
+    return {f"{role} {pid}": pid for pid, (role, ppid) in found.items() if ppid not in found}
+
+
 @contextlib.contextmanager
 def swift() -> Iterator[tuple[dict[str, Any], dict[str, int]]]:
     subprocess.run(["bash", str(SWIFT_DIR / "up.sh"), "--fresh"], check=True,
                    stdout=subprocess.DEVNULL)
     try:
         swift_setup(SWIFT_SPEC)
-        pids: dict[str, int] = {}
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            cmd = " ".join(p.info["cmdline"] or [])
-            for name in ("swift-proxy-server", "swift-object-server",
-                         "swift-container-server", "swift-account-server", "memcached"):
-                if name in cmd and "bench" not in cmd:
-                    pids[f"{name.removeprefix('swift-').removesuffix('-server')} "
-                         f"{p.info['pid']}"] = p.info["pid"]
-        yield SWIFT_SPEC, pids
+        yield SWIFT_SPEC, swift_pids()
     finally:
         subprocess.run(["bash", str(SWIFT_DIR / "down.sh")], check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 # ---------------------------------------------------------------------------------- running
-class CpuSampler:
-    """CPU seconds of each server process over each phase (children included: Swift's
-    servers fork workers)."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.procs = {}
-        for name, pid in pids.items():
-            with contextlib.suppress(psutil.Error):
-                self.procs[name] = psutil.Process(pid)
-        self.t0 = 0.0
-        self.c0: dict[str, float] = {}
-        self.last: dict[str, float] = {}
-
-    def _cpu(self) -> dict[str, float]:
-        out = {}
-        for name, p in self.procs.items():
-            try:
-                t = sum(p.cpu_times()[:2])
-                for c in p.children(recursive=True):
-                    with contextlib.suppress(psutil.Error):
-                        t += sum(c.cpu_times()[:2])
-                out[name] = t
-            except psutil.Error:
-                out[name] = 0.0
-        return out
-
-    def __call__(self, _i: int, when: str) -> None:
-        if when == "start":
-            self.t0, self.c0 = time.perf_counter(), self._cpu()
-        else:
-            dt = time.perf_counter() - self.t0
-            c1 = self._cpu()
-            self.last = {k: (c1[k] - self.c0.get(k, 0.0)) / dt for k in c1}
+API = {"ambry": ("POST /", "GET /<blobId>"),
+       "ambry-named": ("PUT /named/default/default/<name>", "GET /named/default/default/<name>"),
+       "swift": ("PUT /v1/<account>/loadgen/<object>", "GET /v1/<account>/loadgen/<object>"),
+       "null": ("POST /", "GET /<key>")}
+NAMED_ROWS = {"4 KiB", "1 MiB"}
 
 
 def run_system(spec: dict[str, Any], pids: dict[str, int], seconds: float, smoke: bool,
                only: set[str] | None = None) -> list[dict[str, Any]]:
     rows = []
+    named = spec["kind"] == "ambry-named"
     for name, clients, phases in workloads(seconds, smoke):
         if only is not None and name not in only:
             continue
         sampler = CpuSampler(pids)
-        cpu: list[dict[str, float]] = []
+        cpu: list[PhaseCpu] = []
 
-        def on_phase(i: int, when: str, sampler: CpuSampler = sampler,
-                     cpu: list[dict[str, float]] = cpu) -> None:
-            sampler(i, when)
-            if when == "end":
-                cpu.append(dict(sampler.last))
+        def on_phase(_i: int, when: str, sampler: CpuSampler = sampler,
+                     cpu: list[PhaseCpu] = cpu) -> None:
+            if when == "start":
+                sampler.start()
+            else:
+                cpu.append(sampler.stop())
 
         procs = 2 if clients >= 8 else 1
         results = run_phases(spec, phases, clients, processes=procs, on_phase=on_phase)
         for ph, res, c in zip(phases, results, cpu, strict=True):
             if ph.get("fill"):
                 continue
-            rows.append(_row(f"{name} {ph['op'] if ph['op'] != 'MIX' else '80/20 GET/PUT'}",
-                             clients, res, c))
+            op = ph["op"] if ph["op"] != "MIX" else "80/20 GET/PUT"
+            sizes = ph["sizes"]
+            row = _row(f"{name}{' named' if named else ''} {op}", clients, res, c)
+            row["size"] = sizes[0][0] if len(sizes) == 1 else 0
+            put_api, get_api = API[spec["kind"]]
+            row["api"] = (put_api if op == "PUT" else get_api if op == "GET" else
+                          f"{get_api} + {put_api}")
+            rows.append(row)
     return rows
 
 
-def _row(workload: str, clients: int, r: PhaseResult, cpu: dict[str, float]) -> dict[str, Any]:
+def _row(workload: str, clients: int, r: PhaseResult, cpu: PhaseCpu) -> dict[str, Any]:
     p50, p99, mx = percentiles_ms(r.latencies)
     dt = r.seconds or 1.0
     by_role: dict[str, float] = {}
-    for k, v in cpu.items():
+    for k, v in cpu.cores().items():
         role = k.split(" ")[0]
         by_role[role] = by_role.get(role, 0.0) + v
     by_role["client"] = r.client_cpu_s / dt
     return {"workload": workload, "clients": clients, "ops": r.ops / dt,
             "mbps": r.bytes / dt / 1e6, "p50": p50, "p99": p99, "max": mx,
             "errors": r.errors, "verified": r.verified, "cpu": by_role,
-            "first_error": r.first_error}
+            "first_error": r.first_error, "phase_cpu": cpu, "count": r.ops,
+            "client_cpu_s": r.client_cpu_s}
 
 
 # ---------------------------------------------------------------------------------- output
@@ -227,22 +221,23 @@ def print_table(title: str, copies: int, lim: dict[str, float],
     seq3 = lim["seq_write_fsync_mbps"] / 3
     hop2 = lim["loopback_tcp_mbps"] / 2
     print(f"\n## {title}\n")
-    print("| workload | clients | system | copies | ops/s | MB/s | p50 ms | p99 ms | max ms | "
-          "errors | verified MB | CPU cores by process | per server core | vs Swift | "
+    print("| workload | clients | system | request | copies | ops/s | MB/s | p50 ms | p99 ms | "
+          "max ms | errors | verified MB | CPU cores by process | per server core | vs Swift | "
           "vs Swift per core | vs limit |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     swift_rows = {r["workload"]: r for r in systems.get("swift", [])}
     for system, rows in systems.items():
         for r in rows:
             w = r["workload"]
-            sw = swift_rows.get(w)
+            sw = swift_rows.get(w.replace(" named", ""))
             vs_swift = (f"{r['ops'] / sw['ops']:.1f}x" if sw and sw["ops"] and system == "ambry"
                         else "")
-            if w.startswith("4 KiB PUT"):
+            like = w.replace(" named", "")
+            if like.startswith("4 KiB PUT"):
                 vs = f"{r['ops'] / lim['fsync_4k_iops']:.0%} of 4 KiB fdatasync IOPS"
-            elif "PUT" in w and "80/20" not in w:
+            elif "PUT" in like and "80/20" not in like:
                 vs = f"{r['mbps'] / seq3:.0%} of fsync seq write/3"
-            elif "GET" in w:
+            elif "GET" in like:
                 vs = f"{r['mbps'] / hop2:.0%} of 2-hop loopback"
             else:
                 vs = ""
@@ -253,10 +248,18 @@ def print_table(title: str, copies: int, lim: dict[str, float],
             per_core = f"{eff:,.1f} {unit}" if eff else ""
             vs_core = (f"{eff / sw_eff:.1f}x" if system == "ambry" and eff and sw_eff else "")
             cp = {"ambry": str(copies), "swift": "3", "null": "0"}[system]
-            print(f"| {w} | {r['clients']} | {system} | {cp} | {r['ops']:,.0f} | "
+            print(f"| {w} | {r['clients']} | {system} | `{r['api']}` | {cp} | {r['ops']:,.0f} | "
                   f"{r['mbps']:,.1f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | "
                   f"{r['errors']} | {r['verified'] / 1e6:,.0f} | {cpu} | {per_core} | "
                   f"{vs_swift} | {vs_core} | {vs} |")
+    print("\n### CPU milliseconds per request, per process role (from /proc, per phase)\n")
+    print("Server CPU of each process (children included) and the load generator's own CPU "
+          "over each phase, divided by the requests it completed. Swift's `other` is its "
+          "account and container servers and memcached.\n")
+    print(cpu_table([{"workload": r["workload"], "system": system, "api": f"`{r['api']}`",
+                      "ops": r["count"], "size": r["size"], "cpu": r["phase_cpu"],
+                      "client_cpu_s": r["client_cpu_s"]}
+                     for system, rows in systems.items() for r in rows]))
     for system, rows in systems.items():
         for r in rows:
             if r["first_error"]:
@@ -266,7 +269,7 @@ def print_table(title: str, copies: int, lim: dict[str, float],
 def _per_core(r: dict[str, Any]) -> float:
     """Throughput per core of server CPU (clients excluded): ops/s for 4 KiB rows, MB/s for
     the others. Removes the bias of the scheduler sharing CPU per process under contention."""
-    cores = sum(v for k, v in r["cpu"].items() if k != "client")
+    cores = float(sum(v for k, v in r["cpu"].items() if k != "client"))
     if cores <= 0:
         return 0.0
     return float(r["ops"] if r["workload"].startswith("4 KiB") else r["mbps"]) / cores
@@ -281,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny run (CI): 4 KiB and 1 MiB rows")
     ap.add_argument("--dir", default=None)
     a = ap.parse_args(argv)
+    print_run_header(__file__, argv)
     only = None
     if a.smoke:
         a.seconds = 1.0
@@ -299,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
                                          only={"4 KiB"} if a.smoke else {"4 KiB", "1 MiB"})
         with ambry_cluster(a.profile, root) as (spec, pids):
             systems["ambry"] = run_system(spec, pids, a.seconds, a.smoke, only)
+            named = {**spec, "kind": "ambry-named"}
+            systems["ambry"] += run_system(named, pids, a.seconds, a.smoke,
+                                           NAMED_ROWS & only if only else NAMED_ROWS)
         if a.compare == "swift":
             with swift() as (spec, pids):
                 systems["swift"] = run_system(spec, pids, a.seconds, a.smoke, only)
@@ -307,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     config, copies = PROFILES[a.profile]
     load = os.getloadavg()
     print(f"# API benchmark, profile {a.profile} ({config}), {time.strftime('%Y-%m-%d %H:%M')}"
-          f", {os.cpu_count()} CPUs, load average before/after {load[2]:.1f}/{load[0]:.1f}\n")
+          f", {os.cpu_count()} CPUs, load average at the end {load[0]:.1f} (before: above)\n")
     print(f"Machine limits measured in this run: sequential write + fsync "
           f"{lim['seq_write_fsync_mbps']:,.0f} MB/s (/3 copies = "
           f"{lim['seq_write_fsync_mbps'] / 3:,.0f} MB/s of user data); 4 KiB write+fdatasync "
