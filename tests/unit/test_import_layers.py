@@ -19,6 +19,8 @@ ALLOWED = {
     "replication": {"common", "protocol", "storage", "native", "replication"},
     "frontend": {"common", "protocol", "frontend", "runtime"},
     "client": {"common", "client"},
+    # erasure coding's pure parts and codec: storage, replication and frontend build on it
+    "ec": {"common", "ec"},
     "testing": {"common", "protocol", "storage", "native", "replication", "frontend",
                 "client", "testing", "runtime"},
     "cli": None,  # may import anything
