@@ -14,7 +14,7 @@ all: build
 $(STAMP): $(SRC_DEPS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet -e '.[test,dev]'
+	$(PY) -m pip install --quiet -e '.[test,dev,ec]'
 	$(PY) setup.py --quiet build_ext --inplace
 	@touch $(STAMP)
 

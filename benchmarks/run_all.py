@@ -34,6 +34,7 @@ BENCHMARKS = [
     ("bench_s3.py", ["--compare", "swift"], ["--smoke"]),
     ("bench_sdk.py", [], ["--smoke"]),
     ("bench_store.py", [], ["--smoke"]),
+    ("bench_ec.py", [], ["--smoke"]),
     ("bench_index.py", ["--entries", "1000000", "10000000"],
      ["--entries", "100000", "--impl", "c"]),
 ]
