@@ -1,30 +1,15 @@
 """The fragment file: one fragment (data or parity) of one erasure-coded log segment.
 
-Owns the byte layout below (documented once more, with the rest of the tier, in
-docs/erasure-coding.md), writing it crash-safely, and reading, verifying and dumping it.
+Owns the file's byte layout, writing it crash-safely, and reading, verifying and dumping it.
 Does not own file names (they will be built beside the segment names in
 ``ambry/storage/filenames.py`` when the encode job lands) nor the geometry (``layout``).
 
-All integers big-endian. Version 1::
-
-    offset        size  field
-    0             8     magic b"AMBRYEC\\n"
-    8             1     format version (1)
-    9             1     code id (ambry.ec.codec.BACKENDS: 1 = ISA-L Reed-Solomon Vandermonde)
-    10            1     k (data fragments)
-    11            1     m (parity fragments)
-    12            1     fragment index (0 .. k-1 data, k .. k+m-1 parity)
-    13            3     reserved, zero
-    16            8     partition id
-    24            4     segment number
-    28            4     segment generation (compaction writes a new one; re-encoded then)
-    32            8     original length: bytes of the segment that was encoded
-    40            4     stripe size in bytes (k x block size; the last stripe may be shorter)
-    44            4     stripe count S
-    48            8     xxh3_64 of bytes 0 .. 47
-    56            8 x S per stripe: xxh3_64 of this fragment's block of the stripe
-    56 + 8S       8     xxh3_64 of the per-stripe table
-    64 + 8S       ...   the blocks: stripe 0's block, stripe 1's, ..., the last (shorter) one
+The byte layout (version 1; integers little-endian like the log's, checksums xxh3_64) is
+documented once, as a table of offsets, in docs/erasure-coding.md ("The fragment file");
+``_HEAD`` below is that table in code, and tests/unit/test_ec_fragfile.py checks they agree.
+In short: a 56-byte header (magic, version, code, k, m, fragment index, partition, segment
+number and generation, original length, stripe size, stripe count, its own checksum), a table
+of one checksum per stripe (this fragment's block) and the table's checksum, then the blocks.
 
 The file's length is exactly ``64 + 8S + fragment_bytes`` (``SegmentLayout.fragment_bytes``):
 a shorter file is torn (the writer died), never valid. The header and table come first so a
@@ -55,8 +40,8 @@ __all__ = ["MAGIC", "VERSION", "FragmentHeader", "FragmentWriter", "VerifyReport
 
 MAGIC = b"AMBRYEC\n"
 VERSION = 1
-_HEAD = struct.Struct(">8sBBBBB3xQIIQII")  # bytes 0 .. 47
-_U64 = struct.Struct(">Q")
+_HEAD = struct.Struct("<8sBBBBB3xQIIQII")  # bytes 0 .. 47
+_U64 = struct.Struct("<Q")
 HEADER_BYTES = _HEAD.size + 8  # 56: the fixed part and its checksum
 assert _HEAD.size == 48
 
@@ -141,7 +126,7 @@ def read_header(f: BinaryIO) -> tuple[FragmentHeader, tuple[int, ...]]:
                           f"{8 * n + 8} bytes)")
     if _U64.unpack_from(table, 8 * n)[0] != _xxh(table[:8 * n]):
         raise DataCorrupt("fragment file checksum table fails its checksum")
-    return h, struct.unpack_from(f">{n}Q", table)
+    return h, struct.unpack_from(f"<{n}Q", table)
 
 
 class FragmentWriter:
@@ -171,7 +156,7 @@ class FragmentWriter:
         assert self._f is not None, "fragment writer already closed"
         if len(self._sums) != len(self._stripes):
             raise ValueError(f"{len(self._sums)} of {len(self._stripes)} stripes written")
-        table = struct.pack(f">{len(self._sums)}Q", *self._sums)
+        table = struct.pack(f"<{len(self._sums)}Q", *self._sums)
         self._f.seek(0)
         self._f.write(self.header.pack() + table + _U64.pack(_xxh(table)))
         self._f.flush()

@@ -3,6 +3,7 @@ layout; a torn tail, a flipped byte (in a block, the table or the header) is det
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 from pathlib import Path
@@ -145,3 +146,29 @@ def test_an_unfinished_writer_leaves_no_file_under_the_final_name(tmp_path: Path
     assert not (tmp_path / "frag").exists()
     w.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_documented_byte_table_is_the_one_the_code_writes() -> None:
+    # the layout is documented once, in docs/erasure-coding.md: its offsets must be the
+    # struct's, so the doc cannot drift from the files
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "erasure-coding.md").read_text()
+    table = doc[doc.index("offset        size    field"):]
+    table = table[:table.index("```")]
+    rows = [line.split()[:3] for line in table.splitlines()[1:] if line.strip()]
+    # the fixed header: rows with a plain offset and size ("56  8 x S" is the table)
+    fixed = [(int(o), int(s)) for o, s, unit in rows
+             if o.isdigit() and s.isdigit() and unit != "x"]
+    assert [o for o, _ in fixed] == [0, 8, 9, 10, 11, 12, 13, 16, 24, 28, 32, 40, 44, 48]
+    assert all(o + s == nxt for (o, s), (nxt, _) in itertools.pairwise(fixed))  # contiguous
+    assert fixed[-1][0] + fixed[-1][1] == fragfile.HEADER_BYTES == 56
+    raw = FragmentHeader(1, 4, 2, 5, 0x1122334455667788, 9, 3, 123_456, 4 << 10).pack()
+    # spot-check fields at their documented offsets (little-endian)
+    assert raw[:8] == fragfile.MAGIC and raw[8] == fragfile.VERSION and raw[9] == 1
+    assert (raw[10], raw[11], raw[12]) == (4, 2, 5) and raw[13:16] == bytes(3)
+    assert int.from_bytes(raw[16:24], "little") == 0x1122334455667788
+    assert int.from_bytes(raw[24:28], "little") == 9
+    assert int.from_bytes(raw[28:32], "little") == 3
+    assert int.from_bytes(raw[32:40], "little") == 123_456
+    assert int.from_bytes(raw[40:44], "little") == 4 << 10
+    assert int.from_bytes(raw[44:48], "little") == 31  # ceil(123456 / 4096) stripes
+    assert "64 + 8S" in table and "56 + 8S" in table
