@@ -31,7 +31,7 @@ import xxhash
 
 from ambry.testing.frontend import RssSampler, StoreCluster
 from benchmarks import limits
-from benchmarks._payload import filler, object_tag, windows
+from benchmarks._payload import Verifier, body_bytes, filler, object_tag, windows
 from benchmarks._results import print_run_header
 from benchmarks._stats import percentiles_ms
 
@@ -41,8 +41,8 @@ _FILL = filler(0)
 
 
 async def load(base: str, size: int, clients: int, seconds: float) -> list[dict[str, object]]:
-    payloads = [os.urandom(size) for _ in range(8)]
-    ids: list[tuple[str, int]] = []
+    run = os.urandom(4).hex()
+    ids: list[tuple[str, int, int]] = []  # (location, object tag, xxh3): every body its own
     rows = []
     conn = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=conn) as s:
@@ -60,18 +60,21 @@ async def load(base: str, size: int, clients: int, seconds: float) -> list[dict[
                     t0 = time.perf_counter()
                     try:
                         if op == "PUT":
-                            j = k % len(payloads)
-                            async with s.post(base + "/", data=payloads[j],
-                                              headers=HEADERS) as r:
+                            tag = object_tag(f"bench_frontend-{run}-{i}-{k}")
+                            body = body_bytes(_FILL, tag, size)
+                            async with s.post(base + "/", data=body, headers=HEADERS) as r:
                                 if r.status != 201:
                                     errors += 1
                                     continue
-                                ids.append((r.headers["Location"], j))
+                                ids.append((r.headers["Location"], tag,
+                                            xxhash.xxh3_64_intdigest(body)))
                         else:
-                            loc, j = ids[k % len(ids)]
+                            loc, tag, digest = ids[k % len(ids)]
+                            v = Verifier(tag, size, digest)
                             async with s.get(base + loc) as r:
                                 body = await r.read()
-                                if r.status != 200 or body != payloads[j]:
+                                v.update(body)
+                                if r.status != 200 or v.error():
                                     errors += 1
                                     continue
                                 verified += len(body)

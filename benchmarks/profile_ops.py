@@ -36,9 +36,13 @@ from benchmarks._results import print_run_header
 HEADERS = {"x-ambry-service-id": "profile", "x-ambry-content-type": "application/octet-stream"}
 
 
-async def drive(base: str, op: str, size: int, clients: int, n: int, ids: list[str]) -> None:
+async def drive(base: str, op: str, size: int, clients: int, n: int, ids: list[str],
+                named: bool = False) -> None:
+    """``named``: PUT /named/default/default/<unique name> (a blob plus a name record, what
+    every S3 PutObject does) and GET by name, instead of POST / and GET /<id>."""
     payload = os.urandom(size)
     left = n
+    run = os.urandom(4).hex()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as s:
         async def worker(i: int) -> None:
             nonlocal left
@@ -46,7 +50,13 @@ async def drive(base: str, op: str, size: int, clients: int, n: int, ids: list[s
             while left > 0:
                 left -= 1
                 k += 1
-                if op == "PUT":
+                if op == "PUT" and named:
+                    path = f"/named/default/default/profile/{run}/{i}-{k}"
+                    async with s.put(base + path, data=payload, headers=HEADERS) as r:
+                        await r.read()
+                        assert r.status == 201, r.status
+                        ids.append(path)
+                elif op == "PUT":
                     async with s.post(base + "/", data=payload, headers=HEADERS) as r:
                         await r.read()
                         assert r.status == 201, r.status
@@ -58,21 +68,39 @@ async def drive(base: str, op: str, size: int, clients: int, n: int, ids: list[s
         await asyncio.gather(*(worker(i) for i in range(clients)))
 
 
+def _frame(f: str) -> tuple[str, str]:
+    """('Class.func', 'pkg/module.py') of one py-spy raw frame 'func (path/file.py:line)'."""
+    func, _, where = f.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    return func, path
+
+
 def hottest(raw_path: Path, top: int) -> list[str]:
-    """Frames by inclusive share of samples, from py-spy's raw (collapsed) output."""
+    """From py-spy's raw (collapsed) output: functions by own samples; our code's (ambry/)
+    functions by inclusive samples; own samples by package (where the CPU goes by layer)."""
     incl: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
+    layer: collections.Counter[str] = collections.Counter()
     total = 0
     for line in raw_path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         n = int(count)
         total += n
-        frames = [f.split(" (")[0] + " " + f.rsplit("/", 1)[-1].rstrip(")") for f in
-                  stack.split(";")]
-        for f in set(frames):
-            incl[f] += n
-        own[frames[-1]] += n
+        frames = [_frame(f) for f in stack.split(";")]
+        for func, path in set(frames):
+            if path.startswith("ambry/"):
+                incl[f"{func} ({path})"] += n
+        func, path = frames[-1]
+        own[f"{func} ({path.rsplit('/', 1)[-1]})"] += n
+        parts = path.split("/")
+        layer["/".join(parts[:2]) if parts[0] == "ambry" else parts[0]] += n
+    total = total or 1
     out = [f"self {v / total:5.1%}  {k}" for k, v in own.most_common(top)]
+    entry = ("ambry/cli/", "ambry/frontend/server.py", "ambry/storage/node.py")
+    out += [f"incl {v / total:5.1%}  {k}" for k, v in incl.most_common()
+            if not any(e in k for e in entry)][:top]
+    out.append("own samples by package: " + ", ".join(
+        f"{k} {v / total:.0%}" for k, v in layer.most_common(12)))
     return out
 
 
@@ -84,6 +112,8 @@ def main() -> int:
     ap.add_argument("--ops", type=int, default=3000)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--no-replication", action="store_true")
+    ap.add_argument("--named", action="store_true",
+                    help="PUT/GET /named/default/default/<name> instead of POST / and GET /<id>")
     ap.add_argument("--py-spy", metavar="DIR", default=None)
     ap.add_argument("--dir", default=None)
     a = ap.parse_args()
@@ -96,7 +126,7 @@ def main() -> int:
                                                  "enabled": not a.no_replication}}) as st:
             base = st.url("dc1", "")
             ids: list[str] = []
-            asyncio.run(drive(base, "PUT", a.size, a.clients, 300, ids))
+            asyncio.run(drive(base, "PUT", a.size, a.clients, 300, ids, a.named))
             fe = st.frontends["dc1"]
             procs = {"frontend": psutil.Process(fe.pid)}
             for name, node in st.nodes.items():
@@ -116,7 +146,7 @@ def main() -> int:
             c0 = {k: sum(p.cpu_times()[:2]) for k, p in procs.items()}
             me0 = time.process_time()
             t0 = time.perf_counter()
-            asyncio.run(drive(base, a.op, a.size, a.clients, a.ops, ids))
+            asyncio.run(drive(base, a.op, a.size, a.clients, a.ops, ids, a.named))
             dt = time.perf_counter() - t0
             client = (time.process_time() - me0) / a.ops * 1e3
             per = {k: (sum(p.cpu_times()[:2]) - c0[k]) / a.ops * 1e3 for k, p in procs.items()}
@@ -127,8 +157,8 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
     nodes = sum(v for k, v in per.items() if k != "frontend")
     total = nodes + per["frontend"] + client
-    print(f"{a.op} {a.size} B x {a.ops}, {a.clients} clients, replication "
-          f"{'off' if a.no_replication else 'on'}: {a.ops / dt:,.0f} ops/s "
+    print(f"{a.op}{' named' if a.named else ''} {a.size} B x {a.ops}, {a.clients} clients, "
+          f"replication {'off' if a.no_replication else 'on'}: {a.ops / dt:,.0f} ops/s "
           f"(load average {os.getloadavg()[0]:.1f})")
     print(f"CPU ms per op: frontend {per['frontend']:.2f}, storage nodes {nodes:.2f} "
           f"({', '.join(f'{k} {v:.2f}' for k, v in per.items() if k != 'frontend')}), "
