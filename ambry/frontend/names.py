@@ -80,10 +80,16 @@ class Names:
         self.metrics_name_busy = 0  # reservation rounds lost to another writer
 
     # ------------------------------------------------------------------ reads
-    def _name_nodes(self, account_id: int, container_id: int) -> tuple[int, list[str]]:
+    def _name_nodes(self, account_id: int, container_id: int, *, spread: bool = False
+                    ) -> tuple[int, list[str]]:
+        """The name partition and its local replicas, available ones first; with ``spread``
+        in a random order (reads: any 2 of 3 overlap every acknowledged write, and a fixed
+        order sent every name read of a container to the same two replicas)."""
         pid = name_partition(self.view.cmap.name_partition_ids, account_id, container_id)
-        nodes = self.fanout.detector.order([n.id for n in self.view.local_replicas(pid)])
-        return pid, nodes
+        replicas = [n.id for n in self.view.local_replicas(pid)]
+        if spread:
+            self.rnd.shuffle(replicas)
+        return pid, self.fanout.detector.order(replicas)
 
     async def _name_read(self, account_id: int, container_id: int,
                          call: Callable[[NodeClient, int], Awaitable[Any]], rid: str
@@ -93,7 +99,7 @@ class Names:
         for both made every name read wait for a stopped replica's node timeout). Not a
         :meth:`FanOut.fan_out`: replicas are asked one by one as needed, not all at once."""
         fanout = self.fanout
-        pid, nodes = self._name_nodes(account_id, container_id)
+        pid, nodes = self._name_nodes(account_id, container_id, spread=True)
         need = min(2, len(nodes))
         answers: list[Any] = []
         asked: dict[asyncio.Future[Any], str] = {}
