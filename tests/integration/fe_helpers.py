@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
@@ -215,3 +217,18 @@ def fuzz_settings(examples: int, *also_suppress: HealthCheck, **kw: Any
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                HealthCheck.function_scoped_fixture, *also_suppress],
         **kw)
+
+
+def stop_gracefully(proc: subprocess.Popen[Any] | None, timeout_s: float = 90) -> bool:
+    """SIGTERM ``proc`` and wait for it; SIGKILL it after ``timeout_s``. Whether it stopped
+    on its own (False: it had to be killed)."""
+    if proc is None or proc.poll() is not None:
+        return True
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False

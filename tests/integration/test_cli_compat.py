@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from typing import Any, Self
 
 import pytest
 from click.testing import CliRunner
-from fe_helpers import FAST_STORAGE, SERVICE, store_fixture
+from fe_helpers import FAST_STORAGE, SERVICE, stop_gracefully, store_fixture
 
 from ambry.cli.admin import admin
 from ambry.cli.main import main as ambry_main
@@ -80,13 +79,7 @@ class ClusterUp:
         return self
 
     def down(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_gracefully(self.proc)
 
     def __exit__(self, *exc: object) -> None:
         self.down()

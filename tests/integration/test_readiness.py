@@ -12,7 +12,6 @@ on a fresh data dir must work and sign URLs with a secret of its own.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from fe_helpers import FAST_STORAGE, SERVICE
+from fe_helpers import FAST_STORAGE, SERVICE, stop_gracefully
 from s3_helpers import raw
 
 from ambry.common.urlsecret import ENV_VAR
@@ -99,14 +98,7 @@ class ClusterUp:
         return "\n".join(out)
 
     def down(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise
+        assert stop_gracefully(self.proc), "cluster up did not stop on SIGTERM within 90 s"
 
 
 def _writes_work_at_once(c: ClusterUp) -> None:
