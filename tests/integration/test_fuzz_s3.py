@@ -91,7 +91,7 @@ _QUERY_NAMES = ["uploads", "uploadId", "partNumber", "list-type", "prefix", "del
                 "key-marker", "upload-id-marker", "response-content-type",
                 "response-content-disposition", "response-cache-control", "policy", "cors",
                 "x-id", "X-Amz-Date", "X-Amz-Expires", "Signature", "AWSAccessKeyId",
-                "Expires"]
+                "Expires", "max-buckets", "bucket-region", "version-id-marker"]
 _HEADER_NAMES = ["Content-Type", "Content-MD5", "Content-Encoding", "Content-Disposition",
                  "Cache-Control", "Expires", "Range", "If-Match", "If-None-Match",
                  "If-Modified-Since", "If-Unmodified-Since", "x-amz-copy-source",
@@ -102,7 +102,12 @@ _HEADER_NAMES = ["Content-Type", "Content-MD5", "Content-Encoding", "Content-Dis
                  "x-amz-sdk-checksum-algorithm", "x-amz-trailer",
                  "x-amz-decoded-content-length", "x-amz-storage-class", "x-amz-tagging",
                  "x-amz-acl", "x-amz-expected-bucket-owner", "x-amz-date",
-                 "x-amz-server-side-encryption", "x-amz-request-payer", "Expect"]
+                 "x-amz-server-side-encryption", "x-amz-request-payer", "Expect", "Date",
+                 "x-amz-grant-read", "x-amz-grant-full-control", "x-amz-object-lock-mode",
+                 "x-amz-object-lock-retain-until-date", "x-amz-website-redirect-location",
+                 "x-amz-write-offset-bytes", "x-amz-source-expected-bucket-owner",
+                 "x-amz-server-side-encryption-customer-key", "x-amz-tagging-directive",
+                 "x-amz-bucket-object-lock-enabled", "x-amz-object-ownership"]
 _KEYS = [KNOWN_KEY, "mpu/key", "new/key.bin", "a", "é/ü", "x" * 1100, "..", "./a", "a//b",
          " lead", "trail ", "%", "?", "#frag", "\t"]
 _BUCKETS = [BUCKET, "nosuchbucket", "models", "default", "Bad_Bucket", "ab", "x" * 70,
@@ -143,6 +148,15 @@ def _xml_bodies(upload_id: str) -> st.SearchStrategy[bytes]:
             b"\xff\xfe<\x00D\x00",
             b"not xml at all",
             b"<CompleteMultipartUpload/>",
+            # PUT ?acl bodies: the owner's full control, another grantee, garbage grants
+            (b'<AccessControlPolicy><Owner><ID>default</ID></Owner><AccessControlList><Grant>'
+             b'<Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+             b'xsi:type="CanonicalUser"><ID>default</ID></Grantee><Permission>FULL_CONTROL'
+             b"</Permission></Grant></AccessControlList></AccessControlPolicy>"),
+            (b"<AccessControlPolicy><AccessControlList><Grant><Grantee><URI>http://acs."
+             b"amazonaws.com/groups/global/AllUsers</URI></Grantee><Permission>READ"
+             b"</Permission></Grant></AccessControlList></AccessControlPolicy>"),
+            b"<AccessControlPolicy><AccessControlList><Grant/>" * 50,
             f"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{upload_id}"
             f"</ETag></Part></CompleteMultipartUpload>".encode(),
         ]))
