@@ -56,6 +56,15 @@ def require_absent(current: NameRecord | None) -> None:
         raise NameConflict(f"name {current.name!r} exists (send x-ambry-named-upsert: true)")
 
 
+def worth_an_early_409(body_bytes: int | None, chunk_size_bytes: int) -> bool:
+    """Whether a create (no upsert) should look the name up before it uploads the body, to
+    fail fast with 409 when the name exists (the decision itself is taken again, at the
+    name's replicas, when the name is written). Worth it for a body of more than one chunk
+    or of unknown size; for one chunk or less the lookup (2 node requests) costs every
+    create more than uploading and then deleting the body costs the rare conflict."""
+    return body_bytes is None or body_bytes > chunk_size_bytes
+
+
 def name_partition(partition_ids: Sequence[int], account_id: int, container_id: int) -> int:
     """All names of a container live on one partition, chosen by xxh3(account, container)."""
     pids = sorted(partition_ids)
@@ -309,12 +318,14 @@ class Names:
     # ------------------------------------------------------------------ operations on names
     async def put_named(self, name: str, read: ReadBody, *, account_id: int, container_id: int,
                         props: BlobProperties, usermeta: bytes, declared_size: int | None,
-                        content_xxh3: str | None, upsert: bool, rid: str) -> StoredBlob:
+                        content_xxh3: str | None, upsert: bool, rid: str,
+                        body_bytes_hint: int | None = None) -> StoredBlob:
         """Store the blob, then point the name at it (the name only once the blob is
         durable). Without upsert an existing live name is a 409, decided at the name's
         replicas (two concurrent creates: one 201, one 409); with upsert the blob it pointed
-        to is deleted afterwards so it does not leak disk."""
-        if not upsert:  # fail fast, before the body is uploaded; decided again at the end
+        to is deleted afterwards so it does not leak disk. ``body_bytes_hint`` (the request's
+        Content-Length, when it has one) decides :func:`worth_an_early_409`."""
+        if not upsert and worth_an_early_409(body_bytes_hint, self.fe.chunk_size_bytes):
             old = await self.lookup_name(account_id, container_id, name, rid)
             if old is not None and not old.deleted:
                 raise NameConflict(f"name {name!r} exists (send x-ambry-named-upsert: true)")

@@ -25,6 +25,7 @@ from fe_helpers import (
     SERVICE,
     TIMEOUT,
     PatternBody,
+    PausedBody,
     assert_no_new_reachable_blob,
     blob_bytes,
     call,
@@ -549,6 +550,37 @@ async def test_named_blob_conflict_and_upsert(http, base):
         return (await call(http, "GET", f"{base}/{first.location_id}")).status == 410
 
     await until(old_gone)
+
+
+async def test_a_small_create_of_a_taken_name_is_409_and_leaves_no_blob(http, base, store):
+    # a create of one chunk or less no longer looks the name up first (2 node requests on
+    # every create): the 409 is decided when the name is written, and the body stored
+    # meanwhile is deleted on every node that has it
+    name = f"conflict-small/{uuid.uuid4().hex}"
+    (await call(http, "PUT", named(base, name), SERVICE, b"first")).expect(201)
+    before = await node_records(store)
+    got = (await call(http, "PUT", named(base, name), SERVICE, b"second")).expect(409)
+    assert got.headers["x-ambry-error-code"] == "NAME_ALREADY_EXISTS"
+
+    async def stored_meanwhile_is_deleted() -> bool:
+        new = {k: v for k, v in (await node_records(store)).items() if k not in before}
+        return all("DELETE" in kinds for kinds in new.values())
+
+    await until(stored_meanwhile_is_deleted, what="the refused create's blob deleted")
+    assert (await call(http, "GET", named(base, name))).body == b"first"
+
+
+async def test_a_large_create_of_a_taken_name_is_409_before_its_body_is_sent(http, base):
+    # more than one chunk: the name is looked up first, so the 409 comes before the body
+    name = f"conflict-large/{uuid.uuid4().hex}"
+    (await call(http, "PUT", named(base, name), SERVICE, b"first")).expect(201)
+    body = PausedBody(PatternBody(3 * CHUNK, seed=5), CHUNK)  # never resumed
+    async with asyncio.timeout(60):
+        async with http.put(named(base, name), headers={**SERVICE,
+                                                        "Content-Length": str(3 * CHUNK)},
+                            data=body.stream()) as r:
+            assert r.status == 409
+    assert body.sent <= 2 * CHUNK  # answered while the body was still held back
 
 
 async def test_named_blob_name_length_limit(http, base):

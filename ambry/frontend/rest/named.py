@@ -54,7 +54,8 @@ class NamedRoutes(RestRoutes):
             container_id=container.id, props=props, usermeta=um,
             declared_size=parse_blob_size(h.get("x-ambry-blob-size")),
             content_xxh3=parse_content_xxh3(h.get("x-ambry-content-xxh3")),
-            upsert=parse_bool_header(h.get("x-ambry-named-upsert")), rid=request["rid"])
+            upsert=parse_bool_header(h.get("x-ambry-named-upsert")), rid=request["rid"],
+            body_bytes_hint=request.content_length)
         return self._created(stored.blob_id.to_str(), stored.size, stored.created_ms)
 
     async def stitch_named(self, request: web.Request) -> web.Response:
