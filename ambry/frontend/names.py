@@ -32,7 +32,13 @@ from ambry.frontend.clusterview import ClusterView
 from ambry.frontend.failure import HedgeDelay
 from ambry.frontend.fanout import NODE_ERRORS, FanOut
 from ambry.frontend.mutations import Mutator
-from ambry.frontend.namewrite import ReservationTally, Verdict, backoff_s, name_version
+from ambry.frontend.namewrite import (
+    ReservationTally,
+    Verdict,
+    backoff_s,
+    name_version,
+    worth_an_early_409,
+)
 from ambry.frontend.quorum import Outcome
 from ambry.frontend.reads import Reader
 from ambry.frontend.stitching import Stitcher
@@ -54,15 +60,6 @@ def require_absent(current: NameRecord | None) -> None:
     """The condition of a create: no live entry (REST without upsert; 409 otherwise)."""
     if current is not None and not current.deleted:
         raise NameConflict(f"name {current.name!r} exists (send x-ambry-named-upsert: true)")
-
-
-def worth_an_early_409(body_bytes: int | None, chunk_size_bytes: int) -> bool:
-    """Whether a create (no upsert) should look the name up before it uploads the body, to
-    fail fast with 409 when the name exists (the decision itself is taken again, at the
-    name's replicas, when the name is written). Worth it for a body of more than one chunk
-    or of unknown size; for one chunk or less the lookup (2 node requests) costs every
-    create more than uploading and then deleting the body costs the rare conflict."""
-    return body_bytes is None or body_bytes > chunk_size_bytes
 
 
 def name_partition(partition_ids: Sequence[int], account_id: int, container_id: int) -> int:

@@ -1,4 +1,5 @@
-"""Decisions of a conditional name write: the reservation tally and the retry backoff.
+"""Decisions of a conditional name write: the reservation tally, the retry backoff, and
+whether a create looks the name up before its upload (:func:`worth_an_early_409`).
 
 Owns the pure part of writing a name under a majority reservation (see
 ``ambry.storage.namelocks`` for the replica side): counting the replicas' answers to
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ambry.protocol.messages import NameRecord
 
-__all__ = ["ReservationTally", "Verdict", "backoff_s", "name_version"]
+__all__ = ["ReservationTally", "Verdict", "backoff_s", "name_version", "worth_an_early_409"]
 
 
 def name_version(e: NameRecord) -> tuple[int, int, bytes]:
@@ -77,3 +78,12 @@ def backoff_s(attempt: int, rnd: random.Random, base_s: float = 0.005,
     """Full-jitter exponential backoff between reservation rounds: writers that collided
     spread out, so one of them soon holds a majority alone."""
     return rnd.uniform(0, min(cap_s, base_s * (2 ** min(attempt, 16))))
+
+
+def worth_an_early_409(body_bytes: int | None, chunk_size_bytes: int) -> bool:
+    """Whether a create (no upsert) should look the name up before it uploads the body, to
+    fail fast with 409 when the name exists (the decision itself is taken again, at the
+    name's replicas, when the name is written). Worth it for a body of more than one chunk
+    or of unknown size; for one chunk or less the lookup (2 node requests) costs every
+    create more than uploading and then deleting the body costs the rare conflict."""
+    return body_bytes is None or body_bytes > chunk_size_bytes

@@ -1,11 +1,11 @@
-"""Pure decisions of ambry/frontend/names.py."""
+"""Pure decisions of the named-write path (ambry/frontend/namewrite.py)."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ambry.frontend.names import worth_an_early_409
+from ambry.frontend.namewrite import worth_an_early_409
 
 CHUNK = 4 * 1024 * 1024
 
