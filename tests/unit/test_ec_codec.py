@@ -12,6 +12,9 @@ import pytest
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
+pytest.importorskip("pyeclib", reason="pyeclib (the ec extra) has wheels for Linux only: "
+                    "pip install '.[ec]' on Linux")
+
 from ambry.common.errors import DataCorrupt
 from ambry.ec.codec import BACKENDS, Codec
 from ambry.ec.layout import ALIGN_BYTES, SegmentLayout

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("pyeclib", reason="pyeclib (the ec extra) has wheels for Linux only: "
+                    "pip install '.[ec]' on Linux")
+
 from ambry.common.errors import DataCorrupt
 from ambry.ec import fragfile
 from ambry.ec.codec import Codec
