@@ -267,10 +267,7 @@ class Objects(Resource):
                                        rid=ctx.rid)
         etag = single_etag(body.md5_hex)
         await self._bind(ctx, c, key, stored, content_type, etag)
-        headers = {"ETag": etag}
-        if body.checksum_algorithm and body.checksum_value:
-            headers["x-amz-checksum-" + body.checksum_algorithm] = body.checksum_value
-        return web.Response(status=200, headers=headers)
+        return self._stored_reply(etag, body)
 
     async def delete_object(self, request: web.Request, ctx: Ctx) -> web.Response:
         c = await self._container(ctx)

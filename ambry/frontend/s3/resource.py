@@ -64,6 +64,15 @@ class Resource:
         return self.deps.s3
 
     @staticmethod
+    def _stored_reply(etag: str, body: S3Body) -> web.Response:
+        """The 200 of a PutObject or UploadPart: the ETag, and the body's checksum when the
+        client sent one (verified by the body reader)."""
+        headers = {"ETag": etag}
+        if body.checksum_algorithm and body.checksum_value:
+            headers["x-amz-checksum-" + body.checksum_algorithm] = body.checksum_value
+        return web.Response(status=200, headers=headers)
+
+    @staticmethod
     def _xml(body: bytes, status: int = 200, headers: dict[str, str] | None = None
              ) -> web.Response:
         return web.Response(status=status, body=body, content_type="application/xml",

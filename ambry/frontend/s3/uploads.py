@@ -75,10 +75,7 @@ class Uploads(Resource):
                                             "size")
         etag = await self.uploads.upload_part(upload, number, body.read,
                                               lambda: body.md5_digest, ctx.rid)
-        headers = {"ETag": etag}
-        if body.checksum_algorithm and body.checksum_value:
-            headers["x-amz-checksum-" + body.checksum_algorithm] = body.checksum_value
-        return web.Response(status=200, headers=headers)
+        return self._stored_reply(etag, body)
 
     async def list_parts(self, request: web.Request, ctx: Ctx) -> web.Response:
         c = await self._container(ctx)
