@@ -107,8 +107,8 @@ class Reader:
                 self.hedge.record(time.monotonic() - t0)
             return nid, reply, None
 
+        # a replica's reply is this loop's to handle (or release) while the plan has it open
         tasks: dict[str, asyncio.Task[tuple[str, GetReply | None, BaseException | None]]] = {}
-        seen: set[str] = set()  # replicas whose reply this loop took charge of
         winner: GetReply | None = None
 
         def ask(nids: list[str]) -> None:
@@ -118,7 +118,7 @@ class Reader:
         try:
             ask(plan.start())
             while not plan.finished:
-                ready = [t for nid, t in tasks.items() if t.done() and nid not in seen]
+                ready = [t for nid, t in tasks.items() if t.done() and nid in plan.open]
                 if not ready:
                     hedge = self.hedge.delay() if self.fe.get_hedge_ms < 0 else \
                         self.fe.get_hedge_ms / 1000
@@ -130,7 +130,6 @@ class Reader:
                         ask(plan.hedge_expired())  # the hedge: no answer in time
                     continue
                 nid, reply, exc = ready[0].result()
-                seen.add(nid)
                 if exc is not None:
                     errors.append(exc)
                 if reply is not None:
@@ -157,7 +156,7 @@ class Reader:
                 if not t.done():
                     t.cancel()
                     t.add_done_callback(_release_result)
-                elif not t.cancelled() and t.exception() is None and nid not in seen:
+                elif not t.cancelled() and t.exception() is None and nid in plan.open:
                     _release_result(t)
         verdict = plan.verdict()
         if verdict is Outcome.UNAVAILABLE and any(outcome_of(e) is Outcome.ERROR
