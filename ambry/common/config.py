@@ -30,6 +30,8 @@ __all__ = [
     "ClusterMap",
     "Container",
     "Datacenter",
+    "EcConfig",
+    "EcPolicy",
     "FrontendConfig",
     "FrontendEndpoint",
     "NodeConfig",
@@ -257,10 +259,65 @@ class NodeConfig:
 
 
 @dataclass(frozen=True)
+class EcPolicy:
+    """A partition's ``ec: {k, m}`` storage policy (docs/erasure-coding.md): its sealed
+    segments are coded into k data + m parity fragments on k + m nodes of each datacenter."""
+
+    k: int
+    m: int
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.k and 1 <= self.m and self.k + self.m <= 32):
+            raise InvalidArgument(f"ec policy needs k >= 1, m >= 1, k + m <= 32: "
+                                  f"k={self.k} m={self.m}")
+
+
+def _parse_policy(raw: Any, where: str) -> EcPolicy | None:
+    """``policy: replicated`` (the default) or ``policy: {ec: {k: 4, m: 2}}``."""
+    if raw is None or raw == "replicated":
+        return None
+    if isinstance(raw, Mapping) and set(raw) == {"ec"} and isinstance(raw["ec"], Mapping):
+        ec = raw["ec"]
+        if set(ec) != {"k", "m"}:
+            raise InvalidArgument(f"{where}: policy ec needs exactly k and m")
+        return EcPolicy(int(ec["k"]), int(ec["m"]))
+    raise InvalidArgument(f"{where}: policy must be 'replicated' or {{ec: {{k, m}}}}, "
+                          f"not {raw!r}")
+
+
+@dataclass(frozen=True)
+class EcConfig:
+    """The ``ec`` section: how the warm tier encodes (the policy itself is per partition)."""
+
+    stripe_bytes: int = 4 * 1024**2        # target stripe (k blocks, each a multiple of 64 B)
+    min_age_s: float = 7 * 24 * 3600.0     # a sealed segment is encoded once this old
+    encode_rate_bytes_per_s: int = 100 * 1024**2  # segment bytes read per second, per node
+    scan_interval_s: float = 60.0          # how often a coordinator looks for work
+    fragment_timeout_ms: int = 5000        # one fragment read or write (then: rebuild / retry)
+
+    def __post_init__(self) -> None:
+        if not 64 <= self.stripe_bytes <= 64 * 1024**2:
+            raise InvalidArgument("ec.stripe_bytes must be in [64, 64MiB]")
+        if self.min_age_s < 0 or self.scan_interval_s <= 0:
+            raise InvalidArgument("ec.min_age_s must be >= 0 and ec.scan_interval_s > 0")
+        if self.encode_rate_bytes_per_s <= 0 or self.fragment_timeout_ms <= 0:
+            raise InvalidArgument("ec.encode_rate_bytes_per_s and ec.fragment_timeout_ms "
+                                  "must be > 0")
+
+    @classmethod
+    def from_sections(cls, sections: Mapping[str, Any]) -> EcConfig:
+        raw = dict(sections.get("ec") or {})
+        if "encode_rate_bytes_per_s" in raw:
+            raw["encode_rate_bytes_per_s"] = parse_size(raw["encode_rate_bytes_per_s"])
+        return _dataclass_from(cls, raw, "ec")
+
+
+@dataclass(frozen=True)
 class PartitionConfig:
     id: int
     replicas: tuple[str, ...]
     capacity_bytes: int
+    policy: EcPolicy | None = None  # None: replicated (the default)
 
 
 @dataclass(frozen=True)
@@ -382,6 +439,7 @@ def _build_partitions(raw: Any, nodes: tuple[NodeConfig, ...], dcs: tuple[Datace
     if isinstance(raw, Mapping):
         count = int(raw.get("count", 0))
         capacity = parse_size(raw.get("capacity_bytes", "100GiB"))
+        policy = _parse_policy(raw.get("policy"), "partitions")
         if count <= 0:
             raise InvalidArgument("partitions.count must be > 0")
         by_dc = {dc.name: [n.id for n in nodes if n.datacenter == dc.name] for dc in dcs}
@@ -395,7 +453,7 @@ def _build_partitions(raw: Any, nodes: tuple[NodeConfig, ...], dcs: tuple[Datace
             for dc in dcs:
                 members = by_dc[dc.name]
                 replicas += [members[(pid + k) % len(members)] for k in range(per_dc)]
-            out.append(PartitionConfig(pid, tuple(replicas), capacity))
+            out.append(PartitionConfig(pid, tuple(replicas), capacity, policy))
         return tuple(out)
     if not isinstance(raw, list) or not raw:
         raise InvalidArgument("partitions must be a list or {count: N}")
@@ -412,8 +470,22 @@ def _build_partitions(raw: Any, nodes: tuple[NodeConfig, ...], dcs: tuple[Datace
             raise InvalidArgument(f"partition {pid} names unknown nodes {sorted(missing)}")
         if len(set(listed)) != len(listed):
             raise InvalidArgument(f"partition {pid} lists a node twice")
-        out.append(PartitionConfig(pid, listed, parse_size(p.get("capacity_bytes", "100GiB"))))
+        out.append(PartitionConfig(pid, listed, parse_size(p.get("capacity_bytes", "100GiB")),
+                                   _parse_policy(p.get("policy"), f"partition {pid}")))
     return tuple(out)
+
+
+def _check_policies(partitions: tuple[PartitionConfig, ...], nodes: tuple[NodeConfig, ...],
+                    dcs: tuple[Datacenter, ...]) -> None:
+    for p in partitions:
+        if p.policy is None:
+            continue
+        for dc in dcs:
+            have = sum(1 for n in nodes if n.datacenter == dc.name)
+            if have < p.policy.k + p.policy.m:
+                raise InvalidArgument(f"partition {p.id}: policy ec k={p.policy.k} "
+                                      f"m={p.policy.m} needs {p.policy.k + p.policy.m} nodes "
+                                      f"in datacenter {dc.name}, it has {have}")
 
 
 def _parse_accounts(raw: Any) -> tuple[Account, ...]:
@@ -461,6 +533,8 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: Path | None = None,
             raise InvalidArgument(f"node {n.id} names unknown datacenter {n.datacenter}")
     per_dc = int(cluster.get("replicas_per_datacenter", 3))
     partitions = _build_partitions(raw.get("partitions"), nodes, dcs, per_dc)
+    _check_policies(partitions, nodes, dcs)
+    EcConfig.from_sections(raw)  # a bad ec section fails at load, not when a job starts
     name_partitions = int(cluster.get("name_partitions", 0) or 0)
     if not 0 <= name_partitions <= len(partitions):
         raise InvalidArgument(f"cluster.name_partitions must be in [0, {len(partitions)}] "
