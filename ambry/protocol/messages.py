@@ -62,6 +62,18 @@ Requests (field: type; ``?`` = optional, default after ``=``)::
                  wait_ms? = 0 (long poll: held until a record       remaining_bytes], ...]
                  arrives or wait_ms passes, when all are empty)
   digest         partition                                        digest: hex, blobs, names
+  ec_frag_write  partition, source: str (32 hex: the encoding     written: int; with finish:
+                 replica's incarnation), segment, generation,     ok, problems: [str],
+                 fragment, header: {code, k, m, original_bytes,   checksums: [u64] (per
+                 stripe_bytes}, stripe: int, finish? = false,     stripe, as the node's
+                 payload_len (+ the stripe's block)               verify read them back)
+  ec_frag_read   partition, source, segment, generation,          length (+ bytes)
+                 fragment, offset, length (<= 64 MiB)
+  ec_frag_stat   partition, source, segment, generation, fragment ok, problems, bad_stripes,
+                                                                  checksums, file_bytes
+  ec_frag_list   partition                                        fragments: [[source, segment,
+                                                                  generation, fragment, bytes]]
+  ec_frag_delete partition, source, segment, generation, fragment deleted: bool
 
   STATE   = {life_version, deleted, permanent, delete_time_ms, expiry_ms}
             (expiry_ms is 0 = never, and only present when the node read the PUT record)
@@ -157,6 +169,10 @@ def _blob_id() -> Field:
 _MUTATION = (_partition(), _blob_id(), Field("time_ms", _INT, False, None, True),
              Field("life_version", _INT, False, None, True))
 
+#: names one fragment file of an erasure-coded segment (ambry.storage.fragments)
+_FRAGMENT = (_partition(), Field("source", _STR), Field("segment", _INT),
+             Field("generation", _INT), Field("fragment", _INT))
+
 OPS: dict[str, tuple[Field, ...]] = {
     "ping": (),
     "put": (_partition(), _blob_id(), Field("props", _MAP), Field("usermeta", _BYTES, False, b"")),
@@ -193,10 +209,16 @@ OPS: dict[str, tuple[Field, ...]] = {
                   Field("max_bytes", _INT, False, DEFAULT_ENTRIES_BYTES),
                   Field("wait_ms", _INT, False, 0)),
     "digest": (_partition(),),
+    "ec_frag_write": (*_FRAGMENT, Field("header", _MAP), Field("stripe", _INT),
+                      Field("finish", _BOOL, False, False)),
+    "ec_frag_read": (*_FRAGMENT, Field("offset", _INT), Field("length", _INT)),
+    "ec_frag_stat": _FRAGMENT,
+    "ec_frag_list": (_partition(),),
+    "ec_frag_delete": _FRAGMENT,
 }
 
 #: ops whose request carries a payload
-PAYLOAD_OPS = frozenset({"put"})
+PAYLOAD_OPS = frozenset({"put", "ec_frag_write"})
 
 
 class BadRequestFrame(ProtocolError):

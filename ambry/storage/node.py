@@ -41,6 +41,7 @@ from ambry.runtime.budget import ByteBudget
 from ambry.runtime.reload import ConfigReloader, ReloadCollector
 from ambry.storage import filenames
 from ambry.storage.api import NodeReplica, ReplicationFactory, ReplicationHost, Replicator
+from ambry.storage.fragments import FragmentOps
 from ambry.storage.maintenance import NodeMaintenance
 from ambry.storage.mapreload import adopt_map
 from ambry.storage.metrics import NodeMetrics
@@ -81,6 +82,9 @@ class StorageNode:
         self.ops = NodeOps(node_id, self.replicas, self.failed_replicas, clock=self.clock,
                            storage_config=lambda: self.cfg.storage, run_io=self.run_io,
                            changes=self._changes, draining=lambda: self._draining)
+        # fragment files of erasure-coded segments (docs/erasure-coding.md): ops of their own
+        self.fragments = FragmentOps(self.data_dir)
+        self.ops.table.update(self.fragments.table)
         self.server = NodeServer(
             node_id, self.ops.dispatch, metrics=self.metrics, io=self._io,
             budget=ByteBudget(inflight_payload_budget_bytes or
@@ -239,6 +243,7 @@ class StorageNode:
         await self.sideport.cleanup()
         await self.server.wait_closed()
         self._io.shutdown(wait=False)
+        self.fragments.shutdown()
         log.info("node %s stopped in %.2f s", self.node_id, time.monotonic() - t0)
         self._stopped.set()
 

@@ -15,7 +15,8 @@ ALLOWED = {
     "runtime": {"common", "runtime"},
     "native": {"native"},
     "protocol": {"common", "protocol"},
-    "storage": {"common", "protocol", "storage", "native", "runtime"},
+    # ec: the fragment file format (fragments.py) and the layout of encoded segments
+    "storage": {"common", "protocol", "storage", "native", "runtime", "ec"},
     "replication": {"common", "protocol", "storage", "native", "replication"},
     "frontend": {"common", "protocol", "frontend", "runtime"},
     "client": {"common", "client"},

@@ -1,0 +1,200 @@
+"""The node's fragment store: the op handlers that keep fragment files of erasure-coded
+segments (docs/erasure-coding.md) on this node, whoever encoded them.
+
+Owns the ``ec_frag_*`` ops of the node protocol (schemas in ``ambry.protocol.messages``):
+writing a fragment file streamed block by block (``ec_frag_write``: one request per stripe's
+block, in order; ``fragfile.FragmentWriter`` writes ``<name>.tmp`` and the last block
+publishes it, verified, under its name), reading a window of one (``ec_frag_read``), verifying
+one (``ec_frag_stat``), listing (``ec_frag_list``) and deleting (``ec_frag_delete``). File
+names come from ``filenames``; the byte layout is ``ambry.ec.fragfile``'s.
+
+File work runs on an executor of its own (not the node's I/O threads): a replica's read of an
+encoded blob waits, on an I/O thread, for fragment reads, which must never queue behind it.
+Does not own encoding, placement or the reads of blobs through fragments (``ecstate`` and the
+node's warm-tier component).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from ambry.common.errors import BlobNotFound, InvalidArgument
+from ambry.ec.fragfile import FragmentHeader, FragmentWriter, read_header, verify
+from ambry.protocol.messages import Request
+from ambry.storage import filenames
+
+__all__ = ["MAX_FRAGMENT_READ_BYTES", "FragmentOps"]
+
+#: one ec_frag_read answers at most this many bytes (a piece lies inside one block)
+MAX_FRAGMENT_READ_BYTES = 64 * 1024 * 1024
+#: a fragment write that has not sent its next block for this long is abandoned (its .tmp
+#: removed): the coordinator died or gave up, and starts over from stripe 0
+_WRITER_IDLE_S = 300.0
+
+Handler = Callable[[Request, Any], Awaitable[tuple[dict[str, Any], Any]]]
+
+
+class _OpenWrite:
+    def __init__(self, writer: FragmentWriter) -> None:
+        self.writer = writer
+        self.next_stripe = 0
+        self.touched = time.monotonic()
+
+
+class FragmentOps:
+    """The ``ec_frag_*`` handlers of one node, over ``<data dir>/fragments``."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], threads: int = 2) -> None:
+        self.root = Path(data_dir) / filenames.FRAGMENTS_DIR
+        self._io = concurrent.futures.ThreadPoolExecutor(max(1, threads),
+                                                         thread_name_prefix="fragments")
+        self._writes: dict[str, _OpenWrite] = {}
+        self._lock = threading.Lock()
+        self.table: dict[str, Handler] = {
+            "ec_frag_write": self._op_write, "ec_frag_read": self._op_read,
+            "ec_frag_stat": self._op_stat, "ec_frag_list": self._op_list,
+            "ec_frag_delete": self._op_delete,
+        }
+
+    def shutdown(self) -> None:
+        with self._lock:
+            for w in self._writes.values():
+                w.writer.abort()
+            self._writes.clear()
+        self._io.shutdown(wait=False)
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    def _path(self, a: dict[str, Any]) -> Path:
+        try:
+            name = filenames.fragment_name(a["source"], a["segment"], a["generation"],
+                                           a["fragment"])
+        except ValueError as e:
+            raise InvalidArgument(str(e)) from None
+        if a["segment"] < 0 or a["generation"] < 0 or not 0 <= a["fragment"] < 32:
+            raise InvalidArgument("segment, generation and fragment must be >= 0, "
+                                  "fragment < 32")
+        return self.root / filenames.replica_dir_name(a["partition"]) / name
+
+    # ---------------------------------------------------------------- write
+    async def _op_write(self, req: Request, payload: Any) -> tuple[dict[str, Any], None]:
+        a = req.args
+        path = self._path(a)
+        h = a["header"]
+        try:
+            header = FragmentHeader(int(h["code"]), int(h["k"]), int(h["m"]), a["fragment"],
+                                    a["partition"], a["segment"], a["generation"],
+                                    int(h["original_bytes"]), int(h["stripe_bytes"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise InvalidArgument(f"ec_frag_write: bad header {h!r}: {e}") from None
+        return await self._run(self._write, path, header, a["stripe"], bytes(payload or b""),
+                               a["finish"]), None
+
+    def _write(self, path: Path, header: FragmentHeader, stripe: int, block: bytes,
+               finish: bool) -> dict[str, Any]:
+        key = str(path)
+        with self._lock:
+            self._sweep_idle()
+            w = self._writes.get(key)
+            if stripe == 0:  # (re)start: a coordinator that died mid-way starts over
+                if w is not None:
+                    w.writer.abort()
+                path.parent.mkdir(parents=True, exist_ok=True)
+                w = self._writes[key] = _OpenWrite(FragmentWriter(path, header))
+            elif w is None or w.next_stripe != stripe or w.writer.header != header:
+                raise InvalidArgument(f"{path.name}: stripe {stripe} out of order (expected "
+                                      f"{w.next_stripe if w else 0})")
+            del self._writes[key]  # held by this call alone while it writes
+        try:
+            w.writer.add(block)
+            w.next_stripe += 1
+            w.touched = time.monotonic()
+            if not finish:
+                with self._lock:
+                    self._writes[key] = w
+                return {"written": w.next_stripe}
+            w.writer.finish()
+        except ValueError as e:
+            w.writer.abort()
+            raise InvalidArgument(f"{path.name}: {e}") from None
+        except BaseException:
+            w.writer.abort()
+            raise
+        report = verify(path)
+        return {"written": w.next_stripe, "ok": report.ok, "problems": list(report.problems),
+                "checksums": list(report.checksums)}
+
+    def _sweep_idle(self) -> None:
+        now = time.monotonic()
+        for key, w in list(self._writes.items()):
+            if now - w.touched > _WRITER_IDLE_S:
+                w.writer.abort()
+                del self._writes[key]
+
+    # ---------------------------------------------------------------- read, stat, list, delete
+    async def _op_read(self, req: Request, _p: Any) -> tuple[dict[str, Any], bytes]:
+        a = req.args
+        path = self._path(a)
+        off, n = a["offset"], a["length"]
+        if off < 0 or not 0 <= n <= MAX_FRAGMENT_READ_BYTES:
+            raise InvalidArgument(f"ec_frag_read: offset >= 0 and 0 <= length <= "
+                                  f"{MAX_FRAGMENT_READ_BYTES} needed")
+
+        def read() -> bytes:
+            try:
+                f = open(path, "rb")  # noqa: SIM115 -- closed below
+            except FileNotFoundError:
+                raise BlobNotFound(f"no fragment {path.name} of partition "
+                                   f"{a['partition']} here") from None
+            with f:
+                h, _sums = read_header(f)
+                if off + n > h.layout.fragment_bytes:
+                    raise InvalidArgument(f"[{off}, {off + n}) outside the fragment of "
+                                          f"{h.layout.fragment_bytes} bytes")
+                return os.pread(f.fileno(), n, h.data_offset + off)
+
+        data = await self._run(read)
+        return {"length": len(data)}, data
+
+    async def _op_stat(self, req: Request, _p: Any) -> tuple[dict[str, Any], None]:
+        path = self._path(req.args)
+        if not await self._run(path.exists):
+            raise BlobNotFound(f"no fragment {path.name} here")
+        r = await self._run(verify, path)
+        return {"ok": r.ok, "problems": list(r.problems), "bad_stripes": list(r.bad_stripes),
+                "checksums": list(r.checksums),
+                "file_bytes": await self._run(lambda: path.stat().st_size)}, None
+
+    async def _op_list(self, req: Request, _p: Any) -> tuple[dict[str, Any], None]:
+        d = self.root / filenames.replica_dir_name(req.args["partition"])
+
+        def listing() -> list[list[Any]]:
+            out: list[list[Any]] = []
+            if d.is_dir():
+                for name in sorted(os.listdir(d)):
+                    parsed = filenames.parse_fragment_name(name)
+                    if parsed is not None:
+                        out.append([*parsed, (d / name).stat().st_size])
+            return out
+
+        return {"fragments": await self._run(listing)}, None
+
+    async def _op_delete(self, req: Request, _p: Any) -> tuple[dict[str, Any], None]:
+        path = self._path(req.args)
+
+        def delete() -> bool:
+            try:
+                os.remove(path)
+                return True
+            except FileNotFoundError:
+                return False
+
+        return {"deleted": await self._run(delete)}, None
