@@ -48,6 +48,7 @@ def server(config_path: str, node_id: str, data_dir: str | None, log_level: str,
     from ambry.common.errors import AmbryError
     from ambry.replication.manager import attach
     from ambry.storage.node import run_node
+    from ambry.warm import attach as attach_warm_tier
 
     try:
         cfg = load_config(config_path, data_root=data_dir)
@@ -58,6 +59,7 @@ def server(config_path: str, node_id: str, data_dir: str | None, log_level: str,
         raise click.ClickException(e.message) from None
     setup_logging(f"node={node_id}", log_level, log_format or daemon.log_format)
     sys.exit(run_node(cfg, node_id, replication_factory=attach,
+                      warm_factory=attach_warm_tier,
                       reload_config=lambda: load_config(config_path, data_root=data_dir),
                       config_path=config_path))
 

@@ -74,6 +74,11 @@ Requests (field: type; ``?`` = optional, default after ``=``)::
   ec_frag_list   partition                                        fragments: [[source, segment,
                                                                   generation, fragment, bytes]]
   ec_frag_delete partition, source, segment, generation, fragment deleted: bool
+  ec_missing     partition, uuids: [bin16] (<= 10000)             missing: [bin16] (neither
+                                                                  a PUT nor a tombstone here)
+  ec_status      -                                                partitions: [{partition,
+                                                                  ec records, freed segments,
+                                                                  coordinator job state}]
 
   STATE   = {life_version, deleted, permanent, delete_time_ms, expiry_ms}
             (expiry_ms is 0 = never, and only present when the node read the PUT record)
@@ -215,6 +220,8 @@ OPS: dict[str, tuple[Field, ...]] = {
     "ec_frag_stat": _FRAGMENT,
     "ec_frag_list": (_partition(),),
     "ec_frag_delete": _FRAGMENT,
+    "ec_missing": (_partition(), Field("uuids", _LIST)),
+    "ec_status": (),
 }
 
 #: ops whose request carries a payload

@@ -417,6 +417,12 @@ class ReplicationManager:
                         fetches.append(asyncio.ensure_future(fetch(e)))
                     else:
                         need = max(need or end, end)
+                elif e.type == RecordType.EC_SEGMENT:
+                    # a segment encoded somewhere: the record replicates like any other
+                    # (ambry/storage/ecstate.py); every replica learns where blobs went
+                    end = await self.run_io(rep.ec_apply, e.key, e.props)
+                    need = max(need or end, end)
+                    changed = True
                 elif e.type.is_blob:
                     res = await self.run_io(rep.apply_state, BlobId.from_bytes(e.key), e.type,
                                             e.life_version, e.state_flags, e.time_ms)

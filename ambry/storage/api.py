@@ -39,6 +39,8 @@ from ambry.common.namerecord import NameRecord
 from ambry.common.properties import BlobProperties
 from ambry.storage.blobread import BlobRead
 from ambry.storage.disk import Disk
+from ambry.storage.ecreplica import SealedSegment
+from ambry.storage.ecstate import EcRecord, EcState, FragmentReader
 from ambry.storage.format import RecordHeader, RecordType
 from ambry.storage.log import Damage, Log, Position
 from ambry.storage.names import NameView, name_from_record
@@ -47,6 +49,8 @@ from ambry.storage.usage import UsageCounters, UsageTotals
 __all__ = [
     "BlobRead",
     "CompactionHooks",
+    "EcRecord",
+    "EcStore",
     "Entry",
     "MutationResult",
     "NameRecord",
@@ -60,6 +64,9 @@ __all__ = [
     "Replicator",
     "RunIO",
     "Token",
+    "WarmTier",
+    "WarmTierFactory",
+    "WarmTierHost",
     "name_of",
 ]
 
@@ -241,6 +248,7 @@ class CompactionHooks(Protocol):
     names: NameView | None
     usage: UsageCounters
     lock: threading.RLock
+    ec: EcState  # its frozen_segments (payloads freed) are never compacted
 
     def read_props(self, pos: Position, h: RecordHeader) -> bytes:
         """The props section of the record at ``pos``."""
@@ -291,3 +299,57 @@ class ReplicationHost:
 
 #: builds the replication component of a node (the CLI passes ``ambry.replication.attach``)
 ReplicationFactory = Callable[[ReplicationHost], Replicator]
+
+
+# ================================================================ node <-> warm tier
+@runtime_checkable
+class EcStore(Protocol):
+    """What the warm tier (``ambry.warm``: the encoding coordinator and the freeing pass)
+    calls on a replica (``ecreplica.EcReplicaMixin``). Every method blocks."""
+
+    partition_id: int
+    incarnation: bytes
+
+    def ec_sealed(self) -> list[SealedSegment]: ...
+
+    def ec_scan_segment(self, number: int, generation: int) -> tuple[int, bytes]: ...
+
+    def ec_read(self, number: int, offset: int, length: int) -> bytes: ...
+
+    def ec_missing(self, uuids: list[bytes]) -> list[bytes]: ...
+
+    def ec_apply(self, key: bytes, props: bytes) -> Position: ...
+
+    def ec_records(self) -> list[EcRecord]: ...
+
+    def ec_free_pass(self, datacenter: str) -> list[int]: ...
+
+    def ec_status(self) -> dict[str, Any]: ...
+
+    def set_fragment_reader(self, reader: FragmentReader) -> None: ...
+
+    def durable_async(self, end: Position) -> asyncio.Future[None]: ...
+
+
+class WarmTier(Protocol):
+    """A node's warm-tier component, as the node sees it."""
+
+    def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def status(self) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class WarmTierHost:
+    """What a storage node hands its warm-tier component (as ``ReplicationHost``)."""
+
+    node_id: str
+    datacenter: str
+    config: ClusterConfig
+    stores: Mapping[int, EcStore]
+    run_io: RunIO
+    notify_change: Callable[[], None]
+
+
+#: builds the warm tier of a node (the CLI passes ``ambry.warm.attach``)
+WarmTierFactory = Callable[[WarmTierHost], WarmTier]

@@ -136,6 +136,8 @@ def _compact_locked(replica: CompactionHooks, now: int, min_reclaim_ratio: float
     report = CompactionReport()
     d = replica.disk
     for seg in list(replica.log.segments[:-1]):
+        if seg.number in replica.ec.frozen_segments:
+            continue  # payloads freed (erasure-coded): re-encoding it is not built yet
         keep, dropped_puts, dropped = _plan(replica, seg, now)
         if not dropped:
             continue

@@ -99,7 +99,7 @@ class ReplicationFeed:
                 continue
             if out and (len(out) >= max_entries or used + h.total_len > max_bytes):
                 break
-            props = self.read_props(rec.position, h) if h.type.is_name else b""
+            props = self.read_props(rec.position, h) if h.type.carries_props else b""
             out.append(Entry(h.sequence, h.type, rec.key, h.life_version, h.state_flags,
                              h.time_ms, h.expiry_ms, h.blob_flags, h.payload_len, h.total_len,
                              props))

@@ -20,7 +20,8 @@ Log record (version 1): a 64-byte fixed header followed by the body::
   offset size field
   0      4    magic           b"AMBR"
   4      1    format version  1
-  5      1    record type     1 PUT, 2 DELETE, 3 TTL_UPDATE, 4 UNDELETE, 5 NAME_PUT, 6 NAME_DELETE
+  5      1    record type     1 PUT, 2 DELETE, 3 TTL_UPDATE, 4 UNDELETE, 5 NAME_PUT, 6 NAME_DELETE,
+                              7 EC_SEGMENT
   6      1    blob flags      blob id flags byte (type, encrypted) for blob records, else 0
   7      1    state flags     bit 0 deleted, bit 1 permanent: the blob's state at life_version
                               as the writer saw it (conflict rules merge these)
@@ -36,7 +37,12 @@ Log record (version 1): a 64-byte fixed header followed by the body::
   48     8    body_xxh3       xxh3_64 of key | props | usermeta | payload
   56     8    header_xxh3     xxh3_64 of bytes [0, 56) (so it covers body_xxh3 too)
   64     ...  key             blob id (32 bytes) or name key (u16 account, u16 container, name)
-  ...    ...  props           PUT: msgpack BlobProperties; NAME_*: msgpack name entry; else empty
+                              or EC_SEGMENT key (b"EC", encoding replica's incarnation 16 bytes,
+                              u32 segment number, u32 generation: 26 bytes)
+  ...    ...  props           PUT: msgpack BlobProperties; NAME_*: msgpack name entry;
+                              EC_SEGMENT: msgpack of the encoded segment (ambry/storage/ecstate.py:
+                              datacenter, k, m, code, stripe size, length, placement, checksum
+                              tables' hash, directory of its PUT records); else empty
   ...    ...  usermeta        PUT only: opaque bytes (msgpack map from the frontend)
   ...    ...  payload         PUT only: the blob's bytes
 
@@ -96,6 +102,8 @@ class RecordType(enum.IntEnum):
     UNDELETE = 4
     NAME_PUT = 5
     NAME_DELETE = 6
+    #: a segment of some replica of the partition was erasure-coded (docs/erasure-coding.md)
+    EC_SEGMENT = 7
 
     @property
     def is_blob(self) -> bool:
@@ -103,7 +111,12 @@ class RecordType(enum.IntEnum):
 
     @property
     def is_name(self) -> bool:
-        return self >= RecordType.NAME_PUT
+        return self in (RecordType.NAME_PUT, RecordType.NAME_DELETE)
+
+    @property
+    def carries_props(self) -> bool:
+        """Records whose props travel with their replication entry (no payload to fetch)."""
+        return self.is_name or self == RecordType.EC_SEGMENT
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,11 +21,11 @@ import concurrent.futures
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ambry.common.errors import BlobNotFound, InvalidArgument
+from ambry.common.errors import BlobNotFound, InvalidArgument, ReplicaUnavailable
 from ambry.ec.fragfile import FragmentHeader, FragmentWriter, read_header, verify
 from ambry.protocol.messages import Request
 from ambry.storage import filenames
@@ -51,7 +51,11 @@ class _OpenWrite:
 class FragmentOps:
     """The ``ec_frag_*`` handlers of one node, over ``<data dir>/fragments``."""
 
-    def __init__(self, data_dir: str | os.PathLike[str], threads: int = 2) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], threads: int = 2, *,
+                 replicas: Mapping[int, Any] | None = None,
+                 warm_status: Callable[[], list[dict[str, Any]]] | None = None) -> None:
+        self.replicas: Mapping[int, Any] = replicas if replicas is not None else {}
+        self.warm_status = warm_status
         self.root = Path(data_dir) / filenames.FRAGMENTS_DIR
         self._io = concurrent.futures.ThreadPoolExecutor(max(1, threads),
                                                          thread_name_prefix="fragments")
@@ -60,7 +64,8 @@ class FragmentOps:
         self.table: dict[str, Handler] = {
             "ec_frag_write": self._op_write, "ec_frag_read": self._op_read,
             "ec_frag_stat": self._op_stat, "ec_frag_list": self._op_list,
-            "ec_frag_delete": self._op_delete,
+            "ec_frag_delete": self._op_delete, "ec_missing": self._op_missing,
+            "ec_status": self._op_status,
         }
 
     def shutdown(self) -> None:
@@ -198,3 +203,26 @@ class FragmentOps:
                 return False
 
         return {"deleted": await self._run(delete)}, None
+
+    # ---------------------------------------------------------------- replicas' side
+    async def _op_missing(self, req: Request, _p: Any) -> tuple[dict[str, Any], None]:
+        """Which of these blobs this node's replica lacks (the encoding coordinator asks every
+        replica before it encodes a segment: nobody may still need to pull it)."""
+        a = req.args
+        r = self.replicas.get(a["partition"])
+        if r is None:
+            raise ReplicaUnavailable(f"no open replica of partition {a['partition']} here")
+        uuids = a["uuids"]
+        if len(uuids) > 10_000 or not all(isinstance(u, bytes) and len(u) == 16
+                                          for u in uuids):
+            raise InvalidArgument("uuids must be at most 10000 16-byte blob uuids")
+        return {"missing": await self._run(r.ec_missing, list(uuids))}, None
+
+    async def _op_status(self, req: Request, _p: Any) -> tuple[dict[str, Any], None]:
+        jobs = {j["partition"]: j for j in (self.warm_status() if self.warm_status else [])}
+
+        def collect() -> list[dict[str, Any]]:
+            return [{"partition": pid, **r.ec_status(), "job": jobs.get(pid)}
+                    for pid, r in sorted(self.replicas.items())]
+
+        return {"partitions": await self._run(collect)}, None

@@ -40,7 +40,15 @@ from ambry.common.mapchange import MapChange
 from ambry.runtime.budget import ByteBudget
 from ambry.runtime.reload import ConfigReloader, ReloadCollector
 from ambry.storage import filenames
-from ambry.storage.api import NodeReplica, ReplicationFactory, ReplicationHost, Replicator
+from ambry.storage.api import (
+    NodeReplica,
+    ReplicationFactory,
+    ReplicationHost,
+    Replicator,
+    WarmTier,
+    WarmTierFactory,
+    WarmTierHost,
+)
 from ambry.storage.fragments import FragmentOps
 from ambry.storage.maintenance import NodeMaintenance
 from ambry.storage.mapreload import adopt_map
@@ -60,7 +68,8 @@ class StorageNode:
                  clock: Clock | None = None, drain_timeout_s: float = 10.0,
                  max_inflight_per_connection: int = 64,
                  inflight_payload_budget_bytes: int | None = None,
-                 replication_factory: ReplicationFactory | None = None) -> None:
+                 replication_factory: ReplicationFactory | None = None,
+                 warm_factory: WarmTierFactory | None = None) -> None:
         self.cfg = cfg
         self.node_id = node_id
         self.node = cfg.cluster_map.node(node_id)
@@ -83,7 +92,9 @@ class StorageNode:
                            storage_config=lambda: self.cfg.storage, run_io=self.run_io,
                            changes=self._changes, draining=lambda: self._draining)
         # fragment files of erasure-coded segments (docs/erasure-coding.md): ops of their own
-        self.fragments = FragmentOps(self.data_dir)
+        self.fragments = FragmentOps(
+            self.data_dir, replicas=self.replicas,
+            warm_status=lambda: self.warm.status() if self.warm is not None else [])
         self.ops.table.update(self.fragments.table)
         self.server = NodeServer(
             node_id, self.ops.dispatch, metrics=self.metrics, io=self._io,
@@ -103,6 +114,9 @@ class StorageNode:
         # storage does not import replication (DESIGN.md section 2)
         self._replication_factory = replication_factory
         self.replication: Replicator | None = None
+        # the warm tier (erasure coding, ambry.warm) is plugged in the same way
+        self._warm_factory = warm_factory
+        self.warm: WarmTier | None = None
         # set by whoever runs the daemon (run_node): SIGHUP / file watch -> self.reload
         self.reloader: ConfigReloader | None = None
         self.metrics.registry.register(ReloadCollector(lambda: self.reloader))
@@ -161,6 +175,12 @@ class StorageNode:
     def _start_replication(self) -> None:
         if self.replication is not None:
             self.replication.start()
+        if self._warm_factory is not None:
+            self.warm = self._warm_factory(WarmTierHost(
+                node_id=self.node_id, datacenter=self.node.datacenter, config=self.cfg,
+                stores=MappingProxyType(self.replicas), run_io=self.run_io,
+                notify_change=self.notify_change))
+            self.warm.start()
 
     async def reload(self, new_cfg: ClusterConfig) -> MapChange:
         """Adopt a grown cluster map while serving (``mapreload.adopt_map``)."""
@@ -228,6 +248,8 @@ class StorageNode:
             await self.reloader.stop()
         async with self._map_lock:
             pass  # a reload in progress finishes (and closes what it opened: we are draining)
+        if self.warm is not None:
+            await self.warm.stop()
         if self.replication is not None:
             await self.replication.stop()
         self._changes.notify()  # wake long polls so they answer and finish
@@ -250,6 +272,7 @@ class StorageNode:
 
 def run_node(cfg: ClusterConfig, node_id: str, data_dir: str | Path | None = None,
              replication_factory: ReplicationFactory | None = None, *,
+             warm_factory: WarmTierFactory | None = None,
              reload_config: Callable[[], ClusterConfig] | None = None,
              config_path: str | os.PathLike[str] | None = None) -> int:
     """Run a node until SIGTERM/SIGINT on uvloop (the stock loop if AMBRY_NO_UVLOOP=1).
@@ -263,6 +286,7 @@ def run_node(cfg: ClusterConfig, node_id: str, data_dir: str | Path | None = Non
     async def main() -> int:
         node = StorageNode(cfg, node_id, data_dir=data_dir,
                            replication_factory=replication_factory,
+                           warm_factory=warm_factory,
                            drain_timeout_s=daemon.shutdown_grace_s)
         loop = asyncio.get_running_loop()
         if loop.get_debug():  # PYTHONASYNCIODEBUG=1: report callbacks that hold the loop

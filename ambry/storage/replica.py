@@ -38,6 +38,8 @@ from ambry.common.namerecord import NameRecord
 from ambry.common.properties import BlobProperties
 from ambry.storage.api import MutationResult
 from ambry.storage.blobread import BlobRead
+from ambry.storage.ecreplica import EcReplicaMixin
+from ambry.storage.ecstate import EncodedBlobRead
 from ambry.storage.format import (
     RECORD_HEADER_SIZE,
     STATE_DELETED,
@@ -59,7 +61,7 @@ MAX_LIFE_VERSION = 0xFFFF
 MAX_NAME_BYTES = 350
 
 
-class Replica(ReplicaCore):
+class Replica(EcReplicaMixin, ReplicaCore):
     # ================================================================ blob operations
     def put(self, blob_id: BlobId, props: BlobProperties, user_metadata: bytes,
             payload: bytes | memoryview) -> MutationResult:
@@ -133,6 +135,12 @@ class Replica(ReplicaCore):
         expiry = 0 if state.permanent else h.expiry_ms
         if expiry and expiry <= self.clock.now_ms() and not include_expired:
             raise BlobExpired(f"blob {blob_id} has expired")
+        encoded = self.ec.locate(pos)
+        if encoded is not None:  # payload freed here: read through the fragments
+            return EncodedBlobRead(self, blob_id, h, pos, state, props,
+                                   bytes(meta[h.usermeta_offset - RECORD_HEADER_SIZE:]),
+                                   expiry, ec=encoded[0], ec_offset=encoded[1],
+                                   reader=self.ec.reader)
         return BlobRead(self, blob_id, h, pos, state, props, bytes(meta[h.usermeta_offset -
                         RECORD_HEADER_SIZE:]), expiry, seg.file)
 

@@ -38,6 +38,7 @@ from ambry.storage import filenames
 from ambry.storage.api import Entry, ReplicaStats, Token
 from ambry.storage.compaction import roll_forward
 from ambry.storage.disk import Disk, OsDisk
+from ambry.storage.ecstate import EcState
 from ambry.storage.feed import ReplicationFeed
 from ambry.storage.format import (
     RECORD_HEADER_SIZE,
@@ -102,6 +103,8 @@ class ReplicaCore:
         self.rebuilding = False
         # live bytes/blobs per account and container (ambry.storage.usage); under self.lock
         self.usage = UsageCounters()
+        # the warm tier: EC_SEGMENT records known here, segments whose payloads were freed
+        self.ec = EcState(directory, partition_id)
 
     # ================================================================ opening and recovery
     @classmethod
@@ -122,6 +125,7 @@ class ReplicaCore:
         names_fresh = not os.path.exists(self.names_dir)
         self.names = NameView(self.names_dir)
         self.log.open_existing()
+        self.ec.load()
         start: Position = (0, 0)
         last_seq = 0
         try:
@@ -163,6 +167,9 @@ class ReplicaCore:
         """Fold one record (already in the log) into the index or the name view. For a live
         name record, returns the future that completes once the record is durable *and*
         visible in the view (the caller acknowledges on it)."""
+        if h.type == RecordType.EC_SEGMENT:
+            self.ec.fold(key, self.read_props(pos, h))
+            return None
         if h.type.is_name:
             entry = name_from_record(key, h.time_ms, h.type == RecordType.NAME_DELETE,
                                      self.read_props(pos, h))
@@ -286,7 +293,8 @@ class ReplicaCore:
     def scrub_sealed(self, bytes_per_s: int = 0) -> list[tuple[bytes, int]]:
         """Re-read every sealed segment, verifying checksums (at most ``bytes_per_s``); the
         damaged PUT records a peer's copy can repair (``scrub.scrub_sealed``)."""
-        return scrub_sealed(self.log, self.index, self.damage, bytes_per_s)
+        return scrub_sealed(self.log, self.index, self.damage, bytes_per_s,
+                            skip=self.ec.frozen_segments)
 
     def digest(self) -> dict[str, Any]:
         """A fingerprint of this replica's logical content (``scrub.content_digest``)."""

@@ -23,16 +23,19 @@ from ambry.storage.names import NameView
 __all__ = ["content_digest", "scrub_sealed"]
 
 
-def scrub_sealed(log: Log, index: Any, damage: list[Damage], bytes_per_s: int = 0
-                 ) -> list[tuple[bytes, int]]:
+def scrub_sealed(log: Log, index: Any, damage: list[Damage], bytes_per_s: int = 0,
+                 skip: frozenset[int] = frozenset()) -> list[tuple[bytes, int]]:
     """Re-read every sealed segment, verifying checksums (at most ``bytes_per_s``).
     Damage is reported (``damage`` and the quarantine log); returns (blob key, body checksum)
     of the damaged PUT records whose header is intact and that ``index`` still points to, so
-    a peer's copy can repair them."""
+    a peer's copy can repair them. Segments in ``skip`` (payloads freed: erasure-coded,
+    ``ecstate``) are not read."""
     out: list[tuple[bytes, int]] = []
     started = time.monotonic()
     done = 0
     for seg in list(log.segments[:-1]):
+        if seg.number in skip:
+            continue
         damages: list[Damage] = []
         for rec in log.scan((seg.number, 0), on_damage=damages.append, verify=True,
                             end=(seg.number + 1, 0)):

@@ -22,8 +22,10 @@ ALLOWED = {
     "client": {"common", "client"},
     # erasure coding's pure parts and codec: storage, replication and frontend build on it
     "ec": {"common", "ec"},
+    # the warm tier's node component: encoding coordinator, fragment reads over the network
+    "warm": {"common", "protocol", "storage", "ec", "warm"},
     "testing": {"common", "protocol", "storage", "native", "replication", "frontend",
-                "client", "testing", "runtime"},
+                "client", "testing", "runtime", "ec", "warm"},
     "cli": None,  # may import anything
 }
 

@@ -1,0 +1,363 @@
+"""A replica's side of the warm tier (docs/erasure-coding.md): the EC_SEGMENT records it
+knows, which of its own sealed segments had their payload bytes freed, and reading a blob
+whose payload now lives only in fragments.
+
+Replicas of a partition do not hold byte-identical logs (records arrive in different orders),
+so an EC_SEGMENT record names the segment of the **encoding** replica (its incarnation, the
+segment number and generation) and carries a directory of the PUT records in it (blob uuid,
+offset, record length, body checksum). A replica frees a sealed segment of its own once every
+PUT record its index points to there is in an encoded segment of its own datacenter with the
+same body checksum: it writes ``<segment>.ecfree`` (where each record's body is now: which
+EC_SEGMENT, at which offset), then punches the payload bytes out of the segment file
+(``fallocate(PUNCH_HOLE)``: the file keeps its length and every offset, so the index, snapshots,
+recovery's scan and the replication feed, which read record headers, keys and props, work
+unchanged). Record headers, keys, properties and user metadata stay on local disk; payloads
+are read through the fragments (:class:`EncodedBlobRead`), checked against the record's own
+body checksum. Freed segments are never compacted or scrubbed here (their payload bytes are
+zeros; the fragments' own checksums guard them).
+
+EC_SEGMENT records are also kept as small files under ``ec/`` (written when the record is
+folded), because a restart replays only the log after the last index snapshot.
+
+Does not own talking to fragment nodes (an injected :class:`FragmentReader`), encoding (the
+warm-tier component) or the fragment file format (``ambry.ec.fragfile``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgpack
+import xxhash
+
+from ambry.common.errors import DataCorrupt, Unavailable
+from ambry.storage import filenames
+from ambry.storage.blobread import BlobRead
+from ambry.storage.format import RECORD_HEADER_SIZE, RecordType
+from ambry.storage.log import Log, Position
+
+__all__ = ["DIR_ENTRY", "EcRecord", "EcState", "EncodedBlobRead", "FragmentReader",
+           "ec_key", "punch_hole"]
+
+log = logging.getLogger(__name__)
+
+#: one directory entry of an EC_SEGMENT record: blob uuid, record offset in the encoded
+#: segment, record length, body checksum
+DIR_ENTRY = struct.Struct("<16sIIQ")
+_KEY = struct.Struct("<2s16sII")
+_U64 = struct.Struct("<Q")
+
+
+def ec_key(source: bytes, segment: int, generation: int) -> bytes:
+    """The record key of an EC_SEGMENT record (26 bytes)."""
+    return _KEY.pack(b"EC", source, segment, generation)
+
+
+@dataclass(frozen=True)
+class EcRecord:
+    """What an EC_SEGMENT record says: segment ``segment``/``generation`` of the replica
+    whose incarnation is ``source`` was encoded in ``datacenter`` into k + m fragments on
+    ``placement`` (fragment i on placement[i])."""
+
+    source: bytes  # 16 bytes
+    segment: int
+    generation: int
+    datacenter: str
+    k: int
+    m: int
+    code: int
+    stripe_bytes: int
+    original_bytes: int
+    placement: tuple[str, ...]
+    tables_xxh3: int  # of the k + m per-stripe checksum tables, in fragment order
+    directory: bytes = field(repr=False)  # DIR_ENTRY * n
+
+    @property
+    def key(self) -> bytes:
+        return ec_key(self.source, self.segment, self.generation)
+
+    @property
+    def source_hex(self) -> str:
+        return self.source.hex()
+
+    def entries(self) -> Iterator[tuple[bytes, int, int, int]]:
+        return DIR_ENTRY.iter_unpack(self.directory)  # type: ignore[return-value]
+
+    def to_props(self) -> bytes:
+        return msgpack.packb({"v": 1, "dc": self.datacenter, "k": self.k, "m": self.m,
+                              "code": self.code, "stripe": self.stripe_bytes,
+                              "len": self.original_bytes, "place": list(self.placement),
+                              "tables": self.tables_xxh3, "dir": self.directory})
+
+    @classmethod
+    def from_record(cls, key: bytes, props: bytes) -> EcRecord:
+        try:
+            magic, source, seg, gen = _KEY.unpack(key)
+            m = msgpack.unpackb(props)
+            if magic != b"EC" or m.get("v") != 1 or len(m["dir"]) % DIR_ENTRY.size:
+                raise ValueError("not a version 1 EC_SEGMENT record")
+            return cls(source, seg, gen, str(m["dc"]), int(m["k"]), int(m["m"]),
+                       int(m["code"]), int(m["stripe"]), int(m["len"]),
+                       tuple(str(x) for x in m["place"]), int(m["tables"]), bytes(m["dir"]))
+        except (ValueError, KeyError, TypeError, struct.error,
+                msgpack.UnpackException) as e:
+            raise DataCorrupt(f"bad EC_SEGMENT record: {e}") from None
+
+
+class FragmentReader(Protocol):
+    """Reads bytes of an encoded segment through its fragments (the node's warm-tier
+    component implements it). Called on an I/O thread; blocks until done or raises
+    ``Unavailable`` / ``DataCorrupt``."""
+
+    def read_encoded(self, partition_id: int, rec: EcRecord, offset: int, length: int,
+                     rebuild: bool = False) -> bytes:
+        """Segment bytes ``[offset, offset + length)``; ``rebuild``: do not trust the data
+        fragments (a previous read failed its check): rebuild every piece from the others."""
+
+
+# ------------------------------------------------------------------------- punching holes
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_libc: Any = None
+
+
+def punch_hole(fd: int, offset: int, length: int) -> bool:
+    """Free the disk blocks of ``[offset, offset + length)`` of a file, keeping its size
+    (reads there return zeros). False where the file system cannot (the bytes then stay:
+    reads still go through the fragments, nothing is saved)."""
+    global _libc
+    if length <= 0:
+        return True
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    if _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        err = ctypes.get_errno()
+        if err in (errno.EOPNOTSUPP, errno.ENOSYS):
+            return False
+        raise OSError(err, os.strerror(err))
+    return True
+
+
+# ------------------------------------------------------------------------- the state
+@dataclass(frozen=True)
+class FreedSegment:
+    generation: int
+    refs: tuple[bytes, ...]  # EC_SEGMENT keys
+    #: local record offset -> (index into refs, record offset in the encoded segment)
+    entries: dict[int, tuple[int, int]]
+
+
+class EcState:
+    """The EC_SEGMENT records and freed segments of one replica (under ``lock``)."""
+
+    def __init__(self, directory: str, partition_id: int) -> None:
+        self.dir = directory
+        self.partition_id = partition_id
+        self.records: dict[bytes, EcRecord] = {}
+        self.freed: dict[int, FreedSegment] = {}
+        self.reader: FragmentReader | None = None  # set by the node's warm-tier component
+        self.lock = threading.Lock()
+        self.bytes_freed = 0  # this process's punches (metrics)
+
+    # ---------------------------------------------------------------- persistence
+    def load(self) -> None:
+        rdir = os.path.join(self.dir, filenames.EC_RECORDS_DIR)
+        if os.path.isdir(rdir):
+            for name in sorted(os.listdir(rdir)):
+                if name.endswith(".ecseg"):
+                    key, props = _read_checked(os.path.join(rdir, name))
+                    rec = EcRecord.from_record(key, props)
+                    self.records[rec.key] = rec
+        for name in os.listdir(self.dir):
+            parsed = filenames.parse_ec_freed_name(name)
+            if parsed is not None:
+                _key, raw = _read_checked(os.path.join(self.dir, name))
+                m = msgpack.unpackb(raw, strict_map_key=False)
+                self.freed[parsed[0]] = FreedSegment(
+                    parsed[1], tuple(bytes(x) for x in m["refs"]),
+                    {int(off): (int(r), int(eo)) for off, r, eo in m["entries"]})
+
+    def fold(self, key: bytes, props: bytes) -> EcRecord:
+        """An EC_SEGMENT record is in the log: remember it (kept under ``ec/`` too)."""
+        rec = EcRecord.from_record(key, props)
+        with self.lock:
+            if rec.key in self.records:
+                return self.records[rec.key]
+        rdir = os.path.join(self.dir, filenames.EC_RECORDS_DIR)
+        os.makedirs(rdir, exist_ok=True)
+        _write_checked(os.path.join(rdir, filenames.ec_record_name(
+            rec.source_hex, rec.segment, rec.generation)), key, props)
+        with self.lock:
+            self.records[rec.key] = rec
+        return rec
+
+    @property
+    def frozen_segments(self) -> frozenset[int]:
+        """Local segments whose payload bytes were freed: never compact or scrub them."""
+        return frozenset(self.freed)
+
+    # ---------------------------------------------------------------- freeing
+    def free_pass(self, log_: Log, index: Any, datacenter: str) -> list[int]:
+        """Free every sealed local segment whose live PUT records are all encoded in
+        ``datacenter``; returns the segments freed. Blocking (an I/O thread)."""
+        with self.lock:
+            mine = [r for r in self.records.values() if r.datacenter == datacenter]
+        if not mine:
+            return []
+        where: dict[bytes, tuple[int, int, int, int]] = {}
+        keys = [r.key for r in mine]
+        for i, r in enumerate(mine):
+            for uuid, off, total, body in r.entries():
+                where[uuid] = (i, off, total, body)
+        done: list[int] = []
+        for seg in list(log_.segments[:-1]):
+            if seg.number in self.freed:
+                continue
+            entries: dict[int, tuple[int, int]] = {}
+            punch: list[tuple[int, int]] = []
+            covered = True
+            for rec in log_.scan((seg.number, 0), verify=False, end=(seg.number + 1, 0)):
+                h = rec.header
+                if h.type != RecordType.PUT:
+                    continue
+                cur = index.get(rec.key[16:])
+                if cur is None or (cur[0], cur[1]) != rec.position:
+                    continue  # not the copy reads use (a duplicate, or compacted away)
+                hit = where.get(rec.key[16:])
+                if hit is None or hit[2] != h.total_len or hit[3] != h.body_xxh3:
+                    covered = False
+                    break
+                entries[rec.position[1]] = (hit[0], hit[1])
+                punch.append((rec.position[1] + h.payload_offset, h.payload_len))
+            if not covered or not entries:
+                continue
+            used = sorted({r for r, _ in entries.values()})
+            remap = {old: new for new, old in enumerate(used)}
+            freed = FreedSegment(seg.generation, tuple(keys[r] for r in used),
+                                 {off: (remap[r], eo) for off, (r, eo) in entries.items()})
+            m = {"refs": list(freed.refs),
+                 "entries": [[off, r, eo] for off, (r, eo) in sorted(freed.entries.items())]}
+            # the map first (durable), then the bytes go: a crash in between re-punches
+            _write_checked(os.path.join(self.dir, filenames.ec_freed_name(
+                seg.number, seg.generation)), b"", msgpack.packb(m))
+            with self.lock:
+                self.freed[seg.number] = freed
+            fd = seg.file.fileno()
+            for off, n in punch:
+                if isinstance(fd, int) and fd >= 0 and punch_hole(fd, off, n):
+                    self.bytes_freed += n
+            done.append(seg.number)
+            log.info("partition %d: segment %d freed (%d records read through fragments)",
+                     self.partition_id, seg.number, len(entries))
+        return done
+
+    def locate(self, pos: Position) -> tuple[EcRecord, int] | None:
+        """(EC_SEGMENT, record offset in it) when the record at ``pos`` was freed here."""
+        fs = self.freed.get(pos[0])
+        if fs is None:
+            return None
+        hit = fs.entries.get(pos[1])
+        if hit is None:
+            return None
+        rec = self.records.get(fs.refs[hit[0]])
+        if rec is None:
+            raise DataCorrupt(f"partition {self.partition_id}: freed segment {pos[0]} names "
+                              f"an EC_SEGMENT record this replica does not have")
+        return rec, hit[1]
+
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            return {"records": [{"source": r.source_hex, "segment": r.segment,
+                                 "generation": r.generation, "datacenter": r.datacenter,
+                                 "k": r.k, "m": r.m, "bytes": r.original_bytes,
+                                 "blobs": len(r.directory) // DIR_ENTRY.size,
+                                 "placement": list(r.placement)}
+                                for r in self.records.values()],
+                    "freed_segments": sorted(self.freed), "bytes_freed": self.bytes_freed}
+
+
+def _write_checked(path: str, key: bytes, body: bytes) -> None:
+    raw = msgpack.packb([key, body])
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(raw + _U64.pack(xxhash.xxh3_64_intdigest(raw)))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(os.path.dirname(path), os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _read_checked(path: str) -> tuple[bytes, bytes]:
+    with open(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 8 or _U64.unpack_from(raw, len(raw) - 8)[0] != \
+            xxhash.xxh3_64_intdigest(raw[:-8]):
+        raise DataCorrupt(f"{path}: fails its checksum")
+    key, body = msgpack.unpackb(raw[:-8])
+    return bytes(key), bytes(body)
+
+
+# ------------------------------------------------------------------------- reading
+@dataclass
+class EncodedBlobRead(BlobRead):
+    """A PUT record whose payload was freed locally: its body is read through the fragments
+    of the encoded segment and checked against the record's own body checksum (a failed
+    check reads again, rebuilding every piece from the other fragments)."""
+
+    ec: EcRecord | None = None
+    ec_offset: int = 0
+    reader: FragmentReader | None = None
+
+    def fileno(self) -> int | None:
+        return None
+
+    def payload_fd(self) -> int | None:
+        return None
+
+    def _body(self) -> bytes:
+        assert self.ec is not None
+        if self.reader is None:
+            raise Unavailable(f"partition {self.blob_id.partition_id}: blob is erasure-coded "
+                              f"and this node has no fragment reader")
+        h = self.header
+        for rebuild in (False, True):
+            body = self.reader.read_encoded(self.blob_id.partition_id, self.ec,
+                                            self.ec_offset + RECORD_HEADER_SIZE, h.body_len,
+                                            rebuild)
+            if xxhash.xxh3_64_intdigest(body) == h.body_xxh3:
+                return body
+            log.warning("blob %s: fragment read failed its checksum%s", self.blob_id,
+                        "" if rebuild else "; rebuilding from the other fragments")
+        raise DataCorrupt(f"blob {self.blob_id}: no fragment read matches its checksum")
+
+    def read_payload(self, start: int = 0, length: int | None = None) -> bytes:
+        from ambry.common.errors import InvalidArgument
+
+        total = self.header.payload_len
+        length = total - start if length is None else length
+        if start < 0 or length < 0 or start + length > total:
+            raise InvalidArgument("range outside the payload")
+        po = self.header.payload_offset - RECORD_HEADER_SIZE + start
+        return self._body()[po:po + length]
+
+    def iter_payload(self, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        # the record (at most storage.max_record_bytes; a chunk of a large blob) is read and
+        # checked whole before its first byte goes out
+        body = self._body()
+        po = self.header.payload_offset - RECORD_HEADER_SIZE
+        for off in range(po, len(body), chunk_bytes):
+            yield body[off:off + chunk_bytes]

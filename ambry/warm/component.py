@@ -1,0 +1,100 @@
+"""The warm tier of one storage node: a loop that, every ``ec.scan_interval_s``, runs the
+encoding coordinator of each erasure-coded partition this node coordinates in its datacenter
+(its first-listed replica there, the one that also pulls cross-DC) and the freeing pass of
+every replica here; and the fragment reader replicas read encoded blobs through."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from ambry.common.config import EcConfig
+from ambry.protocol.client import NodeClient
+from ambry.storage.api import WarmTierHost
+from ambry.warm.fetch import FragmentFetcher
+from ambry.warm.job import EncodeJob
+
+__all__ = ["WarmTierComponent", "attach"]
+
+log = logging.getLogger(__name__)
+
+
+class WarmTierComponent:
+    def __init__(self, host: WarmTierHost) -> None:
+        self.host = host
+        self.ec = EcConfig.from_sections(host.config.sections)
+        self._clients: dict[str, NodeClient] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.fetcher: FragmentFetcher | None = None
+        self.jobs: dict[int, EncodeJob] = {}
+        self.freed_segments = 0
+
+    def client(self, node_id: str) -> NodeClient:
+        c = self._clients.get(node_id)
+        if c is None:
+            n = self.host.config.cluster_map.node(node_id)
+            c = self._clients[node_id] = NodeClient(n.host, n.port, pool_size=2)
+        return c
+
+    def coordinates(self, pid: int) -> bool:
+        cmap = self.host.config.cluster_map
+        here = cmap.replicas_in(pid, self.host.datacenter)
+        return bool(here) and here[0].id == self.host.node_id
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.fetcher = FragmentFetcher(loop, self.client, self.ec.fragment_timeout_ms)
+        for store in self.host.stores.values():
+            store.set_fragment_reader(self.fetcher)
+        for p in self.host.config.cluster_map.partitions:
+            store = self.host.stores.get(p.id)
+            if p.policy is not None and store is not None and self.coordinates(p.id):
+                self.jobs[p.id] = EncodeJob(self.host.node_id, self.host.datacenter,
+                                            self.host.config, store, p.policy, self.ec,
+                                            self.host.run_io, self.client, self.fetcher)
+        self._task = loop.create_task(self._loop(), name="warm-tier")
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.pass_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - logged; the next pass tries again
+                log.exception("warm tier pass failed")
+            await asyncio.sleep(self.ec.scan_interval_s)
+
+    async def pass_once(self) -> None:
+        for job in self.jobs.values():
+            try:
+                if await job.run_once():
+                    self.host.notify_change()
+            except ImportError as e:  # pyeclib absent: say so once a pass, keep serving
+                log.error("partition %d not encoded: %s", job.pid, e)
+        for store in list(self.host.stores.values()):
+            freed = await self.host.run_io(store.ec_free_pass, self.host.datacenter)
+            self.freed_segments += len(freed)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for c in self._clients.values():
+            await c.close()
+
+    def status(self) -> list[dict[str, Any]]:
+        out = []
+        for pid, store in sorted(self.host.stores.items()):
+            job = self.jobs.get(pid)
+            out.append({"partition": pid, "coordinator": job is not None,
+                        "encoding": job.running if job else None,
+                        "backlog_bytes": job.backlog_bytes if job else 0,
+                        "encoded_bytes": job.encoded_bytes if job else 0})
+        return out
+
+
+def attach(host: WarmTierHost) -> WarmTierComponent:
+    return WarmTierComponent(host)

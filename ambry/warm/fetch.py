@@ -1,0 +1,102 @@
+"""Reads bytes of an encoded segment through its fragments: the pieces that hold them
+(``SegmentLayout.pieces``) from the data fragments' nodes, and, for a piece whose node is
+down, slow, or whose bytes failed the caller's check, the same window of k other fragments,
+rebuilt (``Codec.rebuild_window``). Implements ``ambry.storage.ecstate.FragmentReader`` for
+replicas' I/O threads (it hands the work to the event loop and waits, bounded).
+
+Does not own checking the bytes (the reader checks them against the blob record's checksum
+and asks again with ``rebuild=True``) nor which node holds what (the EC_SEGMENT record's
+placement)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ambry.common.errors import AmbryError, DataCorrupt, Unavailable
+from ambry.ec.codec import Codec
+from ambry.ec.layout import Piece, SegmentLayout
+from ambry.protocol.client import NodeClient
+from ambry.storage.api import EcRecord
+
+__all__ = ["FragmentFetcher"]
+
+log = logging.getLogger(__name__)
+
+
+class FragmentFetcher:
+    def __init__(self, loop: asyncio.AbstractEventLoop, client: Callable[[str], NodeClient],
+                 timeout_ms: int) -> None:
+        self.loop = loop
+        self.client = client
+        self.timeout_ms = timeout_ms
+        self.reconstruction_reads = 0
+        self.fragment_reads = 0
+        self._codecs: dict[tuple[int, int], Codec] = {}
+
+    def codec(self, k: int, m: int) -> Codec:
+        c = self._codecs.get((k, m))
+        if c is None:
+            c = self._codecs[(k, m)] = Codec(k, m)
+        return c
+
+    # ---------------------------------------------------------------- FragmentReader
+    def read_encoded(self, partition_id: int, rec: EcRecord, offset: int, length: int,
+                     rebuild: bool = False) -> bytes:
+        fut = asyncio.run_coroutine_threadsafe(
+            self.read(partition_id, rec, offset, length, rebuild), self.loop)
+        return fut.result(timeout=4 * self.timeout_ms / 1000 + 5)
+
+    # ---------------------------------------------------------------- on the loop
+    async def window(self, partition_id: int, rec: EcRecord, fragment: int, offset: int,
+                     length: int) -> bytes:
+        reply = await self.client(rec.placement[fragment]).request(
+            "ec_frag_read", {"partition": partition_id, "source": rec.source_hex,
+                             "segment": rec.segment, "generation": rec.generation,
+                             "fragment": fragment, "offset": offset, "length": length},
+            timeout_ms=self.timeout_ms)
+        data = bytes(await reply.read()) if reply.payload_len else b""
+        await reply.release()
+        if len(data) != length:
+            raise DataCorrupt(f"short fragment read ({len(data)} of {length} bytes)")
+        self.fragment_reads += 1
+        return data
+
+    async def read(self, partition_id: int, rec: EcRecord, offset: int, length: int,
+                   rebuild: bool = False) -> bytes:
+        layout = SegmentLayout.from_stripe_bytes(rec.k, rec.m, rec.stripe_bytes,
+                                                 rec.original_bytes)
+        pieces = layout.pieces(offset, length)
+        parts = await asyncio.gather(*(self._piece(partition_id, rec, p, rebuild)
+                                       for p in pieces))
+        return b"".join(parts)
+
+    async def _piece(self, partition_id: int, rec: EcRecord, p: Piece, rebuild: bool
+                     ) -> bytes:
+        if not rebuild:
+            try:
+                return await self.window(partition_id, rec, p.fragment, p.fragment_offset,
+                                         p.length)
+            except (AmbryError, OSError) as e:
+                log.warning("partition %d: fragment %d on %s: %s; rebuilding the window",
+                            partition_id, p.fragment, rec.placement[p.fragment], e)
+        return await self._rebuild(partition_id, rec, p)
+
+    async def _rebuild(self, partition_id: int, rec: EcRecord, p: Piece) -> bytes:
+        others = [i for i in range(rec.k + rec.m) if i != p.fragment]
+        got: dict[int, Any] = {}
+        results = await asyncio.gather(*(self.window(partition_id, rec, i, p.fragment_offset,
+                                                     p.length) for i in others),
+                                       return_exceptions=True)
+        for i, r in zip(others, results, strict=True):
+            if isinstance(r, bytes):
+                got[i] = r
+        if len(got) < rec.k:
+            raise Unavailable(f"partition {partition_id}: {len(got)} fragments answered, "
+                              f"{rec.k} needed to rebuild a window")
+        self.reconstruction_reads += 1
+        codec = self.codec(rec.k, rec.m)
+        return await asyncio.get_running_loop().run_in_executor(
+            None, codec.rebuild_window, got, p.fragment)

@@ -1,0 +1,175 @@
+"""The encoding coordinator of one partition in one datacenter: encodes a sealed segment of
+its own replica into k + m fragments on the placement's nodes, verifies them, and appends the
+EC_SEGMENT record (docs/erasure-coding.md, "States of a segment").
+
+For one segment: read and check every record (``EcStore.ec_scan_segment``); ask every other
+replica of the partition, in every datacenter, whether it still lacks any PUT of it (then it
+waits: nobody may need to pull those records from here again); encode stripe by stripe (one
+stripe in memory; the codec off the event loop) at ``ec.encode_rate_bytes_per_s``, sending
+block i to node placement[i] (``ec_frag_write``); the last block makes each node verify its
+file and answer its per-stripe checksum table, which must equal the coordinator's. Only then
+the record is appended. A crash or a failure anywhere before that leaves the replicas as they
+were and the next pass starts over from stripe 0 (same input, same placement, same bytes)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import Callable
+
+import xxhash
+
+from ambry.common.config import ClusterConfig, EcConfig, EcPolicy
+from ambry.common.errors import InvalidArgument
+from ambry.ec.codec import DEFAULT_BACKEND
+from ambry.ec.layout import SegmentLayout
+from ambry.ec.placement import place_in_datacenter
+from ambry.protocol.client import NodeClient
+from ambry.storage.api import EcRecord, EcStore, RunIO
+from ambry.storage.ecstate import DIR_ENTRY, ec_key
+from ambry.warm.fetch import FragmentFetcher
+
+__all__ = ["EncodeJob", "MAX_DIRECTORY_BYTES"]
+
+log = logging.getLogger(__name__)
+
+#: the directory of an EC_SEGMENT record travels in replication's reply header (1 MiB):
+#: a segment with more PUT records than fit is left replicated (32 bytes a record)
+MAX_DIRECTORY_BYTES = 512 * 1024
+_MISSING_BATCH = 4096
+
+
+class EncodeJob:
+    def __init__(self, node_id: str, datacenter: str, config: ClusterConfig, store: EcStore,
+                 policy: EcPolicy, ec: EcConfig, run_io: RunIO,
+                 client: Callable[[str], NodeClient], fetcher: FragmentFetcher) -> None:
+        self.node_id, self.dc, self.cfg = node_id, datacenter, config
+        self.store, self.policy, self.ec = store, policy, ec
+        self.run_io, self.client, self.fetcher = run_io, client, fetcher
+        self.pid = store.partition_id
+        self.encoded_bytes = 0
+        self.backlog_bytes = 0
+        self.running: tuple[int, int] | None = None  # (segment, stripes done) while encoding
+
+    async def candidates(self) -> list[tuple[int, int, int]]:
+        """Sealed segments of this replica, old enough, not encoded yet."""
+        sealed = await self.run_io(self.store.ec_sealed)
+        done = {(r.segment, r.generation) for r in await self.run_io(self.store.ec_records)
+                if r.source == self.store.incarnation}
+        now = time.time()
+        out = [(n, g, size) for n, g, size, at in sealed
+               if (n, g) not in done and now - at >= self.ec.min_age_s]
+        self.backlog_bytes = sum(x[2] for x in out)
+        return out
+
+    async def run_once(self) -> int:
+        """Encode what is eligible now; returns the segments encoded."""
+        done = 0
+        for number, gen, _size in await self.candidates():
+            if await self.encode(number, gen):
+                done += 1
+        return done
+
+    async def _peers_have(self, directory: bytes) -> bool:
+        uuids = [e[0] for e in DIR_ENTRY.iter_unpack(directory)]
+        for peer in self.cfg.cluster_map.partition(self.pid).replicas:
+            if peer == self.node_id:
+                continue
+            for i in range(0, len(uuids), _MISSING_BATCH):
+                try:
+                    reply = await self.client(peer).request(
+                        "ec_missing", {"partition": self.pid,
+                                       "uuids": uuids[i:i + _MISSING_BATCH]},
+                        timeout_ms=self.ec.fragment_timeout_ms)
+                    await reply.release()
+                except Exception as e:  # noqa: BLE001 - a peer we cannot ask: wait
+                    log.info("partition %d: cannot ask %s what it lacks (%s); encoding waits",
+                             self.pid, peer, e)
+                    return False
+                if reply.header["missing"]:
+                    log.info("partition %d: %s still lacks %d blobs of the segment; waiting",
+                             self.pid, peer, len(reply.header["missing"]))
+                    return False
+        return True
+
+    async def encode(self, number: int, generation: int) -> bool:
+        size, directory = await self.run_io(self.store.ec_scan_segment, number, generation)
+        if len(directory) > MAX_DIRECTORY_BYTES:
+            log.warning("partition %d segment %d: %d PUT records, more than an EC_SEGMENT "
+                        "record carries; left replicated", self.pid, number,
+                        len(directory) // DIR_ENTRY.size)
+            return False
+        if not await self._peers_have(directory):
+            return False
+        k, m = self.policy.k, self.policy.m
+        try:
+            placement = place_in_datacenter(self.cfg.cluster_map, self.pid, self.dc, k + m)
+        except InvalidArgument as e:
+            log.error("partition %d: %s", self.pid, e)
+            return False
+        layout = SegmentLayout.plan(k, m, size, self.ec.stripe_bytes)
+        codec = self.fetcher.codec(k, m)
+        source = self.store.incarnation.hex()
+        header = {"code": DEFAULT_BACKEND, "k": k, "m": m, "original_bytes": size,
+                  "stripe_bytes": layout.stripe_bytes}
+        sums: list[list[int]] = [[] for _ in range(k + m)]
+        tables: list[list[int]] = [[] for _ in range(k + m)]
+        stripes = layout.stripes()
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        log.info("partition %d: encoding segment %d (%d bytes, %d stripes) onto %s",
+                 self.pid, number, size, len(stripes), list(placement.nodes))
+        for st in stripes:
+            self.running = (number, st.index)
+            data = await self.run_io(self.store.ec_read, number, st.segment_offset,
+                                     st.data_bytes)
+            enc = await loop.run_in_executor(None, codec.encode, data, st.block_bytes)
+            last = st.index == len(stripes) - 1
+
+            async def send(i: int, block: bytes, last: bool = last, s: int = st.index
+                           ) -> None:
+                reply = await self.client(placement.nodes[i]).request(
+                    "ec_frag_write", {"partition": self.pid, "source": source,
+                                      "segment": number, "generation": generation,
+                                      "fragment": i, "header": header, "stripe": s,
+                                      "finish": last}, block,
+                    timeout_ms=self.ec.fragment_timeout_ms)
+                await reply.release()
+                if last:
+                    if not reply.header.get("ok"):
+                        raise InvalidArgument(f"fragment {i} on {placement.nodes[i]} failed "
+                                              f"its verify: {reply.header.get('problems')}")
+                    tables[i] = list(reply.header["checksums"])
+
+            try:
+                await asyncio.gather(*(send(i, bytes(b)) for i, b in enumerate(enc.blocks)))
+            except Exception as e:  # noqa: BLE001 - any failure: start over next pass
+                log.warning("partition %d segment %d: fragment write failed at stripe %d "
+                            "(%s); will start over", self.pid, number, st.index, e)
+                self.running = None
+                return False
+            for i, c in enumerate(enc.checksums):
+                sums[i].append(c)
+            ahead = (st.segment_offset + st.data_bytes) / self.ec.encode_rate_bytes_per_s - \
+                (time.monotonic() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        self.running = None
+        if tables != sums:
+            bad = [i for i in range(k + m) if tables[i] != sums[i]]
+            log.error("partition %d segment %d: fragments %s read back differently; not "
+                      "recorded", self.pid, number, bad)
+            return False
+        flat = b"".join(struct.pack(f"<{len(t)}Q", *t) for t in sums)
+        rec = EcRecord(self.store.incarnation, number, generation, self.dc, k, m,
+                       DEFAULT_BACKEND, layout.stripe_bytes, size, placement.nodes,
+                       xxhash.xxh3_64_intdigest(flat), directory)
+        end = await self.run_io(self.store.ec_apply, ec_key(rec.source, number, generation),
+                                rec.to_props())
+        await self.store.durable_async(end)
+        self.encoded_bytes += size
+        log.info("partition %d: segment %d encoded and recorded in %.2f s", self.pid, number,
+                 time.monotonic() - started)
+        return True
