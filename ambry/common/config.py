@@ -74,6 +74,10 @@ class StorageConfig:
     readonly_fill_ratio: float = 0.95
     io_threads: int = 8
     verify_on_read_max_bytes: int = 8 * 1024**2
+    # A GET of a whole payload of at least this many bytes, from a reader that verifies the
+    # record's checksum itself (the frontend), goes out from the page cache with sendfile:
+    # the node neither copies nor hashes it (docs/storage.md, "Serving reads"). 0 = never.
+    sendfile_min_bytes: int = 256 * 1024
     # Node port limits (docs/security.md, "Gray failures and node port limits"): put payload
     # bytes one node holds in memory, all connections together; what one connection may hold
     # of them (its pipelined puts); and how long a connection may stall inside a frame (a
@@ -97,6 +101,8 @@ class StorageConfig:
             raise InvalidArgument("storage: need max_record_bytes <= "
                                   "connection_payload_budget_bytes <= "
                                   "inflight_payload_budget_bytes")
+        if self.sendfile_min_bytes < 0:
+            raise InvalidArgument("storage.sendfile_min_bytes must be >= 0 (0 = never)")
         if self.frame_idle_timeout_s <= 0:
             raise InvalidArgument("storage.frame_idle_timeout_s must be > 0")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -33,10 +34,16 @@ from ambry.frontend.getplan import GetPlan
 from ambry.frontend.quorum import Outcome
 from ambry.frontend.verdicts import outcome_of, raise_for
 from ambry.protocol.client import GetReply
+from ambry.protocol.connection import PayloadCheck
 
 __all__ = ["BlobRead", "Reader"]
 
+log = logging.getLogger(__name__)
+
 _STREAM_PIECE_BYTES = 1 << 20
+#: a simple blob sent unverified is read whole and checked before any of it goes on when it is
+#: at most this big (a chunk: the memory a composite GET holds per chunk anyway)
+_VERIFY_WHOLE_MAX_BYTES = 4 << 20
 
 
 @dataclass
@@ -105,6 +112,7 @@ class Reader:
                 return nid, None, e
             if dc_of[nid] == here:
                 self.hedge.record(time.monotonic() - t0)
+            reply.source = nid
             return nid, reply, None
 
         # a replica's reply is this loop's to handle (or release) while the plan has it open
@@ -176,7 +184,7 @@ class Reader:
         opts = {"include_deleted": include_deleted, "include_expired": include_expired}
         whole_simple = not composite and not info_only and range_resolver is None
         reply = await self.get_reply(blob_id, rid, info_only=not (composite or whole_simple),
-                                     **opts)
+                                     client_verifies=whole_simple, **opts)
         props = reply.properties
         total = props.size
         chunks: list[ChunkRef] = []
@@ -188,7 +196,7 @@ class Reader:
         if whole_simple:
             read.length = total
             read._reply = reply
-            read.body = _stream_reply(reply, total, blob_id)
+            read.body = self._whole_simple_body(reply, total, blob_id, rid, opts)
             return read
         if info_only:
             return read
@@ -209,16 +217,72 @@ class Reader:
         async for piece in _stream_reply(reply, length, blob_id):
             yield piece
 
+    async def _whole_simple_body(self, reply: GetReply, total: int, blob_id: BlobId, rid: str,
+                                 opts: dict[str, bool]) -> AsyncIterator[bytes | bytearray]:
+        """A whole simple blob. When the node sent it unverified (sendfile), its checksum is
+        checked here before the last byte goes on: a blob of up to a chunk is read whole and
+        checked before any of it is passed on (a damaged copy is then fetched again from
+        another replica), a larger one is streamed with its last piece held back (a damaged
+        copy cuts the response short)."""
+        check = reply.payload_check()
+        if check is None or total > _VERIFY_WHOLE_MAX_BYTES:
+            async for piece in _stream_reply(reply, total, blob_id, check):
+                yield piece
+            return
+        async with reply:
+            data = await reply.read()
+        if len(data) != total:
+            raise DataCorrupt(f"blob {blob_id}: node sent {len(data)} of {total} bytes")
+        check.update(data)
+        if check.ok():
+            yield data
+            return
+        await self._damaged_copy(reply.source, blob_id, rid)
+        retry = await self.get_reply(blob_id, rid, **opts)
+        async for piece in _stream_reply(retry, total, blob_id):
+            yield piece
+
     async def _fetch_chunk(self, ref: ChunkRef, start: int, length: int, rid: str
                            ) -> bytes | bytearray:
         bid = self.view.parse_id(ref.blob_id)
+        data = await self._read_chunk(bid, start, length, rid, client_verifies=True)
+        if data is None:
+            # nodes that verify find and report their damage, and another replica answers
+            data = await self._read_chunk(bid, start, length, rid, client_verifies=False)
+        if data is None or len(data) != length:
+            got = "a damaged copy" if data is None else f"{len(data)} of {length} bytes"
+            raise DataCorrupt(f"chunk {ref.blob_id}: got {got}")
+        return data
+
+    async def _read_chunk(self, bid: BlobId, start: int, length: int, rid: str,
+                          client_verifies: bool) -> bytes | bytearray | None:
+        """One chunk's bytes, or None when they fail the checksum the node sent with them."""
         reply = await self.get_reply(bid, rid, include_deleted=True, include_expired=True,
-                                     range=(start, length))
+                                     range=(start, length), client_verifies=client_verifies)
         async with reply:
             data = await reply.read()
-        if len(data) != length:
-            raise DataCorrupt(f"chunk {ref.blob_id}: got {len(data)} of {length} bytes")
+        check = reply.payload_check()
+        if check is not None:
+            check.update(data)
+            if not check.ok():
+                await self._damaged_copy(reply.source, bid, rid)
+                return None
         return data
+
+    async def _damaged_copy(self, nid: str, blob_id: BlobId, rid: str) -> None:
+        """A replica sent a copy that fails its checksum: ask it again, verifying this time,
+        so that it finds the damage itself and reports it (its scrubber repairs it from a
+        peer). Whatever it answers is dropped."""
+        log.warning("rid=%s blob %s: the copy %s sent fails its checksum", rid, blob_id,
+                    nid or "a replica")
+        if not nid:
+            return
+        try:
+            reply = await self.fanout.client(nid).get(blob_id, rid=rid, include_deleted=True,
+                                                      include_expired=True)
+            await reply.release()
+        except (TimeoutError, AmbryError, OSError, ValueError):
+            pass  # DATA_CORRUPT: reported
 
     async def _composite_body(self, chunks: list[ChunkRef], start: int, length: int,
                               rid: str) -> AsyncIterator[bytes | bytearray]:
@@ -240,22 +304,36 @@ class Reader:
                 except AmbryError as e:  # name the chunk: the caller logs it with the blob
                     raise type(e)(f"chunk {index} of {len(chunks)} ({chunks[index].blob_id}): "
                                   f"{e.message}") from None
-                for i in range(0, len(data), _STREAM_PIECE_BYTES):
-                    yield data[i:i + _STREAM_PIECE_BYTES]
+                yield data  # one write of the whole chunk (slicing it copied it once more)
         finally:
             for _, t in ahead:
                 t.cancel()
 
 
-async def _stream_reply(reply: GetReply, length: int, blob_id: BlobId
-                        ) -> AsyncIterator[bytes | bytearray]:
+async def _stream_reply(reply: GetReply, length: int, blob_id: BlobId,
+                        check: PayloadCheck | None = None) -> AsyncIterator[bytes | bytearray]:
+    """The reply's payload as it arrives; with ``check``, each piece is held back until the
+    next one arrives, and the last until the checksum held (a damaged copy ends the body
+    short, never complete with wrong bytes)."""
     try:
         got = 0
+        held: bytes | bytearray = b""
         async for piece in reply.iter_chunks(_STREAM_PIECE_BYTES):
             got += len(piece)
-            yield piece
+            if check is None:
+                yield piece
+                continue
+            check.update(piece)
+            if held:
+                yield held
+            held = piece
         if got != length:
             raise DataCorrupt(f"blob {blob_id}: node sent {got} of {length} bytes")
+        if check is not None:
+            if not check.ok():
+                raise DataCorrupt(f"blob {blob_id}: the copy a replica sent fails its checksum")
+            if held:
+                yield held
     finally:
         await reply.release()
 

@@ -192,13 +192,17 @@ class NodeClient:
     async def get(self, blob_id: BlobId | bytes, *, include_deleted: bool = False,
                   include_expired: bool = False, range: tuple[int, int] | None = None,
                   info_only: bool = False, partition: int | None = None,
-                  rid: str | None = None) -> GetReply:
+                  rid: str | None = None, client_verifies: bool = False) -> GetReply:
         """The blob's metadata and a handle on its payload (read, iterate or release it).
-        ``range`` = (start, length), clamped to the blob's end by the node."""
+        ``range`` = (start, length), clamped to the blob's end by the node. ``client_verifies``:
+        the caller checks the payload against the record's checksum itself
+        (``GetReply.payload_check``), so the node may send a large one unread, with sendfile."""
         raw, pid = _id_and_partition(blob_id, partition)
         fields: dict[str, Any] = {"partition": pid, "blob_id": raw,
                                   "include_deleted": include_deleted,
                                   "include_expired": include_expired, "info_only": info_only}
+        if client_verifies:
+            fields["client_verifies"] = True
         if range is not None:
             fields["range"] = [int(range[0]), int(range[1])]
         reply = await self.request("get", fields, rid=rid)

@@ -24,13 +24,15 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Self
 
+import xxhash
+
 from ambry.common.errors import AmbryError, Unavailable
 from ambry.common.properties import BlobProperties
 from ambry.protocol import stream
 from ambry.protocol.framing import read_header, write_message
 from ambry.protocol.messages import state_from_wire
 
-__all__ = ["Connection", "GetReply", "Reply"]
+__all__ = ["Connection", "GetReply", "PayloadCheck", "Reply"]
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +194,39 @@ class GetReply(Reply):
         self.expiry_ms: int = int(header["state"].get("expiry_ms", 0))
         self.blob_size: int = int(header.get("blob_size", 0))
         self.range_start: int = int(header.get("range_start", 0))
+        # set when the node sent the payload without hashing it (``client_verifies``): the
+        # record's checksum, and the record's bytes it covers before the payload
+        xxh3 = header.get("body_xxh3")
+        prefix = header.get("body_prefix", b"")
+        if xxh3 is not None and not (isinstance(xxh3, int) and isinstance(prefix, bytes)):
+            raise ValueError("body_xxh3 must be an int and body_prefix bytes")
+        self.body_xxh3: int | None = xxh3
+        self.body_prefix: bytes = prefix
+        self.source = ""  # the node that sent it, when the caller notes it
+
+    def payload_check(self) -> PayloadCheck | None:
+        """A fresh check of the payload against the record's checksum, or None when the node
+        verified it before sending (then there is nothing to check)."""
+        if self.body_xxh3 is None:
+            return None
+        return PayloadCheck(self.body_prefix, self.body_xxh3)
+
+
+class PayloadCheck:
+    """The record checksum (xxh3_64 of key | props | usermeta | payload) computed over a
+    payload as it passes, to compare with the one the node stored at write time."""
+
+    __slots__ = ("_expected", "_hash")
+
+    def __init__(self, prefix: bytes, expected: int) -> None:
+        self._hash = xxhash.xxh3_64(prefix)
+        self._expected = expected
+
+    def update(self, piece: bytes | bytearray | memoryview) -> None:
+        self._hash.update(piece)
+
+    def ok(self) -> bool:
+        return self._hash.intdigest() == self._expected
 
 
 class Connection:

@@ -34,7 +34,9 @@ Requests (field: type; ``?`` = optional, default after ``=``)::
   get            partition, blob_id, include_deleted? = false,    props: map, usermeta: bin,
                  include_expired? = false,                        state: STATE, blob_size: int,
                  range?: [start, length] = nil,                   range_start: int,
-                 info_only? = false                               payload_len (+ bytes)
+                 info_only? = false,                              payload_len (+ bytes),
+                 client_verifies? = false                         [body_xxh3: int,
+                                                                   body_prefix: bin]
   delete         partition, blob_id, time_ms?: int,               result, life_version
                  life_version?: int, tombstone_if_missing? = true
   ttl_update     partition, blob_id, time_ms?, life_version?      result, life_version
@@ -183,7 +185,8 @@ OPS: dict[str, tuple[Field, ...]] = {
     "put": (_partition(), _blob_id(), Field("props", _MAP), Field("usermeta", _BYTES, False, b"")),
     "get": (_partition(), _blob_id(), Field("include_deleted", _BOOL, False, False),
             Field("include_expired", _BOOL, False, False),
-            Field("range", _LIST, False, None, True), Field("info_only", _BOOL, False, False)),
+            Field("range", _LIST, False, None, True), Field("info_only", _BOOL, False, False),
+            Field("client_verifies", _BOOL, False, False)),
     "delete": (*_MUTATION, Field("tombstone_if_missing", _BOOL, False, True)),
     "ttl_update": _MUTATION,
     "undelete": _MUTATION,

@@ -179,6 +179,11 @@ class Reader(asyncio.BufferedProtocol):
         return self._exception
 
     @property
+    def closed(self) -> asyncio.Future[None]:
+        """Done once the connection is lost (never fails: await it, or wait on it)."""
+        return self._closed
+
+    @property
     def waiting(self) -> bool:
         """Whether a read is waiting for bytes from the peer (not for its own caller)."""
         return self._waiter is not None

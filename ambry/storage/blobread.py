@@ -8,6 +8,7 @@ report) and raised. Does not own locating the record (``replica.Replica.get``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -48,6 +49,9 @@ class BlobRead:
     user_metadata: bytes
     expiry_ms: int  # effective expiry (0 = never, after TTL updates)
     _file: Any = None
+    #: the record's body bytes before the payload (key | props | usermeta) as read from disk:
+    #: with ``header.body_xxh3`` it lets a reader verify a payload the node did not hash
+    body_prefix: bytes = b""
 
     @property
     def payload_len(self) -> int:
@@ -59,6 +63,14 @@ class BlobRead:
 
     def fileno(self) -> int | None:
         return self._file.fileno()  # type: ignore[no-any-return]
+
+    def payload_fd(self) -> int | None:
+        """A duplicate of the segment file's descriptor (the caller closes it), or None when
+        the disk has no real files (a simulated disk). Taken at read time, so the bytes stay
+        readable through it whatever happens to the segment's own descriptor later (closed by
+        a compaction swap; its number reused for another file)."""
+        fd = self._file.fileno()
+        return os.dup(fd) if isinstance(fd, int) and fd >= 0 else None
 
     def read_payload(self, start: int = 0, length: int | None = None) -> bytes:
         """Read [start, start+length) of the payload. The whole record is verified first when

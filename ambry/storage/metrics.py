@@ -150,6 +150,10 @@ class NodeMetrics:
                                 registry=r)
         self.bytes_out = Counter("ambry_node_payload_bytes_out", "Payload bytes sent",
                                  registry=r)
+        self.sendfile_bytes = Counter(
+            "ambry_node_payload_bytes_sendfile",
+            "Of the payload bytes sent, those sent unread from the page cache (sendfile; the "
+            "reader verified them)", registry=r)
         self.internal_errors = Counter("ambry_node_internal_errors",
                                        "Requests that failed with an unexpected exception",
                                        registry=r)

@@ -142,7 +142,7 @@ class Replica(EcReplicaMixin, ReplicaCore):
                                    expiry, ec=encoded[0], ec_offset=encoded[1],
                                    reader=self.ec.reader)
         return BlobRead(self, blob_id, h, pos, state, props, bytes(meta[h.usermeta_offset -
-                        RECORD_HEADER_SIZE:]), expiry, seg.file)
+                        RECORD_HEADER_SIZE:]), expiry, seg.file, body_prefix=bytes(meta))
 
     def delete(self, blob_id: BlobId, time_ms: int | None = None,
                life_version: int | None = None,

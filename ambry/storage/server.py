@@ -32,8 +32,9 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
+import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from ambry.common.config import StorageConfig
@@ -49,7 +50,7 @@ from ambry.protocol.messages import (
 )
 from ambry.runtime.budget import ByteBudget
 from ambry.storage.metrics import NodeMetrics
-from ambry.storage.ops import Payload, ReplyStream
+from ambry.storage.ops import FileStream, Payload, ReplyStream
 
 __all__ = ["NodeServer"]
 
@@ -392,7 +393,10 @@ class NodeServer:
                 payload = None
                 self._release_budget(conn, budget)
             reply = {"corr": req.corr, "status": STATUS_OK, "msg": "", **fields}
-            if isinstance(body, ReplyStream):
+            if isinstance(body, FileStream):
+                reply["payload_len"] = body.length
+                status = await self._send_file(conn, req, reply, body)
+            elif isinstance(body, ReplyStream):
                 reply["payload_len"] = body.length
                 status = await self._send_stream(conn, req, reply, body)
             else:
@@ -462,3 +466,115 @@ class NodeServer:
                 if close is not None:
                     close()
         return STATUS_OK
+
+    async def _send_file(self, conn: _Conn, req: Request, reply: dict[str, Any],
+                         body: FileStream) -> str:
+        """Header, then the payload straight from the segment file with ``sendfile`` (the
+        reader verifies the checksum: the bytes never pass through this process). Each call
+        runs on an I/O thread (a page not in the cache is read from disk there, never on the
+        loop) and sends what the socket takes at once; when it takes nothing, the loop waits
+        until it is writable again, so a reader that stops reading holds no thread. The
+        connection's write lock is held throughout: nothing else is written in between. Any
+        failure after the header is out aborts the connection (a short reply)."""
+        sock = conn.writer.get_extra_info("socket")
+        loop = asyncio.get_running_loop()
+        frame = pack_header(reply)
+        sock_fd = -1
+        try:
+            if sock is None or not hasattr(os, "sendfile"):  # no socket to send from: copy
+                return await self._send_stream(conn, req, reply, ReplyStream(
+                    _file_pieces(body), body.length))
+            async with conn.write_lock:
+                if conn.closing:
+                    return "CLIENT_GONE"
+                conn.writer.write(frame)
+                sent = 0
+                try:
+                    await _flushed(conn.writer)  # the header is out: the socket is ours
+                    # our own descriptor of the socket: the transport may close its one
+                    # (the peer left) while a thread is inside sendfile
+                    sock_fd = os.dup(sock.fileno())
+                    while sent < body.length:
+                        if conn.closing:
+                            return "CLIENT_GONE"
+                        n = await loop.run_in_executor(
+                            self._io, _sendfile_some, sock_fd, body.fd, body.offset + sent,
+                            body.length - sent)
+                        if n is None:  # the socket's buffer is full
+                            await _writable(loop, sock_fd, conn.reader.closed)
+                            continue
+                        if n == 0:
+                            raise DataCorrupt("the segment file ends inside the payload")
+                        sent += n
+                        self.metrics.bytes_out.inc(n)
+                        self.metrics.sendfile_bytes.inc(n)
+                except AmbryError as e:
+                    log.error("rid=%s op=%s: %s after %d of %d payload bytes; aborting the "
+                              "connection", req.rid, req.op, e.message, sent, body.length)
+                    conn.abort()
+                    return e.code
+                except (ConnectionError, OSError):
+                    conn.abort()
+                    return "CLIENT_GONE"
+                except BaseException:
+                    conn.abort()
+                    raise
+        finally:
+            body.close()
+            if sock_fd >= 0:
+                os.close(sock_fd)
+        return STATUS_OK
+
+
+#: at most this much per sendfile call (it returns sooner when the socket is full)
+_SENDFILE_CALL_MAX_BYTES = 8 << 20
+
+
+def _sendfile_some(sock_fd: int, file_fd: int, offset: int, count: int) -> int | None:
+    """One sendfile call on the (non-blocking) socket: bytes sent, 0 at the file's end, None
+    when the socket takes nothing now. Runs on an I/O thread."""
+    try:
+        return os.sendfile(sock_fd, file_fd, offset, min(count, _SENDFILE_CALL_MAX_BYTES))
+    except BlockingIOError:
+        return None
+
+
+async def _flushed(writer: stream.Writer) -> None:
+    """Wait until the transport has handed everything written so far to the kernel."""
+    transport = writer.transport
+    if transport.get_write_buffer_size() == 0:
+        return
+    high, low = transport.get_write_buffer_limits()
+    transport.set_write_buffer_limits(high=0, low=0)  # paused until its buffer is empty
+    try:
+        await writer.drain()
+    finally:
+        transport.set_write_buffer_limits(high=high, low=low)
+
+
+async def _writable(loop: asyncio.AbstractEventLoop, fd: int,
+                    closed: asyncio.Future[None]) -> None:
+    """Wait until socket ``fd`` (our own duplicate: the transport's is registered for
+    reading) can take bytes again, or its connection is lost."""
+    ready = loop.create_future()
+    loop.add_writer(fd, _set_once, ready)
+    try:
+        await asyncio.wait((ready, closed), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        loop.remove_writer(fd)  # before the descriptor is closed: no stale registration
+
+
+def _set_once(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _file_pieces(body: FileStream) -> Iterator[bytes]:
+    """The span in 1 MiB preads (a transport without a socket to sendfile from)."""
+    off, end = body.offset, body.offset + body.length
+    while off < end:
+        piece = os.pread(body.fd, min(1 << 20, end - off), off)
+        if not piece:
+            return
+        off += len(piece)
+        yield piece
