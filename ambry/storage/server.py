@@ -20,10 +20,11 @@ called, so the append position is taken only once the bytes are in: a slow clien
 blocks other writers.
 
 Large GET payloads come as a ``ReplyStream`` (pread in 1 MiB pieces on the I/O threads,
-checksum verified as it goes); a failure after the header is out aborts the connection, so
-the client sees a truncated reply, never a silently wrong body. (``os.sendfile`` is not used:
-the bytes must pass through the checksum anyway, and uvloop's ``loop.sendfile`` is not
-implemented.)
+checksum verified as it goes), or, for a reader that verifies the checksum itself, as a
+``FileStream`` sent with ``os.sendfile`` (``_send_file``; uvloop has no ``loop.sendfile``, so
+the calls run on the I/O threads and the waits for a writable socket on the loop; docs/storage.md,
+"Serving reads"). A failure after the header is out aborts the connection, so the client sees
+a truncated reply, never a silently wrong body.
 """
 
 from __future__ import annotations
