@@ -26,17 +26,19 @@ import xxhash
 from ambry.common.blobid import BlobId, BlobType
 from ambry.common.clock import Clock
 from ambry.common.config import FrontendConfig
-from ambry.common.errors import AmbryError, BlobDeleted, BlobNotFound, Unavailable
+from ambry.common.errors import AmbryError, BlobDeleted, BlobNotFound, NameBusy, Unavailable
 from ambry.common.properties import BlobProperties
 from ambry.frontend.clusterview import ClusterView
 from ambry.frontend.failure import HedgeDelay
 from ambry.frontend.fanout import NODE_ERRORS, FanOut
 from ambry.frontend.mutations import Mutator
 from ambry.frontend.namewrite import (
+    ClaimTally,
     ReservationTally,
     Verdict,
     backoff_s,
     name_version,
+    superseded,
     worth_an_early_409,
 )
 from ambry.frontend.quorum import Outcome
@@ -215,9 +217,10 @@ class Names:
     # ------------------------------------------------------------------ the conditional write
     async def _reserve_name(self, pid: int, nodes: Sequence[str], account_id: int,
                             container_id: int, name: str, token: bytes, rid: str
-                            ) -> NameRecord | None:
+                            ) -> ReservationTally:
         """Hold the name on a majority of its local replicas (retrying with backoff while
-        another writer holds it); the name's current entry as that majority sees it. Each
+        another writer holds it); the round that won (its ``current``: the name's entry as
+        that majority sees it). Each
         round is one fan-out, stopped on the tally's verdict (not on a count of successes);
         a late answer only holds a lease that our release ends, so stragglers just run out
         in the background (their errors are still noted)."""
@@ -249,7 +252,7 @@ class Names:
             await fanout.fan_out(nodes, reserve, decided)
             verdict = tally.verdict()
             if verdict is Verdict.HELD:
-                return tally.current
+                return tally
             fanout.spawn(self._release_name(pid, nodes, account_id, container_id, name,
                                             token, rid))
             if verdict is Verdict.UNAVAILABLE:
@@ -273,19 +276,24 @@ class Names:
         await asyncio.gather(*(one(n) for n in nodes))
 
     async def write_name(self, account_id: int, container_id: int, name: str,
-                         decide: Callable[[NameRecord | None], NameRecord | None], rid: str
+                         decide: Callable[[NameRecord | None], NameRecord | None], rid: str,
+                         seen: list[NameRecord] | None = None
                          ) -> tuple[NameRecord | None, NameRecord | None]:
         """Change a name as one conditional write decided at its replicas: reserve it on a
         majority of the local replicas, let ``decide(current)`` build the new entry (or raise,
         e.g. NameConflict; or return None to write nothing), and write it under the
         reservation. Returns (the entry it was based on, the entry written). Of concurrent
         writers of one name in this datacenter, each decides on the entry the one before it
-        wrote (see ``namewrite``), so "create if absent" has exactly one winner."""
+        wrote (see ``namewrite``), so "create if absent" has exactly one winner. ``seen``
+        gets every entry the replicas answered the reservation with."""
         fanout = self.fanout
         pid, nodes = self._name_nodes(account_id, container_id)
         token = secrets.token_bytes(16)
-        current = await self._reserve_name(pid, nodes, account_id, container_id, name,
-                                           token, rid)
+        tally = await self._reserve_name(pid, nodes, account_id, container_id, name, token,
+                                         rid)
+        current = tally.current
+        if seen is not None:
+            seen += tally.seen
         try:
             record = decide(current)
         except BaseException:
@@ -308,6 +316,31 @@ class Names:
             raise_for(Outcome.UNAVAILABLE if verdict is Outcome.ERROR else verdict,
                       f"name {name!r}", errors)
         return current, record
+
+    async def _claim_name(self, record: NameRecord, rid: str) -> ClaimTally:
+        """One round of ``name_claim`` (an upsert decided at each replica, no reservation):
+        stopped as soon as a majority took it or that is out of reach. Replicas that answer
+        later are only noted."""
+        fanout = self.fanout
+        pid, nodes = self._name_nodes(record.account_id, record.container_id)
+        tally = ClaimTally(len(nodes))
+
+        async def claim(nid: str) -> NameRecord | None:
+            try:
+                return await fanout.client(nid).name_claim(pid, record, rid=rid)
+            except NODE_ERRORS as e:
+                if not isinstance(e, NameBusy):
+                    fanout.note(nid, "name_claim", e)
+                raise
+
+        def decided(nid: str, prev: NameRecord | None, exc: BaseException | None) -> bool:
+            if exc is None:
+                fanout.note(nid, "name_claim", None)
+            tally.record(nid, exc is None, prev)
+            return tally.verdict() is not Verdict.PENDING
+
+        await fanout.fan_out(nodes, claim, decided)
+        return tally
 
     def _next_name_ts(self, current: NameRecord | None) -> int:
         return max(self.clock.now_ms(), (current.ts_ms + 1) if current is not None else 0)
@@ -388,26 +421,50 @@ class Names:
         PreconditionFailed, ...) to refuse the write; it is decided under the name's
         reservation, so it holds against concurrent writers of this datacenter.
         ``content_type`` goes into the name entry (listings show it). If the name is not
-        written, the new blob is deleted. Returns the entry the name had before."""
+        written, the new blob is deleted. Returns the entry the name had before.
+
+        Without a condition (an upsert: S3 PutObject, REST with upsert) the write is first
+        tried as one ``name_claim`` round, decided at each replica (``ClaimTally``): one
+        round of node requests where the reservation takes two. When a majority does not
+        take it (another writer holds or is writing the name, a replica is down or lags),
+        it takes the reservation path."""
         dc_id = self.view.dc.id
+        ours = stored.blob_id.to_bytes()
+        seen: list[NameRecord] = []
+        claimed = False  # some replica took a claim: the name may point at the blob already
 
         def decide(current: NameRecord | None) -> NameRecord:
             if condition is not None:
                 condition(current)
-            return NameRecord(account_id, container_id, name, stored.blob_id.to_bytes(),
+            return NameRecord(account_id, container_id, name, ours,
                               self._next_name_ts(current), dc_id, False, stored.size,
                               content_type, stored.created_ms)
 
         try:
-            old, record = await self.write_name(account_id, container_id, name, decide, rid)
+            if condition is None:
+                tally = await self._claim_name(decide(None), rid)
+                if tally.verdict() is Verdict.HELD:
+                    old = superseded(tally.took.values(), ours)
+                    self._free(old, rid, keep_chunks)
+                    return old
+                claimed = bool(tally.took)
+                seen += [e for e in tally.took.values() if e is not None]
+            old, record = await self.write_name(account_id, container_id, name, decide, rid,
+                                                seen)
         except BaseException:
-            self.fanout.spawn(self.mutator.delete(stored.blob_id, rid, keep_chunks))
+            if not claimed:  # (else keep it: a replica's claim may yet win the name)
+                self.fanout.spawn(self.mutator.delete(stored.blob_id, rid, keep_chunks))
             raise
         assert record is not None
-        if old is not None and not old.deleted and old.blob_id != record.blob_id:
+        self._free(superseded([*seen, *([old] if old is not None else [])], ours), rid,
+                   keep_chunks)
+        return old
+
+    def _free(self, old: NameRecord | None, rid: str, keep_chunks: frozenset[str]) -> None:
+        """Delete, in the background, the blob of an entry a write replaced."""
+        if old is not None:
             self.fanout.spawn(self.mutator.delete_ignoring_missing(
                 BlobId.from_bytes(old.blob_id), rid, keep_chunks))
-        return old
 
     async def delete_named(self, name: str, *, account_id: int, container_id: int,
                            rid: str) -> None:

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import enum
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ambry.protocol.messages import NameRecord
 
-__all__ = ["ReservationTally", "Verdict", "backoff_s", "name_version", "worth_an_early_409"]
+__all__ = ["ClaimTally", "ReservationTally", "Verdict", "backoff_s", "name_version",
+           "superseded", "worth_an_early_409"]
 
 
 def name_version(e: NameRecord) -> tuple[int, int, bytes]:
@@ -46,6 +48,8 @@ class ReservationTally:
     denied: set[str] = field(default_factory=set)
     failed: set[str] = field(default_factory=set)
     current: NameRecord | None = None
+    #: every entry a replica answered with (granted or not), for :func:`superseded`
+    seen: list[NameRecord] = field(default_factory=list)
 
     @property
     def need(self) -> int:
@@ -58,6 +62,8 @@ class ReservationTally:
             self.failed.add(node)
             return
         (self.granted if granted else self.denied).add(node)
+        if entry is not None:
+            self.seen.append(entry)
         if entry is not None and (self.current is None
                                   or name_version(entry) > name_version(self.current)):
             self.current = entry
@@ -71,6 +77,60 @@ class ReservationTally:
         if len(self.failed) > self.n - self.need:
             return Verdict.UNAVAILABLE
         return Verdict.BUSY
+
+
+@dataclass
+class ClaimTally:
+    """Answers of ``n`` replicas to one ``name_claim``: an unconditional write (an upsert)
+    decided at each replica in one step, without the reservation round. A replica takes it
+    only while nobody holds or is writing the name there and its entry there is older; it
+    answers with the entry it replaced.
+
+    HELD: a majority took it; it is then newer than every acknowledged write (each is on a
+    majority, which shares a replica with this one, and that replica's entry was older), so
+    it is acknowledged as is. BUSY: a replica refused (a reservation holder, another write in
+    flight, or a newer entry) or did not answer, so a majority is out of reach: the writer
+    takes the reservation path, which decides on the current entry (and copes with an
+    unreachable replica as every write does). The replicas that took the claim keep it; the
+    reservation path then writes a newer entry for the same blob over it."""
+
+    n: int
+    took: dict[str, NameRecord | None] = field(default_factory=dict)
+    refused: set[str] = field(default_factory=set)
+
+    @property
+    def need(self) -> int:
+        return self.n // 2 + 1
+
+    def record(self, node: str, took: bool, prev: NameRecord | None = None) -> None:
+        """``took`` False: refused or no answer (NameBusy, an error, a timeout)."""
+        assert node not in self.took and node not in self.refused, "answer counted twice"
+        if took:
+            self.took[node] = prev
+        else:
+            self.refused.add(node)
+
+    def verdict(self) -> Verdict:
+        if len(self.took) >= self.need:
+            return Verdict.HELD
+        if self.n - len(self.refused) >= self.need:
+            return Verdict.PENDING
+        return Verdict.BUSY
+
+
+def superseded(entries: Iterable[NameRecord | None], ours: bytes) -> NameRecord | None:
+    """The entry a write of a name pointing at blob ``ours`` replaced, whose blob is to be
+    freed: the newest live entry seen that points elsewhere. (Every entry seen is older than
+    the write once it is acknowledged; entries older than the newest were replaced, and
+    freed, by whoever wrote the newest. The write's own earlier copies, a claim that some
+    replicas took before the reservation path wrote over it, are not a predecessor.)"""
+    best: NameRecord | None = None
+    for e in entries:
+        if e is None or e.blob_id == ours:
+            continue
+        if best is None or name_version(e) > name_version(best):
+            best = e
+    return None if best is None or best.deleted else best
 
 
 def backoff_s(attempt: int, rnd: random.Random, base_s: float = 0.005,

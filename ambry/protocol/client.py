@@ -265,6 +265,17 @@ class NodeClient:
             args["base"] = list(base) if base is not None else None
         await self._call("name_put", args, rid)
 
+    async def name_claim(self, partition: int, entry: NameRecord, rid: str | None = None
+                         ) -> NameRecord | None:
+        """An upsert of a name decided at the replica in one step (no reservation): the
+        entry it replaced there. NameBusy while the name is reserved or being written
+        there, or its entry there is newer than ``entry``."""
+        wire = entry.to_wire()
+        del wire["deleted"]
+        h = await self._call("name_claim", {"partition": partition, **wire}, rid)
+        e = h.get("prev")
+        return NameRecord.from_wire(e) if e else None
+
     async def name_reserve(self, partition: int, account_id: int, container_id: int,
                            name: str, token: bytes, lease_ms: int, rid: str | None = None
                            ) -> tuple[bool, NameRecord | None]:

@@ -48,6 +48,10 @@ Requests (field: type; ``?`` = optional, default after ``=``)::
                  token?: bin = nil, base?: [ts_ms, dc_id, blob_id]
                  = nil (conditional write; NAME_BUSY when the token
                  does not hold the name and the entry moved on)
+  name_claim     as name_put, without deleted, token and base      prev: NAME | nil
+                 (an upsert decided at the replica in one step;
+                 NAME_BUSY while the name is reserved or being
+                 written, or its entry is newer)
   name_reserve   partition, account_id, container_id, name,       granted: bool,
                  token: bin, lease_ms? = 10000 (max 30000)        entry: NAME | nil
   name_release   partition, account_id, container_id, name, token -
@@ -197,6 +201,10 @@ OPS: dict[str, tuple[Field, ...]] = {
                  Field("created_ms", _INT, False, 0),
                  Field("token", _BYTES, False, None, True),
                  Field("base", _LIST, False, None, True)),
+    "name_claim": (_partition(), Field("account_id", _INT), Field("container_id", _INT),
+                   Field("name", _STR), Field("blob_id", _BYTES), Field("ts_ms", _INT),
+                   Field("dc_id", _INT), Field("size", _INT, False, 0),
+                   Field("content_type", _STR, False, ""), Field("created_ms", _INT, False, 0)),
     "name_reserve": (_partition(), Field("account_id", _INT), Field("container_id", _INT),
                      Field("name", _STR), Field("token", _BYTES),
                      Field("lease_ms", _INT, False, 10_000)),

@@ -95,6 +95,18 @@ class NameLocks:
             self._pending[key] = self._pending.get(key, 0) + 1
             return True
 
+    def claim(self, key: bytes) -> bool:
+        """Whether an unconditional write of ``key`` may be decided here in one step (no
+        reservation: ``Replica.name_claim``), and if so mark it in flight (ended by
+        :meth:`end_write`). Refused while any writer holds a reservation of the name, even
+        an expired one (its holder may still write with its token), and while another write
+        of it is not yet durable: the writer then takes the reservation path."""
+        with self._mu:
+            if self._pending.get(key) or key in self._leases:
+                return False
+            self._pending[key] = 1
+            return True
+
     def end_write(self, key: bytes) -> None:
         with self._mu:
             left = self._pending.get(key, 0) - 1

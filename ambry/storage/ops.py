@@ -114,6 +114,7 @@ class NodeOps:
             "ping": self._op_ping, "put": self._op_put, "get": self._op_get,
             "delete": self._op_delete, "ttl_update": self._op_ttl_update,
             "undelete": self._op_undelete, "name_put": self._op_name_put,
+            "name_claim": self._op_name_claim,
             "name_get": self._op_name_get, "name_list": self._op_name_list,
             "name_reserve": self._op_name_reserve, "name_release": self._op_name_release,
             "entries_since": self._op_entries_since, "stats": self._op_stats,
@@ -283,6 +284,23 @@ class NodeOps:
         await asyncio.wrap_future(fut)
         self._notify_change()
         return {}, None
+
+    async def _op_name_claim(self, req: Request, _p: Payload) -> tuple[dict[str, Any], None]:
+        a = req.args
+        r = self._replica(a["partition"])
+        self._check_container(a)
+        for k in ("ts_ms", "created_ms", "size"):
+            if not 0 <= a[k] <= _U64:
+                raise InvalidArgument(f"{k} out of range")
+        if not 0 <= a["dc_id"] <= 0xFF:
+            raise InvalidArgument("dc_id must be in [0, 255]")
+        entry = NameRecord(a["account_id"], a["container_id"], a["name"], a["blob_id"],
+                           a["ts_ms"], a["dc_id"], False, a["size"], a["content_type"],
+                           a["created_ms"])
+        prev, fut = await self._run(r.name_claim, entry)
+        await asyncio.wrap_future(fut)
+        self._notify_change()
+        return {"prev": prev.to_wire() if prev is not None else None}, None
 
     async def _op_name_reserve(self, req: Request,
                                _p: Payload) -> tuple[dict[str, Any], None]:

@@ -298,23 +298,22 @@ class Replica(EcReplicaMixin, ReplicaCore):
         ``token``: a conditional write under a reservation (``name_reserve``): refused with
         NameBusy unless the token holds the name here or, when nobody does, the current entry's
         version is still ``base`` (None: the writer saw no entry). See ``namelocks``."""
-        raw_name = entry.name.encode("utf-8")
-        if not raw_name or len(raw_name) > MAX_NAME_BYTES:
-            raise InvalidArgument(f"blob names are 1 to {MAX_NAME_BYTES} bytes")
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in entry.name):
-            raise InvalidArgument("blob names may not contain control characters")
-        if not entry.deleted and len(entry.blob_id) != 32:
-            raise InvalidArgument("a name must point to a 32-byte blob id")
+        _check_name_entry(entry)
         assert self.names is not None
         key = name_key(entry.account_id, entry.container_id, entry.name)
-        props = encode_record_props(entry)
-        rtype = RecordType.NAME_DELETE if entry.deleted else RecordType.NAME_PUT
         based = True
         if token is not None and self.name_locks.holder(key) is None:
             cur = self.names.get(entry.account_id, entry.container_id, entry.name)
             based = (cur.version if cur is not None else None) == base
         if not self.name_locks.begin_write(key, token, based):
             raise NameBusy(f"name {entry.name!r} is reserved by another writer or changed")
+        return self._append_name(key, entry)
+
+    def _append_name(self, key: bytes, entry: NameRecord) -> concurrent.futures.Future[None]:
+        """Append the name record of a write marked in flight (``NameLocks``): the mark ends
+        once it is durable, or now if it cannot be appended."""
+        props = encode_record_props(entry)
+        rtype = RecordType.NAME_DELETE if entry.deleted else RecordType.NAME_PUT
         try:
             with self.lock:
                 self._check_writable(RECORD_HEADER_SIZE + len(key) + len(props), is_put=False)
@@ -327,6 +326,30 @@ class Replica(EcReplicaMixin, ReplicaCore):
         assert visible is not None
         visible.add_done_callback(lambda _f: self.name_locks.end_write(key))
         return visible
+
+    def name_claim(self, entry: NameRecord
+                   ) -> tuple[NameRecord | None, concurrent.futures.Future[None]]:
+        """An unconditional name write decided here in one step, without a reservation
+        round (an upsert: S3 PutObject): appended only if no writer holds the name here and
+        no write of it is in flight (``NameLocks.claim``), and only if ``entry`` is newer
+        than the current entry (else it would be invisible). NameBusy otherwise; the writer
+        then takes the reservation path. Returns the entry it replaced here (the frontend
+        frees that entry's blob once a majority took the write) and the durability future."""
+        _check_name_entry(entry)
+        assert self.names is not None
+        if self.rebuilding:  # cannot say which entry it replaces
+            raise self._not_found(f"name {entry.name!r}: replica is rebuilding")
+        key = name_key(entry.account_id, entry.container_id, entry.name)
+        if not self.name_locks.claim(key):
+            raise NameBusy(f"name {entry.name!r} is reserved or being written")
+        try:
+            cur = self.names.get(entry.account_id, entry.container_id, entry.name)
+            if cur is not None and cur.version >= entry.version:
+                raise NameBusy(f"name {entry.name!r} has a newer entry here")
+        except BaseException:
+            self.name_locks.end_write(key)
+            raise
+        return cur, self._append_name(key, entry)
 
     def name_apply(self, entry: NameRecord) -> concurrent.futures.Future[None] | None:
         """Replication: store a peer's name record unless this replica already has that
@@ -373,3 +396,13 @@ class Replica(EcReplicaMixin, ReplicaCore):
             raise self._not_found("listing of a rebuilding replica")
         return self.names.list(account_id, container_id, prefix, start_after, limit,
                                include_deleted)
+
+
+def _check_name_entry(entry: NameRecord) -> None:
+    raw_name = entry.name.encode("utf-8")
+    if not raw_name or len(raw_name) > MAX_NAME_BYTES:
+        raise InvalidArgument(f"blob names are 1 to {MAX_NAME_BYTES} bytes")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in entry.name):
+        raise InvalidArgument("blob names may not contain control characters")
+    if not entry.deleted and len(entry.blob_id) != 32:
+        raise InvalidArgument("a name must point to a 32-byte blob id")

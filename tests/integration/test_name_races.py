@@ -190,6 +190,79 @@ def test_a_writer_that_dies_holding_a_name_delays_others_by_at_most_a_lease(
     assert time.monotonic() - t0 >= 1.0
 
 
+def _name_replicas(store: StoreCluster, name: str) -> tuple[int, int, int, list[Any]]:
+    cfg = load_config(store.config_path)
+    account = cfg.account("default")
+    assert account is not None
+    cid = next(c.id for c in account.containers if c.name == "default")
+    pid = name_partition(cfg.cluster_map.name_partition_ids, account.id, cid)
+    return account.id, cid, pid, list(cfg.cluster_map.replicas_in(pid, "dc1"))
+
+
+def _node_requests(store: StoreCluster, op: str) -> float:
+    """``op`` requests the storage nodes served so far (their /metrics)."""
+    total = 0.0
+    for node in store.nodes.values():
+        text = _POOL.request("GET", node.http_url("/metrics")).data.decode()
+        for line in text.splitlines():
+            if line.startswith(f'ambry_node_requests_total{{op="{op}"'):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_an_upsert_takes_one_name_round_and_frees_the_blob_it_replaced(
+        store: StoreCluster, second: FrontendProcess) -> None:
+    # What broke (cost): every upsert (each S3 PutObject) reserved the name on its replicas
+    # and then wrote it: two rounds of node requests where one decided at the replicas
+    # (name_claim) gives the same guarantees when nobody else is writing the name.
+    path = f"/named/default/default/upsert/{uuid.uuid4().hex}"
+    h = dict(SERVICE, **{"x-ambry-named-upsert": "true"})
+    first = _POOL.request("PUT", store.frontends["dc1"].base_url + path, body=b"v1",
+                          headers=h)
+    assert first.status == 201
+    reserves = _node_requests(store, "name_reserve")
+    r = _POOL.request("PUT", second.base_url + path, body=b"v2", headers=h)
+    assert r.status == 201
+    assert _node_requests(store, "name_reserve") == reserves  # no reservation round
+    for base in _bases(store, second):
+        got = _POOL.request("GET", base + path)
+        assert (got.status, got.data) == (200, b"v2")
+    old = store.frontends["dc1"].base_url + first.headers["Location"]
+    deadline = time.monotonic() + 30
+    while _POOL.request("GET", old).status != 410:  # the replaced blob is freed
+        assert time.monotonic() < deadline, "the replaced blob was not deleted"
+        time.sleep(0.1)
+
+
+def test_an_upsert_waits_for_a_reservation_holder_and_then_wins(
+        store: StoreCluster, second: FrontendProcess) -> None:
+    # a one-round upsert must never slip between a reservation holder's decision and its
+    # write: while a (dead) frontend holds the name, the upsert takes the reservation path,
+    # waits for the lease, and its entry is the one every frontend then reads
+    name = f"race/{uuid.uuid4().hex}"
+    aid, cid, pid, replicas = _name_replicas(store, name)
+
+    async def grab() -> int:
+        held = 0
+        for n in replicas:
+            c = NodeClient(n.host, n.port)
+            try:
+                ok, _ = await c.name_reserve(pid, aid, cid, name, b"dead-frontend", 2000)
+                held += ok
+            finally:
+                await c.close()
+        return held
+
+    assert asyncio.run(grab()) == len(replicas)
+    t0 = time.monotonic()
+    assert _rest_put(second.base_url, f"/named/default/default/{name}", b"upsert",
+                     upsert=True) == 201
+    assert time.monotonic() - t0 >= 1.0  # the lease's lower bound, not a timing guess
+    for base in _bases(store, second):
+        got = _POOL.request("GET", base + f"/named/default/default/{name}")
+        assert (got.status, got.data) == (200, b"upsert")
+
+
 @pytest.mark.slow
 def test_many_rounds_of_mixed_rest_and_s3_creates_each_have_one_winner(
         store: StoreCluster, second: FrontendProcess, bucket: str) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ambry.frontend.namewrite import ReservationTally, Verdict, backoff_s
+from ambry.frontend.namewrite import ClaimTally, ReservationTally, Verdict, backoff_s
 from ambry.protocol.messages import NameRecord
 from ambry.storage.namelocks import MAX_LEASE_MS, NameLocks
 
@@ -223,3 +223,137 @@ def test_racing_creates_have_at_most_one_winner_and_it_survives_the_merge(
         # after replication merges every record, the name holds the winner's entry
         merged = max(everything, key=lambda rec: (rec.ts_ms, rec.blob_id))
         assert merged == created[0].record
+
+
+# ------------------------------------------------------------------ upserts in one round
+def test_a_claim_needs_no_holder_and_no_write_in_flight() -> None:
+    # an upsert decided at the replica in one step must never slip between a reservation
+    # holder's check and its write, nor run beside another write of the name
+    locks = NameLocks()
+    assert locks.reserve(K, b"a", 10, 0)
+    assert not locks.claim(K)  # a holds it
+    locks.release(K, b"a")
+    assert locks.claim(K)
+    assert not locks.claim(K) and not locks.reserve(K, b"b", 10, 1)  # in flight
+    locks.end_write(K)
+    assert locks.reserve(K, b"b", 10, 2)
+    assert not locks.claim(K)  # an expired lease: its holder may still write
+    assert locks.reserve(K, b"c", 10, 100)
+
+
+def _version(rec: NameRecord) -> tuple[int, bytes]:
+    return rec.ts_ms, rec.blob_id
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(2, 5), st.lists(st.booleans(), min_size=5, max_size=5),
+       st.lists(st.integers(0, 3), min_size=5, max_size=5),
+       st.lists(st.integers(0, 100), min_size=1, max_size=400))
+def test_claimed_upserts_racing_creates_never_lose_an_acknowledged_write(
+        writers_n: int, upserts: list[bool], skews: list[int], schedule: list[int]) -> None:
+    # What broke (would break): an upsert acknowledged in one claim round that is older than
+    # a write acknowledged before it started (invisible: reads return the older blob), or
+    # two creates both acknowledged. Writers are creates (reservation path) or upserts
+    # (one claim round; the reservation path when a majority did not take it). Frontend
+    # clocks may lag (``skews``): a claim stamps its own clock's time.
+    replicas = [_Replica() for _ in range(3)]
+    clock = [1]
+    acks: list[tuple[int, NameRecord]] = []  # (step of the ack, record)
+    starts: dict[int, int] = {}
+    decided: dict[int, int] = {}  # step at which a reservation holder decided
+    results: dict[int, str] = {}
+
+    def claim(r: _Replica, rec: NameRecord) -> bool:
+        if not r.locks.claim(K):
+            return False
+        if r.view is not None and _version(r.view) >= _version(rec):
+            r.locks.end_write(K)
+            return False
+        r.pending.append(rec)
+        r.log.append(rec)
+        return True
+
+    def writer(wid: int, upsert: bool):  # a generator: one replica request per step
+        token = b"token-%d" % wid
+        if upsert:
+            clock[0] += 1
+            rec = NameRecord(1, 2, "n", bytes([wid]) * 32, clock[0] - skews[wid], 1)
+            tally = ClaimTally(3)
+            for i, r in enumerate(replicas):
+                tally.record(str(i), claim(r, rec))
+                yield
+                if tally.verdict() is not Verdict.PENDING:
+                    break
+            if tally.verdict() is Verdict.HELD:
+                results[wid] = "ok"
+                acks.append((now[0], rec))
+                return
+        for _attempt in range(50):
+            rt = ReservationTally(3)
+            for i, r in enumerate(replicas):
+                granted, cur = r.reserve(token)
+                rt.record(str(i), granted, cur)
+                yield
+                if rt.verdict() is not Verdict.PENDING:
+                    break
+            if rt.verdict() is Verdict.HELD:
+                break
+            for r in replicas:
+                r.locks.release(K, token)
+        else:
+            results[wid] = "unavailable"
+            return
+        cur = rt.current
+        decided[wid] = now[0]
+        if not upsert and cur is not None and not cur.deleted:
+            results[wid] = "conflict"
+            for r in replicas:
+                r.locks.release(K, token)
+            return
+        clock[0] = max(clock[0], cur.ts_ms if cur is not None else 0) + 1
+        rec = NameRecord(1, 2, "n", bytes([wid]) * 32, clock[0], 1)
+        ok = 0
+        for r in replicas:  # acknowledged at the 2nd success; the 3rd is a straggler
+            ok += r.put(rec, token, cur)
+            if ok == 2 and wid not in results:
+                results[wid] = "ok"
+                acks.append((now[0], rec))
+            yield
+        for r in replicas:
+            r.locks.release(K, token)
+        results.setdefault(wid, "unavailable")
+
+    now = [0]
+    gens = {i: writer(i, upserts[i]) for i in range(writers_n)}
+
+    def step(wid: int) -> None:
+        starts.setdefault(wid, now[0])
+        try:
+            next(gens[wid])
+        except StopIteration:
+            del gens[wid]
+
+    for s in schedule:
+        now[0] += 1
+        if s % 7 == 0:
+            replicas[s % 3].flush()
+        elif gens:
+            step(sorted(gens)[s % len(gens)])
+    for _ in range(10_000):
+        for r in replicas:
+            r.flush()
+        if not gens:
+            break
+        for wid in sorted(gens):
+            now[0] += 1
+            step(wid)
+    creates = [w for w in range(writers_n) if not upserts[w] and results.get(w) == "ok"]
+    assert len(creates) <= 1, results
+    for w in creates:  # no write was acknowledged between a create's decision and its ack
+        t_ack = next(t for t, r in acks if r.blob_id == bytes([w]) * 32)
+        assert not [r for t, r in acks if decided[w] < t < t_ack], (results, acks)
+    for t_ack, rec in acks:  # a write that started after an ack is newer than it
+        for wid, t_start in starts.items():
+            if t_start > t_ack:
+                later = [r for _t, r in acks if r.blob_id == bytes([wid]) * 32]
+                assert all(_version(r) > _version(rec) for r in later), (rec, later)

@@ -306,3 +306,37 @@ def test_concurrent_puts_from_threads_share_group_commits(tmp_path: object) -> N
     assert [e.sequence for e in entries] == list(range(1, 401))
     h.close()
 
+
+
+def test_a_name_claim_replaces_only_an_older_entry_and_says_which(
+        harness: ReplicaHarness) -> None:
+    # an upsert decided at the replica in one step (name_claim): it must answer with the
+    # entry it replaced (whose blob the frontend frees), refuse an entry older than the
+    # current one (it would be invisible, yet acknowledged), and never run beside a
+    # reservation holder or another write of the name
+    from ambry.common.errors import NameBusy
+    r = harness.replica
+    assert r is not None
+    bid = harness.put(b"model").to_bytes()
+
+    def entry(ts: int, blob: bytes = bid) -> NameRecord:
+        return NameRecord(2, 3, "claimed", blob, ts, 1, False, 5, "application/x", 1)
+
+    prev, fut = r.name_claim(entry(100))
+    fut.result(timeout=5)
+    assert prev is None
+    prev, fut = r.name_claim(entry(200))
+    fut.result(timeout=5)
+    assert prev == entry(100)
+    with pytest.raises(NameBusy):
+        r.name_claim(entry(150))  # older than the current entry
+    assert r.name_get(2, 3, "claimed") == entry(200)
+    assert r.name_reserve(2, 3, "claimed", b"tok", 10_000)[0]
+    with pytest.raises(NameBusy):
+        r.name_claim(entry(300))  # a holder's decision must not be slipped under
+    r.name_release(2, 3, "claimed", b"tok")
+    with pytest.raises(InvalidArgument):
+        r.name_claim(NameRecord(2, 3, "bad\nname", bid, 400, 1))
+    prev, fut = r.name_claim(entry(400))
+    fut.result(timeout=5)
+    assert prev == entry(200) and r.name_get(2, 3, "claimed") == entry(400)
