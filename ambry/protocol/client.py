@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+from collections.abc import Mapping
 from typing import Any, Self
 
 from ambry.common.blobid import BlobId
@@ -24,6 +25,8 @@ from ambry.protocol import stream
 from ambry.protocol.connection import Connection, GetReply, Reply
 from ambry.protocol.framing import pack_header
 from ambry.protocol.messages import (
+    MAX_CONFIRM_INCARNATIONS,
+    MAX_CONFIRMS_PER_REQUEST,
     STATUS_OK,
     EntriesReply,
     MutationReply,
@@ -32,7 +35,10 @@ from ambry.protocol.messages import (
     state_from_wire,
 )
 
-__all__ = ["GetReply", "NodeClient", "Reply"]
+__all__ = ["MAX_CONFIRMS_QUEUED", "GetReply", "NodeClient", "Reply"]
+
+#: confirmations a client holds for its node at most (a node that stopped answering)
+MAX_CONFIRMS_QUEUED = 16_384
 
 
 class NodeClient:
@@ -52,6 +58,9 @@ class NodeClient:
         self._open_lock = asyncio.Lock()
         self._corr = itertools.count(1)
         self._closed = False
+        # blob id -> incarnations it is durable on, to tell this node on the next request
+        # (``confirm``); bounded: a confirmation dropped only costs the node's peers a check
+        self._confirms: dict[bytes, list[bytes]] = {}
 
     # ------------------------------------------------------------------------ connections
     async def _open(self) -> Connection:
@@ -131,6 +140,8 @@ class NodeClient:
         header: dict[str, Any] = {"op": op, "corr": corr, "rid": rid or os.urandom(6).hex()}
         if fields:
             header.update(fields)
+        if self._confirms:
+            header["confirms"] = self._take_confirms()
         if payload:
             header["payload_len"] = len(payload)
         frame = pack_header(header)
@@ -169,6 +180,40 @@ class NodeClient:
             raise error_from_code(str(status), str(reply.header.get("msg", "")))
         return reply
 
+    # ------------------------------------------------------------------------ confirmations
+    def confirm(self, blob_id: bytes, incarnation: bytes) -> bool:
+        """Queue "``blob_id`` is durable on the replica of ``incarnation``" for this node: it
+        rides on the next request sent to it (``flush_confirms`` sends it alone). Returns
+        True when the queue was empty (the caller may schedule a flush)."""
+        was_empty = not self._confirms
+        incs = self._confirms.get(blob_id)
+        if incs is None:
+            if len(self._confirms) >= MAX_CONFIRMS_QUEUED:
+                return False
+            self._confirms[blob_id] = [incarnation]
+        elif incarnation not in incs and len(incs) < MAX_CONFIRM_INCARNATIONS:
+            incs.append(incarnation)
+        return was_empty
+
+    @property
+    def confirms_queued(self) -> int:
+        return len(self._confirms)
+
+    def _take_confirms(self) -> list[list[Any]]:
+        q = self._confirms
+        if len(q) <= MAX_CONFIRMS_PER_REQUEST:
+            self._confirms = {}
+            return [[k, v] for k, v in q.items()]
+        out = []
+        for k in list(itertools.islice(q, MAX_CONFIRMS_PER_REQUEST)):
+            out.append([k, q.pop(k)])
+        return out
+
+    async def flush_confirms(self, rid: str | None = None) -> None:
+        """Send the queued confirmations now, alone (an idle frontend's flush)."""
+        if self._confirms:
+            await self._call("confirm", rid=rid)
+
     async def _call(self, op: str, fields: dict[str, Any] | None = None,
                     rid: str | None = None) -> dict[str, Any]:
         reply = await self.request(op, fields, rid=rid)
@@ -187,7 +232,9 @@ class NodeClient:
         reply = await self.request("put", {"partition": pid, "blob_id": raw,
                                            "props": wire_props, "usermeta": usermeta},
                                    payload if len(payload) else None, rid=rid)
-        return MutationReply(str(reply.header["result"]), int(reply.header["life_version"]))
+        inc = reply.header.get("incarnation")
+        return MutationReply(str(reply.header["result"]), int(reply.header["life_version"]),
+                             bytes(inc) if isinstance(inc, (bytes, bytearray)) else None)
 
     async def get(self, blob_id: BlobId | bytes, *, include_deleted: bool = False,
                   include_expired: bool = False, range: tuple[int, int] | None = None,
@@ -335,13 +382,24 @@ class NodeClient:
 
     async def replicate(self, requests: list[tuple[int, tuple[bytes, int] | None]], *,
                         max_entries: int = 1000, max_bytes: int = 4 * 1024 * 1024,
-                        wait_ms: int = 0, rid: str | None = None
+                        wait_ms: int = 0, rid: str | None = None,
+                        confirmed_on: Mapping[int, bytes] | None = None, hold_ms: int = 0,
+                        hold_dc: int | None = None
                         ) -> list[tuple[int, list[dict[str, Any]], tuple[bytes, int], int]]:
         """One batched replication pull: the records after each token of each partition the
-        peer shares, held up to ``wait_ms`` while there are none (long poll)."""
+        peer shares, held up to ``wait_ms`` while there are none (long poll).
+        ``confirmed_on`` (partition -> this puller's replica incarnation): the peer skips the
+        PUTs confirmed durable there, and holds young unconfirmed PUTs of blobs from
+        datacenter ``hold_dc`` up to ``hold_ms`` (``ambry.storage.confirms``)."""
         wire = [[pid, list(tok) if tok is not None else None] for pid, tok in requests]
-        reply = await self.request("replicate", {"requests": wire, "max_entries": max_entries,
-                                                 "max_bytes": max_bytes, "wait_ms": wait_ms},
+        fields: dict[str, Any] = {"requests": wire, "max_entries": max_entries,
+                                  "max_bytes": max_bytes, "wait_ms": wait_ms}
+        if confirmed_on:
+            fields["confirmed_on"] = [[pid, inc] for pid, inc in confirmed_on.items()]
+            if hold_ms:
+                fields["hold_ms"] = hold_ms
+                fields["hold_dc"] = hold_dc
+        reply = await self.request("replicate", fields,
                                    rid=rid, timeout_ms=self.request_timeout_ms + wait_ms)
         await reply.release()
         out = []

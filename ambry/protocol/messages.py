@@ -66,7 +66,15 @@ Requests (field: type; ``?`` = optional, default after ``=``)::
   replicate      requests: [[partition, token | nil], ...],       results: [[partition,
                  max_entries?, max_bytes? (per partition),          entries, token,
                  wait_ms? = 0 (long poll: held until a record       remaining_bytes], ...]
-                 arrives or wait_ms passes, when all are empty)
+                 arrives or wait_ms passes, when all are empty),
+                 confirmed_on?: [[partition, incarnation], ...] = nil
+                 (an intra-DC puller: PUTs confirmed durable on
+                 that replica are skipped, its token moved past
+                 them), hold_ms? = 0, hold_dc?: int = nil (young
+                 unconfirmed PUTs of blobs from datacenter hold_dc
+                 are held up to hold_ms; ambry.storage.confirms)
+  confirm        - (carries only ``confirms``: a frontend's idle   -
+                 flush)
   digest         partition                                        digest: hex, blobs, names
   ec_frag_write  partition, source: str (32 hex: the encoding     written: int; with finish:
                  replica's incarnation), segment, generation,     ok, problems: [str],
@@ -94,6 +102,12 @@ Requests (field: type; ``?`` = optional, default after ``=``)::
             + usage_ready: bool, usage: [[account_id, container_id, bytes, blobs], ...]
             (live blobs, ambry.storage.usage; meaningless until usage_ready)
             (a replica that failed to open is {partition_id, error})
+
+Any request may also carry ``confirms: [[blob_id: bin32, [incarnation: bin, ...]], ...]``
+(at most ``MAX_CONFIRMS_PER_REQUEST`` entries, up to 8 incarnations each): a frontend tells the
+node that each blob is durable on the replicas of those incarnations (ack'd puts, piggybacked
+on its next request). A put reply carries ``incarnation`` (the replica's) when its ack is
+durable by fsync (no such field under the page-cache policy).
 
 Semantics worth knowing:
 
@@ -127,6 +141,8 @@ from ambry.common.errors import ProtocolError
 from ambry.common.namerecord import NameRecord  # carried by name_put and name replies
 
 __all__ = [
+    "MAX_CONFIRMS_PER_REQUEST",
+    "MAX_CONFIRM_INCARNATIONS",
     "MAX_ENTRIES_BATCH",
     "MAX_ENTRIES_BYTES",
     "MAX_HEADER_BYTES",
@@ -151,6 +167,9 @@ MAX_LIST_LIMIT = 10_000
 MAX_ENTRIES_BATCH = 10_000
 MAX_ENTRIES_BYTES = 64 * 1024 * 1024
 DEFAULT_ENTRIES_BYTES = 4 * 1024 * 1024
+#: blob confirmations one request may carry (``confirms``), and incarnations per blob
+MAX_CONFIRMS_PER_REQUEST = 1024
+MAX_CONFIRM_INCARNATIONS = 8
 
 _INT = "int"
 _BOOL = "bool"
@@ -223,8 +242,12 @@ OPS: dict[str, tuple[Field, ...]] = {
     "blob_state": (_partition(), _blob_id()),
     "replicate": (Field("requests", _LIST), Field("max_entries", _INT, False, 1000),
                   Field("max_bytes", _INT, False, DEFAULT_ENTRIES_BYTES),
-                  Field("wait_ms", _INT, False, 0)),
+                  Field("wait_ms", _INT, False, 0),
+                  Field("confirmed_on", _LIST, False, None, True),
+                  Field("hold_ms", _INT, False, 0),
+                  Field("hold_dc", _INT, False, None, True)),
     "digest": (_partition(),),
+    "confirm": (),
     "ec_frag_write": (*_FRAGMENT, Field("header", _MAP), Field("stripe", _INT),
                       Field("finish", _BOOL, False, False)),
     "ec_frag_read": (*_FRAGMENT, Field("offset", _INT), Field("length", _INT)),
@@ -275,6 +298,8 @@ class Request:
     rid: str
     args: dict[str, Any]
     payload_len: int
+    #: (blob id, incarnations it is durable on) a frontend piggybacked on this request
+    confirms: tuple[tuple[bytes, tuple[bytes, ...]], ...] = ()
 
 
 def payload_len_of(header: dict[str, Any]) -> int:
@@ -324,7 +349,26 @@ def parse_request(header: dict[str, Any]) -> Request:
             raise BadRequestFrame(f"{op}: field {f.name!r} must be {f.kind}, "
                                   f"not {type(v).__name__}", corr)
         args[f.name] = bytes(v) if f.kind == _BYTES else v
-    return Request(op, corr, rid, args, plen)
+    raw = header.get("confirms")
+    return Request(op, corr, rid, args, plen, _confirms(raw, corr) if raw else ())
+
+
+def _confirms(raw: Any, corr: int) -> tuple[tuple[bytes, tuple[bytes, ...]], ...]:
+    bad = BadRequestFrame(f"confirms must be at most {MAX_CONFIRMS_PER_REQUEST} "
+                          f"[blob id, [incarnation, ...]] pairs", corr)
+    if not isinstance(raw, (list, tuple)) or len(raw) > MAX_CONFIRMS_PER_REQUEST:
+        raise bad
+    out = []
+    for item in raw:
+        if not (isinstance(item, (list, tuple)) and len(item) == 2
+                and isinstance(item[0], (bytes, bytearray)) and len(item[0]) == 32
+                and isinstance(item[1], (list, tuple))
+                and 1 <= len(item[1]) <= MAX_CONFIRM_INCARNATIONS
+                and all(isinstance(i, (bytes, bytearray)) and 1 <= len(i) <= 64
+                        for i in item[1])):
+            raise bad
+        out.append((bytes(item[0]), tuple(bytes(i) for i in item[1])))
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------------------- replies
@@ -349,6 +393,8 @@ class MutationReply:
 
     result: str
     life_version: int
+    #: put only: the replica's incarnation when the ack is durable (fsync policy)
+    incarnation: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

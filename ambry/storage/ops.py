@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import asdict
 from typing import Any
@@ -35,13 +34,14 @@ from ambry.protocol.messages import (
     state_to_wire,
 )
 from ambry.storage.api import BlobRead, ReplicaStore, RunIO
+from ambry.storage.confirms import ConfirmationBook
+from ambry.storage.pullpoll import serve_replicate
 
 __all__ = ["ChangeSignal", "FileStream", "NodeOps", "Payload", "ReplyStream"]
 
 _STREAM_CHUNK_BYTES = 1 << 20
 # replies must stay under the header bound: batches of entries/names are cut at this size
 _REPLY_LIST_BUDGET_BYTES = MAX_HEADER_BYTES - 64 * 1024
-_REPLICATE_COALESCE_S = 0.02  # a woken long poll waits this long for more writes
 _U16 = 0xFFFF
 _U64 = 2**64 - 1
 #: A request's payload as the node read it: a large one is the bytearray the socket wrote it
@@ -121,10 +121,28 @@ class NodeOps:
             "blob_state": self._op_blob_state, "replicate": self._op_replicate,
             "digest": self._op_digest,
         }
+        # what frontends confirmed durable where: replicate skips it for the peers that
+        # have it (ambry.storage.confirms); "confirm" is a frontend's idle flush of them
+        self.confirms = ConfirmationBook()
+        self.table["confirm"] = self._op_confirm
 
     async def dispatch(self, req: Request, payload: Payload) -> tuple[dict[str, Any], Any]:
         """Serve one parsed request: (reply fields, payload: bytes, a ReplyStream or None)."""
+        if req.confirms:
+            self.confirms.note(req.confirms)
         return await self.table[req.op](req, payload)
+
+    def durable_fields(self, r: ReplicaStore) -> dict[str, Any]:
+        """What a put reply adds when its ack is durable (fsync policy): the replica's
+        incarnation, which the frontend passes on as a confirmation (ambry.storage.confirms).
+        Under page-cache an ack survives a process crash but not a power loss, which keeps
+        the incarnation: a confirmation would then skip a record the replica lost."""
+        if self._storage_config().durability != "fsync":
+            return {}
+        return {"incarnation": r.incarnation}
+
+    async def _op_confirm(self, _req: Request, _p: Payload) -> tuple[dict[str, Any], None]:
+        return {}, None  # (dispatch noted what it carried)
 
     @property
     def _changed(self) -> asyncio.Event:
@@ -165,7 +183,8 @@ class NodeOps:
         res = await self._run(r.put, bid, props, a["usermeta"], payload or b"")
         await r.durable_async(res.end)
         self._notify_change()
-        return {"result": res.status, "life_version": res.life_version}, None
+        return {"result": res.status, "life_version": res.life_version,
+                **self.durable_fields(r)}, None
 
     async def _op_get(self, req: Request, _p: Payload) -> tuple[dict[str, Any], Any]:
         a = req.args
@@ -392,42 +411,12 @@ class NodeOps:
                 "remaining_bytes": remaining}, None
 
     async def _op_replicate(self, req: Request, _p: Payload) -> tuple[dict[str, Any], None]:
-        """Batched pull for every partition a peer shares with this node; long-polls."""
-        a = req.args
-        reqs = a["requests"]
-        if len(reqs) > 100_000 or not all(isinstance(x, (list, tuple)) and len(x) == 2
-                                          and isinstance(x[0], int) for x in reqs):
-            raise InvalidArgument("requests must be [[partition, token], ...]")
-        wait_s = max(0, min(a["wait_ms"], 60_000)) / 1000
-        deadline = time.monotonic() + wait_s
-        per_bytes = max(1, a["max_bytes"] // max(1, len(reqs)))
-        while True:
-            changed = self._changed
-            results = []
-            any_entries = False
-            budget = _REPLY_LIST_BUDGET_BYTES
-            for pid, tok in reqs:
-                r = self._replica(pid)
-                out, token, remaining = await self._entries(r, tok, a["max_entries"], per_bytes)
-                size = sum(_approx_wire_bytes(w) for w in out)
-                if size > budget and any_entries:  # keep the reply header bounded
-                    same = tok is not None and bytes(tok[0]) == token[0]
-                    out, token = [], (token[0], tok[1] if same else 0)
-                budget -= size
-                any_entries = any_entries or bool(out)
-                results.append([pid, out, [token[0], token[1]], remaining])
-            left = deadline - time.monotonic()
-            if any_entries or left <= 0 or self._draining:
-                return {"results": results}, None
-            try:
-                await asyncio.wait_for(changed.wait(), left)
-            except TimeoutError:
-                return {"results": results}, None
-            # Something changed: let a few more writes land before answering, so one
-            # round carries a batch, not one record per write per peer (each round costs
-            # both sides a scan per partition; lag grows by at most this much).
-            await asyncio.sleep(min(_REPLICATE_COALESCE_S,
-                                    max(0.0, deadline - time.monotonic())))
+        """Batched pull for every partition a peer shares with this node; long-polls, and
+        filters what an intra-DC peer already has (``pullpoll``)."""
+        return await serve_replicate(
+            req.args, self._replica, changed=lambda: self._changed, book=self.confirms,
+            run_io=self._run_io, draining=lambda: self._draining,
+            reply_budget_bytes=_REPLY_LIST_BUDGET_BYTES), None
 
     async def _op_digest(self, req: Request, _p: Payload) -> tuple[dict[str, Any], None]:
         r = self._replica(req.args["partition"])
@@ -450,7 +439,10 @@ class NodeOps:
                 out.append({"partition_id": pid, "error": err})
             return out
 
-        return {"node": self.node_id, "replicas": await self._run(collect)}, None
+        b = self.confirms
+        return {"node": self.node_id, "replicas": await self._run(collect),
+                "confirms": {"kept": len(b), "noted": b.noted, "skipped": b.skipped,
+                             "held": b.held, "sent": b.sent}}, None
 
     async def _op_blob_state(self, req: Request,
                              _p: Payload) -> tuple[dict[str, Any], None]:
