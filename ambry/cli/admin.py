@@ -189,6 +189,113 @@ def digests(config_path: str, as_json: bool) -> None:
     sys.exit(0 if converged else 1)
 
 
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    raise AssertionError
+
+
+@admin.command("ec-status")
+@click.option("--config", "config_path", default="config/local.yaml", show_default=True,
+              envvar="AMBRY_CONFIG", show_envvar=True,
+              type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--verify", is_flag=True, help="Also have every fragment node check every "
+              "block of its fragment files against their checksums (reads them all).")
+@click.option("--partition", "partitions", type=int, multiple=True,
+              help="Only this partition (repeatable).")
+@click.option("--timeout-ms", default=5000, show_default=True, type=click.IntRange(1))
+def ec_status(config_path: str, as_json: bool, verify: bool, partitions: tuple[int, ...],
+              timeout_ms: int) -> None:
+    """The warm tier (erasure coding) per partition and datacenter: state (replicated,
+    encoding, encoded, degraded), encoded segments, each fragment's node and health, the
+    encode backlog and the bytes freed on replicas. Exit 1 if a partition is degraded or a
+    node does not answer."""
+    import asyncio
+
+    from ambry.common.config import load_config
+    from ambry.protocol.client import NodeClient
+    from ambry.warm.status import summarize, survey
+
+    cfg = load_config(config_path)
+    cmap = cfg.cluster_map
+
+    async def collect() -> Any:
+        clients: dict[str, NodeClient] = {}
+
+        def client(node_id: str) -> NodeClient:
+            if node_id not in clients:
+                n = cmap.node(node_id)
+                clients[node_id] = NodeClient(n.host, n.port, pool_size=1,
+                                              connect_timeout_ms=timeout_ms)
+            return clients[node_id]
+
+        try:
+            return await survey(cmap, client, verify=verify, timeout_ms=timeout_ms)
+        finally:
+            for c in clients.values():
+                await c.close()
+
+    sv = asyncio.run(collect())
+    rows = [r for r in summarize(cmap, sv) if not partitions or r["partition"] in partitions]
+    bad = any(r["state"] == "degraded" for r in rows) or bool(sv.errors)
+    if as_json:
+        click.echo(json.dumps({"partitions": rows, "unreachable": sv.errors,
+                               "fragment_bytes": {n: {str(p): b for p, b in d.items()}
+                                                  for n, d in sv.fragment_bytes.items()}},
+                              indent=2))
+        sys.exit(1 if bad else 0)
+    for r in rows:
+        pol = r["policy"]
+        policy = f"ec k={pol['ec']['k']} m={pol['ec']['m']}" if isinstance(pol, dict) \
+            else "replicated"
+        click.echo(f"partition {r['partition']} {r['datacenter']} ({policy}): {r['state']}; "
+                   f"{len(r['segments'])} segment(s) encoded ({_size(r['encoded_bytes'])}), "
+                   f"backlog {_size(r['backlog_bytes'])}, coordinator {r['coordinator']}")
+        if r["replicas"] and isinstance(pol, dict):
+            click.echo("  replicas: " + ", ".join(
+                f"{n} freed {len(v['freed_segments'])} seg ({_size(v['freed_segment_bytes'])}"
+                f" -> {_size(v['freed_allocated_bytes'])} on disk)"
+                for n, v in sorted(r["replicas"].items())))
+        for s in r["segments"]:
+            frags = ", ".join(f"{f['fragment']}{'d' if f['role'] == 'data' else 'p'}@"
+                              f"{f['node']} {f['health']}"
+                              + (f" ({f['detail']})" if f.get("detail") else "")
+                              for f in s["fragments"])
+            click.echo(f"  segment {s['segment']}.{s['generation']} of {s['source'][:8]} "
+                       f"{_size(s['bytes'])}, {s['blobs']} blobs: {frags}")
+    for node, err in sorted(sv.errors.items()):
+        click.echo(f"unreachable: {node} ({err})")
+    sys.exit(1 if bad else 0)
+
+
+@admin.command("ec-dump")
+@click.argument("fragment", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def ec_dump(fragment: str, as_json: bool) -> None:
+    """Print a fragment FILE's header, layout and health (every block checked against its
+    checksum). Exit 1 if it is damaged or torn."""
+    from ambry.ec import fragfile
+
+    if as_json:
+        r = fragfile.verify(fragment)
+        h = r.header
+        click.echo(json.dumps({"path": r.path, "ok": r.ok, "torn": r.torn,
+                               "problems": list(r.problems),
+                               "bad_stripes": list(r.bad_stripes),
+                               "header": None if h is None else {
+                                   **asdict(h), "stripe_count": h.stripe_count,
+                                   "block_bytes": h.layout.block_bytes,
+                                   "fragment_bytes": h.layout.fragment_bytes,
+                                   "data_offset": h.data_offset}}, indent=2))
+        sys.exit(0 if r.ok else 1)
+    text = fragfile.dump(fragment)
+    click.echo(text)
+    sys.exit(0 if text.rstrip().splitlines()[-1].strip() == "OK" else 1)
+
+
 def _render_clustermap(doc: dict[str, Any], header: str) -> str:
     """YAML in the style of config/local.yaml: one flow-style line per datacenter, node,
     partition and frontend; other sections in block style."""

@@ -82,7 +82,10 @@ Requests (field: type; ``?`` = optional, default after ``=``)::
                  stripe_bytes}, stripe: int, finish? = false,     stripe, as the node's
                  payload_len (+ the stripe's block)               verify read them back)
   ec_frag_read   partition, source, segment, generation,          length (+ bytes)
-                 fragment, offset, length (<= 64 MiB)
+                 fragment, offset, length (<= 64 MiB), verify? =
+                 false (check the blocks the window lies in
+                 against the fragment's table first; DATA_CORRUPT
+                 if one fails)
   ec_frag_stat   partition, source, segment, generation, fragment ok, problems, bad_stripes,
                                                                   checksums, file_bytes
   ec_frag_list   partition                                        fragments: [[source, segment,
@@ -92,7 +95,10 @@ Requests (field: type; ``?`` = optional, default after ``=``)::
                                                                   a PUT nor a tombstone here)
   ec_status      -                                                partitions: [{partition,
                                                                   ec records, freed segments,
-                                                                  coordinator job state}]
+                                                                  their bytes on disk,
+                                                                  coordinator job state}],
+                                                                  fragment_bytes: [[partition,
+                                                                  bytes of its fragment files]]
 
   STATE   = {life_version, deleted, permanent, delete_time_ms, expiry_ms}
             (expiry_ms is 0 = never, and only present when the node read the PUT record)
@@ -250,7 +256,8 @@ OPS: dict[str, tuple[Field, ...]] = {
     "confirm": (),
     "ec_frag_write": (*_FRAGMENT, Field("header", _MAP), Field("stripe", _INT),
                       Field("finish", _BOOL, False, False)),
-    "ec_frag_read": (*_FRAGMENT, Field("offset", _INT), Field("length", _INT)),
+    "ec_frag_read": (*_FRAGMENT, Field("offset", _INT), Field("length", _INT),
+                     Field("verify", _BOOL, False, False)),
     "ec_frag_stat": _FRAGMENT,
     "ec_frag_list": (_partition(),),
     "ec_frag_delete": _FRAGMENT,

@@ -111,7 +111,24 @@ class EcReplicaMixin:
             return self.ec.free_pass(self.log, self.index, datacenter)
 
     def ec_status(self) -> dict[str, Any]:
-        return self.ec.status()
+        return {**self.ec.status(), **self.ec_disk()}
+
+    def ec_disk(self) -> dict[str, int]:
+        """This replica's freed segments on disk: their length (``freed_segment_bytes``) and
+        the bytes they still allocate (``freed_allocated_bytes``: record headers, keys,
+        properties and every 4 KiB block a payload shares with them). Their difference is
+        what hole punching gave back (metrics, ``ambry admin ec-status``)."""
+        logical = allocated = 0
+        for seg in list(self.log.segments[:-1]):
+            if seg.number not in self.ec.freed:
+                continue
+            try:
+                blocks = os.stat(os.path.join(self.log.dir, seg.name)).st_blocks
+            except OSError:
+                continue
+            logical += seg.size
+            allocated += blocks * 512
+        return {"freed_segment_bytes": logical, "freed_allocated_bytes": allocated}
 
     def set_fragment_reader(self, reader: FragmentReader) -> None:
         self.ec.reader = reader

@@ -119,9 +119,11 @@ class FragmentReader(Protocol):
     ``Unavailable`` / ``DataCorrupt``."""
 
     def read_encoded(self, partition_id: int, rec: EcRecord, offset: int, length: int,
-                     rebuild: bool = False) -> bytes:
+                     rebuild: bool = False, verified: bool = False) -> bytes:
         """Segment bytes ``[offset, offset + length)``; ``rebuild``: do not trust the data
-        fragments (a previous read failed its check): rebuild every piece from the others."""
+        fragments (a previous read failed its check): rebuild every piece from the others;
+        ``verified``: every window is checked by its node against the fragment's block
+        checksums (the caller has no checksum of its own for a part of a record)."""
 
 
 # ------------------------------------------------------------------------- punching holes
@@ -280,6 +282,7 @@ class EcState:
             return {"records": [{"source": r.source_hex, "segment": r.segment,
                                  "generation": r.generation, "datacenter": r.datacenter,
                                  "k": r.k, "m": r.m, "bytes": r.original_bytes,
+                                 "stripe_bytes": r.stripe_bytes,
                                  "blobs": len(r.directory) // DIR_ENTRY.size,
                                  "placement": list(r.placement)}
                                 for r in self.records.values()],
@@ -345,14 +348,26 @@ class EncodedBlobRead(BlobRead):
         raise DataCorrupt(f"blob {self.blob_id}: no fragment read matches its checksum")
 
     def read_payload(self, start: int = 0, length: int | None = None) -> bytes:
+        """The whole payload, or a record no bigger than one block, is read whole and checked
+        against the record's checksum. A part of a bigger record (a range of a 4 MiB chunk)
+        reads only its own pieces, each checked by its fragment node against the block
+        checksums: the record's checksum would need every byte of the record from k nodes,
+        while a node checks a block it holds with one local read, and only the range crosses
+        the network."""
         from ambry.common.errors import InvalidArgument
 
+        assert self.ec is not None
         total = self.header.payload_len
         length = total - start if length is None else length
         if start < 0 or length < 0 or start + length > total:
             raise InvalidArgument("range outside the payload")
         po = self.header.payload_offset - RECORD_HEADER_SIZE + start
-        return self._body()[po:po + length]
+        if length == total or self.header.body_len <= self.ec.stripe_bytes // self.ec.k \
+                or self.reader is None:
+            return self._body()[po:po + length]
+        return self.reader.read_encoded(self.blob_id.partition_id, self.ec,
+                                        self.ec_offset + RECORD_HEADER_SIZE + po, length,
+                                        verified=True)
 
     def iter_payload(self, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
         # the record (at most storage.max_record_bytes; a chunk of a large blob) is read and

@@ -25,7 +25,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ambry.common.errors import BlobNotFound, InvalidArgument, ReplicaUnavailable
+from ambry.common.errors import BlobNotFound, DataCorrupt, InvalidArgument, ReplicaUnavailable
+from ambry.ec.codec import block_checksum
 from ambry.ec.fragfile import FragmentHeader, FragmentWriter, read_header, verify
 from ambry.protocol.messages import Request
 from ambry.storage import filenames
@@ -144,11 +145,46 @@ class FragmentOps:
                 w.writer.abort()
                 del self._writes[key]
 
+    def disk_usage(self) -> dict[int, int]:
+        """Partition -> bytes its fragment files allocate on this node (blocking)."""
+        out: dict[int, int] = {}
+        if not self.root.is_dir():
+            return out
+        for d in os.listdir(self.root):
+            pid = filenames.parse_replica_dir_name(d)
+            if pid is None:
+                continue
+            total = 0
+            for name in os.listdir(self.root / d):
+                if filenames.parse_fragment_name(name) is not None:
+                    try:
+                        total += (self.root / d / name).stat().st_blocks * 512
+                    except OSError:
+                        continue  # deleted meanwhile
+            out[pid] = total
+        return out
+
+    def metric_rows(self) -> list[dict[str, Any]]:
+        """Per partition with a replica or fragments here: the warm tier's figures for
+        ``/metrics`` (blocking: it stats files)."""
+        jobs = {j["partition"]: j for j in (self.warm_status() if self.warm_status else [])}
+        frags = self.disk_usage()
+        rows: dict[int, dict[str, Any]] = {}
+        for pid in sorted(set(self.replicas) | set(frags) | set(jobs)):
+            r = self.replicas.get(pid)
+            disk = r.ec_disk() if r is not None and hasattr(r, "ec_disk") else {}
+            rows[pid] = {"partition": pid, "fragment_bytes": frags.get(pid, 0),
+                         "freed_segment_bytes": disk.get("freed_segment_bytes", 0),
+                         "freed_allocated_bytes": disk.get("freed_allocated_bytes", 0),
+                         **{k: v for k, v in (jobs.get(pid) or {}).items()
+                            if k != "partition"}}
+        return list(rows.values())
+
     # ---------------------------------------------------------------- read, stat, list, delete
     async def _op_read(self, req: Request, _p: Any) -> tuple[dict[str, Any], bytes]:
         a = req.args
         path = self._path(a)
-        off, n = a["offset"], a["length"]
+        off, n, check = a["offset"], a["length"], a["verify"]
         if off < 0 or not 0 <= n <= MAX_FRAGMENT_READ_BYTES:
             raise InvalidArgument(f"ec_frag_read: offset >= 0 and 0 <= length <= "
                                   f"{MAX_FRAGMENT_READ_BYTES} needed")
@@ -160,11 +196,13 @@ class FragmentOps:
                 raise BlobNotFound(f"no fragment {path.name} of partition "
                                    f"{a['partition']} here") from None
             with f:
-                h, _sums = read_header(f)
+                h, sums = read_header(f)
                 if off + n > h.layout.fragment_bytes:
                     raise InvalidArgument(f"[{off}, {off + n}) outside the fragment of "
                                           f"{h.layout.fragment_bytes} bytes")
-                return os.pread(f.fileno(), n, h.data_offset + off)
+                if not check:
+                    return os.pread(f.fileno(), n, h.data_offset + off)
+                return _read_checked_window(f.fileno(), h, sums, off, n, path.name)
 
         data = await self._run(read)
         return {"length": len(data)}, data
@@ -219,10 +257,32 @@ class FragmentOps:
         return {"missing": await self._run(r.ec_missing, list(uuids))}, None
 
     async def _op_status(self, req: Request, _p: Any) -> tuple[dict[str, Any], None]:
+        """Per replica here: its EC_SEGMENT records, freed segments and their bytes on disk,
+        the coordinator job's state; and the bytes of fragment files here per partition."""
         jobs = {j["partition"]: j for j in (self.warm_status() if self.warm_status else [])}
 
         def collect() -> list[dict[str, Any]]:
             return [{"partition": pid, **r.ec_status(), "job": jobs.get(pid)}
                     for pid, r in sorted(self.replicas.items())]
 
-        return {"partitions": await self._run(collect)}, None
+        return {"partitions": await self._run(collect),
+                "fragment_bytes": sorted((await self._run(self.disk_usage)).items())}, None
+
+
+def _read_checked_window(fd: int, h: FragmentHeader, sums: tuple[int, ...], off: int, n: int,
+                         name: str) -> bytes:
+    """Bytes ``[off, off + n)`` of the fragment, after checking every block they touch
+    against the fragment's checksum table (one block in memory at a time): a ranged read of
+    an encoded blob is then trusted without reading the whole record for its checksum."""
+    layout = h.layout
+    out = bytearray()
+    pos, end = off, off + n
+    while pos < end:
+        st = layout.stripe(min(pos // layout.block_bytes, layout.stripe_count - 1))
+        block = os.pread(fd, st.block_bytes, h.data_offset + st.fragment_offset)
+        if len(block) != st.block_bytes or block_checksum(block) != sums[st.index]:
+            raise DataCorrupt(f"{name}: stripe {st.index} fails its checksum")
+        take = min(end, st.fragment_offset + st.block_bytes) - pos
+        out += block[pos - st.fragment_offset:pos - st.fragment_offset + take]
+        pos += take
+    return bytes(out)

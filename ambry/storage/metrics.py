@@ -22,7 +22,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 __all__ = ["CONTENT_TYPE", "NodeMetrics"]
 
@@ -138,6 +138,73 @@ class _UsageCollector:
         yield from (size, blobs, done)
 
 
+def _ceil_page(n: int) -> int:
+    return -(-n // 4096) * 4096
+
+
+class _WarmTierCollector:
+    """The warm tier (erasure coding, docs/erasure-coding.md) per partition on this node:
+    disk given back and held, the encode backlog and progress, reads through fragments.
+    Rows come from ``FragmentOps.metric_rows``, refreshed off the loop at scrape time."""
+
+    def __init__(self, source: Callable[[], list[dict[str, Any]]]) -> None:
+        self._source = source
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        lab = ["partition"]
+        g = GaugeMetricFamily
+        c = CounterMetricFamily
+        freed = g("ambry_ec_freed_bytes", "Disk bytes hole punching gave back in this node's "
+                  "replica (payloads of segments now read through fragments)", labels=lab)
+        frag = g("ambry_ec_fragment_bytes", "Disk bytes of the partition's fragment files on "
+                 "this node", labels=lab)
+        saved = g("ambry_ec_bytes_saved", "Freed minus fragment bytes on this node (summed over "
+                  "the cluster: what erasure coding saves; negative on a node holding "
+                  "fragments of a partition it has no replica of)", labels=lab)
+        backlog = g("ambry_ec_encode_backlog_bytes", "Bytes of sealed segments old enough to "
+                    "encode and not encoded yet (the partition's coordinator only)", labels=lab)
+        encoding = g("ambry_ec_encoding", "1 while this node encodes a segment of the partition",
+                     labels=lab)
+        enc_bytes = c("ambry_ec_encoded_bytes", "Segment bytes this node encoded (since start)",
+                      labels=lab)
+        enc_segs = c("ambry_ec_encoded_segments", "Segments this node encoded (since start)",
+                     labels=lab)
+        enc_cpu = c("ambry_ec_encode_cpu_seconds", "CPU seconds spent in the erasure code "
+                    "encoding them", labels=lab)
+        recon = c("ambry_ec_reconstruction_reads", "Windows of encoded blobs rebuilt from k "
+                  "other fragments (a fragment node down, slow or corrupt)", labels=lab)
+        reads = c("ambry_ec_fragment_reads", "Fragment windows read for blobs of encoded "
+                  "segments", labels=lab)
+        read_bytes = c("ambry_ec_fragment_read_bytes", "Bytes of those windows", labels=lab)
+        errors = c("ambry_ec_fragment_read_errors", "Failed fragment reads by reason "
+                   "(unavailable: down, slow or refused; corrupt: a checksum failed)",
+                   labels=["partition", "reason"])
+        for row in self._source():
+            pid = [str(row["partition"])]
+            given = max(0, _ceil_page(row.get("freed_segment_bytes", 0))
+                        - row.get("freed_allocated_bytes", 0))
+            freed.add_metric(pid, float(given))
+            frag.add_metric(pid, float(row.get("fragment_bytes", 0)))
+            saved.add_metric(pid, float(given - row.get("fragment_bytes", 0)))
+            if row.get("coordinator"):
+                backlog.add_metric(pid, float(row.get("backlog_bytes", 0)))
+                encoding.add_metric(pid, 1.0 if row.get("encoding") else 0.0)
+                enc_bytes.add_metric(pid, float(row.get("encoded_bytes", 0)))
+                enc_segs.add_metric(pid, float(row.get("encoded_segments", 0)))
+                enc_cpu.add_metric(pid, float(row.get("encode_cpu_s", 0.0)))
+            if "reconstruction_reads" in row:
+                recon.add_metric(pid, float(row["reconstruction_reads"]))
+                reads.add_metric(pid, float(row["fragment_reads"]))
+                read_bytes.add_metric(pid, float(row["fragment_read_bytes"]))
+                for reason, n in row["fragment_read_errors"].items():
+                    errors.add_metric([*pid, reason], float(n))
+        yield from (freed, frag, saved, backlog, encoding, enc_bytes, enc_segs, enc_cpu,
+                    recon, reads, read_bytes, errors)
+
+
 class NodeMetrics:
     def __init__(self, node_id: str, replica_stats: Callable[[], Iterable[Any]]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
@@ -184,6 +251,8 @@ class NodeMetrics:
         r.register(_ReplicationCollector(lambda: self._replication_rows))
         self._usage: tuple[list[tuple[str, str, int, int]], list[tuple[int, bool]]] = ([], [])
         r.register(_UsageCollector(lambda: self._usage))
+        self._warm_rows: list[dict[str, Any]] = []
+        r.register(_WarmTierCollector(lambda: self._warm_rows))
 
     def set_replication(self, rows: list[dict[str, Any]]) -> None:
         """Replication lag per partition and peer, as of this scrape."""
@@ -194,6 +263,11 @@ class NodeMetrics:
         """Usage rows (account, container, bytes, blobs) and per-replica readiness, as of
         this scrape (computed off the event loop: it takes each replica's lock)."""
         self._usage = (rows, ready)
+
+    def set_warm_tier(self, rows: list[dict[str, Any]]) -> None:
+        """The warm tier's rows per partition (``FragmentOps.metric_rows``), as of this
+        scrape (computed off the event loop: it stats files)."""
+        self._warm_rows = rows
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -109,7 +109,8 @@ class StorageNode:
         self.sideport = SidePort(node_id, self.node.datacenter, self.replicas,
                                  metrics=self.metrics, replication=lambda: self.replication,
                                  usage_rows=self.maintenance.usage_rows, run_io=self.run_io,
-                                 draining=lambda: self._draining)
+                                 draining=lambda: self._draining,
+                                 warm_rows=self.fragments.metric_rows)
         # the replication component is plugged in by whoever composes the daemon (the CLI):
         # storage does not import replication (DESIGN.md section 2)
         self._replication_factory = replication_factory

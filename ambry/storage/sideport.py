@@ -9,6 +9,7 @@ replication-status``). Does not own the metric names (``metrics``) nor what they
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -24,13 +25,15 @@ class SidePort:
     def __init__(self, node_id: str, datacenter: str, replicas: Mapping[int, ReplicaStore], *,
                  metrics: NodeMetrics, replication: Callable[[], Replicator | None],
                  usage_rows: Callable[[], UsageRows], run_io: RunIO,
-                 draining: Callable[[], bool]) -> None:
+                 draining: Callable[[], bool],
+                 warm_rows: Callable[[], list[dict[str, Any]]] | None = None) -> None:
         self.node_id = node_id
         self.datacenter = datacenter
         self.replicas = replicas
         self.metrics = metrics
         self._replication = replication
         self._usage_rows = usage_rows  # blocking: run on the I/O threads
+        self._warm_rows = warm_rows  # blocking too (erasure coding: it stats files)
         self._run = run_io
         self._is_draining = draining
         self._http: web.AppRunner | None = None
@@ -70,6 +73,8 @@ class SidePort:
         if replication is not None:
             self.metrics.set_replication(replication.status())
         self.metrics.set_usage(*await self._run(self._usage_rows))
+        if self._warm_rows is not None:
+            self.metrics.set_warm_tier(await self._run(self._warm_rows))
         return web.Response(body=self.metrics.render(),
                             headers={"Content-Type": CONTENT_TYPE})
 

@@ -87,12 +87,21 @@ class WarmTierComponent:
 
     def status(self) -> list[dict[str, Any]]:
         out = []
-        for pid, store in sorted(self.host.stores.items()):
+        f = self.fetcher
+        for pid in sorted(self.host.stores):
             job = self.jobs.get(pid)
             out.append({"partition": pid, "coordinator": job is not None,
                         "encoding": job.running if job else None,
                         "backlog_bytes": job.backlog_bytes if job else 0,
-                        "encoded_bytes": job.encoded_bytes if job else 0})
+                        "encoded_bytes": job.encoded_bytes if job else 0,
+                        "encoded_segments": job.encoded_segments if job else 0,
+                        "encode_cpu_s": job.encode_cpu_s if job else 0.0,
+                        "reconstruction_reads": f.reconstruction_reads[pid] if f else 0,
+                        "fragment_reads": f.fragment_reads[pid] if f else 0,
+                        "fragment_read_bytes": f.fragment_read_bytes[pid] if f else 0,
+                        "fragment_read_errors": {
+                            reason: f.fragment_read_errors[(pid, reason)] if f else 0
+                            for reason in ("unavailable", "corrupt")}})
         return out
 
 

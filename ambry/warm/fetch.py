@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -32,8 +33,13 @@ class FragmentFetcher:
         self.loop = loop
         self.client = client
         self.timeout_ms = timeout_ms
-        self.reconstruction_reads = 0
-        self.fragment_reads = 0
+        # per partition, for /metrics and ec_status (ambry.storage.metrics)
+        self.reconstruction_reads: Counter[int] = Counter()  # windows rebuilt from k others
+        self.fragment_reads: Counter[int] = Counter()
+        self.fragment_read_bytes: Counter[int] = Counter()
+        #: (partition, reason) -> failed fragment reads; reason: "unavailable" (down, slow,
+        #: refused) or "corrupt" (the node's block check, or the reader's record check, failed)
+        self.fragment_read_errors: Counter[tuple[int, str]] = Counter()
         self._codecs: dict[tuple[int, int], Codec] = {}
 
     def codec(self, k: int, m: int) -> Codec:
@@ -44,51 +50,66 @@ class FragmentFetcher:
 
     # ---------------------------------------------------------------- FragmentReader
     def read_encoded(self, partition_id: int, rec: EcRecord, offset: int, length: int,
-                     rebuild: bool = False) -> bytes:
+                     rebuild: bool = False, verified: bool = False) -> bytes:
+        if rebuild:  # the reader's record check failed on what the data fragments sent
+            self.fragment_read_errors[(partition_id, "corrupt")] += 1
         fut = asyncio.run_coroutine_threadsafe(
-            self.read(partition_id, rec, offset, length, rebuild), self.loop)
+            self.read(partition_id, rec, offset, length, rebuild, verified), self.loop)
         return fut.result(timeout=4 * self.timeout_ms / 1000 + 5)
 
     # ---------------------------------------------------------------- on the loop
     async def window(self, partition_id: int, rec: EcRecord, fragment: int, offset: int,
-                     length: int) -> bytes:
-        reply = await self.client(rec.placement[fragment]).request(
-            "ec_frag_read", {"partition": partition_id, "source": rec.source_hex,
-                             "segment": rec.segment, "generation": rec.generation,
-                             "fragment": fragment, "offset": offset, "length": length},
-            timeout_ms=self.timeout_ms)
-        data = bytes(await reply.read()) if reply.payload_len else b""
-        await reply.release()
-        if len(data) != length:
-            raise DataCorrupt(f"short fragment read ({len(data)} of {length} bytes)")
-        self.fragment_reads += 1
+                     length: int, verified: bool = False) -> bytes:
+        """Bytes ``[offset, offset + length)`` of one fragment; ``verified``: its node checks
+        the blocks they lie in against the fragment's checksum table first (it reads those
+        blocks from its own disk, but only the window crosses the network)."""
+        try:
+            reply = await self.client(rec.placement[fragment]).request(
+                "ec_frag_read", {"partition": partition_id, "source": rec.source_hex,
+                                 "segment": rec.segment, "generation": rec.generation,
+                                 "fragment": fragment, "offset": offset, "length": length,
+                                 "verify": verified},
+                timeout_ms=self.timeout_ms)
+            data = bytes(await reply.read()) if reply.payload_len else b""
+            await reply.release()
+            if len(data) != length:
+                raise DataCorrupt(f"short fragment read ({len(data)} of {length} bytes)")
+        except DataCorrupt:
+            self.fragment_read_errors[(partition_id, "corrupt")] += 1
+            raise
+        except (TimeoutError, AmbryError, OSError):
+            self.fragment_read_errors[(partition_id, "unavailable")] += 1
+            raise
+        self.fragment_reads[partition_id] += 1
+        self.fragment_read_bytes[partition_id] += length
         return data
 
     async def read(self, partition_id: int, rec: EcRecord, offset: int, length: int,
-                   rebuild: bool = False) -> bytes:
+                   rebuild: bool = False, verified: bool = False) -> bytes:
         layout = SegmentLayout.from_stripe_bytes(rec.k, rec.m, rec.stripe_bytes,
                                                  rec.original_bytes)
         pieces = layout.pieces(offset, length)
-        parts = await asyncio.gather(*(self._piece(partition_id, rec, p, rebuild)
+        parts = await asyncio.gather(*(self._piece(partition_id, rec, p, rebuild, verified)
                                        for p in pieces))
         return b"".join(parts)
 
-    async def _piece(self, partition_id: int, rec: EcRecord, p: Piece, rebuild: bool
-                     ) -> bytes:
+    async def _piece(self, partition_id: int, rec: EcRecord, p: Piece, rebuild: bool,
+                     verified: bool) -> bytes:
         if not rebuild:
             try:
                 return await self.window(partition_id, rec, p.fragment, p.fragment_offset,
-                                         p.length)
-            except (AmbryError, OSError) as e:
+                                         p.length, verified)
+            except (TimeoutError, AmbryError, OSError) as e:
                 log.warning("partition %d: fragment %d on %s: %s; rebuilding the window",
                             partition_id, p.fragment, rec.placement[p.fragment], e)
-        return await self._rebuild(partition_id, rec, p)
+        return await self._rebuild(partition_id, rec, p, verified)
 
-    async def _rebuild(self, partition_id: int, rec: EcRecord, p: Piece) -> bytes:
+    async def _rebuild(self, partition_id: int, rec: EcRecord, p: Piece,
+                       verified: bool = False) -> bytes:
         others = [i for i in range(rec.k + rec.m) if i != p.fragment]
         got: dict[int, Any] = {}
         results = await asyncio.gather(*(self.window(partition_id, rec, i, p.fragment_offset,
-                                                     p.length) for i in others),
+                                                     p.length, verified) for i in others),
                                        return_exceptions=True)
         for i, r in zip(others, results, strict=True):
             if isinstance(r, bytes):
@@ -96,7 +117,7 @@ class FragmentFetcher:
         if len(got) < rec.k:
             raise Unavailable(f"partition {partition_id}: {len(got)} fragments answered, "
                               f"{rec.k} needed to rebuild a window")
-        self.reconstruction_reads += 1
+        self.reconstruction_reads[partition_id] += 1
         codec = self.codec(rec.k, rec.m)
         return await asyncio.get_running_loop().run_in_executor(
             None, codec.rebuild_window, got, p.fragment)

@@ -23,7 +23,7 @@ import xxhash
 
 from ambry.common.config import ClusterConfig, EcConfig, EcPolicy
 from ambry.common.errors import InvalidArgument
-from ambry.ec.codec import DEFAULT_BACKEND
+from ambry.ec.codec import DEFAULT_BACKEND, Codec, Encoded
 from ambry.ec.layout import SegmentLayout
 from ambry.ec.placement import place_in_datacenter
 from ambry.protocol.client import NodeClient
@@ -50,6 +50,8 @@ class EncodeJob:
         self.run_io, self.client, self.fetcher = run_io, client, fetcher
         self.pid = store.partition_id
         self.encoded_bytes = 0
+        self.encoded_segments = 0
+        self.encode_cpu_s = 0.0  # CPU seconds inside the codec (encode MB/s per core)
         self.backlog_bytes = 0
         self.running: tuple[int, int] | None = None  # (segment, stripes done) while encoding
 
@@ -125,7 +127,9 @@ class EncodeJob:
             self.running = (number, st.index)
             data = await self.run_io(self.store.ec_read, number, st.segment_offset,
                                      st.data_bytes)
-            enc = await loop.run_in_executor(None, codec.encode, data, st.block_bytes)
+            enc, cpu_s = await loop.run_in_executor(None, _timed_encode, codec, data,
+                                                    st.block_bytes)
+            self.encode_cpu_s += cpu_s
             last = st.index == len(stripes) - 1
 
             async def send(i: int, block: bytes, last: bool = last, s: int = st.index
@@ -170,6 +174,13 @@ class EncodeJob:
                                 rec.to_props())
         await self.store.durable_async(end)
         self.encoded_bytes += size
+        self.encoded_segments += 1
         log.info("partition %d: segment %d encoded and recorded in %.2f s", self.pid, number,
                  time.monotonic() - started)
         return True
+
+
+def _timed_encode(codec: Codec, data: bytes, block_bytes: int) -> tuple[Encoded, float]:
+    t0 = time.thread_time()
+    enc = codec.encode(data, block_bytes)
+    return enc, time.thread_time() - t0
