@@ -10,7 +10,7 @@ import pytest
 from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ambry.frontend.s3 import sigv4
@@ -365,3 +365,26 @@ def test_sigv2_covers_content_type_md5_and_every_amz_header() -> None:
     assert covered_by_v2(["host", "content-type", "content-md5", "x-amz-meta-a",
                           "content-disposition", "cache-control"]) == \
         {"content-type", "content-md5", "x-amz-meta-a"}
+
+
+@given(st.one_of(st.from_regex(r"\A[0-9]{8}T[0-9]{6}Z\Z"),
+                 st.datetimes().map(lambda d: d.strftime("%Y%m%dT%H%M%SZ")).filter(
+                     lambda t: len(t) == 16)))
+@example("20230230T000000Z")
+@example("20240229T235960Z")
+@example("20231301T000000Z")
+def test_amz_dates_parse_as_strptime_parses_them(text: str) -> None:
+    # parse_amz_date reads the fields by position (strptime cost ~2 % of the frontend's CPU
+    # per S3 request): the same seconds for every valid date, a ValueError for every date
+    # strptime refuses (month 13, February 30, hour 24, ...)
+    import calendar
+    import time
+    try:
+        want: int | None = calendar.timegm(time.strptime(text, "%Y%m%dT%H%M%SZ"))
+    except ValueError:
+        want = None
+    try:
+        got: int | None = sigv4.parse_amz_date(text)
+    except ValueError:
+        got = None
+    assert got == want

@@ -23,6 +23,7 @@ client signs, and neither lets a signature cover another request.
 from __future__ import annotations
 
 import calendar
+import datetime
 import email.utils
 import hashlib
 import hmac
@@ -193,7 +194,15 @@ def parse_amz_date(text: str) -> int:
     """``20130524T000000Z`` -> unix seconds; ValueError if malformed."""
     if _AMZ_DATE.fullmatch(text) is None:
         raise ValueError(f"bad x-amz-date {text!r}")
-    return calendar.timegm(time.strptime(text, "%Y%m%dT%H%M%SZ"))
+    # the fields by position (time.strptime took ~2 % of a frontend's CPU per S3 request);
+    # the same ranges as strptime's: a real calendar day, hours to 23, minutes to 59,
+    # seconds to 61
+    y, mo, d = int(text[0:4]), int(text[4:6]), int(text[6:8])
+    hh, mm, ss = int(text[9:11]), int(text[11:13]), int(text[13:15])
+    datetime.date(y, mo, d)  # ValueError for a day that does not exist
+    if hh > 23 or mm > 59 or ss > 61:
+        raise ValueError(f"bad x-amz-date {text!r}")
+    return calendar.timegm((y, mo, d, hh, mm, ss, 0, 0, 0))
 
 
 def parse_date_header(text: str) -> str:
