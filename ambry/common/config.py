@@ -130,6 +130,11 @@ class FrontendConfig:
     # it held (intra-DC replication brings the copy it missed). Stragglers hold no budget:
     # up to a quarter of inflight_budget_bytes of them is counted apart from it.
     straggler_grace_ms: int = 1000
+    # A replica's put reply names its incarnation when the ack is durable; the frontend
+    # tells the PUT's other replicas (on its next request to each, or alone after this many
+    # ms when it sends them nothing), so their peers skip those records instead of pulling
+    # and checking them (docs/replication.md, "Skipping what a peer already has"). -1: never.
+    replica_confirm_flush_ms: int = 5
     read_only_cooldown_s: float = 60.0
     put_attempts: int = 3                  # partitions tried before a PUT gives up (503)
     # Slow and idle clients, on the REST and the S3 port alike (docs/security.md, "Slow and
@@ -192,6 +197,9 @@ class FrontendConfig:
             raise InvalidArgument("frontend.max_connections_per_port must be >= 1")
         if self.straggler_grace_ms < 0:
             raise InvalidArgument("frontend.straggler_grace_ms must be >= 0")
+        if not -1 <= self.replica_confirm_flush_ms <= 10_000:
+            raise InvalidArgument("frontend.replica_confirm_flush_ms must be -1 (never) or "
+                                  "in [0, 10000]")
         if self.signed_url_secret:
             check_secret(self.signed_url_secret, "frontend.signed_url_secret")
             if self.signed_url_secret_file:

@@ -33,10 +33,13 @@ from ambry.common.errors import (
 from ambry.common.properties import BlobProperties
 from ambry.frontend.chunking import ChunkRef, encode_metadata
 from ambry.frontend.clusterview import ClusterView
+from ambry.frontend.confirms import PutConfirmer
 from ambry.frontend.failure import ReadOnlyPartitions, choose_partition
 from ambry.frontend.fanout import FanOut
 from ambry.frontend.mutations import Mutator
 from ambry.frontend.quorum import Outcome
+from ambry.protocol.client import NodeClient
+from ambry.protocol.messages import MutationReply
 from ambry.runtime.budget import ByteBudget
 
 __all__ = ["ReadBody", "StoredBlob", "Uploader", "UserMeta", "with_size"]
@@ -64,6 +67,8 @@ class Uploader:
         self.rnd = rnd
         self.read_only = read_only
         self.mutator = mutator
+        # tells each replica which others acked a PUT: their peers then skip those records
+        self.confirmer = PutConfirmer(fe.replica_confirm_flush_ms, fanout.spawn)
 
     # ------------------------------------------------------------------ one blob
     async def _put_replicas(self, blob_id: BlobId, props: BlobProperties, usermeta: bytes,
@@ -73,9 +78,19 @@ class Uploader:
         fanout = self.fanout
         nodes = fanout.write_targets([n.id for n in
                                       self.view.local_replicas(blob_id.partition_id)])
-        verdict, results, _ = await fanout.quorum(
-            nodes, "put", lambda c: c.put(blob_id, props, usermeta, payload, rid=rid),
-            stragglers=hold)
+        call: Callable[[NodeClient], Awaitable[MutationReply]]
+        if self.confirmer.enabled:
+            raw = blob_id.to_bytes()
+            targets = [fanout.client(n) for n in nodes]
+
+            async def call(c: NodeClient) -> MutationReply:
+                reply = await c.put(blob_id, props, usermeta, payload, rid=rid)
+                self.confirmer.acked(raw, c, reply.incarnation, targets)  # late acks too
+                return reply
+        else:
+            def call(c: NodeClient) -> Awaitable[MutationReply]:
+                return c.put(blob_id, props, usermeta, payload, rid=rid)
+        verdict, results, _ = await fanout.quorum(nodes, "put", call, stragglers=hold)
         return verdict, results
 
     async def put_one_blob(self, blob_type: BlobType, account_id: int, container_id: int,

@@ -41,8 +41,17 @@ class ReplicationConfig:
     scrub_interval_s: float = 3600.0  # one pass over the sealed segments per interval
     scrub_bytes_per_s: int = 32 * 1024 * 1024
     fetch_concurrency: int = 4        # missing blobs fetched at once from one peer
+    # Pull from intra-DC peers without the PUTs a frontend confirmed durable here (this
+    # replica acked them: docs/replication.md, "Skipping what a peer already has"); a young
+    # PUT not confirmed yet is held back by the peer up to confirm_hold_ms, while its
+    # confirmation is on its way. Cross-DC pulls are never filtered.
+    skip_confirmed: bool = True
+    confirm_hold_ms: int = 100
 
     def __post_init__(self) -> None:
+        if not 0 <= self.confirm_hold_ms <= 10_000:
+            raise InvalidArgument("replication.confirm_hold_ms must be in [0, 10000], got "
+                                  f"{self.confirm_hold_ms}")
         if self.standby_fetch_delay_ms < 0:
             raise InvalidArgument("replication.standby_fetch_delay_ms must be >= 0, got "
                                   f"{self.standby_fetch_delay_ms}")

@@ -71,7 +71,9 @@ class PeerLink(Protocol):
     """What replication needs from a peer node (``NodeClient`` provides it)."""
 
     async def replicate(self, requests: list[tuple[int, Token | None]], *, max_entries: int,
-                        max_bytes: int, wait_ms: int, rid: str | None = None
+                        max_bytes: int, wait_ms: int, rid: str | None = None,
+                        confirmed_on: Mapping[int, bytes] | None = None, hold_ms: int = 0,
+                        hold_dc: int | None = None
                         ) -> list[tuple[int, list[dict[str, Any]], Token, int]]: ...
 
     async def get(self, blob_id: BlobId | bytes, *, include_deleted: bool = False,
@@ -267,6 +269,17 @@ class ReplicationManager:
         self._part_retry_at.pop(key, None)
         self._part_failures.pop(key, None)
 
+    def pull_filter(self, peer: str, pids: list[int]) -> dict[str, Any]:
+        """The ``replicate`` arguments that spare this node the PUTs it already acked to a
+        frontend (``ambry.storage.confirms``): for an intra-DC peer only, naming each local
+        replica's incarnation (a wiped replica has a new one, and gets everything)."""
+        mine = self.dc_of[self.node_id]
+        if not self.rcfg.skip_confirmed or self.dc_of.get(peer) != mine:
+            return {}
+        return {"confirmed_on": {pid: self.replicas[pid].incarnation for pid in pids},
+                "hold_ms": self.rcfg.confirm_hold_ms,
+                "hold_dc": self.cmap.datacenter(mine).id}
+
     async def _probe_each(self, peer: str, link: PeerLink,
                           reqs: list[tuple[int, Token | None]]
                           ) -> list[tuple[int, list[dict[str, Any]], Token, int]]:
@@ -277,7 +290,8 @@ class ReplicationManager:
         for pid, tok in reqs:
             try:
                 out += await link.replicate([(pid, tok)], max_entries=self.rcfg.batch_max_entries,
-                                            max_bytes=self.rcfg.batch_max_bytes, wait_ms=0)
+                                            max_bytes=self.rcfg.batch_max_bytes, wait_ms=0,
+                                            **self.pull_filter(peer, [pid]))
             except ReplicaUnavailable as e:
                 self._partition_unavailable(peer, pid, e)
             else:
@@ -307,7 +321,8 @@ class ReplicationManager:
                     results = await link.replicate(
                         reqs, max_entries=self.rcfg.batch_max_entries,
                         max_bytes=self.rcfg.batch_max_bytes,
-                        wait_ms=0 if first_pass else self.rcfg.long_poll_ms)
+                        wait_ms=0 if first_pass else self.rcfg.long_poll_ms,
+                        **self.pull_filter(peer, pids))
                 except ReplicaUnavailable:
                     # before: the whole peer counted as down, and every partition it shares
                     # with this node stopped replicating from it

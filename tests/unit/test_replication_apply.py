@@ -90,7 +90,8 @@ class ReplicaLink:
         self.dead = False     # as kill -9: every request is refused at once
 
     async def replicate(self, requests: list[tuple[int, tuple[bytes, int] | None]], *,
-                        max_entries: int, max_bytes: int, wait_ms: int, rid: str | None = None
+                        max_entries: int, max_bytes: int, wait_ms: int, rid: str | None = None,
+                        **_filter: Any  # (no frontend here: nothing is ever confirmed)
                         ) -> list[tuple[int, list[dict[str, Any]], tuple[bytes, int], int]]:
         self.replicates += 1
         if self.dead:
