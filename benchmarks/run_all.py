@@ -35,6 +35,7 @@ BENCHMARKS = [
     ("bench_sdk.py", [], ["--smoke"]),
     ("bench_store.py", [], ["--smoke"]),
     ("bench_ec.py", [], ["--smoke"]),
+    ("bench_warm.py", [], ["--smoke"]),
     ("bench_index.py", ["--entries", "1000000", "10000000"],
      ["--entries", "100000", "--impl", "c"]),
 ]

@@ -1,0 +1,382 @@
+"""The warm tier end to end (issue 17): bytes on disk per byte stored before and after
+erasure coding, GET throughput and p99 of encoded vs replicated blobs (healthy, and with one
+fragment node killed or stopped), and the encode throughput per core.
+
+    python benchmarks/bench_warm.py                 # both profiles, 200 KiB and 4 KiB blobs
+    python benchmarks/bench_warm.py --smoke         # local profile, a few MiB (CI)
+
+Profiles: ``local`` (2 DCs x 3 nodes, k=2 m=1, as config/local.yaml) and ``bench-ec``
+(2 DCs x 6 nodes, k=4 m=2, as config/bench-ec.yaml; stripes of 4 MiB there, 1 MiB blocks).
+Real node processes on loopback (``ambry.testing.cluster``), two partitions: partition 0 is
+erasure-coded, partition 1 replicated (the control). Each blob is written to all 3 replicas
+of both datacenters (node protocol, as replication would leave them), with encoding held
+back (``ec.min_age_s`` huge); then the disk is measured (**before**), the nodes restart with
+``min_age_s: 0``, the run waits until every sealed segment is encoded and every replica freed
+what it can, and measures again (**after**). Bytes on disk are allocated blocks
+(``st_blocks``: punched holes count zero) of every file of the partition on every node: log
+segments, index snapshots, EC maps and fragment files. "Sealed only" leaves out the active
+segment of each replica, which stays replicated by design, and the bytes stored in it.
+
+GETs are node-protocol reads from a replica in dc1 (the frontend adds the same cost to both
+kinds), ``--concurrency`` at once, random blobs of the set, every reply checked. "One node
+down" kills (SIGKILL) or stops (SIGSTOP) a node of dc1 holding a data fragment of the encoded
+segments that is not the node read from: encoded reads then rebuild from k others; the
+replicated control is read from its local disk either way.
+
+Encode CPU: the CPU seconds of the coordinating processes (dc1's and dc2's first replicas)
+while they encode, per MB encoded, and the codec's own CPU (``ambry_ec_encode_cpu_seconds``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import signal
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ambry.common.blobid import BlobId, new_blob_id
+from ambry.common.properties import BlobProperties
+from ambry.testing.cluster import LocalCluster
+from benchmarks._results import print_run_header
+from benchmarks._stats import percentiles_ms
+
+MiB = 1024 * 1024
+PROFILES = {
+    "local": {"nodes_per_dc": 3, "k": 2, "m": 1, "stripe": "1MiB"},
+    "bench-ec": {"nodes_per_dc": 6, "k": 4, "m": 2, "stripe": "4MiB"},
+}
+
+
+def _partitions(nodes_per_dc: int, k: int, m: int) -> list[dict[str, Any]]:
+    # partition 0 (ec) on nodes 1-3 of each DC, partition 1 (replicated) on the last 3
+    def reps(first: int) -> list[str]:
+        return [f"dc{d}-n{j}" for d in (1, 2) for j in range(first, first + 3)]
+
+    return [{"id": 0, "replicas": reps(1), "policy": {"ec": {"k": k, "m": m}}},
+            {"id": 1, "replicas": reps(nodes_per_dc - 2)}]
+
+
+def _alloc(path: Path) -> int:
+    try:
+        return os.stat(path).st_blocks * 512
+    except OSError:
+        return 0
+
+
+def disk_bytes(c: LocalCluster, pid: int, sealed_only: bool = False) -> int:
+    """Allocated bytes of every file of partition ``pid`` on every node (replica directory
+    and fragment files); ``sealed_only``: only sealed log segments and fragment files."""
+    total = 0
+    for node in c.nodes:
+        rdir = c.data_root / node / f"p{pid}"
+        if rdir.is_dir():
+            files = sorted(p for p in rdir.rglob("*") if p.is_file())
+            logs = sorted(p for p in files if p.suffix == ".log")
+            for p in files:
+                if sealed_only and (p.suffix != ".log" or p == logs[-1]):
+                    continue
+                total += _alloc(p)
+        fdir = c.data_root / node / "fragments" / f"p{pid}"
+        if fdir.is_dir():
+            total += sum(_alloc(p) for p in fdir.iterdir() if ".frag" in p.name)
+    return total
+
+
+def sealed_payload_bytes(c: LocalCluster, pid: int) -> float:
+    """Payload bytes of the PUT records in the sealed segments of each replica of ``pid``,
+    averaged over its replicas (their logs hold the same blobs in slightly different orders,
+    so their sealed segments hold slightly different sets)."""
+    from ambry.storage.inspect import dump_segment
+
+    per_replica = []
+    for node in c.nodes:
+        rdir = c.data_root / node / f"p{pid}"
+        logs = sorted(rdir.glob("*.log")) if rdir.is_dir() else []
+        if not logs:
+            continue
+        per_replica.append(sum(row.get("payload_len", 0) for seg in logs[:-1]
+                               for row in dump_segment(str(seg)) if row.get("type") == "PUT"))
+    return sum(per_replica) / len(per_replica) if per_replica else 0.0
+
+
+async def _status(c: LocalCluster) -> dict[str, list[dict[str, Any]]]:
+    out = {}
+    for nid, n in c.nodes.items():
+        if not n.running:
+            continue
+        async with n.client() as cl:
+            reply = await cl.request("ec_status")
+            await reply.release()
+            out[nid] = reply.header["partitions"]
+    return out
+
+
+def _metric(c: LocalCluster, node: str, name: str) -> float:
+    with urllib.request.urlopen(c.nodes[node].http_url("/metrics"), timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            m = re.match(rf'^{re.escape(name)}\{{partition="0"\}} (\S+)$', line)
+            if m:
+                return float(m.group(1))
+    return 0.0
+
+
+def _cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def put_all(c: LocalCluster, pid: int, replicas: list[str], blob_bytes: int,
+                  total_bytes: int, concurrency: int = 8) -> dict[BlobId, bytes]:
+    blobs: dict[BlobId, bytes] = {}
+    clients = {n: c.nodes[n].client(pool_size=concurrency) for n in replicas}
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        bid = new_blob_id(1, 101, 5, pid)
+        data = os.urandom(blob_bytes)
+        props = BlobProperties(size=blob_bytes, created_ms=int(time.time() * 1000), ttl_s=-1,
+                               service_id="bench", content_type="application/octet-stream")
+        async with sem:
+            for n in replicas:  # in the same order everywhere: replicas' logs line up
+                await clients[n].put(bid, props, b"", data)
+        blobs[bid] = data
+
+    for _ in range(0, total_bytes // blob_bytes, concurrency):
+        await asyncio.gather(*(one() for _ in range(concurrency)))
+    for cl in clients.values():
+        await cl.close()
+    return blobs
+
+
+async def get_load(c: LocalCluster, node: str, blobs: dict[BlobId, bytes], seconds: float,
+                   concurrency: int) -> tuple[float, float, float, int]:
+    """(GETs/s, MB/s, p99 ms, errors) of ``concurrency`` readers for ``seconds``."""
+    ids = list(blobs)
+    lat: list[float] = []
+    errors = 0
+    nbytes = 0
+    cl = c.nodes[node].client(pool_size=concurrency, request_timeout_ms=30_000)
+    end = time.monotonic() + seconds
+
+    async def reader(seed: int) -> None:
+        nonlocal errors, nbytes
+        rnd = random.Random(seed)
+        while time.monotonic() < end:
+            bid = rnd.choice(ids)
+            t0 = time.perf_counter()
+            try:
+                _, got = await cl.get_bytes(bid)
+                if bytes(got) != blobs[bid]:
+                    raise AssertionError(f"{bid}: wrong bytes")
+            except Exception:  # noqa: BLE001 - counted
+                errors += 1
+                continue
+            lat.append(time.perf_counter() - t0)
+            nbytes += len(got)
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(reader(i) for i in range(concurrency)))
+    took = time.monotonic() - t0
+    await cl.close()
+    return len(lat) / took, nbytes / took / 1e6, percentiles_ms(lat)[1], errors
+
+
+async def verify_all(c: LocalCluster, nodes: list[str], blobs: dict[BlobId, bytes]) -> int:
+    bad = 0
+    for n in nodes:
+        async with c.nodes[n].client() as cl:
+            for bid, data in blobs.items():
+                try:
+                    _, got = await cl.get_bytes(bid)
+                    bad += bytes(got) != data
+                except Exception:  # noqa: BLE001 - counted
+                    bad += 1
+    return bad
+
+
+def _rewrite(c: LocalCluster, **ec: Any) -> None:
+    c.config["ec"].update(ec)
+    c.config_path.write_text(yaml.safe_dump(c.config, sort_keys=False))
+
+
+async def run_profile(name: str, blob_bytes: int, total_bytes: int, segment_bytes: int,
+                      get_s: float, concurrency: int, root: Path) -> dict[str, Any]:
+    prof = PROFILES[name]
+    npd, k, m = prof["nodes_per_dc"], prof["k"], prof["m"]
+    parts = _partitions(npd, k, m)
+    c = LocalCluster(root, datacenters=2, nodes_per_dc=npd, partitions=2, replicas_per_dc=3,
+                     storage={"segment_size_bytes": segment_bytes},
+                     extra={"partitions": parts,
+                            "ec": {"stripe_bytes": prof["stripe"], "min_age_s": 10**9,
+                                   "scan_interval_s": 0.5,
+                                   "encode_rate_bytes_per_s": "1GiB",
+                                   "fragment_timeout_ms": 2000}},
+                     log_level="WARNING")
+    row: dict[str, Any] = {"profile": name, "k": k, "m": m, "blob": blob_bytes}
+    try:
+        c.start()
+        ec_blobs = await put_all(c, 0, parts[0]["replicas"], blob_bytes, total_bytes)
+        rep_blobs = await put_all(c, 1, parts[1]["replicas"], blob_bytes, total_bytes)
+        stored = len(ec_blobs) * blob_bytes
+        row["stored"] = stored
+        row["before"] = disk_bytes(c, 0) / stored
+        row["control"] = disk_bytes(c, 1) / (len(rep_blobs) * blob_bytes)
+        before_sealed = disk_bytes(c, 0, sealed_only=True)
+        sealed_stored = sealed_payload_bytes(c, 0)
+        # encode now: restart every node with min_age_s 0
+        c.stop()
+        _rewrite(c, min_age_s=0)
+        c.start()
+        coords = [n for n in parts[0]["replicas"] if n.endswith("-n1")]
+        cpu0 = {n: _cpu_s(c.nodes[n].pid or 0) for n in coords}
+        t0 = time.monotonic()
+
+        def settled(st: dict[str, list[dict[str, Any]]]) -> bool:
+            ok = True
+            for n in parts[0]["replicas"]:
+                p0 = next(p for p in st[n] if p["partition"] == 0)
+                job = p0.get("job") or {}
+                if job.get("coordinator") and (job.get("backlog_bytes") or job.get("encoding")):
+                    ok = False
+            return ok
+
+        freed_prev = -1
+        stable = 0
+        while time.monotonic() - t0 < 600:
+            st = await _status(c)
+            freed = sum(len(p["freed_segments"]) for ps in st.values() for p in ps
+                        if p["partition"] == 0)
+            stable = stable + 1 if settled(st) and freed == freed_prev else 0
+            if stable >= 6:  # encoded everything and no replica freed more for 3 s
+                break
+            freed_prev = freed
+            await asyncio.sleep(0.5)
+        took = time.monotonic() - t0
+        cpu = sum(_cpu_s(c.nodes[n].pid or 0) - cpu0[n] for n in coords)
+        enc_bytes = sum(_metric(c, n, "ambry_ec_encoded_bytes_total") for n in coords)
+        codec_cpu = sum(_metric(c, n, "ambry_ec_encode_cpu_seconds_total") for n in coords)
+        row["encoded_mb"] = enc_bytes / 1e6
+        row["encode_mb_per_cpu_s"] = enc_bytes / 1e6 / cpu if cpu else 0.0
+        row["codec_mb_per_cpu_s"] = enc_bytes / 1e6 / codec_cpu if codec_cpu else 0.0
+        row["encode_wall_s"] = took
+        row["after"] = disk_bytes(c, 0) / stored
+        st = await _status(c)
+        recs = {(r["source"], r["segment"]): r for ps in st.values() for p in ps
+                if p["partition"] == 0 for r in p["records"] if r["datacenter"] == "dc1"}
+        row["sealed_stored"] = sealed_stored
+        after_sealed = disk_bytes(c, 0, sealed_only=True)
+        row["sealed_before"] = before_sealed / sealed_stored if sealed_stored else 0.0
+        row["sealed_after"] = after_sealed / sealed_stored if sealed_stored else 0.0
+        freed = {n: next(len(p["freed_segments"]) for p in st[n] if p["partition"] == 0)
+                 for n in parts[0]["replicas"]}
+        row["freed_segments"] = freed
+        row["unreadable"] = await verify_all(c, parts[0]["replicas"], ec_blobs)
+        # GETs
+        reader = "dc1-n2"  # a replica of both partitions' DC, not the coordinator
+        rep_reader = parts[1]["replicas"][1]
+        row["get"] = {}
+        row["get"]["encoded healthy"] = await get_load(c, reader, ec_blobs, get_s, concurrency)
+        row["get"]["replicated healthy"] = await get_load(c, rep_reader, rep_blobs, get_s,
+                                                          concurrency)
+        placement = next(iter(recs.values()))["placement"]
+        victim = next(x for x in placement[:k] if x != reader and x != rep_reader)
+        for how, sig in (("SIGKILL", signal.SIGKILL), ("SIGSTOP", signal.SIGSTOP)):
+            proc = c.nodes[victim]
+            if sig == signal.SIGKILL:
+                proc.kill()
+            else:
+                proc.start()
+                await proc.wait_ready_async(60)
+                os.kill(proc.pid or 0, signal.SIGSTOP)
+            row["get"][f"encoded, {victim} {how}"] = await get_load(c, reader, ec_blobs, get_s,
+                                                                   concurrency)
+            row["get"][f"replicated, {victim} {how}"] = await get_load(
+                c, rep_reader, rep_blobs, get_s, concurrency)
+            if sig == signal.SIGSTOP:
+                os.kill(proc.pid or 0, signal.SIGCONT)
+        row["victim"] = victim
+    finally:
+        c.kill_all()
+    return row
+
+
+def _verdict(unreadable: int) -> str:
+    return "yes" if unreadable == 0 else f"NO: {unreadable} failed"
+
+
+def report(rows: list[dict[str, Any]]) -> None:
+    print("\n### Bytes on disk per byte stored (2 datacenters; goal <= 3.0x at k=4 m=2)\n")
+    print("| profile | blob | stored | replicated control | ec before | ec after | "
+          "sealed only: before | sealed only: after | every blob verified |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        print(f"| {r['profile']} k={r['k']} m={r['m']} | {r['blob'] // 1024} KiB | "
+              f"{r['stored'] / MiB:.0f} MiB | {r['control']:.2f}x | {r['before']:.2f}x | "
+              f"{r['after']:.2f}x | {r['sealed_before']:.2f}x | {r['sealed_after']:.2f}x | "
+              f"{_verdict(r['unreadable'])} |")
+    print("\n### Encode throughput\n")
+    print("| profile | blob | MB encoded (both DCs) | wall s | MB per CPU-second of the "
+          "coordinating processes | MB per CPU-second in the codec |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['profile']} | {r['blob'] // 1024} KiB | {r['encoded_mb']:.1f} | "
+              f"{r['encode_wall_s']:.1f} | {r['encode_mb_per_cpu_s']:.0f} | "
+              f"{r['codec_mb_per_cpu_s']:.0f} |")
+    print("\n### GETs (node protocol, whole blobs, every reply checked)\n")
+    print("| profile | blob | case | GET/s | MB/s | p99 ms | errors |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for r in rows:
+        for case, (ops, mbs, p99, err) in r["get"].items():
+            print(f"| {r['profile']} | {r['blob'] // 1024} KiB | {case} | {ops:.0f} | "
+                  f"{mbs:.1f} | {p99:.1f} | {err} |")
+    print()
+    for r in rows:
+        print(f"- {r['profile']} {r['blob'] // 1024} KiB: freed segments per replica "
+              f"{r['freed_segments']}; payload in sealed segments {r['sealed_stored'] / MiB:.1f} MiB (replica average)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny run for CI")
+    ap.add_argument("--profile", choices=sorted(PROFILES), action="append")
+    ap.add_argument("--blob-kib", type=int, action="append")
+    ap.add_argument("--total-mib", type=int, default=48, help="per partition")
+    ap.add_argument("--segment-mib", type=int, default=4)
+    ap.add_argument("--get-s", type=float, default=5.0)
+    ap.add_argument("--concurrency", type=int, default=8)
+    a = ap.parse_args(argv)
+    print_run_header("benchmarks/bench_warm.py", argv if argv is not None else sys.argv[1:])
+    if a.smoke:
+        profiles, blobs, total, seg, get_s = ["local"], [200], 4, 1, 1.0
+    else:
+        profiles = a.profile or ["local", "bench-ec"]
+        blobs = a.blob_kib or [200, 4]
+        total, seg, get_s = a.total_mib, a.segment_mib, a.get_s
+    rows = []
+    for prof in profiles:
+        for kib in blobs:
+            with tempfile.TemporaryDirectory(prefix="bench-warm-") as d:
+                t0 = time.monotonic()
+                rows.append(asyncio.run(run_profile(prof, kib * 1024, total * MiB, seg * MiB,
+                                                    get_s, a.concurrency, Path(d))))
+                print(f"# {prof}, {kib} KiB blobs: {time.monotonic() - t0:.0f} s", flush=True)
+    report(rows)
+    bad = sum(r["unreadable"] for r in rows)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
