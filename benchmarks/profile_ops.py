@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,16 +31,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aiohttp
 import psutil
 
-from ambry.testing.frontend import StoreCluster
+from ambry.testing.frontend import TEST_S3, StoreCluster
 from benchmarks._results import print_run_header
 
 HEADERS = {"x-ambry-service-id": "profile", "x-ambry-content-type": "application/octet-stream"}
 
 
+def s3_signer(store: StoreCluster) -> Callable[[str, str, bytes], dict[str, str]]:
+    """Headers of a request to the store's S3 port signed with SigV4 by botocore (payload
+    SHA-256 signed, as boto3 sends over http), for :func:`drive` with ``s3``."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    key = TEST_S3["access_keys"][0]
+    signer = S3SigV4Auth(Credentials(key["access_key"], key["secret_key"]), "s3",
+                         TEST_S3["region"])
+
+    def sign(method: str, url: str, body: bytes) -> dict[str, str]:
+        req = AWSRequest(method=method, url=url, data=body)
+        signer.add_auth(req)
+        return dict(req.headers.items())
+
+    return sign
+
+
 async def drive(base: str, op: str, size: int, clients: int, n: int, ids: list[str],
-                named: bool = False) -> None:
+                named: bool = False,
+                s3: Callable[[str, str, bytes], dict[str, str]] | None = None) -> None:
     """``named``: PUT /named/default/default/<unique name> (a blob plus a name record, what
-    every S3 PutObject does) and GET by name, instead of POST / and GET /<id>."""
+    every S3 PutObject does) and GET by name, instead of POST / and GET /<id>. ``s3`` (a
+    signer; ``base`` is then the S3 port): PutObject / GetObject of bucket ``profile``."""
     payload = os.urandom(size)
     left = n
     run = os.urandom(4).hex()
@@ -50,7 +72,20 @@ async def drive(base: str, op: str, size: int, clients: int, n: int, ids: list[s
             while left > 0:
                 left -= 1
                 k += 1
-                if op == "PUT" and named:
+                if s3 is not None:
+                    if op == "PUT":
+                        url = f"{base}/profile/{run}/{i}-{k}"
+                        async with s.put(url, data=payload,
+                                         headers=s3("PUT", url, payload)) as r:
+                            await r.read()
+                            assert r.status == 200, r.status
+                            ids.append(url)
+                    else:
+                        url = ids[k % len(ids)]
+                        async with s.get(url, headers=s3("GET", url, b"")) as r:
+                            body = await r.read()
+                            assert r.status == 200 and len(body) == size, r.status
+                elif op == "PUT" and named:
                     path = f"/named/default/default/profile/{run}/{i}-{k}"
                     async with s.put(base + path, data=payload, headers=HEADERS) as r:
                         await r.read()
@@ -66,6 +101,11 @@ async def drive(base: str, op: str, size: int, clients: int, n: int, ids: list[s
                         body = await r.read()
                         assert r.status == 200 and len(body) == size, r.status
         await asyncio.gather(*(worker(i) for i in range(clients)))
+
+
+async def make_bucket(url: str, sign: Callable[[str, str, bytes], dict[str, str]]) -> None:
+    async with aiohttp.ClientSession() as s, s.put(url, headers=sign("PUT", url, b"")) as r:
+        assert r.status == 200, (r.status, await r.text())
 
 
 def _frame(f: str) -> tuple[str, str]:
@@ -114,6 +154,8 @@ def main() -> int:
     ap.add_argument("--no-replication", action="store_true")
     ap.add_argument("--named", action="store_true",
                     help="PUT/GET /named/default/default/<name> instead of POST / and GET /<id>")
+    ap.add_argument("--s3", action="store_true",
+                    help="PutObject/GetObject through the S3 port (SigV4 by botocore)")
     ap.add_argument("--py-spy", metavar="DIR", default=None)
     ap.add_argument("--dir", default=None)
     a = ap.parse_args()
@@ -125,8 +167,12 @@ def main() -> int:
                           extra={"replication": {"scrub_interval_s": 0,
                                                  "enabled": not a.no_replication}}) as st:
             base = st.url("dc1", "")
+            sign = None
+            if a.s3:
+                base, sign = st.s3_url("dc1"), s3_signer(st)
+                asyncio.run(make_bucket(base + "/profile", sign))
             ids: list[str] = []
-            asyncio.run(drive(base, "PUT", a.size, a.clients, 300, ids, a.named))
+            asyncio.run(drive(base, "PUT", a.size, a.clients, 300, ids, a.named, sign))
             fe = st.frontends["dc1"]
             procs = {"frontend": psutil.Process(fe.pid)}
             for name, node in st.nodes.items():
@@ -146,7 +192,7 @@ def main() -> int:
             c0 = {k: sum(p.cpu_times()[:2]) for k, p in procs.items()}
             me0 = time.process_time()
             t0 = time.perf_counter()
-            asyncio.run(drive(base, a.op, a.size, a.clients, a.ops, ids, a.named))
+            asyncio.run(drive(base, a.op, a.size, a.clients, a.ops, ids, a.named, sign))
             dt = time.perf_counter() - t0
             client = (time.process_time() - me0) / a.ops * 1e3
             per = {k: (sum(p.cpu_times()[:2]) - c0[k]) / a.ops * 1e3 for k, p in procs.items()}
@@ -157,8 +203,10 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
     nodes = sum(v for k, v in per.items() if k != "frontend")
     total = nodes + per["frontend"] + client
-    print(f"{a.op}{' named' if a.named else ''} {a.size} B x {a.ops}, {a.clients} clients, "
-          f"replication {'off' if a.no_replication else 'on'}: {a.ops / dt:,.0f} ops/s "
+    kind = " S3" if a.s3 else " named" if a.named else ""
+    print(f"{a.op}{kind} {a.size} B x {a.ops}, {a.clients} clients, "
+          f"replication {'off' if a.no_replication else 'on'}"
+          f": {a.ops / dt:,.0f} ops/s "
           f"(load average {os.getloadavg()[0]:.1f})")
     print(f"CPU ms per op: frontend {per['frontend']:.2f}, storage nodes {nodes:.2f} "
           f"({', '.join(f'{k} {v:.2f}' for k, v in per.items() if k != 'frontend')}), "
