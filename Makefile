@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SRC_DEPS := pyproject.toml setup.py ambry/native/_cindex.c
+SRC_DEPS := pyproject.toml setup.py ambry/native/_cindex.c ambry/native/_crecord.c
 
 .PHONY: all venv build run test test-c test-py faults bench bench-smoke lint clean distclean \
 	docker-test
@@ -29,7 +29,7 @@ run: build
 # The whole suite twice: with the C index, then with the pure-Python twin.
 # pytest exit 5 (no tests collected) is a failure here, as any non-zero exit.
 test: build
-	$(PY) -c "import ambry.native as n; assert n.implementation == 'c', n.implementation"
+	$(PY) -c "import ambry.native as n; assert n.implementation == n.record_implementation == 'c', (n.implementation, n.record_implementation)"
 	$(PY) -m pytest -q -m "not slow and not docker" tests
 	AMBRY_NO_EXTENSIONS=1 $(PY) -m pytest -q -m "not slow and not docker" tests/unit
 

@@ -15,6 +15,11 @@ Two implementations with the same API and behaviour:
 
 Exports: ``implementation`` ("c" or "python": the one ``BlobIndex`` is), ``BlobIndex``,
 ``ENTRY_SIZE`` and ``ENTRY_STRUCT``.
+
+It also owns the bytes of one log record built in one call, for the node's append path
+(``encode_record``, ``body_xxh3``; layout: ``ambry/storage/format.py``), chosen the same way:
+``ambry.native._crecord`` (C) or ``ambry.native._pyrecord`` (its pure-Python twin);
+``record_implementation`` says which.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
+from ambry.native import _pyrecord
 from ambry.native._pyindex import ENTRY_SIZE, ENTRY_STRUCT, EntryValues, PyBlobIndex
 
-__all__ = ["ENTRY_SIZE", "ENTRY_STRUCT", "BlobIndex", "EntryValues", "implementation"]
+__all__ = ["ENTRY_SIZE", "ENTRY_STRUCT", "BlobIndex", "EntryValues", "body_xxh3",
+           "encode_record", "implementation", "record_implementation"]
 
 _log = logging.getLogger(__name__)
 
@@ -62,3 +69,20 @@ else:
             )
         BlobIndex = CBlobIndex
         implementation = "c"
+
+if TYPE_CHECKING or _extensions_disabled():
+    body_xxh3 = _pyrecord.body_xxh3
+    encode_record = _pyrecord.encode_record
+    record_implementation = "python"
+else:
+    try:
+        from ambry.native import _crecord
+    except ImportError as exc:
+        body_xxh3 = _pyrecord.body_xxh3
+        encode_record = _pyrecord.encode_record
+        record_implementation = "python"
+        _log.debug("using the pure-Python record codec: %s", exc)
+    else:
+        body_xxh3 = _crecord.body_xxh3
+        encode_record = _crecord.encode_record
+        record_implementation = "c"
