@@ -308,8 +308,19 @@ class EcConfig:
     encode_rate_bytes_per_s: int = 100 * 1024**2  # segment bytes read per second, per node
     scan_interval_s: float = 60.0          # how often a coordinator looks for work
     fragment_timeout_ms: int = 5000        # one fragment read or write (then: rebuild / retry)
+    # repair (ambry/warm/repair.py): how often the first answering replica of a partition in a
+    # datacenter checks the fragments of its encoded segments there and rebuilds what is
+    # missing or damaged; scrub (ambry/storage/fraghealth.py): how often a node re-reads its
+    # fragment files, and at most how fast
+    repair_interval_s: float = 60.0
+    scrub_interval_s: float = 24 * 3600.0
+    scrub_bytes_per_s: int = 32 * 1024**2
 
     def __post_init__(self) -> None:
+        if self.repair_interval_s <= 0 or self.scrub_interval_s <= 0 or \
+                self.scrub_bytes_per_s <= 0:
+            raise InvalidArgument("ec.repair_interval_s, ec.scrub_interval_s and "
+                                  "ec.scrub_bytes_per_s must be > 0")
         if not 64 <= self.stripe_bytes <= 64 * 1024**2:
             raise InvalidArgument("ec.stripe_bytes must be in [64, 64MiB]")
         if self.min_age_s < 0 or self.scan_interval_s <= 0:
@@ -321,8 +332,9 @@ class EcConfig:
     @classmethod
     def from_sections(cls, sections: Mapping[str, Any]) -> EcConfig:
         raw = dict(sections.get("ec") or {})
-        if "encode_rate_bytes_per_s" in raw:
-            raw["encode_rate_bytes_per_s"] = parse_size(raw["encode_rate_bytes_per_s"])
+        for key in ("encode_rate_bytes_per_s", "scrub_bytes_per_s"):
+            if key in raw:
+                raw[key] = parse_size(raw[key])
         return _dataclass_from(cls, raw, "ec")
 
 

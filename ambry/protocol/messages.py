@@ -87,9 +87,15 @@ Requests (field: type; ``?`` = optional, default after ``=``)::
                  against the fragment's table first; DATA_CORRUPT
                  if one fails)
   ec_frag_stat   partition, source, segment, generation, fragment ok, problems, bad_stripes,
-                                                                  checksums, file_bytes
+                 verify? = true (false: header and checksum table checksums, file_bytes
+                 only, no blocks read)
+  ec_frag_patch  partition, source, segment, generation,          patched: int
+                 fragment, stripe, payload_len (+ the block; it
+                 must match the file's checksum table)
   ec_frag_list   partition                                        fragments: [[source, segment,
-                                                                  generation, fragment, bytes]]
+                                                                  generation, fragment, bytes]],
+                                                                  damaged: {name: {whole,
+                                                                  stripes, problems}}
   ec_frag_delete partition, source, segment, generation, fragment deleted: bool
   ec_missing     partition, uuids: [bin16] (<= 10000)             missing: [bin16] (neither
                                                                   a PUT nor a tombstone here)
@@ -258,7 +264,8 @@ OPS: dict[str, tuple[Field, ...]] = {
                       Field("finish", _BOOL, False, False)),
     "ec_frag_read": (*_FRAGMENT, Field("offset", _INT), Field("length", _INT),
                      Field("verify", _BOOL, False, False)),
-    "ec_frag_stat": _FRAGMENT,
+    "ec_frag_stat": (*_FRAGMENT, Field("verify", _BOOL, False, True)),
+    "ec_frag_patch": (*_FRAGMENT, Field("stripe", _INT)),
     "ec_frag_list": (_partition(),),
     "ec_frag_delete": _FRAGMENT,
     "ec_missing": (_partition(), Field("uuids", _LIST)),
@@ -266,7 +273,7 @@ OPS: dict[str, tuple[Field, ...]] = {
 }
 
 #: ops whose request carries a payload
-PAYLOAD_OPS = frozenset({"put", "ec_frag_write"})
+PAYLOAD_OPS = frozenset({"put", "ec_frag_write", "ec_frag_patch"})
 
 
 class BadRequestFrame(ProtocolError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from ambry.common.blobstate import BlobState
@@ -105,10 +105,16 @@ class EcReplicaMixin:
         with self.ec.lock:
             return list(self.ec.records.values())
 
-    def ec_free_pass(self, datacenter: str) -> list[int]:
-        """Free the payload bytes of sealed segments encoded in ``datacenter``."""
+    def ec_free_pass(self, datacenter: str, usable: Collection[bytes] | None = None
+                     ) -> list[int]:
+        """Free the payload bytes of sealed segments encoded in ``datacenter`` (in the
+        EC_SEGMENT records ``usable`` names, when given: ``EcState.free_pass``)."""
         with self.lock:  # no append folds a record while the index is read
-            return self.ec.free_pass(self.log, self.index, datacenter)
+            return self.ec.free_pass(self.log, self.index, datacenter, usable)
+
+    def ec_freed_segments(self) -> frozenset[int]:
+        """Local segments whose payload bytes were freed (never encoded again from here)."""
+        return self.ec.frozen_segments
 
     def ec_status(self) -> dict[str, Any]:
         return {**self.ec.status(), **self.ec_disk()}

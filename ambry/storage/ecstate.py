@@ -32,7 +32,7 @@ import logging
 import os
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -119,9 +119,12 @@ class FragmentReader(Protocol):
     ``Unavailable`` / ``DataCorrupt``."""
 
     def read_encoded(self, partition_id: int, rec: EcRecord, offset: int, length: int,
-                     rebuild: bool = False, verified: bool = False) -> bytes:
+                     rebuild: bool = False, verified: bool = False,
+                     check: Callable[[bytes], bool] | None = None) -> bytes:
         """Segment bytes ``[offset, offset + length)``; ``rebuild``: do not trust the data
-        fragments (a previous read failed its check): rebuild every piece from the others;
+        fragments (a previous read failed its check): rebuild every piece from the others,
+        or, given ``check``, find the one fragment whose bytes are bad (the result passes
+        ``check`` or ``DataCorrupt`` is raised);
         ``verified``: every window is checked by its node against the fragment's block
         checksums (the caller has no checksum of its own for a part of a record)."""
 
@@ -209,11 +212,15 @@ class EcState:
         return frozenset(self.freed)
 
     # ---------------------------------------------------------------- freeing
-    def free_pass(self, log_: Log, index: Any, datacenter: str) -> list[int]:
+    def free_pass(self, log_: Log, index: Any, datacenter: str,
+                  usable: Collection[bytes] | None = None) -> list[int]:
         """Free every sealed local segment whose live PUT records are all encoded in
-        ``datacenter``; returns the segments freed. Blocking (an I/O thread)."""
+        ``datacenter``, in records whose keys are in ``usable`` when given (the warm tier
+        names those whose k + m fragments are all there: never free bytes against fragments
+        that are lost); returns the segments freed. Blocking (an I/O thread)."""
         with self.lock:
-            mine = [r for r in self.records.values() if r.datacenter == datacenter]
+            mine = [r for r in self.records.values() if r.datacenter == datacenter
+                    and (usable is None or r.key in usable)]
         if not mine:
             return []
         where: dict[bytes, tuple[int, int, int, int]] = {}
@@ -337,10 +344,13 @@ class EncodedBlobRead(BlobRead):
             raise Unavailable(f"partition {self.blob_id.partition_id}: blob is erasure-coded "
                               f"and this node has no fragment reader")
         h = self.header
+        def check(body: bytes) -> bool:
+            return xxhash.xxh3_64_intdigest(body) == h.body_xxh3
+
         for rebuild in (False, True):
             body = self.reader.read_encoded(self.blob_id.partition_id, self.ec,
                                             self.ec_offset + RECORD_HEADER_SIZE, h.body_len,
-                                            rebuild)
+                                            rebuild, check=check if rebuild else None)
             if xxhash.xxh3_64_intdigest(body) == h.body_xxh3:
                 return body
             log.warning("blob %s: fragment read failed its checksum%s", self.blob_id,

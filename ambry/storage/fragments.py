@@ -5,7 +5,9 @@ Owns the ``ec_frag_*`` ops of the node protocol (schemas in ``ambry.protocol.mes
 writing a fragment file streamed block by block (``ec_frag_write``: one request per stripe's
 block, in order; ``fragfile.FragmentWriter`` writes ``<name>.tmp`` and the last block
 publishes it, verified, under its name), reading a window of one (``ec_frag_read``), verifying
-one (``ec_frag_stat``), listing (``ec_frag_list``) and deleting (``ec_frag_delete``). File
+one (``ec_frag_stat``), listing (``ec_frag_list``, with the damage ``fraghealth`` knows of),
+rewriting one stripe's block in place (``ec_frag_patch``: the repair) and deleting
+(``ec_frag_delete``); the scrub of fragment files (``fraghealth``). File
 names come from ``filenames``; the byte layout is ``ambry.ec.fragfile``'s.
 
 File work runs on an executor of its own (not the node's I/O threads): a replica's read of an
@@ -27,9 +29,10 @@ from typing import Any
 
 from ambry.common.errors import BlobNotFound, DataCorrupt, InvalidArgument, ReplicaUnavailable
 from ambry.ec.codec import block_checksum
-from ambry.ec.fragfile import FragmentHeader, FragmentWriter, read_header, verify
+from ambry.ec.fragfile import FragmentHeader, FragmentWriter, read_header
 from ambry.protocol.messages import Request
 from ambry.storage import filenames
+from ambry.storage.fraghealth import FragmentHealth
 
 __all__ = ["MAX_FRAGMENT_READ_BYTES", "FragmentOps"]
 
@@ -62,7 +65,11 @@ class FragmentOps:
                                                          thread_name_prefix="fragments")
         self._writes: dict[str, _OpenWrite] = {}
         self._lock = threading.Lock()
+        # damaged fragment files (scrub, checks at read); .tmp files of a killed run go now
+        self.health = FragmentHealth(self.root)
+        self.health.remove_stale_tmp()
         self.table: dict[str, Handler] = {
+            "ec_frag_patch": self._op_patch,
             "ec_frag_write": self._op_write, "ec_frag_read": self._op_read,
             "ec_frag_stat": self._op_stat, "ec_frag_list": self._op_list,
             "ec_frag_delete": self._op_delete, "ec_missing": self._op_missing,
@@ -134,7 +141,7 @@ class FragmentOps:
         except BaseException:
             w.writer.abort()
             raise
-        report = verify(path)
+        report = self.health.check(path)
         return {"written": w.next_stripe, "ok": report.ok, "problems": list(report.problems),
                 "checksums": list(report.checksums)}
 
@@ -204,14 +211,20 @@ class FragmentOps:
                     return os.pread(f.fileno(), n, h.data_offset + off)
                 return _read_checked_window(f.fileno(), h, sums, off, n, path.name)
 
-        data = await self._run(read)
+        try:
+            data = await self._run(read)
+        except DataCorrupt:  # a block failed its checksum: the repair will rebuild it
+            await self._run(self.health.check, path)
+            raise
         return {"length": len(data)}, data
 
     async def _op_stat(self, req: Request, _p: Any) -> tuple[dict[str, Any], None]:
         path = self._path(req.args)
         if not await self._run(path.exists):
             raise BlobNotFound(f"no fragment {path.name} here")
-        r = await self._run(verify, path)
+        if not req.args["verify"]:  # header and checksum table only (the repair's read)
+            return await self._run(_table, path), None
+        r = await self._run(self.health.check, path)  # recorded: the repair sees it
         return {"ok": r.ok, "problems": list(r.problems), "bad_stripes": list(r.bad_stripes),
                 "checksums": list(r.checksums),
                 "file_bytes": await self._run(lambda: path.stat().st_size)}, None
@@ -228,7 +241,38 @@ class FragmentOps:
                         out.append([*parsed, (d / name).stat().st_size])
             return out
 
-        return {"fragments": await self._run(listing)}, None
+        return {"fragments": await self._run(listing),
+                "damaged": await self._run(self.health.damaged_in, d)}, None
+
+    async def _op_patch(self, req: Request, payload: Any) -> tuple[dict[str, Any], None]:
+        """Rewrite one stripe's block of a fragment in place (the repair rebuilt it from k
+        other fragments): it must match the file's own checksum table, which is intact."""
+        a = req.args
+        path = self._path(a)
+        return await self._run(self._patch, path, a["stripe"], bytes(payload or b"")), None
+
+    def _patch(self, path: Path, stripe: int, block: bytes) -> dict[str, Any]:
+        try:
+            f = open(path, "r+b")  # noqa: SIM115 -- closed below
+        except FileNotFoundError:
+            raise BlobNotFound(f"no fragment {path.name} here") from None
+        with f:
+            h, sums = read_header(f)
+            if not 0 <= stripe < h.stripe_count:
+                raise InvalidArgument(f"{path.name}: no stripe {stripe}")
+            st = h.layout.stripe(stripe)
+            if len(block) != st.block_bytes or block_checksum(block) != sums[stripe]:
+                raise InvalidArgument(f"{path.name}: the block for stripe {stripe} does not "
+                                      f"match the fragment's checksum table")
+            os.pwrite(f.fileno(), block, h.data_offset + st.fragment_offset)
+            os.fsync(f.fileno())
+        self.health.clear_stripe(path, stripe)
+        return {"patched": stripe}
+
+    async def scrub_loop(self, settings: Callable[[], tuple[float, int]]) -> None:
+        """The node's fragment scrub (``fraghealth``): every ``settings()[0]`` s at
+        ``settings()[1]`` bytes per second."""
+        await self.health.scrub_loop(settings)
 
     async def _op_delete(self, req: Request, _p: Any) -> tuple[dict[str, Any], None]:
         path = self._path(req.args)
@@ -267,6 +311,18 @@ class FragmentOps:
 
         return {"partitions": await self._run(collect),
                 "fragment_bytes": sorted((await self._run(self.disk_usage)).items())}, None
+
+
+def _table(path: Path) -> dict[str, Any]:
+    """A fragment file's header and per-stripe checksum table, both checked (no blocks)."""
+    with open(path, "rb") as f:
+        try:
+            _h, sums = read_header(f)
+        except DataCorrupt as e:
+            return {"ok": False, "problems": [str(e)], "bad_stripes": [], "checksums": [],
+                    "file_bytes": os.fstat(f.fileno()).st_size}
+        return {"ok": True, "problems": [], "bad_stripes": [], "checksums": list(sums),
+                "file_bytes": os.fstat(f.fileno()).st_size}
 
 
 def _read_checked_window(fd: int, h: FragmentHeader, sums: tuple[int, ...], off: int, n: int,

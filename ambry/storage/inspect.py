@@ -3,6 +3,12 @@
 Owns what ``ambry admin dump-log`` and ``ambry admin verify`` report. Never writes: segments
 are opened read-only and damage is reported, not repaired, so it is safe to run beside a live
 node (records appended meanwhile may show up as an incomplete tail).
+
+Erasure-coded segments (docs/erasure-coding.md): a replica that freed a sealed segment keeps
+a ``<segment>.ecfree`` map of the PUT records whose payload bytes it punched out (they live in
+fragments now). Verify counts those records as ``freed`` instead of reporting their
+(zeroed) payloads as damage, and checks every other record of the segment as usual; the
+dump shows which records were freed and what an EC_SEGMENT record says.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from ambry.common.errors import AmbryError, DataCorrupt
 from ambry.native import BlobIndex
 from ambry.storage import filenames
 from ambry.storage.disk import Disk, OsDisk
+from ambry.storage.ecstate import EcRecord, EcState
 from ambry.storage.format import (
     RECORD_HEADER_SIZE,
     RecordType,
@@ -49,6 +56,7 @@ def dump_segment(path: str, disk: Disk | None = None) -> Iterator[dict[str, Any]
     disk = disk or OsDisk()
     d, name = os.path.split(path)
     parsed = filenames.parse_segment_name(name)
+    freed = _freed_offsets(d or ".").get(parsed[0], (None, set()))[1] if parsed else set()
     f = disk.open(path, readonly=True)
     try:
         hdr = SegmentHeader.decode(f.pread(32, 0))
@@ -64,18 +72,52 @@ def dump_segment(path: str, disk: Disk | None = None) -> Iterator[dict[str, Any]
     seg = Segment(hdr.number, hdr.generation, f, f.size(), f.size())
     lg.segments = [seg]
     damages: list[Damage] = []
-    for rec in lg.scan((hdr.number, 0), on_damage=damages.append, verify=True):
+    buf = bytearray(1 << 20)
+    for rec in lg.scan((hdr.number, 0), on_damage=damages.append, verify=not freed):
         while damages:
             yield _damage_dict(damages.pop(0))
         h = rec.header
-        yield {"offset": rec.position[1], "type": h.type.name, "seq": h.sequence,
+        row = {"offset": rec.position[1], "type": h.type.name, "seq": h.sequence,
                "life_version": h.life_version, "deleted": h.deleted, "permanent": h.permanent,
                "key": _key_text(h.type, rec.key), "record_len": h.total_len,
                "payload_len": h.payload_len, "time_ms": h.time_ms, "expiry_ms": h.expiry_ms,
                "checksum": "ok"}
+        if rec.position[1] in freed:  # payload punched out: it lives in fragments
+            row["checksum"] = "freed"
+        elif freed and not lg.verify_body(seg, rec.position[1], h, buf):
+            yield _damage_dict(Damage("corrupt", hdr.number, hdr.generation, rec.position[1],
+                                      h.total_len, "record body checksum mismatch"))
+            continue
+        if h.type == RecordType.EC_SEGMENT:
+            row |= _ec_segment_text(rec.key, lg, rec.position, h)
+        yield row
     for dmg in damages:
         yield _damage_dict(dmg)
     f.close()
+
+
+def _ec_segment_text(key: bytes, lg: Log, pos: tuple[int, int], h: Any) -> dict[str, Any]:
+    """What an EC_SEGMENT record says (its props hold the record)."""
+    try:
+        props = lg.read((pos[0], pos[1] + h.props_offset), h.props_len)
+        r = EcRecord.from_record(key, props)
+    except (AmbryError, AttributeError) as e:
+        return {"key": f"<EC_SEGMENT unreadable: {e}>"}
+    return {"key": f"ec segment {r.segment} gen {r.generation} of {r.source_hex}",
+            "ec": {"datacenter": r.datacenter, "k": r.k, "m": r.m, "code": r.code,
+                   "stripe_bytes": r.stripe_bytes, "bytes": r.original_bytes,
+                   "blobs": len(r.directory) // 32, "placement": list(r.placement)}}
+
+
+def _freed_offsets(replica_dir: str) -> dict[int, tuple[int, set[int]]]:
+    """segment -> (generation, offsets of its PUT records whose payloads were freed), from
+    the replica's ``.ecfree`` maps (each checked against its own checksum)."""
+    st = EcState(replica_dir, -1)
+    try:
+        st.load()
+    except (DataCorrupt, OSError):
+        return {}
+    return {n: (f.generation, set(f.entries)) for n, f in st.freed.items()}
 
 
 def _damage_dict(d: Damage) -> dict[str, Any]:
@@ -92,6 +134,8 @@ class ReplicaReport:
     blobs: int = 0
     live_blobs: int = 0
     deleted_blobs: int = 0
+    freed_segments: int = 0  # sealed segments whose payloads live in fragments (.ecfree)
+    freed_records: int = 0  # PUT records among them whose payload bytes were punched out
     damage: list[dict[str, Any]] = field(default_factory=list)
     snapshot: str = "absent"  # absent | ok | stale | corrupt
     index_mismatches: int = 0
@@ -119,7 +163,17 @@ def verify_replica(path: str, disk: Disk | None = None) -> ReplicaReport:
     rep.log_bytes = lg.total_bytes()
     rebuilt = BlobIndex()
     damages: list[Damage] = list(lg.pending_damage)
-    for rec in lg.scan((0, 0), on_damage=damages.append, verify=True):
+    try:
+        ecs = EcState(path, -1)
+        ecs.load()
+        freed = {n: (f.generation, set(f.entries)) for n, f in ecs.freed.items()}
+    except (DataCorrupt, OSError) as e:
+        rep.error = f"erasure-coding state (.ecfree / ec/): {e}"
+        freed = {}
+    rep.freed_segments = len(freed)
+    for rec in _scan_with_freed(lg, freed, damages):
+        if rec.position[1] in freed.get(rec.position[0], (0, set()))[1]:
+            rep.freed_records += 1
         t = rec.header.type.name
         rep.records[t] = rep.records.get(t, 0) + 1
         if rec.header.type.is_blob:
@@ -153,6 +207,35 @@ def verify_replica(path: str, disk: Disk | None = None) -> ReplicaReport:
     for s in lg.segments:
         s.file.close()
     return rep
+
+
+def _scan_with_freed(lg: Log, freed: dict[int, tuple[int, set[int]]],
+                     damages: list[Damage]) -> Iterator[Any]:
+    """Every record of the log, verified, except that in a freed segment the records whose
+    payloads were punched out are not checked against their body checksum (their bytes are
+    in fragments, which ``fragfile.verify`` and the node's scrub check)."""
+    buf = bytearray(1 << 20)
+    start = 0
+    for seg in list(lg.segments):
+        if seg.number not in freed:
+            continue
+        if freed[seg.number][0] != seg.generation:
+            damages.append(Damage("corrupt", seg.number, seg.generation, 0, 0,
+                                  f".ecfree map of generation {freed[seg.number][0]} beside "
+                                  f"segment generation {seg.generation}"))
+            continue
+        yield from lg.scan((start, 0), on_damage=damages.append, verify=True,
+                           end=(seg.number, 0))
+        for rec in lg.scan((seg.number, 0), on_damage=damages.append, verify=False,
+                           end=(seg.number + 1, 0)):
+            off = rec.position[1]
+            if off not in freed[seg.number][1] and not lg.verify_body(seg, off, rec.header, buf):
+                damages.append(Damage("corrupt", seg.number, seg.generation, off,
+                                      rec.header.total_len, "record body checksum mismatch"))
+                continue
+            yield rec
+        start = seg.number + 1
+    yield from lg.scan((start, 0), on_damage=damages.append, verify=True)
 
 
 #: How deep :func:`verify_path` looks for node directories below the path it is given

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any
 
 from ambry.common.config import EcConfig
+from ambry.common.errors import AmbryError
 from ambry.protocol.client import NodeClient
 from ambry.storage.api import WarmTierHost
 from ambry.warm.fetch import FragmentFetcher
 from ambry.warm.job import EncodeJob
+from ambry.warm.repair import FragmentRepair
 
 __all__ = ["WarmTierComponent", "attach"]
 
@@ -29,6 +32,7 @@ class WarmTierComponent:
         self._task: asyncio.Task[None] | None = None
         self.fetcher: FragmentFetcher | None = None
         self.jobs: dict[int, EncodeJob] = {}
+        self.repairs: dict[int, FragmentRepair] = {}  # per ec partition with a replica here
         self.freed_segments = 0
 
     def client(self, node_id: str) -> NodeClient:
@@ -49,11 +53,18 @@ class WarmTierComponent:
         for store in self.host.stores.values():
             store.set_fragment_reader(self.fetcher)
         for p in self.host.config.cluster_map.partitions:
-            store = self.host.stores.get(p.id)
-            if p.policy is not None and store is not None and self.coordinates(p.id):
-                self.jobs[p.id] = EncodeJob(self.host.node_id, self.host.datacenter,
-                                            self.host.config, store, p.policy, self.ec,
-                                            self.host.run_io, self.client, self.fetcher)
+            ec_store = self.host.stores.get(p.id)
+            if p.policy is None or ec_store is None:
+                continue
+            repair = self.repairs[p.id] = FragmentRepair(
+                self.host.node_id, self.host.datacenter, self.host.config, ec_store, self.ec,
+                self.host.run_io, self.client, self.fetcher)
+            if self.coordinates(p.id):
+                job = self.jobs[p.id] = EncodeJob(self.host.node_id, self.host.datacenter,
+                                                  self.host.config, ec_store, p.policy,
+                                                  self.ec, self.host.run_io, self.client,
+                                                  self.fetcher)
+                job.lost = functools.partial(_lost_keys, repair)
         self._task = loop.create_task(self._loop(), name="warm-tier")
 
     async def _loop(self) -> None:
@@ -67,14 +78,28 @@ class WarmTierComponent:
             await asyncio.sleep(self.ec.scan_interval_s)
 
     async def pass_once(self) -> None:
+        # fragments' health first: the encode job re-encodes what only lost records cover,
+        # and replicas free bytes only against records whose fragments are all there
+        for pid, repair in self.repairs.items():
+            try:
+                await repair.run_once()  # its survey stays in repair.last (job.lost)
+            except (AmbryError, OSError) as e:
+                log.warning("partition %d: fragment survey failed: %r", pid, e)
         for job in self.jobs.values():
             try:
                 if await job.run_once():
                     self.host.notify_change()
             except ImportError as e:  # pyeclib absent: say so once a pass, keep serving
                 log.error("partition %d not encoded: %s", job.pid, e)
-        for store in list(self.host.stores.values()):
-            freed = await self.host.run_io(store.ec_free_pass, self.host.datacenter)
+        for pid, store in list(self.host.stores.items()):
+            usable: frozenset[bytes] | None = None
+            if pid in self.repairs:
+                try:  # again: records encoded or replicated here meanwhile are freed now
+                    usable = (await self.repairs[pid].survey()).healthy_keys
+                except (AmbryError, OSError) as e:
+                    log.warning("partition %d: fragment survey failed: %r", pid, e)
+                    continue  # health unknown: free nothing
+            freed = await self.host.run_io(store.ec_free_pass, self.host.datacenter, usable)
             self.freed_segments += len(freed)
 
     async def stop(self) -> None:
@@ -103,6 +128,10 @@ class WarmTierComponent:
                             reason: f.fragment_read_errors[(pid, reason)] if f else 0
                             for reason in ("unavailable", "corrupt")}})
         return out
+
+
+def _lost_keys(repair: FragmentRepair) -> frozenset[bytes]:
+    return repair.last.lost_keys
 
 
 def attach(host: WarmTierHost) -> WarmTierComponent:

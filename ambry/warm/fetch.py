@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,9 @@ from ambry.protocol.client import NodeClient
 from ambry.storage.api import EcRecord
 
 __all__ = ["FragmentFetcher"]
+
+#: a fragment reported for a verify is not reported again for this long
+_REPORT_EVERY_S = 60.0
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,8 @@ class FragmentFetcher:
         #: refused) or "corrupt" (the node's block check, or the reader's record check, failed)
         self.fragment_read_errors: Counter[tuple[int, str]] = Counter()
         self._codecs: dict[tuple[int, int], Codec] = {}
+        self._reported: dict[tuple[bytes, int], float] = {}  # (record, fragment) -> when
+        self._asks: set[asyncio.Task[None]] = set()
 
     def codec(self, k: int, m: int) -> Codec:
         c = self._codecs.get((k, m))
@@ -50,11 +56,12 @@ class FragmentFetcher:
 
     # ---------------------------------------------------------------- FragmentReader
     def read_encoded(self, partition_id: int, rec: EcRecord, offset: int, length: int,
-                     rebuild: bool = False, verified: bool = False) -> bytes:
+                     rebuild: bool = False, verified: bool = False,
+                     check: Callable[[bytes], bool] | None = None) -> bytes:
         if rebuild:  # the reader's record check failed on what the data fragments sent
             self.fragment_read_errors[(partition_id, "corrupt")] += 1
         fut = asyncio.run_coroutine_threadsafe(
-            self.read(partition_id, rec, offset, length, rebuild, verified), self.loop)
+            self.read(partition_id, rec, offset, length, rebuild, verified, check), self.loop)
         return fut.result(timeout=4 * self.timeout_ms / 1000 + 5)
 
     # ---------------------------------------------------------------- on the loop
@@ -85,10 +92,13 @@ class FragmentFetcher:
         return data
 
     async def read(self, partition_id: int, rec: EcRecord, offset: int, length: int,
-                   rebuild: bool = False, verified: bool = False) -> bytes:
+                   rebuild: bool = False, verified: bool = False,
+                   check: Callable[[bytes], bool] | None = None) -> bytes:
         layout = SegmentLayout.from_stripe_bytes(rec.k, rec.m, rec.stripe_bytes,
                                                  rec.original_bytes)
         pieces = layout.pieces(offset, length)
+        if rebuild and check is not None:
+            return await self._find_bad_fragment(partition_id, rec, pieces, check)
         parts = await asyncio.gather(*(self._piece(partition_id, rec, p, rebuild, verified)
                                        for p in pieces))
         return b"".join(parts)
@@ -103,6 +113,61 @@ class FragmentFetcher:
                 log.warning("partition %d: fragment %d on %s: %s; rebuilding the window",
                             partition_id, p.fragment, rec.placement[p.fragment], e)
         return await self._rebuild(partition_id, rec, p, verified)
+
+    async def _find_bad_fragment(self, partition_id: int, rec: EcRecord,
+                                 pieces: list[Piece], check: Callable[[bytes], bool]) -> bytes:
+        """The caller's check failed on what the data fragments sent. Rebuilding every piece
+        would be wrong too: a piece of another fragment is rebuilt from the same byte
+        positions of the bad one. So each piece is read both ways, and each fragment whose
+        piece disagrees with its rebuild is tried as the one bad fragment (its pieces
+        rebuilt, the others as read) until ``check`` passes; that fragment's node is asked
+        to verify it (the damage it finds is what the repair rebuilds:
+        ``ambry.storage.fraghealth``, ``ambry.warm.repair``). More than one bad fragment
+        under the same bytes is a clean ``DataCorrupt``, never wrong bytes."""
+        direct, rebuilt = await asyncio.gather(
+            asyncio.gather(*(self.window(partition_id, rec, p.fragment, p.fragment_offset,
+                                         p.length) for p in pieces), return_exceptions=True),
+            asyncio.gather(*(self._rebuild(partition_id, rec, p) for p in pieces),
+                           return_exceptions=True))
+        suspects = sorted({p.fragment for p, d, r in zip(pieces, direct, rebuilt, strict=True)
+                           if not isinstance(d, bytes) or d != r})
+        for f in suspects:
+            parts = [r if p.fragment == f else d
+                     for p, d, r in zip(pieces, direct, rebuilt, strict=True)]
+            if all(isinstance(x, bytes) for x in parts):
+                body = b"".join(parts)  # type: ignore[arg-type]
+                if check(body):
+                    self._report(partition_id, rec, f)
+                    return body
+        raise DataCorrupt(f"partition {partition_id} segment {rec.segment}: no single "
+                          f"fragment explains the bad bytes (fragments {suspects} disagree "
+                          f"with their rebuilds); more than m of a stripe's are corrupt")
+
+    def _report(self, partition_id: int, rec: EcRecord, fragment: int) -> None:
+        key = (rec.key, fragment)
+        now = time.monotonic()
+        if now - self._reported.get(key, -_REPORT_EVERY_S) < _REPORT_EVERY_S:
+            return  # asked already: its verify is running or done
+        self._reported[key] = now
+        log.error("partition %d: fragment %d of segment %d on %s sent bytes that fail the "
+                  "blob's checksum; asking it to verify the fragment", partition_id, fragment,
+                  rec.segment, rec.placement[fragment])
+
+        async def ask() -> None:
+            try:
+                reply = await self.client(rec.placement[fragment]).request(
+                    "ec_frag_stat", {"partition": partition_id, "source": rec.source_hex,
+                                     "segment": rec.segment, "generation": rec.generation,
+                                     "fragment": fragment},
+                    timeout_ms=max(60_000, self.timeout_ms))
+                await reply.release()
+            except (TimeoutError, AmbryError, OSError) as e:
+                log.warning("partition %d: fragment %d verify on %s failed: %r", partition_id,
+                            fragment, rec.placement[fragment], e)
+
+        t = self.loop.create_task(ask())
+        self._asks.add(t)
+        t.add_done_callback(self._asks.discard)
 
     async def _rebuild(self, partition_id: int, rec: EcRecord, p: Piece,
                        verified: bool = False) -> bytes:

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import xxhash
 
@@ -54,15 +54,19 @@ class EncodeJob:
         self.encode_cpu_s = 0.0  # CPU seconds inside the codec (encode MB/s per core)
         self.backlog_bytes = 0
         self.running: tuple[int, int] | None = None  # (segment, stripes done) while encoding
+        #: keys of this DC's EC_SEGMENT records with more than m fragments gone (the
+        #: repair's survey): what only they cover is encoded again
+        self.lost: Callable[[], Collection[bytes]] = frozenset
 
     async def candidates(self) -> list[tuple[int, int, int]]:
         """Sealed segments of this replica, old enough, not encoded yet."""
         sealed = await self.run_io(self.store.ec_sealed)
         done = {(r.segment, r.generation) for r in await self.run_io(self.store.ec_records)
                 if r.source == self.store.incarnation}
+        freed = await self.run_io(self.store.ec_freed_segments)
         now = time.time()
         out = [(n, g, size) for n, g, size, at in sealed
-               if (n, g) not in done and now - at >= self.ec.min_age_s]
+               if (n, g) not in done and n not in freed and now - at >= self.ec.min_age_s]
         self.backlog_bytes = sum(x[2] for x in out)
         return out
 
@@ -96,6 +100,47 @@ class EncodeJob:
                     return False
         return True
 
+    async def _covered(self, directory: bytes) -> bool:
+        """Every PUT of ``directory`` is in an EC_SEGMENT record of this datacenter that is
+        not lost, with the same record length and body checksum."""
+        lost = self.lost()
+        have: dict[bytes, tuple[int, int]] = {}
+        for r in await self.run_io(self.store.ec_records):
+            if r.datacenter == self.dc and r.key not in lost:
+                for uuid, _off, total, body in r.entries():
+                    have[uuid] = (total, body)
+        return all(have.get(u) == (total, body)
+                   for u, _off, total, body in DIR_ENTRY.iter_unpack(directory))
+
+    async def _records_caught_up(self) -> bool:
+        """This replica holds every EC_SEGMENT record of this datacenter its peers here hold
+        (a replica that started empty gets its log back before those records: encoding then
+        would encode its blobs a second time)."""
+        mine = {(r.source_hex, r.segment, r.generation)
+                for r in await self.run_io(self.store.ec_records) if r.datacenter == self.dc}
+        for peer in self.cfg.cluster_map.replicas_in(self.pid, self.dc):
+            if peer.id == self.node_id:
+                continue
+            try:
+                reply = await self.client(peer.id).request(
+                    "ec_status", timeout_ms=self.ec.fragment_timeout_ms)
+                await reply.release()
+            except Exception as e:  # noqa: BLE001 - a peer we cannot ask: wait
+                log.info("partition %d: cannot ask %s for its EC records (%s); encoding "
+                         "waits", self.pid, peer.id, e)
+                return False
+            for p in reply.header["partitions"]:
+                if p["partition"] != self.pid:
+                    continue
+                theirs = {(r["source"], r["segment"], r["generation"])
+                          for r in p.get("records") or () if r["datacenter"] == self.dc}
+                if theirs - mine:
+                    log.info("partition %d: %s holds %d EC records of %s this replica lacks "
+                             "yet; encoding waits", self.pid, peer.id, len(theirs - mine),
+                             self.dc)
+                    return False
+        return True
+
     async def encode(self, number: int, generation: int) -> bool:
         size, directory = await self.run_io(self.store.ec_scan_segment, number, generation)
         if len(directory) > MAX_DIRECTORY_BYTES:
@@ -104,6 +149,14 @@ class EncodeJob:
                         len(directory) // DIR_ENTRY.size)
             return False
         if not await self._peers_have(directory):
+            return False
+        if not await self._records_caught_up():
+            return False
+        if await self._covered(directory):
+            # this replica started empty (wiped) and got these blobs back by replication:
+            # they are encoded here already (the repair rebuilds their lost fragments)
+            log.info("partition %d segment %d: every blob of it is in an encoded segment of "
+                     "%s already; not encoded again", self.pid, number, self.dc)
             return False
         k, m = self.policy.k, self.policy.m
         try:
