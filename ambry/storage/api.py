@@ -35,6 +35,7 @@ from ambry.common.blobid import BlobId
 from ambry.common.blobstate import BlobState
 from ambry.common.clock import Clock
 from ambry.common.config import ClusterConfig, StorageConfig
+from ambry.common.errors import StorageError
 from ambry.common.namerecord import NameRecord
 from ambry.common.properties import BlobProperties
 from ambry.storage.blobread import BlobRead
@@ -184,6 +185,10 @@ class ReplicaStore(Protocol):
     def durable_future(self, end: Position) -> concurrent.futures.Future[None]: ...
 
     def durable_async(self, end: Position) -> asyncio.Future[None]: ...
+
+    def commit(self, end: Position) -> StorageError | None:
+        """Make the log durable up to ``end`` on the calling thread (one fdatasync; the
+        node's batch writer calls it once per batch); the error that made it read-only."""
 
     # ---------------------------------------------------------------- names
     def name_put(self, entry: NameRecord, token: bytes | None = None,

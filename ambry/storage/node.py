@@ -49,6 +49,7 @@ from ambry.storage.api import (
     WarmTierFactory,
     WarmTierHost,
 )
+from ambry.storage.batchwriter import BatchWriter
 from ambry.storage.fragments import FragmentOps
 from ambry.storage.maintenance import NodeMaintenance
 from ambry.storage.mapreload import adopt_map
@@ -88,16 +89,20 @@ class StorageNode:
         self._stop_requested: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
         self._changes = ChangeSignal()  # set whenever a record was appended (long polls)
+        # small mutations: appended and synced a batch at a time (ambry.storage.batchwriter)
+        self.writer = BatchWriter(node_id, on_batch=self._changes.notify)
         self.ops = NodeOps(node_id, self.replicas, self.failed_replicas, clock=self.clock,
                            storage_config=lambda: self.cfg.storage, run_io=self.run_io,
-                           changes=self._changes, draining=lambda: self._draining)
+                           changes=self._changes, draining=lambda: self._draining,
+                           writer=self.writer)
         # fragment files of erasure-coded segments (docs/erasure-coding.md): ops of their own
         self.fragments = FragmentOps(
             self.data_dir, replicas=self.replicas,
             warm_status=lambda: self.warm.status() if self.warm is not None else [])
         self.ops.table.update(self.fragments.table)
         self.server = NodeServer(
-            node_id, self.ops.dispatch, metrics=self.metrics, io=self._io,
+            node_id, self.ops.dispatch, submit=self.ops.submit, metrics=self.metrics,
+            io=self._io,
             budget=ByteBudget(inflight_payload_budget_bytes or
                               cfg.storage.inflight_payload_budget_bytes),
             storage_config=lambda: self.cfg.storage,
@@ -150,6 +155,7 @@ class StorageNode:
                 data_dir=self.data_dir, stores=MappingProxyType(self.replicas),
                 run_io=self.run_io, notify_change=self.notify_change,
                 now_ms=self.clock.now_ms))
+        self.writer.start(loop)
         try:
             self.port = await self.server.listen(self.node.host, self.node.port)
             await self.sideport.start(self.node.host, self.node.http_port)
@@ -158,6 +164,7 @@ class StorageNode:
                       self.node.port, self.node.http_port)
             self.server.close_listener()
             await self.sideport.cleanup()
+            await self.writer.close()
             await self.close_replicas(self.replicas.values())
             self._io.shutdown(wait=False)
             self.maintenance.shutdown_now()
@@ -256,6 +263,7 @@ class StorageNode:
         self._changes.notify()  # wake long polls so they answer and finish
         self.server.stop_reading()
         await self.server.finish_requests(self.drain_timeout_s)
+        await self.writer.close()  # what it holds is written before the replicas close
         self.server.close_connections()
         for t in self._periodic:
             t.cancel()

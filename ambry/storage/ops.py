@@ -33,7 +33,8 @@ from ambry.protocol.messages import (
     Request,
     state_to_wire,
 )
-from ambry.storage.api import BlobRead, ReplicaStore, RunIO
+from ambry.storage.api import BlobRead, MutationResult, ReplicaStore, RunIO
+from ambry.storage.batchwriter import BATCH_MAX_PAYLOAD_BYTES, BatchWriter
 from ambry.storage.confirms import ConfirmationBook
 from ambry.storage.pullpoll import serve_replicate
 
@@ -43,6 +44,8 @@ _STREAM_CHUNK_BYTES = 1 << 20
 # replies must stay under the header bound: batches of entries/names are cut at this size
 _REPLY_LIST_BUDGET_BYTES = MAX_HEADER_BYTES - 64 * 1024
 _U16 = 0xFFFF
+#: the ops ``submit`` sends through the batch writer (small puts, and the state changes)
+_BATCHED_OPS = frozenset({"put", "delete", "ttl_update", "undelete"})
 _U64 = 2**64 - 1
 #: A request's payload as the node read it: a large one is the bytearray the socket wrote it
 #: into (``ambry.protocol.stream``), not a copy of it.
@@ -101,8 +104,10 @@ class NodeOps:
     def __init__(self, node_id: str, replicas: Mapping[int, ReplicaStore],
                  failed_replicas: Mapping[int, str], *, clock: Clock,
                  storage_config: Callable[[], StorageConfig], run_io: RunIO,
-                 changes: ChangeSignal, draining: Callable[[], bool]) -> None:
+                 changes: ChangeSignal, draining: Callable[[], bool],
+                 writer: BatchWriter | None = None) -> None:
         self.node_id = node_id
+        self._writer = writer  # small mutations go through it a batch at a time (submit)
         self.replicas = replicas
         self.failed_replicas = failed_replicas
         self.clock = clock
@@ -143,6 +148,38 @@ class NodeOps:
 
     async def _op_confirm(self, _req: Request, _p: Payload) -> tuple[dict[str, Any], None]:
         return {}, None  # (dispatch noted what it carried)
+
+    def submit(self, req: Request, payload: Payload,
+               done: Callable[[dict[str, Any] | BaseException], None]) -> bool:
+        """Serve a small mutation through the batch writer, without a task or a thread
+        hand-off of its own: False when ``req`` is not one (the caller dispatches it), else
+        ``done`` is called on the loop with the reply's fields or the error, once the record
+        is durable. A request the loop can refuse at once raises here (AmbryError)."""
+        w = self._writer
+        op = req.op
+        if w is None or not w.running or op not in _BATCHED_OPS or (
+                op == "put" and payload is not None
+                and len(payload) > BATCH_MAX_PAYLOAD_BYTES):
+            return False
+        if req.confirms:
+            self.confirms.note(req.confirms)
+        if op == "put":
+            a = req.args
+            r = self._replica(a["partition"])
+            bid = BlobId.from_bytes(a["blob_id"])
+            props = BlobProperties.from_wire(a["props"])
+            w.submit(r, r.put, (bid, props, a["usermeta"], payload or b""),
+                     functools.partial(_mutation_done, done, self.durable_fields(r)))
+            return True
+        r, bid, t, lv = self._mutation_args(req)
+        if op == "delete":
+            w.submit(r, functools.partial(
+                r.delete, tombstone_if_missing=req.args["tombstone_if_missing"]),
+                (bid, t, lv), functools.partial(_mutation_done, done, None))
+        else:
+            fn = r.ttl_update if op == "ttl_update" else r.undelete
+            w.submit(r, fn, (bid, t, lv), functools.partial(_mutation_done, done, None))
+        return True
 
     @property
     def _changed(self) -> asyncio.Event:
@@ -454,6 +491,18 @@ class NodeOps:
         state, has_put = await self._run(r.state, bid)
         return {"state": state_to_wire(state) if state is not None else None,
                 "has_put": has_put}, None
+
+
+def _mutation_done(done: Callable[[dict[str, Any] | BaseException], None],
+                   extra: dict[str, Any] | None,
+                   outcome: MutationResult | BaseException) -> None:
+    """The reply fields of a batched mutation, as its ``_op_*`` handler gives them."""
+    if isinstance(outcome, BaseException):
+        done(outcome)
+    elif extra:
+        done({"result": outcome.status, "life_version": outcome.life_version, **extra})
+    else:
+        done({"result": outcome.status, "life_version": outcome.life_version})
 
 
 def _range_pieces(read: BlobRead, start: int, length: int) -> Iterator[bytes]:

@@ -36,6 +36,7 @@ from ambry.common.errors import (
 )
 from ambry.common.namerecord import NameRecord
 from ambry.common.properties import BlobProperties
+from ambry.native import body_xxh3 as record_body_xxh3
 from ambry.storage.api import MutationResult
 from ambry.storage.blobread import BlobRead
 from ambry.storage.ecreplica import EcReplicaMixin
@@ -74,7 +75,7 @@ class Replica(EcReplicaMixin, ReplicaCore):
         if len(payload) > self.config.max_record_bytes:
             raise InvalidArgument(f"payload of {len(payload)} bytes is over the "
                                   f"{self.config.max_record_bytes}-byte record limit")
-        body_xxh3 = body_checksum(key, pbytes, user_metadata, payload)  # outside the lock
+        body_xxh3 = record_body_xxh3(key, pbytes, user_metadata, payload)  # outside the lock
         uuid = blob_id.uuid
         with self.lock:
             cur = self.index.get(uuid)

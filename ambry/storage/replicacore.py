@@ -33,7 +33,7 @@ from ambry.common.clock import Clock, SystemClock
 from ambry.common.config import StorageConfig
 from ambry.common.errors import DataCorrupt, DiskFull, PartitionReadOnly, StorageError
 from ambry.common.namerecord import NameRecord
-from ambry.native import BlobIndex
+from ambry.native import BlobIndex, body_xxh3, encode_record
 from ambry.storage import filenames
 from ambry.storage.api import Entry, ReplicaStats, Token
 from ambry.storage.compaction import roll_forward
@@ -46,7 +46,6 @@ from ambry.storage.format import (
     STATE_PERMANENT,
     RecordHeader,
     RecordType,
-    body_checksum,
     encode_record_header,
 )
 from ambry.storage.indexentry import fold_blob_record
@@ -61,6 +60,10 @@ from ambry.storage.usage import UsageCounters, UsageTotals, count_usage
 __all__ = ["ReplicaCore"]
 
 log = logging.getLogger(__name__)
+
+#: a record up to this size is built in one buffer (``ambry.native.encode_record``) and
+#: written with one pwrite; a larger one is written part by part (no copy of its payload)
+_ONE_BUFFER_MAX_BYTES = 256 * 1024
 
 
 class ReplicaCore:
@@ -235,8 +238,15 @@ class ReplicaCore:
         seq = self.next_seq if sequence is None else sequence
         h = RecordHeader(rtype, blob_flags, sflags, state.life_version, len(key), sizes[0],
                          sizes[1], sizes[2], seq, time_ms, expiry_ms, body_xxh3)
+        if h.total_len <= _ONE_BUFFER_MAX_BYTES:  # header and body in one buffer (C)
+            p = (*parts, b"", b"", b"")
+            data: list[bytes | memoryview] = [encode_record(
+                rtype, blob_flags, sflags, state.life_version, seq, time_ms, expiry_ms,
+                body_xxh3, key, p[0], p[1], p[2])]
+        else:  # a large record: its parts are written as they are, never joined
+            data = [encode_record_header(h), key, *parts]
         try:
-            pos = self.log.append([encode_record_header(h), key, *parts], h.total_len)
+            pos = self.log.append(data, h.total_len)
         except DiskFull as e:
             self.readonly_reason = e.message
             raise PartitionReadOnly(f"partition {self.partition_id}: {e.message}") from e
@@ -253,11 +263,16 @@ class ReplicaCore:
         key = blob_id.to_bytes()
         self._check_writable(RECORD_HEADER_SIZE + len(key), is_put=False)
         pos, h = self._append(rtype, key, key[2], state, time_ms, 0, [], (0, 0, 0),
-                              body_checksum(key))
+                              body_xxh3(key))
         return (pos[0], pos[1] + h.total_len)
 
     def durable_future(self, end: Position) -> concurrent.futures.Future[None]:
         return self.log.durable_future(end)
+
+    def commit(self, end: Position) -> StorageError | None:
+        """Make the log durable up to ``end`` now, on the calling thread (the node's batch
+        writer, once per batch); the error that made the log read-only if that failed."""
+        return self.log.commit(end)
 
     def durable_async(self, end: Position) -> asyncio.Future[None]:
         """``durable_future`` for the running event loop (cheaper to wait on there)."""

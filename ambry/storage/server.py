@@ -61,8 +61,15 @@ log = logging.getLogger(__name__)
 #: so a chunk is still one buffer the socket fills, with no copy).
 _PAYLOAD_PIECE_BYTES = 4 << 20
 _LINGER_S = 2.0  # how long a connection closed for a bad request keeps draining the client
+#: A batched request's reply is written at once unless the client left this much unread
+#: (then it takes the write lock and drains, as any reply: a client that does not read is
+#: held back by its in-flight slots).
+_DIRECT_REPLY_MAX_BUFFERED_BYTES = 256 * 1024
 #: serves one parsed request: (reply fields, payload: bytes, a ReplyStream or None)
 Dispatch = Callable[[Request, Payload], Awaitable[tuple[dict[str, Any], Any]]]
+#: takes a small mutation for the batch writer: False if it is not one; else calls ``done``
+#: on the loop with the reply fields or the error (``ops.NodeOps.submit``)
+Submit = Callable[[Request, Payload, Callable[[dict[str, Any] | BaseException], None]], bool]
 
 
 class _Conn:
@@ -79,6 +86,10 @@ class _Conn:
         self.tasks: set[asyncio.Task[None]] = set()
         self.reader_task: asyncio.Task[Any] | None = None
         self.budget = ByteBudget(payload_budget_bytes)  # this connection's share of the node's
+        # requests handed to the batch writer (no task of their own), and who waits for none
+        self.batched = 0
+        self.idle: asyncio.Future[None] | None = None
+        self.replies: list[bytes] = []  # batched replies not yet written (one write for all)
         # the frame watchdog: a frame begun and not finished, and how long it made no progress
         self.frame_open = False
         self.seen_bytes = 0
@@ -118,9 +129,13 @@ class NodeServer:
     def __init__(self, node_id: str, dispatch: Dispatch, *, metrics: NodeMetrics,
                  io: concurrent.futures.Executor, budget: ByteBudget,
                  storage_config: Callable[[], StorageConfig], max_inflight_per_connection: int,
-                 draining: Callable[[], bool]) -> None:
+                 draining: Callable[[], bool], submit: Submit | None = None) -> None:
         self.node_id = node_id
         self._dispatch = dispatch
+        self._submit = submit
+        self._batched = 0  # requests with the batch writer, node-wide
+        self._unflushed: list[_Conn] = []  # connections with batched replies to write
+        self._idle: asyncio.Future[None] | None = None
         self.metrics = metrics
         self._io = io  # payload pieces of a stream are read here
         self._budget = budget
@@ -141,7 +156,7 @@ class NodeServer:
 
     @property
     def requests_in_flight(self) -> int:
-        return len(self._handlers)
+        return len(self._handlers) + self._batched
 
     # ================================================================ listening and stopping
     async def listen(self, host: str, port: int) -> int:
@@ -164,8 +179,17 @@ class NodeServer:
 
     async def finish_requests(self, timeout_s: float) -> None:
         """Wait (bounded) for the requests in flight; cancel those still running."""
+        deadline = time.monotonic() + timeout_s
+        if self._batched:  # cannot be cancelled: they finish with their batch
+            self._idle = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._idle), timeout_s)
+            except TimeoutError:
+                log.warning("node %s: %d batched requests still running after %.1f s",
+                            self.node_id, self._batched, timeout_s)
         if self._handlers:
-            _done, pending = await asyncio.wait(set(self._handlers), timeout=timeout_s)
+            _done, pending = await asyncio.wait(
+                set(self._handlers), timeout=max(0.0, deadline - time.monotonic()))
             if pending:
                 log.warning("node %s: %d requests still running after %.1f s; cancelling",
                             self.node_id, len(pending), timeout_s)
@@ -206,8 +230,8 @@ class NodeServer:
             self.metrics.connections.dec()
             if not drained and not self._draining:
                 try:
-                    if conn.tasks:  # replies still owed (a client may half-close and wait)
-                        await asyncio.wait(set(conn.tasks))
+                    # replies still owed (a client may half-close and wait)
+                    await self._conn_idle(conn)
                 except asyncio.CancelledError:
                     drained = True
             if not drained and not self._draining:
@@ -280,6 +304,10 @@ class NodeServer:
                     budget = held[0]
                     self.metrics.bytes_in.inc(len(payload))
                 conn.frame_open = False
+                if self._submit is not None and self._submit_batched(conn, req, payload,
+                                                                     budget):
+                    slot_taken = False  # released with the reply
+                    continue
                 task = asyncio.create_task(self._serve(conn, req, payload, budget))
                 slot_taken = False
                 conn.tasks.add(task)
@@ -297,8 +325,7 @@ class NodeServer:
         destroy the error reply before the client has read it."""
         await conn.send({**reply, "closing": True})
         try:
-            if conn.tasks:
-                await asyncio.wait(set(conn.tasks))
+            await self._conn_idle(conn)
             async with conn.write_lock:
                 if conn.writer.can_write_eof() and not conn.closing:
                     conn.writer.write_eof()
@@ -306,6 +333,17 @@ class NodeServer:
                 await discard_exactly(conn.reader, unread_bytes)
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
+
+    async def _conn_idle(self, conn: _Conn) -> None:
+        """Wait until ``conn`` owes no reply: its tasks and its batched requests are done."""
+        while conn.tasks or conn.batched or conn.replies:
+            if conn.replies:  # written by _flush_replies, already scheduled
+                await asyncio.sleep(0)
+            if conn.batched:
+                conn.idle = asyncio.get_running_loop().create_future()
+                await conn.idle
+            if conn.tasks:
+                await asyncio.wait(set(conn.tasks))
 
     def _request_done(self, conn: _Conn, task: asyncio.Task[None]) -> None:
         conn.tasks.discard(task)
@@ -427,6 +465,110 @@ class NodeServer:
             self.metrics.latency.labels(req.op).observe(elapsed)
             log.debug("rid=%s op=%s status=%s %.2f ms", req.rid, req.op, status,
                       elapsed * 1000)
+
+    # ================================================================ batched requests
+    def _submit_batched(self, conn: _Conn, req: Request, payload: Payload,
+                        budget: int) -> bool:
+        """Hand a small mutation to the batch writer (``ops.NodeOps.submit``): no task, no
+        thread hand-off of its own; :meth:`_batched_done` replies. False: serve it as any
+        request."""
+        assert self._submit is not None
+        done = functools.partial(self._batched_done, conn, req, budget, time.perf_counter())
+        conn.batched += 1
+        self._batched += 1
+        self.metrics.inflight.inc()
+        try:
+            taken = self._submit(req, payload, done)
+        except Exception as e:  # noqa: BLE001 -- refused on the loop: answered like any error
+            done(e)
+            return True
+        if not taken:
+            conn.batched -= 1
+            self._batched -= 1
+            self.metrics.inflight.dec()
+        return taken
+
+    def _batched_done(self, conn: _Conn, req: Request, budget: int, t0: float,
+                      outcome: dict[str, Any] | BaseException) -> None:
+        """The reply to a batched request, on the loop: the same reply, metrics and logs as
+        :meth:`_serve` gives, written at once (its header is small) unless the client is not
+        reading or a stream holds the connection."""
+        self._release_budget(conn, budget)
+        if isinstance(outcome, AmbryError):
+            status = outcome.code
+            log.debug("rid=%s op=%s: %s %s", req.rid, req.op, outcome.code, outcome.message)
+            reply = self._error_reply(req.corr, outcome.code, outcome.message)
+        elif isinstance(outcome, BaseException):
+            status = "INTERNAL"
+            self.metrics.internal_errors.inc()
+            log.error("rid=%s op=%s from %s failed", req.rid, req.op, conn.peer,
+                      exc_info=outcome)
+            reply = self._error_reply(req.corr, "INTERNAL",
+                                      f"internal error: {type(outcome).__name__}")
+        else:
+            status = STATUS_OK
+            reply = {"corr": req.corr, "status": STATUS_OK, "msg": "", **outcome}
+        slot_with_task = False
+        if not conn.closing:
+            if conn.write_lock.locked() or conn.writer.transport.get_write_buffer_size() \
+                    > _DIRECT_REPLY_MAX_BUFFERED_BYTES:
+                task = asyncio.get_running_loop().create_task(
+                    self._send_frames(conn, pack_header(reply)))
+                conn.tasks.add(task)
+                self._handlers.add(task)
+                task.add_done_callback(functools.partial(self._request_done, conn))
+                slot_with_task = True
+            else:
+                # the replies of one batch to one connection go out in one write (one
+                # send(), not one per request), right after the batch's callbacks
+                if not conn.replies:
+                    if not self._unflushed:
+                        asyncio.get_running_loop().call_soon(self._flush_replies)
+                    self._unflushed.append(conn)
+                conn.replies.append(pack_header(reply))
+        if not slot_with_task:
+            conn.slots.release()
+        self.metrics.inflight.dec()
+        elapsed = time.perf_counter() - t0
+        self.metrics.requests.labels(req.op, status).inc()
+        self.metrics.latency.labels(req.op).observe(elapsed)
+        conn.batched -= 1
+        self._batched -= 1
+        if conn.batched == 0 and conn.idle is not None and not conn.idle.done():
+            conn.idle.set_result(None)
+        if self._batched == 0 and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
+
+    def _flush_replies(self) -> None:
+        conns, self._unflushed = self._unflushed, []
+        for conn in conns:
+            replies, conn.replies = conn.replies, []
+            if conn.closing:
+                continue
+            if conn.write_lock.locked():  # a stream took the connection meanwhile: after it
+                task = asyncio.get_running_loop().create_task(
+                    self._send_frames(conn, b"".join(replies)))
+                conn.tasks.add(task)
+                self._handlers.add(task)
+                task.add_done_callback(functools.partial(self._frames_sent, conn))
+            else:
+                conn.writer.write(b"".join(replies) if len(replies) > 1 else replies[0])
+
+    @staticmethod
+    async def _send_frames(conn: _Conn, frames: bytes) -> None:
+        """Write whole reply frames after whatever holds the connection, and drain."""
+        async with conn.write_lock:
+            if conn.closing:
+                return
+            conn.writer.write(frames)
+            try:
+                await conn.writer.drain()
+            except (ConnectionError, OSError):
+                conn.abort()
+
+    def _frames_sent(self, conn: _Conn, task: asyncio.Task[None]) -> None:
+        conn.tasks.discard(task)
+        self._handlers.discard(task)
 
     async def _send_stream(self, conn: _Conn, req: Request, reply: dict[str, Any],
                            body: ReplyStream) -> str:
