@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -330,7 +330,10 @@ class EcStore(Protocol):
 
     def ec_records(self) -> list[EcRecord]: ...
 
-    def ec_free_pass(self, datacenter: str) -> list[int]: ...
+    def ec_free_pass(self, datacenter: str, usable: Collection[bytes] | None = None
+                     ) -> list[int]: ...
+
+    def ec_freed_segments(self) -> frozenset[int]: ...
 
     def ec_status(self) -> dict[str, Any]: ...
 

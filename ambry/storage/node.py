@@ -34,7 +34,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ambry.common.clock import Clock, SystemClock
-from ambry.common.config import ClusterConfig, PartitionConfig
+from ambry.common.config import ClusterConfig, EcConfig, PartitionConfig
 from ambry.common.daemon import DaemonConfig
 from ambry.common.mapchange import MapChange
 from ambry.runtime.budget import ByteBudget
@@ -174,11 +174,17 @@ class StorageNode:
                           loop.create_task(self.server.frame_watchdog(), name="frame-watchdog"),
                           loop.create_task(m.compaction_loop(), name="compaction"),
                           loop.create_task(m.usage_passes(list(self.replicas.values())),
-                                           name="usage")]
+                                           name="usage"),
+                          loop.create_task(self.fragments.scrub_loop(self._fragment_scrub),
+                                           name="fragment-scrub")]
         self._start_replication()
         log.info("node %s serving %d replicas (%d failed) on %s:%d, http %d; started in "
                  "%.2f s", self.node_id, len(self.replicas), len(self.failed_replicas),
                  self.node.host, self.port, self.node.http_port, time.monotonic() - t0)
+
+    def _fragment_scrub(self) -> tuple[float, int]:
+        ec = EcConfig.from_sections(self.cfg.sections)
+        return ec.scrub_interval_s, ec.scrub_bytes_per_s
 
     def _start_replication(self) -> None:
         if self.replication is not None:
