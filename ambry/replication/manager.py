@@ -274,7 +274,10 @@ class ReplicationManager:
         frontend (``ambry.storage.confirms``): for an intra-DC peer only, naming each local
         replica's incarnation (a wiped replica has a new one, and gets everything)."""
         mine = self.dc_of[self.node_id]
-        if not self.rcfg.skip_confirmed or self.dc_of.get(peer) != mine:
+        # only fsync'd acks name an incarnation: under page-cache nothing is ever confirmed,
+        # and asking would only have the peer hold young records back for nothing
+        if not self.rcfg.skip_confirmed or self.dc_of.get(peer) != mine or \
+                self.config.storage.durability != "fsync":
             return {}
         return {"confirmed_on": {pid: self.replicas[pid].incarnation for pid in pids},
                 "hold_ms": self.rcfg.confirm_hold_ms,
