@@ -675,6 +675,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run each paced load with dc2's designated cross-DC puller of "
                          "the most partitions killed / stopped (none: --remote-down)")
     ap.add_argument("--smoke", action="store_true", help="tiny run for CI (< 20 s)")
+    ap.add_argument("--no-skip", action="store_true",
+                    help="replication.skip_confirmed false: intra-DC peers pull every record, "
+                         "also those every replica acked (the A/B of docs/replication.md)")
     a = ap.parse_args(argv)
     print_run_header(__file__, argv)
     if a.smoke:
@@ -689,7 +692,8 @@ def main(argv: list[str] | None = None) -> int:
         lim = limits.measure_all(root, quick=a.smoke)
         store = StoreCluster(root, datacenters=2, nodes_per_dc=3, partitions=a.partitions,
                              capacity="20GiB", storage=LOCAL_STORAGE, frontend=LOCAL_FRONTEND,
-                             extra={"replication": {"scrub_interval_s": 0}},
+                             extra={"replication": {"scrub_interval_s": 0,
+                                                    "skip_confirmed": not a.no_skip}},
                              log_level="WARNING")
         with store:
             rows = asyncio.run(run(a, store))

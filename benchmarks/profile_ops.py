@@ -152,6 +152,9 @@ def main() -> int:
     ap.add_argument("--ops", type=int, default=3000)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--no-replication", action="store_true")
+    ap.add_argument("--no-skip", action="store_true",
+                    help="replication.skip_confirmed false: intra-DC peers pull and check "
+                         "every record, also those every replica acked (the A/B of issue 16)")
     ap.add_argument("--named", action="store_true",
                     help="PUT/GET /named/default/default/<name> instead of POST / and GET /<id>")
     ap.add_argument("--s3", action="store_true",
@@ -165,7 +168,8 @@ def main() -> int:
         with StoreCluster(root, datacenters=1, nodes_per_dc=3, partitions=16,
                           log_level="WARNING", frontend={"chunk_size_bytes": "4MiB"},
                           extra={"replication": {"scrub_interval_s": 0,
-                                                 "enabled": not a.no_replication}}) as st:
+                                                 "enabled": not a.no_replication,
+                                                 "skip_confirmed": not a.no_skip}}) as st:
             base = st.url("dc1", "")
             sign = None
             if a.s3:
@@ -206,7 +210,7 @@ def main() -> int:
     kind = " S3" if a.s3 else " named" if a.named else ""
     print(f"{a.op}{kind} {a.size} B x {a.ops}, {a.clients} clients, "
           f"replication {'off' if a.no_replication else 'on'}"
-          f": {a.ops / dt:,.0f} ops/s "
+          f"{', no skip' if a.no_skip and not a.no_replication else ''}: {a.ops / dt:,.0f} ops/s "
           f"(load average {os.getloadavg()[0]:.1f})")
     print(f"CPU ms per op: frontend {per['frontend']:.2f}, storage nodes {nodes:.2f} "
           f"({', '.join(f'{k} {v:.2f}' for k, v in per.items() if k != 'frontend')}), "
