@@ -43,7 +43,7 @@ from ambry.common.errors import DataCorrupt, Unavailable
 from ambry.storage import filenames
 from ambry.storage.blobread import BlobRead
 from ambry.storage.format import RECORD_HEADER_SIZE, RecordType
-from ambry.storage.log import Log, Position
+from ambry.storage.log import Damage, Log, Position, ScannedRecord
 
 __all__ = ["DIR_ENTRY", "EcRecord", "EcState", "EncodedBlobRead", "FragmentReader",
            "ec_key", "punch_hole"]
@@ -269,6 +269,34 @@ class EcState:
             log.info("partition %d: segment %d freed (%d records read through fragments)",
                      self.partition_id, seg.number, len(entries))
         return done
+
+    def recovery_scan(self, log_: Log, start: Position,
+                      on_damage: Callable[[Damage], None]) -> Iterator[ScannedRecord]:
+        """``log_.scan(start, verify=True, repair=True)`` for recovery's replay, except that
+        in a freed segment the records whose payloads were punched out are not checked
+        against their body checksum (the bytes are zeros; the fragments' checksums guard
+        them; their headers are still checked): a kill -9 after a segment was freed and
+        before an index snapshot covered it must not drop its blobs as damage."""
+        segs = {seg.number: seg for seg in log_.segments}
+        pos = start
+        buf = bytearray(1 << 20)
+        for n in sorted(self.freed):
+            seg = segs.get(n)
+            if seg is None or (n + 1, 0) <= pos or seg.generation != self.freed[n].generation:
+                continue
+            yield from log_.scan(pos, on_damage=on_damage, verify=True, repair=True,
+                                 end=(n, 0))
+            entries = self.freed[n].entries
+            for rec in log_.scan(max(pos, (n, 0)), on_damage=on_damage, verify=False,
+                                 end=(n + 1, 0)):
+                off = rec.position[1]
+                if off in entries or log_.verify_body(seg, off, rec.header, buf):
+                    yield rec
+                else:
+                    on_damage(Damage("corrupt", n, seg.generation, off, rec.header.total_len,
+                                     "record body checksum mismatch"))
+            pos = (n + 1, 0)
+        yield from log_.scan(pos, on_damage=on_damage, verify=True, repair=True)
 
     def locate(self, pos: Position) -> tuple[EcRecord, int] | None:
         """(EC_SEGMENT, record offset in it) when the record at ``pos`` was freed here."""

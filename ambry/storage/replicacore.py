@@ -151,7 +151,8 @@ class ReplicaCore:
                 if rec.header.type.is_name:
                     self._apply_record(rec.position, rec.header, rec.key, replay=True)
         replayed = 0
-        for rec in self.log.scan(start, on_damage=self.damage.append, verify=True, repair=True):
+        # (freed segments of the warm tier: their punched-out payloads are not damage)
+        for rec in self.ec.recovery_scan(self.log, start, self.damage.append):
             self._apply_record(rec.position, rec.header, rec.key, replay=True)
             last_seq = max(last_seq, rec.header.sequence)
             self.feed.sample_seq(rec.header.sequence, rec.position)
