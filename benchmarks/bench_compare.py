@@ -43,6 +43,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 import psutil
+import yaml
 
 from benchmarks import limits
 from benchmarks._cpu import CpuSampler, PhaseCpu, cpu_table
@@ -96,8 +97,14 @@ def null_server() -> Iterator[tuple[dict[str, Any], dict[str, int]]]:
 
 
 @contextlib.contextmanager
-def ambry_cluster(profile: str, root: str) -> Iterator[tuple[dict[str, Any], dict[str, int]]]:
+def ambry_cluster(profile: str, root: str, frontend_workers: int | None = None
+                  ) -> Iterator[tuple[dict[str, Any], dict[str, int]]]:
     config, _copies = PROFILES[profile]
+    if frontend_workers is not None:  # the profile's config with frontend.workers replaced
+        doc = yaml.safe_load((ROOT / config).read_text())
+        doc.setdefault("frontend", {})["workers"] = frontend_workers
+        config = os.path.join(root, f"{Path(config).stem}-fe{frontend_workers}.yaml")
+        Path(config).write_text(yaml.safe_dump(doc, sort_keys=False))
     data = os.path.join(root, "ambry-data")
     log = open(os.path.join(root, "cluster.log"), "w")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "ambry.cli", "cluster", "up",
@@ -120,6 +127,11 @@ def ambry_cluster(profile: str, root: str) -> Iterator[tuple[dict[str, Any], dic
             time.sleep(0.5)
         if not url:
             raise RuntimeError("ambry cluster did not become healthy in 120 s")
+        if frontend_workers and frontend_workers > 1:  # every worker, not the first one up
+            while _ready_workers(url) < frontend_workers:
+                if time.time() > deadline:
+                    raise RuntimeError(f"{frontend_workers} frontend workers not ready")
+                time.sleep(0.5)
         time.sleep(3)  # let fresh replicas finish their first replication round
         pids = {f"{p['role']} {p['id']}": p["pid"] for p in state["processes"]}
         yield {"kind": "ambry", "url": url}, pids
@@ -130,6 +142,17 @@ def ambry_cluster(profile: str, root: str) -> Iterator[tuple[dict[str, Any], dic
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def _ready_workers(url: str) -> int:
+    """Frontend workers whose readiness /metrics reports as 1 (frontend.workers > 1)."""
+    try:
+        with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0
+    return sum(1 for line in text.splitlines()
+               if line.startswith("ambry_frontend_worker_ready{") and line.endswith(" 1.0"))
 
 
 def swift_pids() -> dict[str, int]:
@@ -283,12 +306,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--smoke", action="store_true", help="tiny run (CI): 4 KiB and 1 MiB rows")
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--frontend-workers", type=int, default=None,
+                    help="frontend.workers of the Ambry cluster [default: the profile's]")
+    ap.add_argument("--rows", default=None,
+                    help="only these workloads, comma-separated (e.g. '4 KiB')")
     a = ap.parse_args(argv)
     print_run_header(__file__, argv)
     only = None
     if a.smoke:
         a.seconds = 1.0
         only = {"4 KiB", "1 MiB"}
+    if a.rows:
+        only = {r.strip() for r in a.rows.split(",")} & (only or {r.strip() for r in
+                                                                  a.rows.split(",")})
     root = tempfile.mkdtemp(prefix="ambry-bench-cmp-", dir=a.dir)
     need = 6 << 30 if not a.smoke else 1 << 30
     if shutil.disk_usage(root).free < need:
@@ -300,8 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         systems: dict[str, list[dict[str, Any]]] = {}
         with null_server() as (spec, pids):
             systems["null"] = run_system(spec, pids, a.seconds, a.smoke,
-                                         only={"4 KiB"} if a.smoke else {"4 KiB", "1 MiB"})
-        with ambry_cluster(a.profile, root) as (spec, pids):
+                                         only=({"4 KiB"} if a.smoke else {"4 KiB", "1 MiB"})
+                                         & (only or {"4 KiB", "1 MiB"}))
+        with ambry_cluster(a.profile, root, a.frontend_workers) as (spec, pids):
             systems["ambry"] = run_system(spec, pids, a.seconds, a.smoke, only)
             named = {**spec, "kind": "ambry-named"}
             systems["ambry"] += run_system(named, pids, a.seconds, a.smoke,

@@ -299,30 +299,89 @@ def down(config_path: str, data_dir: str | None) -> None:
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
               help="Log lines as text or one JSON object per line [default: "
                    "daemon.log_format of the config, else text].")
+@click.option("--workers", "workers_opt", default=None,
+              help="Frontend processes on the same ports: a number, or 'auto' for one per "
+                   "core [default: frontend.workers of the config, else 1].")
+@click.option("--worker", "worker_opt", default=None, hidden=True,
+              help="INDEX/COUNT/START/READY_FD/CONTROL_DIR: run as one worker of a "
+                   "supervisor (set by the supervisor itself).")
 def frontend(config_path: str, datacenter: str, host: str | None, port: int | None,
              s3_port: int | None, data_dir: str | None, log_level: str,
-             log_format: str | None) -> None:
+             log_format: str | None, workers_opt: str | None, worker_opt: str | None) -> None:
     """Run a frontend (Ambry REST API) until SIGTERM / SIGINT (in-flight requests finish
-    within daemon.shutdown_grace_s, exit 0). SIGHUP reloads the cluster map from --config."""
+    within daemon.shutdown_grace_s, exit 0). SIGHUP reloads the cluster map from --config.
+    With frontend.workers (or --workers) above 1, this process supervises that many
+    frontend processes serving the same ports (docs/operations.md, "Frontend workers")."""
     from ambry.cli.logs import setup_logging
-    from ambry.common.config import load_config
+    from ambry.common.config import FrontendConfig, load_config
     from ambry.common.daemon import DaemonConfig
     from ambry.common.errors import AmbryError
     from ambry.frontend.server import run_frontend
+    from ambry.frontend.supervisor import resolve_workers
 
     def load() -> ClusterConfig:
         return with_signed_url_secret(load_config(config_path, data_root=data_dir))
 
+    worker = _parse_worker(worker_opt) if worker_opt is not None else None
     try:
         cfg = load()
         cfg.cluster_map.datacenter(datacenter)
         daemon = DaemonConfig.from_sections(cfg.sections)
+        configured = cfg.frontend.workers
+        if workers_opt is not None:
+            raw: int | str = workers_opt if workers_opt == "auto" else _int_or(workers_opt)
+            configured = FrontendConfig(workers=raw).workers  # type: ignore[arg-type]
     except AmbryError as e:
         setup_logging(f"frontend={datacenter}", log_level, log_format or "text")
         raise click.ClickException(e.message) from None
-    setup_logging(f"frontend={datacenter}", log_level, log_format or daemon.log_format)
+    workers = resolve_workers(configured)
+    setup_logging(f"frontend={datacenter}", log_level, log_format or daemon.log_format,
+                  worker=worker.index if worker is not None else None)
+    if worker is None and workers > 1:
+        _supervise(workers, daemon.shutdown_grace_s, config_path, datacenter, host, port,
+                   s3_port, data_dir, log_level, log_format)
+        return
     run_frontend(cfg, datacenter, host, port, reload_config=load,
-                 config_path=config_path, s3_port=s3_port)
+                 config_path=config_path, s3_port=s3_port, worker=worker)
+
+
+def _int_or(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text  # FrontendConfig says what is wrong with it
+
+
+def _parse_worker(text: str) -> Any:
+    from ambry.frontend.supervisor import WorkerSpec
+
+    index, count, start, fd, control = text.split("/", 4)
+    return WorkerSpec(int(index), int(count), int(start), Path("/" + control), int(fd))
+
+
+def _supervise(workers: int, grace_s: float, config_path: str, datacenter: str,
+               host: str | None, port: int | None, s3_port: int | None, data_dir: str | None,
+               log_level: str, log_format: str | None) -> None:
+    """Run the supervisor of ``workers`` frontend processes; exit with its code."""
+    import asyncio
+
+    from ambry.frontend.supervisor import Supervisor, WorkerSpec
+
+    base = [sys.executable, "-m", "ambry.cli", "frontend", "--config",
+            os.path.abspath(config_path), "--datacenter", datacenter, "--log-level", log_level]
+    for flag, value in (("--host", host), ("--port", port), ("--s3-port", s3_port),
+                        ("--data-dir", data_dir and os.path.abspath(data_dir)),
+                        ("--log-format", log_format)):
+        if value is not None:
+            base += [flag, str(value)]
+
+    def command(spec: WorkerSpec) -> list[str]:
+        control = str(spec.control_dir.resolve()).lstrip("/")
+        return [*base, "--workers", "1", "--worker",
+                f"{spec.index}/{spec.count}/{spec.start}/{spec.ready_fd}/{control}"]
+
+    sup = Supervisor(command, workers, grace_s, name=f"frontend {datacenter}")
+    sys.exit(asyncio.run(sup.run()))
 
 
 def _echo_s3(cfg: Any) -> None:

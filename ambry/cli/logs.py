@@ -50,13 +50,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
-def setup_logging(who: str, level: str, log_format: str = "text") -> None:
-    """Log to stderr, tagged with the daemon's identity ``who`` (``node=dc1-n1``)."""
+def setup_logging(who: str, level: str, log_format: str = "text", *,
+                  worker: int | None = None) -> None:
+    """Log to stderr, tagged with the daemon's identity ``who`` (``node=dc1-n1``), and
+    ``worker=<index>`` in a frontend worker of several (``frontend.workers``)."""
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         key, _, value = who.partition("=")
-        handler.setFormatter(JsonFormatter({key: value} if value else {}))
+        static = {key: value} if value else {}
+        if worker is not None:
+            static["worker"] = str(worker)
+        handler.setFormatter(JsonFormatter(static))
     else:
+        if worker is not None:
+            who = f"{who} worker={worker}"
         handler.setFormatter(logging.Formatter(_TEXT_FORMAT.format(who=who)))
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         handlers=[handler], force=True)

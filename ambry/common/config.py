@@ -25,6 +25,7 @@ from ambry.common.urlsecret import check_secret
 
 __all__ = [
     "DEFAULT_S3_PORT",
+    "MAX_FRONTEND_WORKERS",
     "Account",
     "ClusterConfig",
     "ClusterMap",
@@ -107,6 +108,10 @@ class StorageConfig:
             raise InvalidArgument("storage.frame_idle_timeout_s must be > 0")
 
 
+#: The most frontend worker processes one ``ambry frontend`` runs (``frontend.workers``).
+MAX_FRONTEND_WORKERS = 64
+
+
 @dataclass(frozen=True)
 class FrontendConfig:
     """The ``frontend:`` section (one for every frontend of the cluster)."""
@@ -175,10 +180,23 @@ class FrontendConfig:
     # id and user agent (docs/operations.md, "Logs"). Off by default: the daemons' own logs
     # already name every failure.
     access_log: bool = False
+    # Frontend processes serving the same REST and S3 ports (SO_REUSEPORT; the kernel
+    # spreads connections over them), under one supervisor that restarts a worker that dies
+    # and passes SIGHUP / SIGTERM on (docs/operations.md, "Frontend workers"). 1: one
+    # process, no supervisor; 0 or "auto": one per core this process may run on, at most
+    # MAX_FRONTEND_WORKERS.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.access_log, bool):
             raise InvalidArgument("frontend.access_log must be true or false")
+        workers: object = self.workers  # YAML may say "auto"
+        if workers == "auto":
+            object.__setattr__(self, "workers", workers := 0)
+        if isinstance(workers, bool) or not isinstance(workers, int) or \
+                not 0 <= workers <= MAX_FRONTEND_WORKERS:
+            raise InvalidArgument(f"frontend.workers must be 0 or \"auto\" (one per core) "
+                                  f"or in [1, {MAX_FRONTEND_WORKERS}], not {workers!r}")
         if self.chunk_size_bytes < 1024:
             raise InvalidArgument("frontend.chunk_size_bytes must be >= 1024")
         if self.upload_window_chunks < 1 or self.download_prefetch_chunks < 0:

@@ -20,19 +20,21 @@ __all__ = ["ACCESS_LOGGER", "access_log_options"]
 ACCESS_LOGGER = "ambry.access"
 
 
-def _line_format(api: str, request_id_header: str) -> str:
+def _line_format(api: str, request_id_header: str, worker: int | None) -> str:
     # aiohttp's access log directives: %a client address, %r request line, %s status,
     # %b body bytes sent, %Tf duration in seconds (microsecond precision), %{H}o a reply
     # header, %{H}i a request header
     return (f'{api} %a "%r" %s %b %Tfs rid=%{{{request_id_header}}}o '
-            f'"%{{User-Agent}}i"')
+            f'"%{{User-Agent}}i"' + ("" if worker is None else f" worker={worker}"))
 
 
-def access_log_options(fe: FrontendConfig, api: str) -> dict[str, Any]:
+def access_log_options(fe: FrontendConfig, api: str, worker: int | None = None
+                       ) -> dict[str, Any]:
     """Keyword arguments of ``web.AppRunner`` for ``api`` ("rest" or "s3"): aiohttp's access
-    logger when ``fe.access_log`` is on, none otherwise (aiohttp's default is on)."""
+    logger when ``fe.access_log`` is on, none otherwise (aiohttp's default is on). A line of
+    one worker of several (``frontend.workers``) ends with ``worker=<index>``."""
     if not fe.access_log:
         return {"access_log": None}
     rid = "x-ambry-request-id" if api == "rest" else "x-amz-request-id"
     return {"access_log": logging.getLogger(ACCESS_LOGGER),
-            "access_log_format": _line_format(api, rid)}
+            "access_log_format": _line_format(api, rid, worker)}

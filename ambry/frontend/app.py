@@ -144,6 +144,7 @@ class FrontendApp:
               registry=self.registry).set_function(lambda: self.router.straggler_bytes)
         self.reloader: ConfigReloader | None = None  # set by the daemon (SIGHUP)
         self.registry.register(ReloadCollector(lambda: self.reloader))
+        self.scrape: Callable[[], Awaitable[bytes]] | None = None  # set by a worker's daemon
         # parts of the app that re-read a config section of their own on every reload (the
         # S3 API: its ``s3:`` section, access keys included), by section name: each checks
         # the new config and returns how to switch to it, or raises to refuse the reload
@@ -214,7 +215,9 @@ class FrontendApp:
         return web.Response(status=200, text="GOOD")
 
     async def metrics(self, request: web.Request) -> web.Response:
-        resp = web.Response(body=generate_latest(self.registry))
+        # a worker of several (frontend.workers) answers for all of them (ambry.frontend.worker)
+        body = generate_latest(self.registry) if self.scrape is None else await self.scrape()
+        resp = web.Response(body=body)
         resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         return resp
 

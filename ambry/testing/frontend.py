@@ -19,6 +19,7 @@ themselves (``ambry.testing.cluster``). Plain synchronous code (``subprocess``),
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -34,6 +35,8 @@ from types import TracebackType
 from typing import Any, Self
 
 from ambry.common.blobid import BlobId, BlobType
+from ambry.common.config import FrontendConfig
+from ambry.frontend.supervisor import resolve_workers
 from ambry.testing.cluster import DaemonProcess, LocalCluster, NodeProcess, free_ports
 
 __all__ = [
@@ -88,9 +91,13 @@ class FrontendProcess(DaemonProcess):
 
     def __init__(self, datacenter: str, config_path: Path, host: str, port: int,
                  log_path: Path, log_level: str = "INFO",
-                 env: dict[str, str] | None = None, s3_port: int | None = None) -> None:
+                 env: dict[str, str] | None = None, s3_port: int | None = None,
+                 workers: int = 1) -> None:
         super().__init__()
         self.s3_port = s3_port
+        # frontend.workers resolved: above 1, ``pid`` is the supervisor's and ready means
+        # every worker is (worker_status)
+        self.workers = workers
         self.datacenter = datacenter
         self.name = f"frontend-{datacenter}"
         self.config_path = config_path
@@ -122,6 +129,52 @@ class FrontendProcess(DaemonProcess):
 
     def health_url(self) -> str:
         return self.url("/healthCheck")
+
+    def worker_status(self) -> dict[int, tuple[int, bool]]:
+        """Worker index -> (pid, ready), from one scrape of the shared port's /metrics
+        (a worker of several answers for all of them); {} when it does not answer."""
+        try:
+            with urllib.request.urlopen(self.url("/metrics"), timeout=5) as r:
+                text = r.read().decode()
+        except (OSError, ValueError):
+            return {}
+        pids: dict[int, int] = {}
+        ready: dict[int, bool] = {}
+        for line in text.splitlines():
+            name, _, rest = line.partition("{")
+            if name in ("ambry_frontend_worker_pid", "ambry_frontend_worker_ready"):
+                labels, value = rest.rsplit("} ", 1)
+                idx = int(labels.split('worker="', 1)[1].split('"', 1)[0])
+                if name == "ambry_frontend_worker_pid":
+                    pids[idx] = int(float(value))
+                else:
+                    ready[idx] = float(value) == 1.0
+        return {i: (pid, ready.get(i, False)) for i, pid in pids.items()}
+
+    def wait_workers(self, timeout_s: float = 30.0) -> dict[int, tuple[int, bool]]:
+        """Block until all ``workers`` are ready and are children of this process."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._check_alive()
+            status = self.worker_status()
+            if len(status) == self.workers and all(r for _p, r in status.values()):
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name}: workers {status} not all ready after "
+                                   f"{timeout_s} s; log tail:\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def wait_ready(self, timeout_s: float = 30.0) -> Self:
+        super().wait_ready(timeout_s)
+        if self.workers > 1:
+            self.wait_workers(timeout_s)
+        return self
+
+    async def wait_ready_async(self, timeout_s: float = 30.0) -> Self:
+        await super().wait_ready_async(timeout_s)
+        if self.workers > 1:
+            await asyncio.to_thread(self.wait_workers, timeout_s)
+        return self
 
 
 class RssSampler:
@@ -203,9 +256,11 @@ class StoreCluster:
             raise RuntimeError("could not find distinct free ports")
         self.config = self.nodes_cluster.config
         self.config_path = self.nodes_cluster.config_path
+        workers = resolve_workers(FrontendConfig(workers=fe_section.get("workers", 1)).workers)
         self.frontends: dict[str, FrontendProcess] = {
             dc: FrontendProcess(dc, self.config_path, host, port,
-                                self.root / f"frontend-{dc}.log", log_level, env, s3p)
+                                self.root / f"frontend-{dc}.log", log_level, env, s3p,
+                                workers)
             for dc, port, s3p in zip(dcs, fe_ports, s3_ports, strict=True)}
 
         self.extra_frontends: list[FrontendProcess] = []
@@ -219,7 +274,8 @@ class StoreCluster:
         f = FrontendProcess(datacenter, self.config_path, "127.0.0.1", port,
                             self.root / f"frontend-{datacenter}-{n}.log",
                             self.frontends[datacenter].log_level,
-                            self.frontends[datacenter].env, s3p)
+                            self.frontends[datacenter].env, s3p,
+                            self.frontends[datacenter].workers)
         f.name = f"frontend-{datacenter}-{n}"
         self.extra_frontends.append(f)
         f.start()

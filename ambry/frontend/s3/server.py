@@ -37,10 +37,12 @@ def configured_s3_port(config: ClusterConfig, datacenter: str) -> int | None:
 
 async def start_s3(fa: FrontendApp, config: ClusterConfig, datacenter: str, host: str,
                    s3_port: int | None, shutdown_timeout_s: float,
-                   limits: ConnectionLimits | None = None) -> web.AppRunner | None:
+                   limits: ConnectionLimits | None = None, worker: int | None = None
+                   ) -> web.AppRunner | None:
     """Start the S3 site; its runner (None when the default port is taken: the frontend then
     serves the REST API only, and says so). A port that was asked for must bind. ``limits``:
-    the connection limits of the port (default: the ``frontend:`` section's)."""
+    the connection limits of the port (default: the ``frontend:`` section's). ``worker``: the
+    index of this frontend worker, for the access log (``frontend.workers``)."""
     explicit = s3_port if s3_port is not None else configured_s3_port(config, datacenter)
     port = explicit if explicit is not None else DEFAULT_S3_PORT
     if port == 0 and explicit == 0:
@@ -49,7 +51,7 @@ async def start_s3(fa: FrontendApp, config: ClusterConfig, datacenter: str, host
     limits = limits or ConnectionLimits.from_config(config.frontend)
     app = make_s3_app(fa)
     guard_app(app)
-    runner = web.AppRunner(app, **access_log_options(config.frontend, "s3"),
+    runner = web.AppRunner(app, **access_log_options(config.frontend, "s3", worker),
                            shutdown_timeout=shutdown_timeout_s,
                            max_field_size=64 * 1024, max_line_size=64 * 1024,
                            keepalive_timeout=limits.keepalive_timeout_s)
