@@ -13,8 +13,10 @@ parts, each a file a newcomer finds by its name:
   ``mapreload``    what a map reload changes on the running node
 
 Threads and the event loop: every replica call blocks, so it runs on a bounded
-``ThreadPoolExecutor`` (``storage.io_threads``); snapshots and compaction run on executors of
-their own (``maintenance``) so that upkeep never takes an I/O thread from requests. The loop
+``ThreadPoolExecutor`` (``storage.io_threads``), except small mutations, which the node's one
+batch writer thread appends and syncs a batch at a time (``batchwriter``); snapshots and
+compaction run on executors of their own (``maintenance``) so that upkeep never takes an I/O
+thread from requests. The loop
 only parses frames, waits (for payload bytes, for durability futures) and writes replies.
 Does not own what an operation means (``replica``, through ``api.ReplicaStore``) nor the wire
 layout (``ambry.protocol.messages`` has the table).
