@@ -42,6 +42,7 @@ import xxhash
 from ambry.common.errors import DataCorrupt, Unavailable
 from ambry.storage import filenames
 from ambry.storage.blobread import BlobRead
+from ambry.storage.disk import Disk, OsDisk
 from ambry.storage.format import RECORD_HEADER_SIZE, RecordType
 from ambry.storage.log import Damage, Log, Position, ScannedRecord
 
@@ -165,8 +166,10 @@ class FreedSegment:
 class EcState:
     """The EC_SEGMENT records and freed segments of one replica (under ``lock``)."""
 
-    def __init__(self, directory: str, partition_id: int) -> None:
+    def __init__(self, directory: str, partition_id: int, disk: Disk | None = None) -> None:
         self.dir = directory
+        # the replica's disk (a simulated one in tests): every file of the state goes through it
+        self.disk: Disk = disk if disk is not None else OsDisk()
         self.partition_id = partition_id
         self.records: dict[bytes, EcRecord] = {}
         self.freed: dict[int, FreedSegment] = {}
@@ -177,16 +180,18 @@ class EcState:
     # ---------------------------------------------------------------- persistence
     def load(self) -> None:
         rdir = os.path.join(self.dir, filenames.EC_RECORDS_DIR)
-        if os.path.isdir(rdir):
-            for name in sorted(os.listdir(rdir)):
+        if self.disk.exists(rdir):
+            for name in self.disk.listdir(rdir):
                 if name.endswith(".ecseg"):
-                    key, props = _read_checked(os.path.join(rdir, name))
+                    key, props = _read_checked(self.disk, os.path.join(rdir, name))
                     rec = EcRecord.from_record(key, props)
                     self.records[rec.key] = rec
-        for name in os.listdir(self.dir):
+        if not self.disk.exists(self.dir):
+            return
+        for name in self.disk.listdir(self.dir):
             parsed = filenames.parse_ec_freed_name(name)
             if parsed is not None:
-                _key, raw = _read_checked(os.path.join(self.dir, name))
+                _key, raw = _read_checked(self.disk, os.path.join(self.dir, name))
                 m = msgpack.unpackb(raw, strict_map_key=False)
                 self.freed[parsed[0]] = FreedSegment(
                     parsed[1], tuple(bytes(x) for x in m["refs"]),
@@ -199,8 +204,8 @@ class EcState:
             if rec.key in self.records:
                 return self.records[rec.key]
         rdir = os.path.join(self.dir, filenames.EC_RECORDS_DIR)
-        os.makedirs(rdir, exist_ok=True)
-        _write_checked(os.path.join(rdir, filenames.ec_record_name(
+        self.disk.makedirs(rdir)
+        _write_checked(self.disk, os.path.join(rdir, filenames.ec_record_name(
             rec.source_hex, rec.segment, rec.generation)), key, props)
         with self.lock:
             self.records[rec.key] = rec
@@ -257,7 +262,7 @@ class EcState:
             m = {"refs": list(freed.refs),
                  "entries": [[off, r, eo] for off, (r, eo) in sorted(freed.entries.items())]}
             # the map first (durable), then the bytes go: a crash in between re-punches
-            _write_checked(os.path.join(self.dir, filenames.ec_freed_name(
+            _write_checked(self.disk, os.path.join(self.dir, filenames.ec_freed_name(
                 seg.number, seg.generation)), b"", msgpack.packb(m))
             with self.lock:
                 self.freed[seg.number] = freed
@@ -324,24 +329,14 @@ class EcState:
                     "freed_segments": sorted(self.freed), "bytes_freed": self.bytes_freed}
 
 
-def _write_checked(path: str, key: bytes, body: bytes) -> None:
+def _write_checked(disk: Disk, path: str, key: bytes, body: bytes) -> None:
+    """temp, fsync, rename, fsync the directory: a file under its name is whole."""
     raw = msgpack.packb([key, body])
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(raw + _U64.pack(xxhash.xxh3_64_intdigest(raw)))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(os.path.dirname(path), os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    disk.write_file_atomic(path, raw + _U64.pack(xxhash.xxh3_64_intdigest(raw)))
 
 
-def _read_checked(path: str) -> tuple[bytes, bytes]:
-    with open(path, "rb") as f:
-        raw = f.read()
+def _read_checked(disk: Disk, path: str) -> tuple[bytes, bytes]:
+    raw = disk.read_file(path)
     if len(raw) < 8 or _U64.unpack_from(raw, len(raw) - 8)[0] != \
             xxhash.xxh3_64_intdigest(raw[:-8]):
         raise DataCorrupt(f"{path}: fails its checksum")

@@ -107,7 +107,7 @@ class ReplicaCore:
         # live bytes/blobs per account and container (ambry.storage.usage); under self.lock
         self.usage = UsageCounters()
         # the warm tier: EC_SEGMENT records known here, segments whose payloads were freed
-        self.ec = EcState(directory, partition_id)
+        self.ec = EcState(directory, partition_id, self.disk)
 
     # ================================================================ opening and recovery
     @classmethod
