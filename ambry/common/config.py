@@ -73,6 +73,10 @@ class StorageConfig:
     # them at restart (~20 us each), so this bounds the restart time after a crash
     snapshot_node_tail_records: int = 25000
     readonly_fill_ratio: float = 0.95
+    # Name entries each name view keeps in memory (least recently used out), so a name_get of
+    # a name read or written lately is answered on the node's loop, without a thread hand-off
+    # (ambry.storage.names). ~0.5 KiB each; per replica of a name partition. 0 = no cache.
+    name_cache_entries: int = 8192
     io_threads: int = 8
     verify_on_read_max_bytes: int = 8 * 1024**2
     # A GET of a whole payload of at least this many bytes, from a reader that verifies the
@@ -102,6 +106,8 @@ class StorageConfig:
             raise InvalidArgument("storage: need max_record_bytes <= "
                                   "connection_payload_budget_bytes <= "
                                   "inflight_payload_budget_bytes")
+        if self.name_cache_entries < 0:
+            raise InvalidArgument("storage.name_cache_entries must be >= 0 (0 = no cache)")
         if self.sendfile_min_bytes < 0:
             raise InvalidArgument("storage.sendfile_min_bytes must be >= 0 (0 = never)")
         if self.frame_idle_timeout_s <= 0:

@@ -202,6 +202,10 @@ class ReplicaStore(Protocol):
 
     def name_get(self, account_id: int, container_id: int, name: str) -> NameRecord | None: ...
 
+    def name_get_cached(self, account_id: int, container_id: int, name: str
+                        ) -> NameRecord | None:
+        """``name_get`` from memory only (no I/O: safe on the event loop); None if not held."""
+
     def name_list(self, account_id: int, container_id: int, prefix: str = "",
                   start_after: str = "", limit: int = 1000,
                   include_deleted: bool = False) -> list[NameRecord]: ...

@@ -10,10 +10,20 @@ or twice, gives the same view on every replica.
 
 Writes go with sync off (a synced rocksdict write stalls the whole process under the GIL);
 ``flush()`` makes them durable from an I/O thread before an index snapshot is published.
+
+Recently read or written entries are also kept in memory (``cache_entries`` of them, least
+recently used out), so a node answers a ``name_get`` of a name it knows on its event loop,
+without an I/O-thread hand-off (:meth:`NameView.cached`; a rocksdb get may touch the disk,
+so a miss still goes to a thread). The cache is write-through and every write to the view
+goes through :meth:`NameView.apply`, so it never holds an entry older than the view: a miss
+filled from rocksdb while an apply ran is not kept (a generation count, checked under the
+cache's lock).
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 
 import msgpack
@@ -60,7 +70,11 @@ def name_from_record(key: bytes, ts_ms: int, deleted: bool, props: bytes) -> Nam
 
 
 class NameView:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, cache_entries: int = 0) -> None:
+        self._cache: OrderedDict[bytes, NameRecord] = OrderedDict()
+        self._cache_max = cache_entries
+        self._cache_lock = threading.Lock()  # held for dict operations only, never for I/O
+        self._gen = 0  # applies so far: a miss filled across one is not cached
         opts = Options(raw_mode=True)
         opts.create_if_missing(True)
         opts.set_write_buffer_size(8 * 1024 * 1024)
@@ -79,12 +93,47 @@ class NameView:
             if old.version >= entry.version:
                 return False
         self._db.put(key, encode_view_value(entry))
+        if self._cache_max:
+            with self._cache_lock:
+                self._gen += 1
+                self._remember(key, entry)
         return True
+
+    def _remember(self, key: bytes, entry: NameRecord) -> None:
+        c = self._cache
+        c[key] = entry
+        c.move_to_end(key)
+        if len(c) > self._cache_max:
+            c.popitem(last=False)
+
+    def cached(self, account_id: int, container_id: int, name: str) -> NameRecord | None:
+        """The entry of a name if the cache holds it (no I/O: safe on the event loop); None
+        when it does not (ask :meth:`get`)."""
+        if not self._cache_max:
+            return None
+        key = name_key(account_id, container_id, name)
+        with self._cache_lock:
+            e = self._cache.get(key)
+            if e is not None:
+                self._cache.move_to_end(key)
+            return e
 
     def get(self, account_id: int, container_id: int, name: str) -> NameRecord | None:
         key = name_key(account_id, container_id, name)
+        with self._cache_lock:
+            gen = self._gen
+            e = self._cache.get(key)
+        if e is not None:
+            return e
         raw = self._db.get(key)
-        return None if raw is None else decode_view_value(key, raw)
+        if raw is None:
+            return None
+        e = decode_view_value(key, raw)
+        if self._cache_max:
+            with self._cache_lock:
+                if self._gen == gen:  # no apply since the read began: e is still current
+                    self._remember(key, e)
+        return e
 
     def list(self, account_id: int, container_id: int, prefix: str = "",
              start_after: str = "", limit: int = 1000,

@@ -383,7 +383,10 @@ class NodeOps:
         a = req.args
         r = self._replica(a["partition"])
         self._check_container(a)
-        e = await self._run(r.name_get, a["account_id"], a["container_id"], a["name"])
+        # a name the view holds in memory is answered here, without a thread hand-off
+        e = r.name_get_cached(a["account_id"], a["container_id"], a["name"])
+        if e is None:
+            e = await self._run(r.name_get, a["account_id"], a["container_id"], a["name"])
         return {"entry": e.to_wire() if e is not None else None}, None
 
     async def _op_name_list(self, req: Request,

@@ -389,6 +389,13 @@ class Replica(EcReplicaMixin, ReplicaCore):
             raise self._not_found(f"name {name!r} not found")
         return e
 
+    def name_get_cached(self, account_id: int, container_id: int, name: str
+                        ) -> NameRecord | None:
+        """:meth:`name_get` answered from the name view's memory (no I/O: safe on the event
+        loop); None when the view does not hold the name in memory (ask :meth:`name_get`)."""
+        names = self.names
+        return names.cached(account_id, container_id, name) if names is not None else None
+
     def name_list(self, account_id: int, container_id: int, prefix: str = "",
                   start_after: str = "", limit: int = 1000,
                   include_deleted: bool = False) -> list[NameRecord]:

@@ -126,7 +126,7 @@ class ReplicaCore:
         self.created_fresh = not has_segments
         self.incarnation = establish_incarnation(d, self.dir, has_segments)
         names_fresh = not os.path.exists(self.names_dir)
-        self.names = NameView(self.names_dir)
+        self.names = NameView(self.names_dir, self.config.name_cache_entries)
         self.log.open_existing()
         self.ec.load()
         start: Position = (0, 0)
