@@ -83,6 +83,10 @@ class StorageConfig:
     # record's checksum itself (the frontend), goes out from the page cache with sendfile:
     # the node neither copies nor hashes it (docs/storage.md, "Serving reads"). 0 = never.
     sendfile_min_bytes: int = 256 * 1024
+    # GETs parsed in one loop step are located and read on ONE trip to a reader thread and
+    # answered with one wake of the loop (ambry.storage.batchreader); false: a task and a
+    # thread hand-off per GET, as before (docs/storage.md, "Serving reads")
+    batch_reads: bool = True
     # Node port limits (docs/security.md, "Gray failures and node port limits"): put payload
     # bytes one node holds in memory, all connections together; what one connection may hold
     # of them (its pipelined puts); and how long a connection may stall inside a frame (a

@@ -217,6 +217,14 @@ class NodeMetrics:
                                 registry=r)
         self.bytes_out = Counter("ambry_node_payload_bytes_out", "Payload bytes sent",
                                  registry=r)
+        self.read_batches = Counter(
+            "ambry_node_read_batches",
+            "Trips of the batch reader to its threads (GETs located and read together)",
+            registry=r)
+        self.read_batch_requests = Counter(
+            "ambry_node_read_batch_requests",
+            "GETs served by the batch reader (divided by read_batches: GETs per trip)",
+            registry=r)
         self.sendfile_bytes = Counter(
             "ambry_node_payload_bytes_sendfile",
             "Of the payload bytes sent, those sent unread from the page cache (sendfile; the "

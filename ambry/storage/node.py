@@ -51,6 +51,7 @@ from ambry.storage.api import (
     WarmTierFactory,
     WarmTierHost,
 )
+from ambry.storage.batchreader import BatchReader
 from ambry.storage.batchwriter import BatchWriter
 from ambry.storage.fragments import FragmentOps
 from ambry.storage.maintenance import NodeMaintenance
@@ -93,10 +94,13 @@ class StorageNode:
         self._changes = ChangeSignal()  # set whenever a record was appended (long polls)
         # small mutations: appended and synced a batch at a time (ambry.storage.batchwriter)
         self.writer = BatchWriter(node_id, on_batch=self._changes.notify)
+        # GETs: located and read a batch at a time (ambry.storage.batchreader)
+        self.reader = BatchReader(node_id, min(4, max(1, cfg.storage.io_threads)),
+                                  on_batch=self._read_batch_done)
         self.ops = NodeOps(node_id, self.replicas, self.failed_replicas, clock=self.clock,
                            storage_config=lambda: self.cfg.storage, run_io=self.run_io,
                            changes=self._changes, draining=lambda: self._draining,
-                           writer=self.writer)
+                           writer=self.writer, reader=self.reader)
         # fragment files of erasure-coded segments (docs/erasure-coding.md): ops of their own
         self.fragments = FragmentOps(
             self.data_dir, replicas=self.replicas,
@@ -158,6 +162,7 @@ class StorageNode:
                 run_io=self.run_io, notify_change=self.notify_change,
                 now_ms=self.clock.now_ms))
         self.writer.start(loop)
+        self.reader.start(loop)
         try:
             self.port = await self.server.listen(self.node.host, self.node.port)
             await self.sideport.start(self.node.host, self.node.http_port)
@@ -167,6 +172,7 @@ class StorageNode:
             self.server.close_listener()
             await self.sideport.cleanup()
             await self.writer.close()
+            self.reader.stop()
             await self.close_replicas(self.replicas.values())
             self._io.shutdown(wait=False)
             self.maintenance.shutdown_now()
@@ -230,6 +236,10 @@ class StorageNode:
         """Run a blocking replica call on the node's I/O threads."""
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
+    def _read_batch_done(self, n: int) -> None:
+        self.metrics.read_batches.inc()
+        self.metrics.read_batch_requests.inc(n)
+
     def notify_change(self) -> None:
         """Something was appended: wake the peers' long-polling replication requests."""
         self._changes.notify()
@@ -272,6 +282,7 @@ class StorageNode:
         self.server.stop_reading()
         await self.server.finish_requests(self.drain_timeout_s)
         await self.writer.close()  # what it holds is written before the replicas close
+        self.reader.stop()
         self.server.close_connections()
         for t in self._periodic:
             t.cancel()

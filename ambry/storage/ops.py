@@ -34,11 +34,13 @@ from ambry.protocol.messages import (
     state_to_wire,
 )
 from ambry.storage.api import BlobRead, MutationResult, ReplicaStore, RunIO
+from ambry.storage.batchreader import BatchReader
 from ambry.storage.batchwriter import BATCH_MAX_PAYLOAD_BYTES, BatchWriter
 from ambry.storage.confirms import ConfirmationBook
+from ambry.storage.ecstate import EncodedBlobRead
 from ambry.storage.pullpoll import serve_replicate
 
-__all__ = ["ChangeSignal", "FileStream", "NodeOps", "Payload", "ReplyStream"]
+__all__ = ["DEFERRED", "ChangeSignal", "FileStream", "NodeOps", "Payload", "ReplyStream"]
 
 _STREAM_CHUNK_BYTES = 1 << 20
 # replies must stay under the header bound: batches of entries/names are cut at this size
@@ -49,9 +51,12 @@ _BATCHED_OPS = frozenset({"put", "delete", "ttl_update", "undelete"})
 _U64 = 2**64 - 1
 #: A request's payload as the node read it: a large one is the bytearray the socket wrote it
 #: into (``ambry.protocol.stream``), not a copy of it.
-Payload = bytes | bytearray | None
+Payload = bytes | bytearray | memoryview | None
 #: what a handler returns: the reply's fields, and its payload (bytes, a stream, or None)
 Handler = Callable[[Request, Payload], Awaitable[tuple[dict[str, Any], Any]]]
+#: what a batched GET's job returns when it must be served on its own trip (an encoded
+#: record, read through other nodes' fragments): the server dispatches it as any request
+DEFERRED = object()
 
 
 class ReplyStream:
@@ -105,8 +110,10 @@ class NodeOps:
                  failed_replicas: Mapping[int, str], *, clock: Clock,
                  storage_config: Callable[[], StorageConfig], run_io: RunIO,
                  changes: ChangeSignal, draining: Callable[[], bool],
-                 writer: BatchWriter | None = None) -> None:
+                 writer: BatchWriter | None = None,
+                 reader: BatchReader | None = None) -> None:
         self.node_id = node_id
+        self._reader = reader  # GETs go through it a batch at a time (submit)
         self._writer = writer  # small mutations go through it a batch at a time (submit)
         self.replicas = replicas
         self.failed_replicas = failed_replicas
@@ -150,13 +157,23 @@ class NodeOps:
         return {}, None  # (dispatch noted what it carried)
 
     def submit(self, req: Request, payload: Payload,
-               done: Callable[[dict[str, Any] | BaseException], None]) -> bool:
-        """Serve a small mutation through the batch writer, without a task or a thread
-        hand-off of its own: False when ``req`` is not one (the caller dispatches it), else
-        ``done`` is called on the loop with the reply's fields or the error, once the record
-        is durable. A request the loop can refuse at once raises here (AmbryError)."""
-        w = self._writer
+               done: Callable[[Any], None]) -> bool:
+        """Serve a small mutation through the batch writer, or a GET through the batch
+        reader, without a task or a thread hand-off of its own: False when ``req`` is neither
+        (the caller dispatches it), else ``done`` is called on the loop with the reply's
+        fields (a mutation, once its record is durable), ``(fields, payload)`` (a GET),
+        :data:`DEFERRED` (a GET to dispatch as any request) or the error. A request the loop
+        can refuse at once raises here (AmbryError)."""
         op = req.op
+        if op == "get":
+            rd = self._reader
+            if rd is None or not rd.running or not self._storage_config().batch_reads:
+                return False
+            if req.confirms:
+                self.confirms.note(req.confirms)
+            rd.submit(self.get_job(req, defer_remote=True), done)
+            return True
+        w = self._writer
         if w is None or not w.running or op not in _BATCHED_OPS or (
                 op == "put" and payload is not None
                 and len(payload) > BATCH_MAX_PAYLOAD_BYTES):
@@ -224,6 +241,19 @@ class NodeOps:
                 **self.durable_fields(r)}, None
 
     async def _op_get(self, req: Request, _p: Payload) -> tuple[dict[str, Any], Any]:
+        reply: tuple[dict[str, Any], Any] = await self._run(
+            self.get_job(req, defer_remote=False))
+        return reply
+
+    def get_job(self, req: Request, *, defer_remote: bool
+                ) -> Callable[[], Any]:
+        """A GET's blocking part, for one trip to an I/O thread: locate the record, read and
+        verify a small payload (or take the file span a verifying reader gets by sendfile),
+        and shape the reply: (fields, payload: bytes, a FileStream, a ReplyStream or None).
+        The request's fields are checked here, on the loop (bad input raises at once). With
+        ``defer_remote`` (the batch reader), a record whose payload is read through the
+        fragments of an encoded segment (other nodes) returns :data:`DEFERRED` instead: it is
+        served on its own trip, not holding up the rest of its batch."""
         a = req.args
         r = self._replica(a["partition"])
         bid = BlobId.from_bytes(a["blob_id"])
@@ -235,10 +265,12 @@ class NodeOps:
         verify_max = cfg.verify_on_read_max_bytes
         # the reader hashes the whole payload itself: send it from the page cache unread
         sendfile_min = cfg.sendfile_min_bytes if a["client_verifies"] else 0
+        include_deleted, include_expired = a["include_deleted"], a["include_expired"]
+        info_only = a["info_only"]
 
-        def locate_and_read() -> tuple[BlobRead, int, int, bytes | None, FileStream | None]:
+        def locate_and_read() -> Any:
             # one trip to an I/O thread for a small blob: locate, then read (and verify)
-            read: BlobRead = r.get(bid, a["include_deleted"], a["include_expired"])
+            read: BlobRead = r.get(bid, include_deleted, include_expired)
             total = read.payload_len
             start, length = 0, total
             if rng is not None:
@@ -248,33 +280,34 @@ class NodeOps:
                                           f"{total} bytes")
                 length = min(length, total - start)
             data = None
-            if not a["info_only"] and length:
+            span = None
+            if not info_only and length:
+                if defer_remote and isinstance(read, EncodedBlobRead):
+                    return DEFERRED
                 if sendfile_min and length == total >= sendfile_min:
                     fd = read.payload_fd()
                     if fd is not None:
-                        return read, start, length, None, FileStream(
-                            fd, read.payload_file_offset, length)
-                if read.header.total_len <= verify_max:
+                        span = FileStream(fd, read.payload_file_offset, length)
+                if span is None and read.header.total_len <= verify_max:
                     data = read.read_payload(start, length)  # verifies the whole record first
-            return read, start, length, data, None
+            fields = {"props": read.properties.to_wire(), "usermeta": read.user_metadata,
+                      "state": state_to_wire(read.state, read.expiry_ms),
+                      "blob_size": read.payload_len, "range_start": start}
+            if span is not None:
+                # unverified here: the reader checks the bytes against the record's checksum
+                # before it passes the last of them on (docs/storage.md, "Serving reads")
+                fields["body_xxh3"] = read.header.body_xxh3
+                fields["body_prefix"] = read.body_prefix
+                return fields, span
+            if info_only or length == 0:
+                return fields, None
+            if data is not None:
+                return fields, data
+            if start == 0 and length == read.payload_len:
+                return fields, ReplyStream(read.iter_payload(_STREAM_CHUNK_BYTES), length)
+            return fields, ReplyStream(_range_pieces(read, start, length), length)
 
-        read, start, length, data, span = await self._run(locate_and_read)
-        fields = {"props": read.properties.to_wire(), "usermeta": read.user_metadata,
-                  "state": state_to_wire(read.state, read.expiry_ms),
-                  "blob_size": read.payload_len, "range_start": start}
-        if span is not None:
-            # unverified here: the reader checks the bytes against the record's checksum
-            # before it passes the last of them on (docs/storage.md, "Serving reads")
-            fields["body_xxh3"] = read.header.body_xxh3
-            fields["body_prefix"] = read.body_prefix
-            return fields, span
-        if a["info_only"] or length == 0:
-            return fields, None
-        if data is not None:
-            return fields, data
-        if start == 0 and length == read.payload_len:
-            return fields, ReplyStream(read.iter_payload(_STREAM_CHUNK_BYTES), length)
-        return fields, ReplyStream(_range_pieces(read, start, length), length)
+        return locate_and_read
 
     def _mutation_args(self, req: Request
                        ) -> tuple[ReplicaStore, BlobId, int | None, int | None]:

@@ -53,7 +53,7 @@ from ambry.protocol.messages import (
 )
 from ambry.runtime.budget import ByteBudget
 from ambry.storage.metrics import NodeMetrics
-from ambry.storage.ops import FileStream, Payload, ReplyStream
+from ambry.storage.ops import DEFERRED, FileStream, Payload, ReplyStream
 
 __all__ = ["NodeServer"]
 
@@ -71,7 +71,7 @@ _DIRECT_REPLY_MAX_BUFFERED_BYTES = 256 * 1024
 Dispatch = Callable[[Request, Payload], Awaitable[tuple[dict[str, Any], Any]]]
 #: takes a small mutation for the batch writer: False if it is not one; else calls ``done``
 #: on the loop with the reply fields or the error (``ops.NodeOps.submit``)
-Submit = Callable[[Request, Payload, Callable[[dict[str, Any] | BaseException], None]], bool]
+Submit = Callable[[Request, Payload, Callable[[Any], None]], bool]
 
 
 class _Conn:
@@ -491,11 +491,22 @@ class NodeServer:
         return taken
 
     def _batched_done(self, conn: _Conn, req: Request, budget: int, t0: float,
-                      outcome: dict[str, Any] | BaseException) -> None:
+                      outcome: Any) -> None:
         """The reply to a batched request, on the loop: the same reply, metrics and logs as
-        :meth:`_serve` gives, written at once (its header is small) unless the client is not
-        reading or a stream holds the connection."""
+        :meth:`_serve` gives, written at once (a header, or a GET's small payload with it)
+        unless the client is not reading or a stream holds the connection. ``outcome`` is
+        the reply's fields (a mutation), ``(fields, payload)`` (a GET: a payload to stream
+        gets a task, as in :meth:`_serve`), ``DEFERRED`` (dispatched as any request) or the
+        error."""
         self._release_budget(conn, budget)
+        conn.batched -= 1
+        self._batched -= 1
+        body: Any = None
+        if outcome is DEFERRED:  # served on its own trip: a task, as any request
+            self.metrics.inflight.dec()
+            self._spawn(conn, self._serve(conn, req, None, 0))
+            self._note_idle(conn)
+            return
         if isinstance(outcome, AmbryError):
             status = outcome.code
             log.debug("rid=%s op=%s: %s %s", req.rid, req.op, outcome.code, outcome.message)
@@ -509,16 +520,22 @@ class NodeServer:
                                       f"internal error: {type(outcome).__name__}")
         else:
             status = STATUS_OK
-            reply = {"corr": req.corr, "status": STATUS_OK, "msg": "", **outcome}
+            fields, body = outcome if isinstance(outcome, tuple) else (outcome, None)
+            reply = {"corr": req.corr, "status": STATUS_OK, "msg": "", **fields}
+            if isinstance(body, (FileStream, ReplyStream)):
+                reply["payload_len"] = body.length
+                self._spawn(conn, self._send_batched_stream(conn, req, reply, body, t0))
+                self._note_idle(conn)
+                return
+            if body:
+                reply["payload_len"] = len(body)
+                self.metrics.bytes_out.inc(len(body))
         slot_with_task = False
         if not conn.closing:
-            if conn.write_lock.locked() or conn.writer.transport.get_write_buffer_size() \
+            if body and len(body) > _DIRECT_REPLY_MAX_BUFFERED_BYTES or \
+                    conn.write_lock.locked() or conn.writer.transport.get_write_buffer_size() \
                     > _DIRECT_REPLY_MAX_BUFFERED_BYTES:
-                task = asyncio.get_running_loop().create_task(
-                    self._send_frames(conn, pack_header(reply)))
-                conn.tasks.add(task)
-                self._handlers.add(task)
-                task.add_done_callback(functools.partial(self._request_done, conn))
+                self._spawn(conn, self._send_frames(conn, pack_header(reply), body))
                 slot_with_task = True
             else:
                 # the replies of one batch to one connection go out in one write (one
@@ -528,18 +545,49 @@ class NodeServer:
                         asyncio.get_running_loop().call_soon(self._flush_replies)
                     self._unflushed.append(conn)
                 conn.replies.append(pack_header(reply))
+                if body:
+                    conn.replies.append(body)
         if not slot_with_task:
             conn.slots.release()
         self.metrics.inflight.dec()
         elapsed = time.perf_counter() - t0
         self.metrics.requests.labels(req.op, status).inc()
         self.metrics.latency.labels(req.op).observe(elapsed)
-        conn.batched -= 1
-        self._batched -= 1
+        self._note_idle(conn)
+
+    def _note_idle(self, conn: _Conn) -> None:
         if conn.batched == 0 and conn.idle is not None and not conn.idle.done():
             conn.idle.set_result(None)
         if self._batched == 0 and self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
+
+    def _spawn(self, conn: _Conn, coro: Awaitable[None]) -> None:
+        """Run ``coro`` as a request task of ``conn``: it holds the request's slot until done."""
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
+            coro)  # type: ignore[arg-type]
+        conn.tasks.add(task)
+        self._handlers.add(task)
+        task.add_done_callback(functools.partial(self._request_done, conn))
+
+    async def _send_batched_stream(self, conn: _Conn, req: Request, reply: dict[str, Any],
+                                   body: FileStream | ReplyStream, t0: float) -> None:
+        """A batched GET's payload that streams (sendfile, or pread in pieces): sent as
+        :meth:`_serve` sends it, with its metrics."""
+        status = STATUS_OK
+        try:
+            if isinstance(body, FileStream):
+                status = await self._send_file(conn, req, reply, body)
+            else:
+                status = await self._send_stream(conn, req, reply, body)
+        except asyncio.CancelledError:
+            status = "CANCELLED"
+            raise
+        finally:
+            if isinstance(body, FileStream):
+                body.close()
+            self.metrics.inflight.dec()
+            self.metrics.requests.labels(req.op, status).inc()
+            self.metrics.latency.labels(req.op).observe(time.perf_counter() - t0)
 
     def _flush_replies(self) -> None:
         conns, self._unflushed = self._unflushed, []
@@ -557,12 +605,14 @@ class NodeServer:
                 conn.writer.write(b"".join(replies) if len(replies) > 1 else replies[0])
 
     @staticmethod
-    async def _send_frames(conn: _Conn, frames: bytes) -> None:
-        """Write whole reply frames after whatever holds the connection, and drain."""
+    async def _send_frames(conn: _Conn, frames: bytes,
+                           payload: bytes | bytearray | None = None) -> None:
+        """Write whole reply frames (the last one's payload after them) after whatever
+        holds the connection, and drain."""
         async with conn.write_lock:
             if conn.closing:
                 return
-            conn.writer.write(frames)
+            write_message(conn.writer, frames, payload)
             try:
                 await conn.writer.drain()
             except (ConnectionError, OSError):
