@@ -105,50 +105,75 @@ class Names:
         """Answers of 2 local replicas of the container's name partition: 2 are asked, the
         3rd too when one fails or both have not answered within the hedge delay (waiting
         for both made every name read wait for a stopped replica's node timeout). Not a
-        :meth:`FanOut.fan_out`: replicas are asked one by one as needed, not all at once."""
+        :meth:`FanOut.fan_out`: replicas are asked one by one as needed, not all at once.
+        The answers are taken from the calls' done callbacks into one future (an
+        ``asyncio.wait`` per step cost every named GET a future, a timer and a set of
+        callbacks per wait)."""
         fanout = self.fanout
         pid, nodes = self._name_nodes(account_id, container_id, spread=True)
         need = min(2, len(nodes))
         answers: list[Any] = []
+        if not need:
+            return answers
         asked: dict[asyncio.Future[Any], str] = {}
         waiting = list(nodes)
+        failures: list[BaseException] = []  # an unexpected error: raised to the caller
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+        outstanding = 0  # asked, and not yet seen by on_done
+
+        def settle() -> None:
+            if not finished.done():
+                finished.set_result(None)
+
+        def on_done(t: asyncio.Future[Any]) -> None:
+            nonlocal outstanding
+            outstanding -= 1
+            if finished.done() or t.cancelled():
+                return  # a straggler: watch_stragglers has it
+            nid = asked[t]
+            exc = t.exception()
+            if exc is None:
+                fanout.note(nid, "name_read", None)
+                answers.append(t.result())
+                if len(answers) >= need:
+                    settle()
+            elif not isinstance(exc, (AmbryError, OSError, asyncio.TimeoutError)):
+                failures.append(exc)
+                settle()
+                return
+            else:
+                fanout.note(nid, "name_read", exc)
+                if waiting:
+                    ask()
+            if not outstanding and not waiting:
+                settle()  # nobody left to ask
 
         def ask() -> None:
+            nonlocal outstanding
             nid = waiting.pop(0)
             t = asyncio.ensure_future(call(fanout.client(nid), pid))
             t.add_done_callback(_retrieve)  # a straggler's late error is nobody's
             asked[t] = nid
+            outstanding += 1
+            t.add_done_callback(on_done)
+
+        def hedge() -> None:
+            if not finished.done() and waiting:
+                ask()  # no 2 answers in time: ask the 3rd as well
 
         for _ in range(need):
             ask()
+        timer = loop.call_later(self.hedge.delay(), hedge) if waiting else None
         try:
-            while len(answers) < need:
-                pending = [t for t in asked if not t.done()]
-                if not pending:
-                    if not waiting:
-                        break
-                    ask()
-                    continue
-                done, _ = await asyncio.wait(
-                    pending, timeout=self.hedge.delay() if waiting else None,
-                    return_when=asyncio.FIRST_COMPLETED)
-                if not done:
-                    ask()  # the hedge: no answer in time, ask the 3rd as well
-                for t in done:
-                    nid = asked[t]
-                    if t.exception() is None:
-                        fanout.note(nid, "name_read", None)
-                        answers.append(t.result())
-                        continue
-                    exc = t.exception()
-                    assert exc is not None
-                    if not isinstance(exc, (AmbryError, OSError, asyncio.TimeoutError)):
-                        raise exc
-                    fanout.note(nid, "name_read", exc)
-                    if waiting:
-                        ask()
+            await finished
         finally:
+            if timer is not None:
+                timer.cancel()
+            settle()  # (cancelled: late answers are stragglers)
             fanout.watch_stragglers([(nid, t) for t, nid in asked.items() if not t.done()])
+        if failures:
+            raise failures[0]
         if len(answers) < need:
             raise Unavailable("too few replicas of the name partition answered")
         return answers

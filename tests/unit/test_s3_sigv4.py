@@ -176,6 +176,22 @@ def test_wrong_secret_is_signature_does_not_match() -> None:
     assert "0" * 64 not in e.value.message
 
 
+def test_a_rotated_secret_never_verifies_with_the_key_derived_from_the_old_one() -> None:
+    # the derived signing key is kept per (secret, day, region, service); keyed by the
+    # access key alone, a secret changed by a reload would go on verifying the old one
+    h = _aws_get_object_with_range()
+
+    def check(secret: str) -> str:
+        return sigv4.verify(method="GET", raw_path="/test.txt", query_pairs=[], headers=h,
+                            secret_of=lambda _k: secret, now_s=NOW).access_key
+
+    assert check(SECRET) == AK
+    with pytest.raises(sigv4.AuthError) as e:
+        check("rotated" + SECRET)
+    assert e.value.code == "SignatureDoesNotMatch"
+    assert check(SECRET) == AK
+
+
 @pytest.mark.parametrize("authz,code", [
     ("AWS AKID:c2lnbmF0dXJl", "InvalidRequest"),  # SigV2
     ("AWS4-HMAC-SHA256 Credential=x", "AuthorizationHeaderMalformed"),
