@@ -65,7 +65,7 @@ class Reader(asyncio.BufferedProtocol):
         self._wpos = 0
         # while a large read waits: the socket writes into _dest[_filled:]; the waiter is woken
         # once _filled >= _dest_min
-        self._dest: bytearray | None = None
+        self._dest: bytearray | memoryview | None = None
         self._dest_view: memoryview | None = None
         self._filled = 0
         self._dest_min = 0
@@ -208,6 +208,28 @@ class Reader(asyncio.BufferedProtocol):
                 return await self._read_into_own(n, n)
             await self._wait_for(n)
 
+    async def readinto_exactly(self, into: memoryview) -> None:
+        """Fill ``into`` (the caller's buffer, e.g. a reused payload buffer: no allocation
+        here) with exactly its length of bytes; the socket writes straight into it.
+        ``asyncio.IncompleteReadError`` if the stream ends first. After an error or a
+        cancellation ``into`` holds nothing the caller may use (what arrived stays readable
+        from the stream, copied out of ``into``)."""
+        n = len(into)
+        if not self._check_size(n, "readinto_exactly of a negative size"):
+            return
+        unread = self._wpos - self._rpos
+        if unread >= n:
+            into[:] = self._view[self._rpos:self._rpos + n]
+            self._rpos += n
+            if self._rpos == self._wpos:
+                self._rpos = self._wpos = 0
+            if self._read_paused and self._wpos - self._rpos <= MAX_BUFFERED_BYTES // 2:
+                self._resume_reading()
+            return
+        if self._eof:
+            raise asyncio.IncompleteReadError(self._take(unread), n)
+        await self._read_into_own(n, n, into)
+
     async def read(self, n: int) -> bytes | bytearray:
         """Up to ``n`` bytes, as soon as any are here; ``b""`` at end of stream."""
         if not self._check_size(n, "read of everything up to EOF is not supported"):
@@ -254,12 +276,14 @@ class Reader(asyncio.BufferedProtocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
-    async def _read_into_own(self, n: int, wake_at: int) -> bytes | bytearray:
-        """Read into a new ``bytearray(n)``: the unread bytes are copied to its start, the
-        socket writes the rest into it (``get_buffer``). Returns it once ``wake_at`` bytes are
-        in, cut to what arrived (``read``) or whole (``readexactly``)."""
-        dest = bytearray(n)
-        view = memoryview(dest)
+    async def _read_into_own(self, n: int, wake_at: int, into: memoryview | None = None
+                             ) -> bytes | bytearray:
+        """Read into a new ``bytearray(n)`` (or the caller's ``into``, then returned
+        empty): the unread bytes are copied to its start, the socket writes the rest into it
+        (``get_buffer``). Returns it once ``wake_at`` bytes are in, cut to what arrived
+        (``read``) or whole (``readexactly``)."""
+        dest = bytearray(n) if into is None else bytearray()
+        view = memoryview(dest) if into is None else into
         unread = self._wpos - self._rpos
         view[:unread] = self._view[self._rpos:self._wpos]
         self._rpos = self._wpos = 0
@@ -273,11 +297,17 @@ class Reader(asyncio.BufferedProtocol):
             # cancelled: what arrived stays readable
             filled = self._detach()
             if self._exception is None and filled:
+                if into is not None:  # the caller's buffer is not ours to keep: copy
+                    dest = bytearray(into[:filled])
                 self._unread_front(dest, filled)
             raise
         filled = self._detach()
         if self._exception is not None:
             raise self._exception
+        if into is not None:
+            if filled < n:
+                raise asyncio.IncompleteReadError(bytes(view[:filled]), n)
+            return dest
         if filled < wake_at:  # end of stream
             if wake_at < n:
                 return b""  # read(): nothing came

@@ -54,7 +54,7 @@ __all__ = ["BATCH_MAX_PAYLOAD_BYTES", "BatchWriter", "Committable", "Done", "Out
 log = logging.getLogger(__name__)
 
 #: a put with a payload of at most this many bytes goes through the batch writer
-BATCH_MAX_PAYLOAD_BYTES = 256 * 1024
+BATCH_MAX_PAYLOAD_BYTES = 64 * 1024**2
 
 #: what a job ends with: the replica's result, or the exception its method raised
 Outcome = MutationResult | BaseException

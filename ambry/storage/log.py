@@ -236,11 +236,8 @@ class Log:
         try:
             if length <= _JOIN_PARTS_MAX_BYTES:  # one syscall for small records
                 seg.file.pwrite(b"".join(parts), start)
-            else:
-                off = start
-                for p in parts:
-                    seg.file.pwrite(p, off)
-                    off += len(p)
+            else:  # a large record: its parts in one pwritev, never joined
+                seg.file.pwritev(parts, start)
         except OSError as e:
             self._fail_write(seg, start, e)
         seg.size = start + length

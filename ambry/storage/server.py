@@ -124,6 +124,39 @@ class _Conn:
 
 
 
+class _PayloadBuffers:
+    """Reused receive buffers for put payloads: size classes of powers of two from 512 KiB
+    to one payload piece. A buffer is taken for one payload and given back only once nothing
+    can touch it any more (the record was written: the writer thread or the I/O thread is done
+    with it); one given back while idle buffers hold ``_POOLED_IDLE_MAX_BYTES`` is dropped.
+    The buffers in use are bounded by the payload budgets, as before."""
+
+    def __init__(self) -> None:
+        self._free: dict[int, list[bytearray]] = {}
+        self._idle_bytes = 0
+
+    @staticmethod
+    def size_class(n: int) -> int:
+        c = 512 * 1024
+        while c < n:
+            c <<= 1
+        return c
+
+    def take(self, n: int) -> bytearray:
+        c = self.size_class(n)
+        free = self._free.get(c)
+        if free:
+            self._idle_bytes -= c
+            return free.pop()
+        return bytearray(c)
+
+    def give_back(self, buf: bytearray) -> None:
+        c = len(buf)
+        if self._idle_bytes + c <= _POOLED_IDLE_MAX_BYTES:
+            self._free.setdefault(c, []).append(buf)
+            self._idle_bytes += c
+
+
 class NodeServer:
     """The protocol server of one node. ``draining`` says when the node is stopping (new
     connections are closed at once)."""
@@ -280,6 +313,7 @@ class NodeServer:
                     conn.frame_open = False
                     continue
                 payload: Payload = None
+                pooled: bytearray | None = None
                 budget = 0
                 if req.payload_len:
                     if req.payload_len > max_payload:
@@ -293,7 +327,7 @@ class NodeServer:
                         return
                     held = [0]
                     try:
-                        payload = await self._read_payload(conn, req.payload_len, held)
+                        payload, pooled = await self._read_payload(conn, req.payload_len, held)
                     except (asyncio.IncompleteReadError, ConnectionError, OSError):
                         # a put cut off mid-payload: nothing reached the replica
                         log.info("rid=%s op=%s from %s: connection lost mid-payload", req.rid,
@@ -307,10 +341,10 @@ class NodeServer:
                     self.metrics.bytes_in.inc(len(payload))
                 conn.frame_open = False
                 if self._submit is not None and self._submit_batched(conn, req, payload,
-                                                                     budget):
+                                                                     budget, pooled):
                     slot_taken = False  # released with the reply
                     continue
-                task = asyncio.create_task(self._serve(conn, req, payload, budget))
+                task = asyncio.create_task(self._serve(conn, req, payload, budget, pooled))
                 slot_taken = False
                 conn.tasks.add(task)
                 self._handlers.add(task)
@@ -352,13 +386,24 @@ class NodeServer:
         self._handlers.discard(task)
         conn.slots.release()
 
-    async def _read_payload(self, conn: _Conn, n: int, held: list[int]) -> bytes | bytearray:
+    async def _read_payload(self, conn: _Conn, n: int, held: list[int]
+                            ) -> tuple[bytes | bytearray | memoryview, bytearray | None]:
         """Read a put payload of ``n`` bytes, reserving each piece in the connection's and the
         node's budget just before reading it; ``held[0]`` is what is reserved so far (the
         caller releases it). A later piece waits saying what its payload holds already
         (``ByteBudget.acquire(held=)``): payloads nearest to complete go first, and partial
-        payloads holding the whole budget between them do not wait for each other forever."""
+        payloads holding the whole budget between them do not wait for each other forever.
+        Returns the payload and, when it was received into a reused buffer (a payload of one
+        piece over ``_POOLED_PAYLOAD_MIN_BYTES``), that buffer: the caller gives it back
+        (``_PayloadBuffers.give_back``) once nothing uses the payload, or just drops it."""
         reader = conn.reader
+        if _POOLED_PAYLOAD_MIN_BYTES < n <= _PAYLOAD_PIECE_BYTES:
+            await self._reserve(conn, n, 0)
+            held[0] = n
+            buf = self._payload_buffers.take(n)
+            view = memoryview(buf)[:n]
+            await reader.readinto_exactly(view)  # an error drops buf: never given back
+            return view, buf
         payload: bytes | bytearray = b""
         while len(payload) < n:
             k = min(n - len(payload), _PAYLOAD_PIECE_BYTES)
@@ -371,7 +416,7 @@ class NodeServer:
                 if not isinstance(payload, bytearray):
                     payload = bytearray(payload)
                 payload += piece  # grows in place: what it holds plus one piece at most
-        return payload
+        return payload, None
 
     async def _reserve(self, conn: _Conn, n: int, held: int) -> None:
         await conn.budget.acquire(n, held=held)
@@ -387,6 +432,12 @@ class NodeServer:
             conn.budget.release(n)
             self._budget.release(n)
             self.metrics.inflight_payload_bytes.dec(n)
+
+    def _give_back_then(self, pooled: bytearray, done: Callable[[Any], None],
+                        outcome: Any) -> None:
+        """A batched put's completion: its payload buffer is free again, then the reply."""
+        self._payload_buffers.give_back(pooled)
+        done(outcome)
 
     async def frame_watchdog(self) -> None:
         """Close connections that stall inside a frame for ``storage.frame_idle_timeout_s``:
@@ -423,16 +474,21 @@ class NodeServer:
 
     # ================================================================ serving one request
     async def _serve(self, conn: _Conn, req: Request, payload: Payload,
-                     budget: int) -> None:
+                     budget: int, pooled: bytearray | None = None) -> None:
         t0 = time.perf_counter()
         status = STATUS_OK
         self.metrics.inflight.inc()
         try:
+            written = False
             try:
                 fields, body = await self._dispatch(req, payload)
+                written = True
             finally:
                 payload = None
                 self._release_budget(conn, budget)
+                # a cancelled or failed handler may have left an I/O thread on the payload
+                if written and pooled is not None:
+                    self._payload_buffers.give_back(pooled)
             reply = {"corr": req.corr, "status": STATUS_OK, "msg": "", **fields}
             if isinstance(body, FileStream):
                 reply["payload_len"] = body.length
@@ -470,12 +526,15 @@ class NodeServer:
 
     # ================================================================ batched requests
     def _submit_batched(self, conn: _Conn, req: Request, payload: Payload,
-                        budget: int) -> bool:
+                        budget: int, pooled: bytearray | None = None) -> bool:
         """Hand a small mutation to the batch writer (``ops.NodeOps.submit``): no task, no
         thread hand-off of its own; :meth:`_batched_done` replies. False: serve it as any
         request."""
         assert self._submit is not None
-        done = functools.partial(self._batched_done, conn, req, budget, time.perf_counter())
+        done: Callable[[Any], None] = functools.partial(
+            self._batched_done, conn, req, budget, time.perf_counter())
+        if pooled is not None:  # given back once the writer thread is done with the payload
+            done = functools.partial(self._give_back_then, pooled, done)
         conn.batched += 1
         self._batched += 1
         self.metrics.inflight.inc()

@@ -53,6 +53,22 @@ class SimFile:
                 self.inode.data.extend(b"\0" * (offset - len(self.inode.data)))
             self.inode.data[offset:end] = data
 
+    def pwritev(self, parts: list[bytes | memoryview], offset: int) -> None:
+        """As ``pwrite`` of the parts joined, except that a write past ``capacity_bytes``
+        first writes what fits, then raises ENOSPC (a real disk's short write, then the
+        error), so a caller must cut the partial record off."""
+        data = b"".join(bytes(p) for p in parts)
+        if self.disk.capacity_bytes is not None and not self.disk.fail_writes:
+            with self.inode.lock:
+                grow = max(0, offset + len(data) - len(self.inode.data))
+                room = self.disk.capacity_bytes - self.disk.used_bytes()
+            if grow > room:
+                fits = max(0, len(data) - (grow - max(room, 0)))
+                if fits:
+                    self.pwrite(data[:fits], offset)
+                raise OSError(errno.ENOSPC, "simulated disk full", self.path)
+        self.pwrite(data, offset)
+
     def pread(self, length: int, offset: int) -> bytes:
         self._check()
         with self.inode.lock:

@@ -102,3 +102,34 @@ def test_page_cache_policy_acks_at_once_and_flushes_periodically(tmp_path: objec
     h.power_loss()
     assert h.open().get(bid).read_payload() == b"x"
     h.close()
+
+
+def test_disk_full_mid_pwritev_of_a_large_record_leaves_no_partial_record(
+        tmp_path: object) -> None:
+    # a record over 256 KiB is written with one pwritev; a disk that takes part of it and then
+    # says ENOSPC must leave no partial record behind (cut off, nothing indexed, no damage)
+    config = StorageConfig(segment_size_bytes=8 << 20, max_record_bytes=4 << 20)
+    disk = SimDisk()
+    h = ReplicaHarness(str(tmp_path), disk, config)
+    r = h.open()
+    small = h.put(os.urandom(1000))
+    before = disk.used_bytes()
+    disk.capacity_bytes = before + 600_000  # the header, key and half the payload fit
+    big = make_id()
+    data = os.urandom(1 << 20)
+    with pytest.raises(PartitionReadOnly) as exc:
+        r.put(big, props_for(data, h.clock, -1), b"um", memoryview(data))
+    assert "disk full" in str(exc.value)
+    assert disk.used_bytes() == before  # the written prefix was cut off again
+    with pytest.raises(BlobNotFound):
+        r.get(big)
+    disk.capacity_bytes = None
+    h.kill()
+    r = h.open()
+    assert not r.damage
+    assert r.get(small)
+    with pytest.raises(BlobNotFound):
+        r.get(big)
+    h.put(data, blob_id=big)  # once there is room the same put goes in whole
+    assert r.get(big).read_payload() == data
+    h.close()

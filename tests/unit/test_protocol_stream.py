@@ -246,3 +246,47 @@ def test_two_readers_is_an_error(loop: str) -> None:
             w.close()
 
     run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_readinto_exactly_reuses_the_callers_buffer_and_a_cancel_keeps_nothing_of_it(
+        loop: str) -> None:
+    # the node receives large put payloads into reused buffers: each read must fill exactly
+    # the caller's view, and a cancelled one must leave its bytes readable from the stream
+    # without the caller's buffer (which goes on to be reused and overwritten)
+    first, second = os.urandom(1_500_000), os.urandom(3 * 1024 * 1024)
+    gate: list[asyncio.Event] = []
+
+    async def send(_r: Reader, w: Writer) -> None:
+        w.write(b"abc" + first + second[:1_000_000])
+        await w.drain()
+        await gate[0].wait()
+        w.write(second[1_000_000:] + b"tail")
+        await w.drain()
+
+    async def main() -> None:
+        gate.append(asyncio.Event())
+        r, w, server = await pair(send)
+        async with server:
+            buf = bytearray(4 * 1024 * 1024)
+            small = memoryview(bytearray(3))
+            await r.readinto_exactly(small)  # buffered already, or a small wait
+            assert small == b"abc"
+            await r.readinto_exactly(memoryview(buf)[:len(first)])
+            assert buf[:len(first)] == first
+            task = asyncio.ensure_future(r.readinto_exactly(memoryview(buf)[:len(second)]))
+            while r.received_bytes < 3 + len(first) + 1_000_000:
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0)  # let the read start waiting
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            buf[:] = b"\xff" * len(buf)  # the caller reuses its buffer
+            gate[0].set()
+            await r.readinto_exactly(memoryview(buf)[:len(second)])
+            assert buf[:len(second)] == second
+            with pytest.raises(asyncio.IncompleteReadError):
+                await r.readinto_exactly(memoryview(buf)[:100])  # "tail", then EOF
+            w.close()
+
+    run(loop, main)
