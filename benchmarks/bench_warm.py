@@ -247,7 +247,9 @@ async def run_profile(name: str, blob_bytes: int, total_bytes: int, segment_byte
         def settled(st: dict[str, list[dict[str, Any]]]) -> bool:
             ok = True
             for n in parts[0]["replicas"]:
-                p0 = next(p for p in st[n] if p["partition"] == 0)
+                p0 = next((p for p in st.get(n, []) if p["partition"] == 0), None)
+                if p0 is None:
+                    raise RuntimeError(f"{n} has no replica of partition 0: {st.get(n)}")
                 job = p0.get("job") or {}
                 if job.get("coordinator") and (job.get("backlog_bytes") or job.get("encoding")):
                     ok = False
