@@ -41,6 +41,10 @@ __all__ = ["MAX_CONFIRMS_QUEUED", "GetReply", "NodeClient", "Reply"]
 MAX_CONFIRMS_QUEUED = 16_384
 
 
+#: a payload-less request joins a connection with corked headers only while that connection
+#: has fewer requests than this in flight (else it takes the least loaded, as any request)
+_CORK_SHARE_MAX_LOAD = 8
+
 class NodeClient:
     """Async client for one storage node (``host:port``). Safe to share between tasks."""
 
@@ -83,6 +87,18 @@ class NodeClient:
         usable = [c for c in self._conns if not c.retired]
         best = min(usable, key=lambda c: c.load, default=None)
         return best, best is not None and (best.load == 0 or len(usable) >= self.pool_size)
+
+    def _corked(self) -> Connection | None:
+        """A connection with request headers corked in this loop step and few requests in
+        flight: a payload-less request joins them (one write, one packet to the node, which
+        parses them together and serves them in one batch)."""
+        if self._closed:
+            return None
+        for c in self._conns:
+            if c.corked is not None and c.load < _CORK_SHARE_MAX_LOAD and not c.closed \
+                    and not c.retired:
+                return c
+        return None
 
     async def _connection(self) -> Connection:
         if self._closed:
@@ -151,7 +167,7 @@ class NodeClient:
         mark: list[int] = []
         try:
             async with asyncio.timeout(t_ms / 1000):
-                conn = await self._connection()
+                conn = (self._corked() if not payload else None) or await self._connection()
                 conn.pending[corr] = fut
                 try:
                     await conn.send(frame, payload, mark)

@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 _INLINE_PAYLOAD_MAX_BYTES = 256 * 1024  # smaller reply payloads are read by the connection
 _READ_WHOLE_MAX_BYTES = 16 * 1024 * 1024  # Reply.read() of at most this: one read, one buffer
 _STREAMING_LOAD = 1_000_000  # a connection busy streaming a payload is the last choice
+#: A request without a payload whose header is at most this big is corked: the headers
+#: written to one connection in one loop step leave in one write (one send(), one loopback
+#: packet the node reads and parses together), not one each.
+CORK_MAX_FRAME_BYTES = 4096
 
 
 class _PayloadStream:
@@ -243,7 +247,9 @@ class Connection:
         self.closed = False
         self.retired = False
         self.streaming: _PayloadStream | None = None
-        self.written_bytes = 0  # handed to the transport so far
+        self.written_bytes = 0  # handed to the transport so far (corked frames included)
+        # payload-less request headers of this loop step, written together by _uncork
+        self.corked: list[bytes] | None = None
         self.reader_task = asyncio.get_running_loop().create_task(self._read_loop())
 
     @property
@@ -257,8 +263,25 @@ class Connection:
 
     async def send(self, frame: bytes, payload: bytes | bytearray | memoryview | None,
                    mark: list[int] | None = None) -> None:
-        """Write one message; ``mark`` gets where it ends in ``written_bytes``."""
+        """Write one message; ``mark`` gets where it ends in ``written_bytes``. A small
+        header without a payload is corked: written with the others of this loop step, in
+        order, before anything written after them."""
+        if not payload and len(frame) <= CORK_MAX_FRAME_BYTES:
+            if self.closed:
+                raise Unavailable(f"connection to {self.peer} is closed")
+            if self.corked is None:
+                self.corked = [frame]
+                asyncio.get_running_loop().call_soon(self._uncork)
+            else:
+                self.corked.append(frame)
+            self.written_bytes += len(frame)
+            if mark is not None:
+                mark.append(self.written_bytes)
+            return
         async with self.write_lock:
+            if self.closed:
+                raise Unavailable(f"connection to {self.peer} is closed")
+            self._uncork()  # what was corked goes first
             if self.closed:
                 raise Unavailable(f"connection to {self.peer} is closed")
             try:
@@ -276,6 +299,19 @@ class Connection:
                 err = Unavailable(f"writing to {self.peer}: {e}")
                 self.fail(err)
                 raise err from None
+
+    def _uncork(self) -> None:
+        """Write the corked headers in one write (no await: nothing can come in between).
+        A request whose header never left fails with the connection, as any."""
+        frames, self.corked = self.corked, None
+        if not frames or self.closed:
+            return
+        try:
+            self.writer.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        except (OSError, RuntimeError) as e:
+            if isinstance(e, RuntimeError) and not self.writer.is_closing():
+                raise  # not a closed transport: a bug, seen as it is
+            self.fail(Unavailable(f"writing to {self.peer}: {e}"))
 
     async def _read_loop(self) -> None:
         try:

@@ -123,3 +123,40 @@ async def test_pipelined_gets_share_io_trips_and_each_gets_its_own_answer(
     assert jobs == len(expected), (jobs, len(expected))
     assert 0 < batches < jobs, f"{jobs} GETs took {batches} trips: none shared one"
     assert node.terminate() == 0
+
+
+@pytest.mark.parametrize("impl", ["c", "python"])
+async def test_gets_asked_together_share_one_write_and_one_node_trip(
+        make_cluster: Callable[..., LocalCluster], impl: str) -> None:
+    # A frontend asked each payload-less request on the least loaded connection and wrote it
+    # alone: 24 GETs at once cost 24 sends (each a loopback packet the node reads and parses
+    # on its own) spread over every pooled connection. Corked, the headers of one loop step
+    # leave together on a few connections, and the node serves them in few trips.
+    env = {"AMBRY_NO_EXTENSIONS": "1"} if impl == "python" else {}
+    cluster = make_cluster(partitions=2, storage=STORAGE, env=env)
+    node: NodeProcess = cluster.nodes["dc1-n1"]
+    node.start()
+    await node.wait_ready_async()
+    writer = node.client(pool_size=1)
+    try:
+        blobs = [await _put(writer, 4096 + i) for i in range(24)]
+    finally:
+        await writer.close()
+    client = node.client(pool_size=8)
+    try:
+        assert await _get(client, blobs[0][0]) == blobs[0][1]  # one connection is open
+        batches0 = await _metric(node, "ambry_node_read_batches_total")
+        jobs0 = await _metric(node, "ambry_node_read_batch_requests_total")
+        for _round in range(3):
+            async with asyncio.timeout(30):
+                got = await asyncio.gather(*(_get(client, bid) for bid, _ in blobs))
+            assert got == [data for _, data in blobs]
+        # 24 at once, at most 8 in flight per corked connection: 3 connections, not 8
+        assert client.connections <= 3, client.connections
+        batches = await _metric(node, "ambry_node_read_batches_total") - batches0
+        jobs = await _metric(node, "ambry_node_read_batch_requests_total") - jobs0
+        assert jobs == 72, jobs
+        assert batches <= 36, f"72 GETs sent together took {batches} trips"
+    finally:
+        await client.close()
+    assert node.terminate() == 0
