@@ -420,15 +420,18 @@ async def test_garbage_on_the_socket_never_hurts_the_node(node: NodeProcess,
     assert gauges["ambry_node_connections"] <= client.connections
 
 
+# 200 KB: read as any payload; 1 MiB: received into a reused payload buffer (the large put
+# path), which a cut-off put must not give back half-filled nor store
+@pytest.mark.parametrize("size", [200_000, 1 << 20], ids=["200KB", "1MiB-pooled"])
 async def test_put_cut_off_mid_payload_stores_nothing(node: NodeProcess,
-                                                      client: NodeClient) -> None:
+                                                      client: NodeClient, size: int) -> None:
     before = {s["partition_id"]: s["last_seq"] for s in await client.stats()}
     bid = new_id()
-    payload = os.urandom(200_000)
+    payload = os.urandom(size)
     async with RawConn(node.host, node.port) as raw:
         raw.send({"op": "put", "corr": 1, "rid": "cut", "partition": 1,
                   "blob_id": bid.to_bytes(), "props": props(len(payload)).to_wire(),
-                  "usermeta": b"", "payload_len": len(payload)}, payload[:100_000])
+                  "usermeta": b"", "payload_len": len(payload)}, payload[:size // 2])
         await raw.writer.drain()
         await asyncio.sleep(0.2)
     await asyncio.sleep(0.2)
@@ -438,6 +441,28 @@ async def test_put_cut_off_mid_payload_stores_nothing(node: NodeProcess,
     assert st.state is None and not st.has_put
     after = {s["partition_id"]: s["last_seq"] for s in await client.stats()}
     assert after[1] == before[1]
+
+
+async def test_concurrent_large_puts_through_reused_buffers_each_store_their_own_bytes(
+        node: NodeProcess) -> None:
+    # large put payloads are received into buffers the node reuses: one given back too early
+    # (while its record is still being hashed or written) would store another put's bytes
+    c = node.client(pool_size=4)
+    try:
+        async def one(i: int) -> tuple[BlobId, bytes]:
+            data = os.urandom((1 << 20) + 4096 * i)
+            bid = new_id(partition=i % 2)
+            reply = await c.put(bid, props(len(data)), b"", data)
+            assert reply.result == "created"
+            return bid, data
+
+        for _round in range(3):
+            stored = await asyncio.gather(*(one(i) for i in range(12)))
+            for bid, data in stored:
+                _reply, got = await c.get_bytes(bid)
+                assert got == data
+    finally:
+        await c.close()
 
 
 # ---------------------------------------------------------------------------------- client
