@@ -82,16 +82,51 @@ def disk_bytes(c: LocalCluster, pid: int, sealed_only: bool = False) -> int:
     for node in c.nodes:
         rdir = c.data_root / node / f"p{pid}"
         if rdir.is_dir():
+            from ambry.storage.filenames import parse_segment_name
+
             files = sorted(p for p in rdir.rglob("*") if p.is_file())
-            logs = sorted(p for p in files if p.suffix == ".log")
+            logs = sorted((parse_segment_name(p.name), p) for p in files
+                          if p.parent == rdir and parse_segment_name(p.name) is not None)
             for p in files:
-                if sealed_only and (p.suffix != ".log" or p == logs[-1]):
+                if sealed_only and (not logs or p not in [x[1] for x in logs[:-1]]):
                     continue
                 total += _alloc(p)
         fdir = c.data_root / node / "fragments" / f"p{pid}"
         if fdir.is_dir():
             total += sum(_alloc(p) for p in fdir.iterdir() if ".frag" in p.name)
     return total
+
+
+def disk_bytes_by_kind(c: LocalCluster, pid: int) -> dict[str, int]:
+    """Allocated bytes of partition ``pid`` on every node, per kind of file: sealed log
+    segments, the active segments, fragment files, index snapshots, the EC state (records
+    under ec/, .ecfree maps) and the rest (names database, incarnation, ...)."""
+    from ambry.storage.filenames import parse_segment_name
+
+    out = {"sealed segments": 0, "active segments": 0, "fragments": 0, "index": 0,
+           "ec state": 0, "other": 0}
+    for node in c.nodes:
+        rdir = c.data_root / node / f"p{pid}"
+        if rdir.is_dir():
+            segs = sorted((parse_segment_name(p.name), p) for p in rdir.iterdir()
+                          if p.is_file() and parse_segment_name(p.name) is not None)
+            active = segs[-1][1] if segs else None
+            for p in rdir.rglob("*"):
+                if not p.is_file():
+                    continue
+                if p.parent == rdir and parse_segment_name(p.name) is not None:
+                    kind = "active segments" if p == active else "sealed segments"
+                elif p.name.startswith("index"):
+                    kind = "index"
+                elif p.suffix == ".ecfree" or p.parent.name == "ec":
+                    kind = "ec state"
+                else:
+                    kind = "other"
+                out[kind] += _alloc(p)
+        fdir = c.data_root / node / "fragments" / f"p{pid}"
+        if fdir.is_dir():
+            out["fragments"] += sum(_alloc(p) for p in fdir.iterdir() if ".frag" in p.name)
+    return out
 
 
 def sealed_payload_bytes(c: LocalCluster, pid: int) -> float:
@@ -103,7 +138,11 @@ def sealed_payload_bytes(c: LocalCluster, pid: int) -> float:
     per_replica = []
     for node in c.nodes:
         rdir = c.data_root / node / f"p{pid}"
-        logs = sorted(rdir.glob("*.log")) if rdir.is_dir() else []
+        from ambry.storage.filenames import parse_segment_name
+
+        logs = [p for _n, p in sorted((parse_segment_name(p.name), p) for p in rdir.iterdir()
+                                      if parse_segment_name(p.name) is not None)] \
+            if rdir.is_dir() else []
         if not logs:
             continue
         per_replica.append(sum(row.get("payload_len", 0) for seg in logs[:-1]
@@ -233,6 +272,7 @@ async def run_profile(name: str, blob_bytes: int, total_bytes: int, segment_byte
         stored = len(ec_blobs) * blob_bytes
         row["stored"] = stored
         row["before"] = disk_bytes(c, 0) / stored
+        row["kinds_before"] = disk_bytes_by_kind(c, 0)
         row["control"] = disk_bytes(c, 1) / (len(rep_blobs) * blob_bytes)
         before_sealed = disk_bytes(c, 0, sealed_only=True)
         sealed_stored = sealed_payload_bytes(c, 0)
@@ -275,9 +315,12 @@ async def run_profile(name: str, blob_bytes: int, total_bytes: int, segment_byte
         row["codec_mb_per_cpu_s"] = enc_bytes / 1e6 / codec_cpu if codec_cpu else 0.0
         row["encode_wall_s"] = took
         row["after"] = disk_bytes(c, 0) / stored
+        row["kinds_after"] = disk_bytes_by_kind(c, 0)
         st = await _status(c)
         recs = {(r["source"], r["segment"]): r for ps in st.values() for p in ps
                 if p["partition"] == 0 for r in p["records"] if r["datacenter"] == "dc1"}
+        row["left_small"] = sum((p.get("job") or {}).get("left_small_segments", 0)
+                                for ps in st.values() for p in ps if p["partition"] == 0)
         row["sealed_stored"] = sealed_stored
         after_sealed = disk_bytes(c, 0, sealed_only=True)
         row["sealed_before"] = before_sealed / sealed_stored if sealed_stored else 0.0
@@ -293,6 +336,9 @@ async def run_profile(name: str, blob_bytes: int, total_bytes: int, segment_byte
         row["get"]["encoded healthy"] = await get_load(c, reader, ec_blobs, get_s, concurrency)
         row["get"]["replicated healthy"] = await get_load(c, rep_reader, rep_blobs, get_s,
                                                           concurrency)
+        if not recs:  # nothing encoded (small records stay replicated): no fragment reads
+            row["victim"] = None
+            return row
         placement = next(iter(recs.values()))["placement"]
         victim = next(x for x in placement[:k] if x != reader and x != rep_reader)
         for how, sig in (("SIGKILL", signal.SIGKILL), ("SIGSTOP", signal.SIGSTOP)):
@@ -341,9 +387,20 @@ def report(rows: list[dict[str, Any]]) -> None:
     print("| profile | blob | case | GET/s | MB/s | p99 ms | errors |")
     print("|---|---:|---|---:|---:|---:|---:|")
     for r in rows:
-        for case, (ops, mbs, p99, err) in r["get"].items():
+        for case, (ops, mbs, p99, err) in r.get("get", {}).items():
             print(f"| {r['profile']} | {r['blob'] // 1024} KiB | {case} | {ops:.0f} | "
                   f"{mbs:.1f} | {p99:.1f} | {err} |")
+    print()
+    print("### Where the bytes are (partition 0, every node; MiB allocated, before -> after)\n")
+    kinds = list(rows[0]["kinds_before"]) if rows else []
+    print("| profile | blob | " + " | ".join(kinds) + " | segments left replicated: "
+          "small records |")
+    print("|---|---:|" + "---:|" * len(kinds) + "---:|")
+    for r in rows:
+        cells = [f"{r['kinds_before'][k] / MiB:.1f} -> {r['kinds_after'][k] / MiB:.1f}"
+                 for k in kinds]
+        print(f"| {r['profile']} | {r['blob'] // 1024} KiB | " + " | ".join(cells) +
+              f" | {r['left_small']} |")
     print()
     for r in rows:
         print(f"- {r['profile']} {r['blob'] // 1024} KiB: freed segments per replica "
@@ -372,7 +429,10 @@ def main(argv: list[str] | None = None) -> int:
         for kib in blobs:
             with tempfile.TemporaryDirectory(prefix="bench-warm-") as d:
                 t0 = time.monotonic()
-                rows.append(asyncio.run(run_profile(prof, kib * 1024, total * MiB, seg * MiB,
+                # at least 4 records a segment and 8 sealed segments (4 MiB chunks too)
+                seg_b = max(seg * MiB, 4 * (kib * 1024 + 4096))
+                total_b = max(total * MiB, 9 * seg_b)
+                rows.append(asyncio.run(run_profile(prof, kib * 1024, total_b, seg_b,
                                                     get_s, a.concurrency, Path(d))))
                 print(f"# {prof}, {kib} KiB blobs: {time.monotonic() - t0:.0f} s", flush=True)
     report(rows)

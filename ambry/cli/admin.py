@@ -254,6 +254,10 @@ def ec_status(config_path: str, as_json: bool, verify: bool, partitions: tuple[i
         click.echo(f"partition {r['partition']} {r['datacenter']} ({policy}): {r['state']}; "
                    f"{len(r['segments'])} segment(s) encoded ({_size(r['encoded_bytes'])}), "
                    f"backlog {_size(r['backlog_bytes'])}, coordinator {r['coordinator']}")
+        if r.get("left_small_segments"):
+            click.echo(f"  left replicated: small records: {r['left_small_segments']} "
+                       f"segment(s) ({_size(r['left_small_bytes'])}): freeing them would give "
+                       f"back less than their fragments cost")
         if r["replicas"] and isinstance(pol, dict):
             click.echo("  replicas: " + ", ".join(
                 f"{n} freed {len(v['freed_segments'])} seg ({_size(v['freed_segment_bytes'])}"

@@ -336,6 +336,16 @@ class EcConfig:
     encode_rate_bytes_per_s: int = 100 * 1024**2  # segment bytes read per second, per node
     scan_interval_s: float = 60.0          # how often a coordinator looks for work
     fragment_timeout_ms: int = 5000        # one fragment read or write (then: rebuild / retry)
+    # hedged fragment reads (ambry/warm/fetch.py): a window not answered within the p95 of
+    # recent fragment reads (at least fragment_hedge_min_ms) is also rebuilt from k other
+    # fragments, the first answer wins; a node whose read timed out is skipped (read around)
+    # for fragment_suspect_s
+    fragment_hedge_min_ms: int = 20
+    fragment_suspect_s: float = 30.0
+    # the encode job encodes a sealed segment only when the bytes its replicas would free
+    # (whole 4 KiB pages inside payloads) exceed the fragment bytes it adds by this factor;
+    # below it (small records) the segment stays replicated (ambry/warm/job.py worth_encoding)
+    encode_min_gain_ratio: float = 1.2
     # repair (ambry/warm/repair.py): how often the first answering replica of a partition in a
     # datacenter checks the fragments of its encoded segments there and rebuilds what is
     # missing or damaged; scrub (ambry/storage/fraghealth.py): how often a node re-reads its
@@ -353,6 +363,10 @@ class EcConfig:
             raise InvalidArgument("ec.stripe_bytes must be in [64, 64MiB]")
         if self.min_age_s < 0 or self.scan_interval_s <= 0:
             raise InvalidArgument("ec.min_age_s must be >= 0 and ec.scan_interval_s > 0")
+        if self.fragment_hedge_min_ms < 0 or self.fragment_suspect_s < 0 or \
+                self.encode_min_gain_ratio < 1.0:
+            raise InvalidArgument("ec.fragment_hedge_min_ms and ec.fragment_suspect_s must "
+                                  "be >= 0, ec.encode_min_gain_ratio >= 1")
         if self.encode_rate_bytes_per_s <= 0 or self.fragment_timeout_ms <= 0:
             raise InvalidArgument("ec.encode_rate_bytes_per_s and ec.fragment_timeout_ms "
                                   "must be > 0")

@@ -15,6 +15,7 @@ from typing import Any
 
 from ambry.common.blobstate import BlobState
 from ambry.common.errors import DataCorrupt, InvalidArgument
+from ambry.ec.gain import punchable_bytes
 from ambry.storage.ecstate import DIR_ENTRY, EcRecord, EcState, FragmentReader
 from ambry.storage.format import RecordType, body_checksum
 from ambry.storage.log import Damage, Log, Position
@@ -48,16 +49,19 @@ class EcReplicaMixin:
             out.append((seg.number, seg.generation, seg.size, sealed))
         return out
 
-    def ec_scan_segment(self, number: int, generation: int) -> tuple[int, bytes]:
+    def ec_scan_segment(self, number: int, generation: int) -> tuple[int, bytes, int]:
         """Read and check every record of sealed segment ``number`` (both checksums); returns
         (its length, the directory of its PUT records that the index points to: DIR_ENTRY
-        each). Raises DataCorrupt on any damage: a damaged segment is never encoded."""
+        each, the bytes freeing it here would give back: whole pages inside those records'
+        payloads, ``ambry.ec.gain.punchable_bytes``). Raises DataCorrupt on any damage: a
+        damaged segment is never encoded."""
         seg = self.log.segment(number)
         if seg.generation != generation or seg is self.log.active:
             raise InvalidArgument(f"segment {number} generation {generation} is not sealed "
                                   f"here (generation {seg.generation})")
         damage: list[Damage] = []
         out = bytearray()
+        spans: list[tuple[int, int]] = []
         for rec in self.log.scan((number, 0), on_damage=damage.append, verify=True,
                                  end=(number + 1, 0)):
             h = rec.header
@@ -66,10 +70,11 @@ class EcReplicaMixin:
             cur = self.index.get(rec.key[16:])
             if cur is not None and (cur[0], cur[1]) == rec.position:
                 out += DIR_ENTRY.pack(rec.key[16:], rec.position[1], h.total_len, h.body_xxh3)
+                spans.append((rec.position[1] + h.payload_offset, h.payload_len))
         if damage:
             raise DataCorrupt(f"partition {self.partition_id} segment {number}: "
                               f"{damage[0].reason} (not encoded)")
-        return seg.size, bytes(out)
+        return seg.size, bytes(out), punchable_bytes(spans)
 
     def ec_read(self, number: int, offset: int, length: int) -> bytes:
         seg = self.log.segment(number)

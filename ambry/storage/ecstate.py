@@ -161,6 +161,9 @@ class FreedSegment:
     refs: tuple[bytes, ...]  # EC_SEGMENT keys
     #: local record offset -> (index into refs, record offset in the encoded segment)
     entries: dict[int, tuple[int, int]]
+    #: every live PUT of the segment is freed; False: some are not encoded (yet) in this
+    #: datacenter (e.g. in the coordinator's active segment), so later passes look again
+    complete: bool = True
 
 
 class EcState:
@@ -195,7 +198,8 @@ class EcState:
                 m = msgpack.unpackb(raw, strict_map_key=False)
                 self.freed[parsed[0]] = FreedSegment(
                     parsed[1], tuple(bytes(x) for x in m["refs"]),
-                    {int(off): (int(r), int(eo)) for off, r, eo in m["entries"]})
+                    {int(off): (int(r), int(eo)) for off, r, eo in m["entries"]},
+                    bool(m.get("complete", True)))
 
     def fold(self, key: bytes, props: bytes) -> EcRecord:
         """An EC_SEGMENT record is in the log: remember it (kept under ``ec/`` too)."""
@@ -235,11 +239,17 @@ class EcState:
                 where[uuid] = (i, off, total, body)
         done: list[int] = []
         for seg in list(log_.segments[:-1]):
-            if seg.number in self.freed:
+            prev = self.freed.get(seg.number)
+            if prev is not None and (prev.complete or prev.generation != seg.generation):
                 continue
-            entries: dict[int, tuple[int, int]] = {}
+            # a segment partly freed before keeps what it freed (its records may no longer
+            # be in `usable`: their bytes are gone here, so they stay read through fragments)
+            old: dict[int, bytes] = {} if prev is None else \
+                {off: prev.refs[r] for off, (r, _eo) in prev.entries.items()}
+            entries: dict[int, tuple[bytes, int]] = {} if prev is None else \
+                {off: (prev.refs[r], eo) for off, (r, eo) in prev.entries.items()}
             punch: list[tuple[int, int]] = []
-            covered = True
+            complete = True
             for rec in log_.scan((seg.number, 0), verify=False, end=(seg.number + 1, 0)):
                 h = rec.header
                 if h.type != RecordType.PUT:
@@ -247,19 +257,26 @@ class EcState:
                 cur = index.get(rec.key[16:])
                 if cur is None or (cur[0], cur[1]) != rec.position:
                     continue  # not the copy reads use (a duplicate, or compacted away)
+                if rec.position[1] in old:
+                    continue
                 hit = where.get(rec.key[16:])
                 if hit is None or hit[2] != h.total_len or hit[3] != h.body_xxh3:
-                    covered = False
-                    break
-                entries[rec.position[1]] = (hit[0], hit[1])
+                    # not encoded here (yet): it stays local; the rest of the segment is
+                    # freed now, this record by a later pass
+                    complete = False
+                    continue
+                entries[rec.position[1]] = (keys[hit[0]], hit[1])
                 punch.append((rec.position[1] + h.payload_offset, h.payload_len))
-            if not covered or not entries:
+            if not punch and (prev is None or complete == prev.complete):
                 continue
-            used = sorted({r for r, _ in entries.values()})
-            remap = {old: new for new, old in enumerate(used)}
-            freed = FreedSegment(seg.generation, tuple(keys[r] for r in used),
-                                 {off: (remap[r], eo) for off, (r, eo) in entries.items()})
-            m = {"refs": list(freed.refs),
+            if not entries:
+                continue
+            used = sorted({k for k, _ in entries.values()})
+            remap = {key: i for i, key in enumerate(used)}
+            freed = FreedSegment(seg.generation, tuple(used),
+                                 {off: (remap[key], eo) for off, (key, eo) in entries.items()},
+                                 complete)
+            m = {"refs": list(freed.refs), "complete": complete,
                  "entries": [[off, r, eo] for off, (r, eo) in sorted(freed.entries.items())]}
             # the map first (durable), then the bytes go: a crash in between re-punches
             _write_checked(self.disk, os.path.join(self.dir, filenames.ec_freed_name(
@@ -271,8 +288,9 @@ class EcState:
                 if isinstance(fd, int) and fd >= 0 and punch_hole(fd, off, n):
                     self.bytes_freed += n
             done.append(seg.number)
-            log.info("partition %d: segment %d freed (%d records read through fragments)",
-                     self.partition_id, seg.number, len(entries))
+            log.info("partition %d: segment %d freed%s (%d records read through fragments)",
+                     self.partition_id, seg.number, "" if complete else " in part",
+                     len(entries))
         return done
 
     def recovery_scan(self, log_: Log, start: Position,

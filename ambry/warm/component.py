@@ -49,7 +49,9 @@ class WarmTierComponent:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.fetcher = FragmentFetcher(loop, self.client, self.ec.fragment_timeout_ms)
+        self.fetcher = FragmentFetcher(loop, self.client, self.ec.fragment_timeout_ms,
+                                       self.ec.fragment_hedge_min_ms,
+                                       self.ec.fragment_suspect_s)
         for store in self.host.stores.values():
             store.set_fragment_reader(self.fetcher)
         for p in self.host.config.cluster_map.partitions:
@@ -120,10 +122,14 @@ class WarmTierComponent:
                         "backlog_bytes": job.backlog_bytes if job else 0,
                         "encoded_bytes": job.encoded_bytes if job else 0,
                         "encoded_segments": job.encoded_segments if job else 0,
+                        # left replicated: small records (freeing would not pay)
+                        "left_small_segments": len(job.left_small) if job else 0,
+                        "left_small_bytes": sum(job.left_small.values()) if job else 0,
                         "encode_cpu_s": job.encode_cpu_s if job else 0.0,
                         "reconstruction_reads": f.reconstruction_reads[pid] if f else 0,
                         "fragment_reads": f.fragment_reads[pid] if f else 0,
                         "fragment_read_bytes": f.fragment_read_bytes[pid] if f else 0,
+                        "hedged_reads": f.hedged_reads[pid] if f else 0,
                         "fragment_read_errors": {
                             reason: f.fragment_read_errors[(pid, reason)] if f else 0
                             for reason in ("unavailable", "corrupt")}})

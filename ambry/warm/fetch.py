@@ -1,7 +1,12 @@
 """Reads bytes of an encoded segment through its fragments: the pieces that hold them
 (``SegmentLayout.pieces``) from the data fragments' nodes, and, for a piece whose node is
 down, slow, or whose bytes failed the caller's check, the same window of k other fragments,
-rebuilt (``Codec.rebuild_window``). Implements ``ambry.storage.ecstate.FragmentReader`` for
+rebuilt (``Codec.rebuild_window``). Reads are hedged as the router's GETs are
+(docs/performance.md): a window not answered within the p95 of recent fragment reads (at
+least ``hedge_min_ms``) is also rebuilt from k other fragments and the first good answer
+wins; a node whose read timed out is *suspect* for ``suspect_s`` and read around (its windows
+rebuilt from the others at once, it is asked last), so a stopped node costs one timeout, not
+one per read. Implements ``ambry.storage.ecstate.FragmentReader`` for
 replicas' I/O threads (it hands the work to the event loop and waits, bounded).
 
 Does not own checking the bytes (the reader checks them against the blob record's checksum
@@ -13,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -27,16 +32,43 @@ __all__ = ["FragmentFetcher"]
 
 #: a fragment reported for a verify is not reported again for this long
 _REPORT_EVERY_S = 60.0
+#: fragment read latencies kept for the hedge delay (p95)
+_LATENCY_SAMPLES = 256
+
+
+def hedge_delay_s(samples: list[float], floor_s: float, cap_s: float) -> float:
+    """The p95 of recent fragment read latencies, at least ``floor_s``, at most ``cap_s``
+    (before any sample: ``floor_s``)."""
+    if not samples:
+        return min(floor_s, cap_s)
+    s = sorted(samples)
+    p95 = s[min(len(s) - 1, int(0.95 * len(s)))]
+    return min(max(p95, floor_s), cap_s)
 
 log = logging.getLogger(__name__)
 
 
+def _discard_late(late: set[asyncio.Future[bytes]]) -> Callable[[asyncio.Future[bytes]], None]:
+    def done(f: asyncio.Future[bytes]) -> None:
+        late.discard(f)
+        if not f.cancelled():
+            f.exception()  # retrieved: a late failure is expected, not "never retrieved"
+    return done
+
+
 class FragmentFetcher:
     def __init__(self, loop: asyncio.AbstractEventLoop, client: Callable[[str], NodeClient],
-                 timeout_ms: int) -> None:
+                 timeout_ms: int, hedge_min_ms: int = 20, suspect_s: float = 30.0) -> None:
         self.loop = loop
         self.client = client
         self.timeout_ms = timeout_ms
+        self.hedge_min_ms = hedge_min_ms
+        self.suspect_s = suspect_s
+        self._latencies: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
+        #: node -> monotonic time until which it is read around (its read timed out)
+        self._suspect: dict[str, float] = {}
+        self.hedged_reads: Counter[int] = Counter()  # windows whose hedge was started
+        self._late: set[asyncio.Future[bytes]] = set()  # direct reads a hedge beat
         # per partition, for /metrics and ec_status (ambry.storage.metrics)
         self.reconstruction_reads: Counter[int] = Counter()  # windows rebuilt from k others
         self.fragment_reads: Counter[int] = Counter()
@@ -70,8 +102,10 @@ class FragmentFetcher:
         """Bytes ``[offset, offset + length)`` of one fragment; ``verified``: its node checks
         the blocks they lie in against the fragment's checksum table first (it reads those
         blocks from its own disk, but only the window crosses the network)."""
+        node = rec.placement[fragment]
+        t0 = time.monotonic()
         try:
-            reply = await self.client(rec.placement[fragment]).request(
+            reply = await self.client(node).request(
                 "ec_frag_read", {"partition": partition_id, "source": rec.source_hex,
                                  "segment": rec.segment, "generation": rec.generation,
                                  "fragment": fragment, "offset": offset, "length": length,
@@ -84,9 +118,14 @@ class FragmentFetcher:
         except DataCorrupt:
             self.fragment_read_errors[(partition_id, "corrupt")] += 1
             raise
-        except (TimeoutError, AmbryError, OSError):
+        except (TimeoutError, AmbryError, OSError) as e:
             self.fragment_read_errors[(partition_id, "unavailable")] += 1
+            if isinstance(e, (TimeoutError, Unavailable, OSError)):
+                # down, stopped or unreachable: read around it for a while
+                self._suspect[node] = time.monotonic() + self.suspect_s
             raise
+        self._latencies.append(time.monotonic() - t0)
+        self._suspect.pop(node, None)
         self.fragment_reads[partition_id] += 1
         self.fragment_read_bytes[partition_id] += length
         return data
@@ -103,16 +142,62 @@ class FragmentFetcher:
                                        for p in pieces))
         return b"".join(parts)
 
+    def suspect(self, node: str) -> bool:
+        until = self._suspect.get(node)
+        if until is None:
+            return False
+        if time.monotonic() >= until:
+            del self._suspect[node]  # probed again by the next read
+            return False
+        return True
+
+    def hedge_delay_s(self) -> float:
+        return hedge_delay_s(list(self._latencies), self.hedge_min_ms / 1000,
+                             self.timeout_ms / 1000)
+
     async def _piece(self, partition_id: int, rec: EcRecord, p: Piece, rebuild: bool,
                      verified: bool) -> bytes:
-        if not rebuild:
+        """One piece: from its data fragment; if that node is suspect, rebuilt from k others
+        at once; if it has not answered after the hedge delay, rebuilt from k others too and
+        the first good answer wins (the other is cancelled)."""
+        node = rec.placement[p.fragment]
+        if rebuild or self.suspect(node):
+            return await self._rebuild(partition_id, rec, p, verified)
+        direct = asyncio.ensure_future(self.window(partition_id, rec, p.fragment,
+                                                   p.fragment_offset, p.length, verified))
+        first, _ = await asyncio.wait({direct}, timeout=self.hedge_delay_s())
+        if first:
             try:
-                return await self.window(partition_id, rec, p.fragment, p.fragment_offset,
-                                         p.length, verified)
+                return direct.result()
             except (TimeoutError, AmbryError, OSError) as e:
                 log.warning("partition %d: fragment %d on %s: %s; rebuilding the window",
-                            partition_id, p.fragment, rec.placement[p.fragment], e)
-        return await self._rebuild(partition_id, rec, p, verified)
+                            partition_id, p.fragment, node, e)
+                return await self._rebuild(partition_id, rec, p, verified)
+        self.hedged_reads[partition_id] += 1
+        hedge = asyncio.ensure_future(self._rebuild(partition_id, rec, p, verified))
+        pending: set[asyncio.Future[bytes]] = {direct, hedge}
+        errors: list[BaseException] = []
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending,
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                for f in done:
+                    if f.exception() is None:
+                        return f.result()
+                    errors.append(f.exception())  # type: ignore[arg-type]
+        finally:
+            if hedge in pending:
+                hedge.cancel()
+            if direct in pending:
+                # not cancelled: it runs out its timeout (bounded) in the background, and a
+                # node that never answers is then suspect (read around) for suspect_s
+                self._late.add(direct)
+                direct.add_done_callback(_discard_late(self._late))
+        log.warning("partition %d: fragment %d on %s and its rebuild failed: %s",
+                    partition_id, p.fragment, node, errors)
+        err = errors[-1]
+        raise err if isinstance(err, (AmbryError, OSError, TimeoutError)) else \
+            Unavailable(str(err))
 
     async def _find_bad_fragment(self, partition_id: int, rec: EcRecord,
                                  pieces: list[Piece], check: Callable[[bytes], bool]) -> bytes:
@@ -171,17 +256,34 @@ class FragmentFetcher:
 
     async def _rebuild(self, partition_id: int, rec: EcRecord, p: Piece,
                        verified: bool = False) -> bytes:
+        """The window of piece ``p`` rebuilt from the same window of k other fragments:
+        asks every other fragment's node that is not suspect (suspect ones only if those
+        cannot make k) and decodes from the first k that answer; the rest are cancelled,
+        so one stopped node among them costs nothing."""
         others = [i for i in range(rec.k + rec.m) if i != p.fragment]
+        healthy = [i for i in others if not self.suspect(rec.placement[i])]
+        rest = [i for i in others if i not in healthy]
         got: dict[int, Any] = {}
-        results = await asyncio.gather(*(self.window(partition_id, rec, i, p.fragment_offset,
-                                                     p.length, verified) for i in others),
-                                       return_exceptions=True)
-        for i, r in zip(others, results, strict=True):
-            if isinstance(r, bytes):
-                got[i] = r
+        for group in (healthy, rest):
+            if len(got) >= rec.k or not group:
+                continue
+            tasks = {asyncio.ensure_future(self.window(partition_id, rec, i, p.fragment_offset,
+                                                       p.length, verified)): i for i in group}
+            pending = set(tasks)
+            try:
+                while pending and len(got) < rec.k:
+                    done, pending = await asyncio.wait(pending,
+                                                       return_when=asyncio.FIRST_COMPLETED)
+                    for t in done:
+                        if not t.cancelled() and t.exception() is None:
+                            got[tasks[t]] = t.result()
+            finally:
+                for t in pending:
+                    t.cancel()
         if len(got) < rec.k:
             raise Unavailable(f"partition {partition_id}: {len(got)} fragments answered, "
                               f"{rec.k} needed to rebuild a window")
+        got = dict(sorted(got.items())[:rec.k])
         self.reconstruction_reads[partition_id] += 1
         codec = self.codec(rec.k, rec.m)
         return await asyncio.get_running_loop().run_in_executor(

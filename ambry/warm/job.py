@@ -24,6 +24,7 @@ import xxhash
 from ambry.common.config import ClusterConfig, EcConfig, EcPolicy
 from ambry.common.errors import InvalidArgument
 from ambry.ec.codec import DEFAULT_BACKEND, Codec, Encoded
+from ambry.ec.gain import fragment_disk_bytes, worth_encoding
 from ambry.ec.layout import SegmentLayout
 from ambry.ec.placement import place_in_datacenter
 from ambry.protocol.client import NodeClient
@@ -54,6 +55,9 @@ class EncodeJob:
         self.encode_cpu_s = 0.0  # CPU seconds inside the codec (encode MB/s per core)
         self.backlog_bytes = 0
         self.running: tuple[int, int] | None = None  # (segment, stripes done) while encoding
+        #: (segment, generation) -> its bytes: sealed segments left replicated because
+        #: freeing them would give back less than their fragments cost (small records)
+        self.left_small: dict[tuple[int, int], int] = {}
         #: keys of this DC's EC_SEGMENT records with more than m fragments gone (the
         #: repair's survey): what only they cover is encoded again
         self.lost: Callable[[], Collection[bytes]] = frozenset
@@ -66,7 +70,8 @@ class EncodeJob:
         freed = await self.run_io(self.store.ec_freed_segments)
         now = time.time()
         out = [(n, g, size) for n, g, size, at in sealed
-               if (n, g) not in done and n not in freed and now - at >= self.ec.min_age_s]
+               if (n, g) not in done and n not in freed and (n, g) not in self.left_small
+               and now - at >= self.ec.min_age_s]
         self.backlog_bytes = sum(x[2] for x in out)
         return out
 
@@ -142,7 +147,17 @@ class EncodeJob:
         return True
 
     async def encode(self, number: int, generation: int) -> bool:
-        size, directory = await self.run_io(self.store.ec_scan_segment, number, generation)
+        size, directory, freeable = await self.run_io(self.store.ec_scan_segment, number,
+                                                      generation)
+        k, m = self.policy.k, self.policy.m
+        replicas = len(self.cfg.cluster_map.replicas_in(self.pid, self.dc))
+        frag_bytes = fragment_disk_bytes(k, m, size, self.ec.stripe_bytes)
+        if not worth_encoding(freeable, replicas, frag_bytes, self.ec.encode_min_gain_ratio):
+            self.left_small[(number, generation)] = size
+            log.info("partition %d segment %d: freeing it would give back %d bytes on %d "
+                     "replicas, its fragments cost %d: left replicated (small records)",
+                     self.pid, number, freeable, replicas, frag_bytes)
+            return False
         if len(directory) > MAX_DIRECTORY_BYTES:
             log.warning("partition %d segment %d: %d PUT records, more than an EC_SEGMENT "
                         "record carries; left replicated", self.pid, number,
@@ -158,7 +173,6 @@ class EncodeJob:
             log.info("partition %d segment %d: every blob of it is in an encoded segment of "
                      "%s already; not encoded again", self.pid, number, self.dc)
             return False
-        k, m = self.policy.k, self.policy.m
         try:
             placement = place_in_datacenter(self.cfg.cluster_map, self.pid, self.dc, k + m)
         except InvalidArgument as e:

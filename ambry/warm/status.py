@@ -180,6 +180,9 @@ def summarize(cmap: ClusterMap, sv: Survey) -> list[dict[str, Any]]:
                 "state": state, "segments": segments,
                 "encoded_bytes": sum(s["bytes"] for s in segments),
                 "backlog_bytes": job.get("backlog_bytes", 0) if job else 0,
+                # left replicated: small records (freeing them would not pay for fragments)
+                "left_small_segments": job.get("left_small_segments", 0) if job else 0,
+                "left_small_bytes": job.get("left_small_bytes", 0) if job else 0,
                 "coordinator": here[0] if here else None,
                 "encoding": job.get("encoding") if job else None,
                 "replicas": replicas, "unreachable_replicas": unreachable})

@@ -111,12 +111,18 @@ async def test_sealed_segments_encode_free_replicas_and_read_back_everywhere(
     dc1_records = [r for r in st["dc1-n1"]["records"] if r["datacenter"] == "dc1"]
     assert dc1_records and all(r["k"] == 2 and r["m"] == 1 for r in dc1_records)
     stored = len(blobs) * BLOB
-    on_disk = _disk_bytes(cluster.data_root)
-    ratio = on_disk / stored
-    print(f"bytes on disk per byte stored after encoding: {ratio:.2f}x (6 replicas: 6.0x)")
+
     # the sealed segments at 3.0x (+ what hole punching cannot free: the 4 KiB blocks
-    # shared with record headers), the active segment still at 6.0x
-    assert ratio < 4.5
+    # shared with record headers), the active segment still at 6.0x. Freeing is a
+    # background pass per replica (a replica's last sealed segment waits for the
+    # coordinator's next one): wait for the ratio itself, not for a count of freed
+    # segments that a busy machine may reach before the last pass (4.64x seen flaky)
+    async def ratio_below() -> float | None:
+        ratio = _disk_bytes(cluster.data_root) / stored
+        return ratio if ratio < 4.5 else None
+
+    ratio = await _wait(ratio_below, "bytes on disk per byte stored < 4.5x")
+    print(f"bytes on disk per byte stored after encoding: {ratio:.2f}x (6 replicas: 6.0x)")
     await _read_all(cluster, blobs, list(cluster.nodes))
 
     # kill -9 a fragment node of dc1: reads there rebuild from the other two
