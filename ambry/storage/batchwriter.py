@@ -26,9 +26,10 @@ How a batch forms (nothing waits on a timer to make one)::
 
 While the thread writes one batch, the next gathers in the queue: the group commit follows
 the load. A batch is bounded by what may be in flight (``max_inflight_per_connection`` per
-connection, and the node's payload budget, held until the reply); a small put is at most
-``BATCH_MAX_PAYLOAD_BYTES`` (larger ones take the I/O threads: their checksum and write
-would hold up every small request behind them).
+connection, and the node's payload budget, held until the reply). Puts of every size up to
+``BATCH_MAX_PAYLOAD_BYTES`` come here (issue 16: large puts too, since their payload is
+already received; their checksum and pwritev run with the GIL released and hold up the
+small requests of a batch by about what the batch's fdatasync costs anyway).
 
 The event loop never blocks here: ``submit`` appends to a list, ``_flush`` puts to a
 ``queue.SimpleQueue`` (never full). Does not own what a mutation means (``replica``), nor
@@ -53,7 +54,8 @@ __all__ = ["BATCH_MAX_PAYLOAD_BYTES", "BatchWriter", "Committable", "Done", "Out
 
 log = logging.getLogger(__name__)
 
-#: a put with a payload of at most this many bytes goes through the batch writer
+#: a put with a payload of at most this many bytes goes through the batch writer (the
+#: default max_record_bytes: every put the frontend sends)
 BATCH_MAX_PAYLOAD_BYTES = 64 * 1024**2
 
 #: what a job ends with: the replica's result, or the exception its method raised
