@@ -6,9 +6,10 @@ Owns the node's listening socket and every connection on it: reading frames
 TCP backpressure), replies matched by ``corr`` and written whole, the put payload budgets, the
 frame watchdog, error replies and the lingering close after a request the stream cannot
 survive. Each parsed request goes to the op handlers (``ops``); this file never looks inside
-one. A small mutation the ops hand to the batch writer (``ops.NodeOps.submit``) gets no task:
-its reply is written when its batch completes, with the other replies of that batch to the
-same connection in one write.
+one. A small mutation the ops hand to the batch writer, or a GET they hand to the batch
+reader (``ops.NodeOps.submit``), gets no task: its reply is written when its batch completes,
+with the other replies of that batch to the same connection in one write (a GET whose payload
+streams gets a task for the stream then).
 
 Bounds: a node-wide budget of put payload bytes held in memory
 (``storage.inflight_payload_budget_bytes``) of which one connection holds at most
