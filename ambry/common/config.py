@@ -377,7 +377,8 @@ class EcConfig:
         for key in ("encode_rate_bytes_per_s", "scrub_bytes_per_s"):
             if key in raw:
                 raw[key] = parse_size(raw[key])
-        return _dataclass_from(cls, raw, "ec")
+        ec: EcConfig = _dataclass_from(cls, raw, "ec")
+        return ec
 
 
 @dataclass(frozen=True)

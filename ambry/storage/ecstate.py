@@ -91,13 +91,15 @@ class EcRecord:
         return self.source.hex()
 
     def entries(self) -> Iterator[tuple[bytes, int, int, int]]:
-        return DIR_ENTRY.iter_unpack(self.directory)  # type: ignore[return-value]
+        return DIR_ENTRY.iter_unpack(self.directory)
 
     def to_props(self) -> bytes:
-        return msgpack.packb({"v": 1, "dc": self.datacenter, "k": self.k, "m": self.m,
-                              "code": self.code, "stripe": self.stripe_bytes,
-                              "len": self.original_bytes, "place": list(self.placement),
-                              "tables": self.tables_xxh3, "dir": self.directory})
+        props: bytes = msgpack.packb({"v": 1, "dc": self.datacenter, "k": self.k,
+                                      "m": self.m, "code": self.code,
+                                      "stripe": self.stripe_bytes, "len": self.original_bytes,
+                                      "place": list(self.placement),
+                                      "tables": self.tables_xxh3, "dir": self.directory})
+        return props
 
     @classmethod
     def from_record(cls, key: bytes, props: bytes) -> EcRecord:

@@ -75,7 +75,7 @@ class WarmTierComponent:
                 await self.pass_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - logged; the next pass tries again
+            except Exception:
                 log.exception("warm tier pass failed")
             await asyncio.sleep(self.ec.scan_interval_s)
 

@@ -25,7 +25,7 @@ from typing import Any
 from ambry.common.errors import AmbryError, DataCorrupt, Unavailable
 from ambry.ec.codec import Codec
 from ambry.ec.layout import Piece, SegmentLayout
-from ambry.protocol.client import NodeClient
+from ambry.protocol.client import NodeClient, Reply
 from ambry.storage.api import EcRecord
 
 __all__ = ["FragmentFetcher"]
@@ -79,6 +79,7 @@ class FragmentFetcher:
         self._codecs: dict[tuple[int, int], Codec] = {}
         self._reported: dict[tuple[bytes, int], float] = {}  # (record, fragment) -> when
         self._asks: set[asyncio.Task[None]] = set()
+        self._releases: set[asyncio.Task[None]] = set()  # unread replies being dropped
 
     def codec(self, k: int, m: int) -> Codec:
         c = self._codecs.get((k, m))
@@ -111,8 +112,15 @@ class FragmentFetcher:
                                  "fragment": fragment, "offset": offset, "length": length,
                                  "verify": verified},
                 timeout_ms=self.timeout_ms)
-            data = bytes(await reply.read()) if reply.payload_len else b""
-            await reply.release()
+            try:
+                data = bytes(await reply.read()) if reply.payload_len else b""
+            except BaseException:
+                # cancelled (a hedge or rebuild that no longer needs it) or failed mid-payload:
+                # a streamed payload left unread holds its pipelined connection, and every
+                # request queued behind it waits for the stall timeout; drop it now, off
+                # this task (which may be cancelled again)
+                self._release_later(reply)
+                raise
             if len(data) != length:
                 raise DataCorrupt(f"short fragment read ({len(data)} of {length} bytes)")
         except DataCorrupt:
@@ -129,6 +137,11 @@ class FragmentFetcher:
         self.fragment_reads[partition_id] += 1
         self.fragment_read_bytes[partition_id] += length
         return data
+
+    def _release_later(self, reply: Reply) -> None:
+        t = self.loop.create_task(reply.release())
+        self._releases.add(t)
+        t.add_done_callback(self._releases.discard)
 
     async def read(self, partition_id: int, rec: EcRecord, offset: int, length: int,
                    rebuild: bool = False, verified: bool = False,

@@ -32,7 +32,7 @@ from ambry.storage.api import EcRecord, EcStore, RunIO
 from ambry.storage.ecstate import DIR_ENTRY, ec_key
 from ambry.warm.fetch import FragmentFetcher
 
-__all__ = ["EncodeJob", "MAX_DIRECTORY_BYTES"]
+__all__ = ["MAX_DIRECTORY_BYTES", "EncodeJob"]
 
 log = logging.getLogger(__name__)
 
