@@ -5,9 +5,10 @@ rebuilt from the fragments left and compared with what was PUT; restarted, the r
 every fragment back, each verified by its node, and ``ambry admin ec-status --verify`` says
 ``encoded`` (healthy) again.
 
-The fast variant (two data-fragment nodes killed -9) runs in ``make test``; every other pair
-of roles, killed or wiped, is ``@slow`` (``make faults``). Waits are on conditions, never on
-sleeps."""
+All ``@slow`` (``make faults``): 12 node processes and a repair take about 20 s a case on a
+busy 2-core machine, beyond ``make test``'s few seconds; the fast regression test of the read
+path's bug is ``test_ec_fragment_read_cancel.py``. Waits are on conditions, never on sleeps.
+"""
 
 from __future__ import annotations
 
@@ -145,7 +146,7 @@ async def _encoded_and_freed(c: LocalCluster) -> list[dict[str, Any]]:
 def _pick(recs: list[dict[str, Any]], st: dict[str, dict[str, Any]], roles: str
           ) -> list[str]:
     """Two dc1 nodes by role: ``data`` (holds a data fragment; a replica only if it must),
-    ``anydata``, ``parity``,
+    ``anydata``, ``parity`` (holds a parity fragment),
     ``coord`` (the coordinator: a replica and a fragment node), ``replica`` (another
     replica)."""
     place = recs[0]["placement"]
@@ -156,9 +157,11 @@ def _pick(recs: list[dict[str, Any]], st: dict[str, dict[str, Any]], roles: str
     # nodes that are not replicas first: the replicas left then read through fragments
     pools = {"data": sorted((n for n in place[:K] if n != coord), key=lambda n: n in replicas),
              "anydata": [n for n in place[:K] if n != coord],
-             "parity": [n for n in place[K:] if n != coord],
+             "parity": list(place[K:]),  # the coordinator may hold one
              "coord": [coord],
-             "replica": [n for n in replicas if n != coord]}
+             # a replica holding a data fragment first: its loss is then also a data loss
+             "replica": sorted((n for n in replicas if n != coord),
+                               key=lambda n: place.index(n) >= K)}
     out: list[str] = []
     for role in roles.split("+"):
         out.append(next(n for n in pools[role] if n not in out))
@@ -179,8 +182,10 @@ async def _lose_two_and_repair(c: LocalCluster, blobs: dict[BlobId, bytes], role
     # every blob from every surviving replica of dc1: reconstructed, the PUT bytes
     await _read_all(c, blobs, survivors)
     after = await _status(c)
-    assert sum(after[n]["job"]["reconstruction_reads"] - before[n] for n in survivors) > 0, \
-        "no read was rebuilt from the other fragments: the test lost nothing it reads"
+    if any(recs[0]["placement"].index(v) < K for v in victims):  # a data fragment lost
+        assert sum(after[n]["job"]["reconstruction_reads"] - before[n]
+                   for n in survivors) > 0, \
+            "no read was rebuilt from the other fragments: the test lost nothing it reads"
     for v in victims:
         c.nodes[v].start()
     for v in victims:
@@ -213,16 +218,6 @@ async def _lose_two_and_repair(c: LocalCluster, blobs: dict[BlobId, bytes], role
 
     await _wait(replicas_freed_again, f"{replica_victims} to free their segments again")
     await _read_all(c, blobs, [n for n in REPLICAS if n.startswith("dc1")])
-
-
-# ------------------------------------------------------------------------------ fast
-async def test_two_data_fragment_nodes_killed_reads_rebuilt_then_repair_restores_health(
-        cluster: LocalCluster) -> None:
-    # m=2 promises any two nodes of a datacenter; before issue 17's fault tests nothing
-    # checked more than one loss (k=2, m=1), and a 4-of-6 rebuild with a node down failed
-    # reads whenever a cancelled fragment read stalled a connection (test_ec_fragment_read_cancel)
-    blobs = await _put_all(cluster, 20)  # 4 MiB: 3 sealed segments of 1 MiB
-    await _lose_two_and_repair(cluster, blobs, "data+data", wipe=False)
 
 
 # ------------------------------------------------------------------------------ slow
