@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, Phase
 from multidict import CIMultiDictProxy
 
 from ambry.common.blobid import BlobType, decode
+from ambry.common.errors import BlobNotFound
 from ambry.testing.frontend import StoreCluster, replica_records
 
 KIB = 1024
@@ -185,6 +186,28 @@ async def until(cond: Any, timeout_s: float = 15.0, what: str = "condition") -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached in {timeout_s} s")
         await asyncio.sleep(0.1)
+
+
+async def on_every_replica(store: StoreCluster, blob_id: str, datacenter: str = "dc1",
+                           timeout_s: float = 30.0) -> None:
+    """Wait until every node of ``datacenter`` holds ``blob_id``. A PUT is acked by 2 of 3
+    replicas: the third may get it later (a straggling write, or replication when the
+    frontend skipped a node), so a test that reads or damages a given replica's copy waits
+    for this first."""
+    bid = decode(blob_id)
+    deadline = time.monotonic() + timeout_s
+    for node in store.nodes_in(datacenter):
+        async with node.client() as client:
+            while True:
+                try:
+                    await client.get(bid, info_only=True, include_deleted=True,
+                                     include_expired=True)
+                    break
+                except BlobNotFound:
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"{blob_id} never reached {node.node_id} in "
+                                             f"{timeout_s} s") from None
+                    await asyncio.sleep(0.05)
 
 
 async def assert_no_new_reachable_blob(store: StoreCluster,

@@ -21,10 +21,18 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from fe_helpers import CHUNK, MIB, TIMEOUT, blob_bytes, call, post_blob, store_fixture
+from fe_helpers import (
+    CHUNK,
+    MIB,
+    TIMEOUT,
+    blob_bytes,
+    call,
+    on_every_replica,
+    post_blob,
+    store_fixture,
+)
 
 from ambry.common.blobid import BlobId, BlobType, decode
-from ambry.common.errors import BlobNotFound
 from ambry.common.properties import BlobProperties
 from ambry.testing.cluster import NodeProcess
 from ambry.testing.frontend import StoreCluster
@@ -52,6 +60,7 @@ async def _sendfile_bytes(http: aiohttp.ClientSession, store: StoreCluster) -> f
 
 async def _chunk_ids(store: StoreCluster, blob_id: str) -> list[str]:
     from ambry.frontend.chunking import decode_metadata
+    await on_every_replica(store, blob_id)  # acked by 2 of 3: node 0 may not have it yet
     client = store.nodes_in("dc1")[0].client()
     try:
         _, data = await client.get_bytes(decode(blob_id))
@@ -60,8 +69,10 @@ async def _chunk_ids(store: StoreCluster, blob_id: str) -> list[str]:
     return [c.blob_id for c in decode_metadata(data)[1]]
 
 
-def _flip_on_one_replica(store: StoreCluster, blob_id: str, at: int) -> NodeProcess:
-    """Flip payload bytes of ``blob_id`` on the first node that holds it; that node."""
+async def _flip_on_one_replica(store: StoreCluster, blob_id: str, at: int) -> NodeProcess:
+    """Flip payload bytes of ``blob_id`` on the first node; that node. Once every replica
+    holds it: a copy still on its way could come from the damaged one."""
+    await on_every_replica(store, blob_id)
     for node in store.nodes_in("dc1"):
         if flip_payload_bytes([node.data_dir], blob_id, at=at) == 1:
             return node
@@ -153,23 +164,6 @@ async def _put_simple_on_every_replica(store: StoreCluster, http: aiohttp.Client
     return bid.to_str()
 
 
-async def _on_every_replica(store: StoreCluster, blob_id: str) -> None:
-    """Wait until every node holds ``blob_id`` (a PUT is acked by 2 of 3)."""
-    deadline = time.monotonic() + 30
-    for node in store.nodes_in("dc1"):
-        client = node.client()
-        try:
-            while True:
-                try:
-                    await client.get(decode(blob_id), info_only=True)
-                    break
-                except BlobNotFound:
-                    assert time.monotonic() < deadline, f"{blob_id} never reached {node}"
-                    await asyncio.sleep(0.05)
-        finally:
-            await client.close()
-
-
 async def test_whole_blobs_and_ranges_arrive_intact_and_whole_ones_go_out_with_sendfile(
         store: StoreCluster) -> None:
     # the path itself: the bytes of every shape of GET are exact, and whole payloads of
@@ -205,8 +199,8 @@ async def test_a_bit_flip_on_one_replica_never_reaches_a_client(store: StoreClus
         sid = await post_blob(http, store.url("dc1", ""), simple)
         cid = await post_blob(http, store.url("dc1", ""), composite)
         chunk = (await _chunk_ids(store, cid))[1]
-        damaged = [_flip_on_one_replica(store, sid, at=len(simple) // 2),
-                   _flip_on_one_replica(store, chunk, at=CHUNK // 3)]
+        damaged = [await _flip_on_one_replica(store, sid, at=len(simple) // 2),
+                   await _flip_on_one_replica(store, chunk, at=CHUNK // 3)]
         before = {n.node_id: await _damage_reported(n) for n in damaged}
         reported = False
         # each GET asks a random replica first: go on until the damaged ones were asked
@@ -228,7 +222,7 @@ async def test_a_simple_blob_rotten_on_every_replica_is_a_503_before_any_byte(
     async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
         data = blob_bytes(CHUNK // 2, "rot-all")
         bid = await post_blob(http, store.url("dc1", ""), data)
-        await _on_every_replica(store, bid)
+        await on_every_replica(store, bid)
         assert flip_payload_bytes([n.data_dir for n in store.nodes_in("dc1")], bid,
                                   at=100) == 3
         got = await call(http, "GET", store.url("dc1", "/" + bid))
