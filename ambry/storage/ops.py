@@ -67,8 +67,6 @@ class ReplyStream:
         self.length = length
 
 
-
-
 class FileStream:
     """A reply payload that is a span of a segment file, sent with ``sendfile`` (the server's
     ``_send_file``): the bytes go from the page cache to the socket, never through Python.
