@@ -24,10 +24,9 @@ blocks other writers.
 
 Large GET payloads come as a ``ReplyStream`` (pread in 1 MiB pieces on the I/O threads,
 checksum verified as it goes), or, for a reader that verifies the checksum itself, as a
-``FileStream`` sent with ``os.sendfile`` (``_send_file``; uvloop has no ``loop.sendfile``, so
-the calls run on the I/O threads and the waits for a writable socket on the loop; docs/storage.md,
-"Serving reads"). A failure after the header is out aborts the connection, so the client sees
-a truncated reply, never a silently wrong body.
+``FileStream`` sent with ``os.sendfile``; both are written by ``sending.PayloadSender``. A
+failure after the header is out aborts the connection, so the client sees a truncated reply,
+never a silently wrong body.
 """
 
 from __future__ import annotations
@@ -36,13 +35,12 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
-import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ambry.common.config import StorageConfig
-from ambry.common.errors import AmbryError, DataCorrupt, PayloadTooLarge
+from ambry.common.errors import AmbryError, PayloadTooLarge
 from ambry.protocol import stream
 from ambry.protocol.framing import discard_exactly, pack_header, read_header, write_message
 from ambry.protocol.messages import (
@@ -55,6 +53,7 @@ from ambry.protocol.messages import (
 from ambry.runtime.budget import ByteBudget
 from ambry.storage.metrics import NodeMetrics
 from ambry.storage.ops import DEFERRED, FileStream, Payload, ReplyStream
+from ambry.storage.sending import PayloadSender
 
 __all__ = ["NodeServer"]
 
@@ -180,6 +179,7 @@ class NodeServer:
         self._idle: asyncio.Future[None] | None = None
         self.metrics = metrics
         self._io = io  # payload pieces of a stream are read here
+        self._sender = PayloadSender(io, metrics)  # large reply payloads: streams, sendfile
         self._budget = budget
         self._payload_buffers = _PayloadBuffers()
         self._storage_config = storage_config  # the node's current config (a map reload)
@@ -500,10 +500,10 @@ class NodeServer:
             reply = {"corr": req.corr, "status": STATUS_OK, "msg": "", **fields}
             if isinstance(body, FileStream):
                 reply["payload_len"] = body.length
-                status = await self._send_file(conn, req, reply, body)
+                status = await self._sender.file(conn, req, reply, body)
             elif isinstance(body, ReplyStream):
                 reply["payload_len"] = body.length
-                status = await self._send_stream(conn, req, reply, body)
+                status = await self._sender.stream(conn, req, reply, body)
             else:
                 if body:
                     reply["payload_len"] = len(body)
@@ -643,9 +643,9 @@ class NodeServer:
         status = STATUS_OK
         try:
             if isinstance(body, FileStream):
-                status = await self._send_file(conn, req, reply, body)
+                status = await self._sender.file(conn, req, reply, body)
             else:
-                status = await self._send_stream(conn, req, reply, body)
+                status = await self._sender.stream(conn, req, reply, body)
         except asyncio.CancelledError:
             status = "CANCELLED"
             raise
@@ -688,155 +688,3 @@ class NodeServer:
     def _frames_sent(self, conn: _Conn, task: asyncio.Task[None]) -> None:
         conn.tasks.discard(task)
         self._handlers.discard(task)
-
-    async def _send_stream(self, conn: _Conn, req: Request, reply: dict[str, Any],
-                           body: ReplyStream) -> str:
-        """Header, then the payload piece by piece (each piece read on an I/O thread). Any
-        failure after the header is out aborts the connection: a short reply, never a wrong
-        one."""
-        loop = asyncio.get_running_loop()
-        frame = pack_header(reply)
-        async with conn.write_lock:
-            if conn.closing:
-                return "CLIENT_GONE"
-            conn.writer.write(frame)
-            sent = 0
-            try:
-                while sent < body.length:
-                    piece = await loop.run_in_executor(self._io, next, body.pieces, None)
-                    if not piece:
-                        raise DataCorrupt("payload ended early")
-                    if conn.closing:
-                        return "CLIENT_GONE"
-                    conn.writer.write(piece)
-                    sent += len(piece)
-                    self.metrics.bytes_out.inc(len(piece))
-                    await conn.writer.drain()
-            except AmbryError as e:
-                log.error("rid=%s op=%s: %s after %d of %d payload bytes; aborting the "
-                          "connection", req.rid, req.op, e.message, sent, body.length)
-                conn.abort()
-                return e.code
-            except (ConnectionError, OSError):
-                conn.abort()
-                return "CLIENT_GONE"
-            except BaseException:
-                conn.abort()
-                raise
-            finally:
-                close = getattr(body.pieces, "close", None)
-                if close is not None:
-                    close()
-        return STATUS_OK
-
-    async def _send_file(self, conn: _Conn, req: Request, reply: dict[str, Any],
-                         body: FileStream) -> str:
-        """Header, then the payload straight from the segment file with ``sendfile`` (the
-        reader verifies the checksum: the bytes never pass through this process). Each call
-        runs on an I/O thread (a page not in the cache is read from disk there, never on the
-        loop) and sends what the socket takes at once; when it takes nothing, the loop waits
-        until it is writable again, so a reader that stops reading holds no thread. The
-        connection's write lock is held throughout: nothing else is written in between. Any
-        failure after the header is out aborts the connection (a short reply)."""
-        sock = conn.writer.get_extra_info("socket")
-        loop = asyncio.get_running_loop()
-        frame = pack_header(reply)
-        sock_fd = -1
-        try:
-            if sock is None or not hasattr(os, "sendfile"):  # no socket to send from: copy
-                return await self._send_stream(conn, req, reply, ReplyStream(
-                    _file_pieces(body), body.length))
-            async with conn.write_lock:
-                if conn.closing:
-                    return "CLIENT_GONE"
-                conn.writer.write(frame)
-                sent = 0
-                try:
-                    await _flushed(conn.writer)  # the header is out: the socket is ours
-                    # our own descriptor of the socket: the transport may close its one
-                    # (the peer left) while a thread is inside sendfile
-                    sock_fd = os.dup(sock.fileno())
-                    while sent < body.length:
-                        if conn.closing:
-                            return "CLIENT_GONE"
-                        n = await loop.run_in_executor(
-                            self._io, _sendfile_some, sock_fd, body.fd, body.offset + sent,
-                            body.length - sent)
-                        if n is None:  # the socket's buffer is full
-                            await _writable(loop, sock_fd, conn.reader.closed)
-                            continue
-                        if n == 0:
-                            raise DataCorrupt("the segment file ends inside the payload")
-                        sent += n
-                        self.metrics.bytes_out.inc(n)
-                        self.metrics.sendfile_bytes.inc(n)
-                except AmbryError as e:
-                    log.error("rid=%s op=%s: %s after %d of %d payload bytes; aborting the "
-                              "connection", req.rid, req.op, e.message, sent, body.length)
-                    conn.abort()
-                    return e.code
-                except (ConnectionError, OSError):
-                    conn.abort()
-                    return "CLIENT_GONE"
-                except BaseException:
-                    conn.abort()
-                    raise
-        finally:
-            body.close()
-            if sock_fd >= 0:
-                os.close(sock_fd)
-        return STATUS_OK
-
-
-#: at most this much per sendfile call (it returns sooner when the socket is full)
-_SENDFILE_CALL_MAX_BYTES = 8 << 20
-
-
-def _sendfile_some(sock_fd: int, file_fd: int, offset: int, count: int) -> int | None:
-    """One sendfile call on the (non-blocking) socket: bytes sent, 0 at the file's end, None
-    when the socket takes nothing now. Runs on an I/O thread."""
-    try:
-        return os.sendfile(sock_fd, file_fd, offset, min(count, _SENDFILE_CALL_MAX_BYTES))
-    except BlockingIOError:
-        return None
-
-
-async def _flushed(writer: stream.Writer) -> None:
-    """Wait until the transport has handed everything written so far to the kernel."""
-    transport = writer.transport
-    if transport.get_write_buffer_size() == 0:
-        return
-    high, low = transport.get_write_buffer_limits()
-    transport.set_write_buffer_limits(high=0, low=0)  # paused until its buffer is empty
-    try:
-        await writer.drain()
-    finally:
-        transport.set_write_buffer_limits(high=high, low=low)
-
-
-async def _writable(loop: asyncio.AbstractEventLoop, fd: int,
-                    closed: asyncio.Future[None]) -> None:
-    """Wait until socket ``fd`` (our own duplicate: the transport's is registered for
-    reading) can take bytes again, or its connection is lost."""
-    ready = loop.create_future()
-    loop.add_writer(fd, _set_once, ready)
-    try:
-        await asyncio.wait((ready, closed), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        loop.remove_writer(fd)  # before the descriptor is closed: no stale registration
-
-
-def _set_once(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-def _file_pieces(body: FileStream) -> Iterator[bytes]:
-    """The span in 1 MiB preads (a transport without a socket to sendfile from)."""
-    off, end = body.offset, body.offset + body.length
-    while off < end:
-        piece = os.pread(body.fd, min(1 << 20, end - off), off)
-        if not piece:
-            return
-        off += len(piece)
-        yield piece
