@@ -347,18 +347,23 @@ class NodeOps:
         if not (0 <= a["account_id"] <= _U16 and 0 <= a["container_id"] <= _U16):
             raise InvalidArgument("account_id and container_id must be in [0, 65535]")
 
-    async def _op_name_put(self, req: Request, _p: Payload) -> tuple[dict[str, Any], None]:
-        a = req.args
-        r = self._replica(a["partition"])
-        self._check_container(a)
+    @classmethod
+    def _name_record(cls, a: dict[str, Any], deleted: bool) -> NameRecord:
+        """The name record a name_put / name_claim carries, its fields checked."""
+        cls._check_container(a)
         for k in ("ts_ms", "created_ms", "size"):
             if not 0 <= a[k] <= _U64:
                 raise InvalidArgument(f"{k} out of range")
         if not 0 <= a["dc_id"] <= 0xFF:
             raise InvalidArgument("dc_id must be in [0, 255]")
-        entry = NameRecord(a["account_id"], a["container_id"], a["name"], a["blob_id"],
-                           a["ts_ms"], a["dc_id"], a["deleted"], a["size"], a["content_type"],
-                           a["created_ms"])
+        return NameRecord(a["account_id"], a["container_id"], a["name"], a["blob_id"],
+                          a["ts_ms"], a["dc_id"], deleted, a["size"], a["content_type"],
+                          a["created_ms"])
+
+    async def _op_name_put(self, req: Request, _p: Payload) -> tuple[dict[str, Any], None]:
+        a = req.args
+        r = self._replica(a["partition"])
+        entry = self._name_record(a, a["deleted"])
         token, base = a["token"], a["base"]
         if token is not None and base is not None:
             if not (len(base) == 3 and all(isinstance(x, int) and not isinstance(x, bool)
@@ -375,15 +380,7 @@ class NodeOps:
     async def _op_name_claim(self, req: Request, _p: Payload) -> tuple[dict[str, Any], None]:
         a = req.args
         r = self._replica(a["partition"])
-        self._check_container(a)
-        for k in ("ts_ms", "created_ms", "size"):
-            if not 0 <= a[k] <= _U64:
-                raise InvalidArgument(f"{k} out of range")
-        if not 0 <= a["dc_id"] <= 0xFF:
-            raise InvalidArgument("dc_id must be in [0, 255]")
-        entry = NameRecord(a["account_id"], a["container_id"], a["name"], a["blob_id"],
-                           a["ts_ms"], a["dc_id"], False, a["size"], a["content_type"],
-                           a["created_ms"])
+        entry = self._name_record(a, False)
         prev, fut = await self._run(r.name_claim, entry)
         await asyncio.wrap_future(fut)
         self._notify_change()
