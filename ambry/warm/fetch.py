@@ -16,6 +16,7 @@ placement)."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from collections import Counter, deque
@@ -95,7 +96,16 @@ class FragmentFetcher:
             self.fragment_read_errors[(partition_id, "corrupt")] += 1
         fut = asyncio.run_coroutine_threadsafe(
             self.read(partition_id, rec, offset, length, rebuild, verified, check), self.loop)
-        return fut.result(timeout=4 * self.timeout_ms / 1000 + 5)
+        limit_s = 4 * self.timeout_ms / 1000 + 5
+        try:
+            return fut.result(timeout=limit_s)
+        except concurrent.futures.TimeoutError:
+            # stop the read on the loop too: its window reads are cancelled and release their
+            # replies, instead of running on for a caller that is gone
+            fut.cancel()
+            self.fragment_read_errors[(partition_id, "unavailable")] += 1
+            raise Unavailable(f"partition {partition_id}: the fragments of segment "
+                              f"{rec.segment} did not answer within {limit_s:.0f} s") from None
 
     # ---------------------------------------------------------------- on the loop
     async def window(self, partition_id: int, rec: EcRecord, fragment: int, offset: int,
