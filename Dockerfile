@@ -16,8 +16,9 @@ LABEL org.ambry-py.stage=install
 COPY build/docker-wheels/ /wheels/
 RUN python3 -m venv /opt/ambry \
  && /opt/ambry/bin/pip install --no-index --find-links /wheels --no-cache-dir \
-        --disable-pip-version-check ambry \
- && /opt/ambry/bin/python -c "import ambry.native as n; assert n.implementation == 'c', n.implementation"
+        --disable-pip-version-check 'ambry[ec]' \
+ && /opt/ambry/bin/python -c "import ambry.native as n; assert n.implementation == 'c', n.implementation" \
+ && /opt/ambry/bin/python -c "import ambry.ec.codec as c; c.Codec(2, 1)"
 
 FROM ${AMBRY_BASE}
 # lets deploy/build-image.sh prune the images a rebuild leaves untagged

@@ -17,7 +17,8 @@
 #    name, which would shadow python:3.11-slim for everything else on the docker host (an
 #    older version of this script did that: such an image is renamed to ours). AMBRY_BASE
 #    names any other base.
-# 2. The wheels: ambry (with its C extension) and its dependencies, built into
+# 2. The wheels: ambry (with its C extension), its dependencies and its `ec` extra (pyeclib, for
+#    erasure-coded partitions: docs/erasure-coding.md), built into
 #    build/docker-wheels/ by the host's Python when it has the image's major.minor version (the
 #    wheels must be cp3XX of the image's interpreter), else inside a build container of the
 #    base image with host networking and the host's CA bundle (--wheels-in-container forces it).
@@ -124,7 +125,7 @@ mkdir -p "$WHEELS"
 if [[ "$image_py" == "$host_py" && "$IN_CONTAINER" == 0 ]]; then
     say "building wheels on the host into $WHEELS"
     # (the filter drops pip's notes about this machine's own index settings)
-    "$PYTHON" -m pip wheel --quiet --wheel-dir "$WHEELS" "$SRC" 2>&1 \
+    "$PYTHON" -m pip wheel --quiet --wheel-dir "$WHEELS" "$SRC[ec]" 2>&1 \
         | { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2
 else
     say "building wheels in a $BASE container (host network, host CA bundle)"
@@ -140,7 +141,7 @@ else
             tar -C /src --exclude=./.venv --exclude=./.git --exclude=./data \
                 --exclude=./build -c . | tar -C /tmp/src -x
             python3 -m venv /tmp/venv
-            /tmp/venv/bin/pip wheel --quiet --wheel-dir /wheels /tmp/src
+            /tmp/venv/bin/pip wheel --quiet --wheel-dir /wheels "/tmp/src[ec]"
             chown -R "$HOST_UID:$HOST_GID" /wheels'
 fi
 tag=cp${image_py/./}

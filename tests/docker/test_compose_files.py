@@ -192,3 +192,14 @@ def test_compose_exec_examples_run_without_a_tty() -> None:
                 seen += 1
                 assert re.search(r"(^|\s)-T\b", m.group(1)), f"{f.name}: {line.strip()}"
     assert seen > 0
+
+
+def test_image_carries_the_erasure_coding_extra() -> None:
+    # broke: the image installed plain `ambry`, so a node of a partition with an `ec:` policy
+    # died at its first encode (pyeclib missing) inside the container
+    runs = " ".join(args for word, args in _dockerfile() if word == "RUN")
+    assert "'ambry[ec]'" in runs, runs
+    assert "ambry.ec.codec" in runs  # the install stage proves the codec loads
+    script = BUILD_IMAGE.read_text()
+    wheel_lines = [ln for ln in script.splitlines() if "pip wheel" in ln]
+    assert wheel_lines and all("[ec]" in ln for ln in wheel_lines), wheel_lines
