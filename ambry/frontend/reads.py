@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,11 +64,23 @@ class BlobRead:
     _reply: GetReply | None = None
 
     async def aclose(self) -> None:
-        """Stop reading: frees the node connection even if ``body`` was never started."""
+        """Stop reading: frees the node connection even if ``body`` was never started.
+
+        A reply has one owner of its release at a time: ``_reply`` is this object's while
+        ``body`` has not started; the body takes it (``take_reply``) when it starts and then
+        releases it itself, within ``body.aclose()`` here, in this task (its inner generators
+        are closed by it, never left for the garbage collector to close later in a task of
+        its own, racing this one)."""
         if self.body is not None:
             await self.body.aclose()  # type: ignore[attr-defined]
-        if self._reply is not None:
-            await self._reply.release()
+        reply = self.take_reply()
+        if reply is not None:
+            await reply.release()
+
+    def take_reply(self) -> GetReply | None:
+        """The reply this read holds, handed over with the duty to release it."""
+        reply, self._reply = self._reply, None
+        return reply
 
 
 class Reader:
@@ -195,8 +208,8 @@ class Reader:
                         total, chunks=chunks)
         if whole_simple:
             read.length = total
-            read._reply = reply
-            read.body = self._whole_simple_body(reply, total, blob_id, rid, opts)
+            read._reply = reply  # the read's until the body starts, then the body's
+            read.body = self._whole_simple_body(read, total, blob_id, rid, opts)
             return read
         if info_only:
             return read
@@ -214,20 +227,25 @@ class Reader:
         if length == 0:
             return
         reply = await self.get_reply(blob_id, rid, range=(start, length), **opts)
-        async for piece in _stream_reply(reply, length, blob_id):
-            yield piece
+        async with contextlib.aclosing(_stream_reply(reply, length, blob_id)) as pieces:
+            async for piece in pieces:
+                yield piece
 
-    async def _whole_simple_body(self, reply: GetReply, total: int, blob_id: BlobId, rid: str,
+    async def _whole_simple_body(self, read: BlobRead, total: int, blob_id: BlobId, rid: str,
                                  opts: dict[str, bool]) -> AsyncIterator[bytes | bytearray]:
         """A whole simple blob. When the node sent it unverified (sendfile), its checksum is
         checked here before the last byte goes on: a blob of up to a chunk is read whole and
         checked before any of it is passed on (a damaged copy is then fetched again from
         another replica), a larger one is streamed with its last piece held back (a damaged
         copy cuts the response short)."""
+        reply = read.take_reply()  # the body's from here: _stream_reply or `async with` frees it
+        if reply is None:
+            raise RuntimeError("a whole simple body is iterated once")
         check = reply.payload_check()
         if check is None or total > _VERIFY_WHOLE_MAX_BYTES:
-            async for piece in _stream_reply(reply, total, blob_id, check):
-                yield piece
+            async with contextlib.aclosing(_stream_reply(reply, total, blob_id, check)) as ps:
+                async for piece in ps:
+                    yield piece
             return
         async with reply:
             data = await reply.read()
@@ -239,8 +257,9 @@ class Reader:
             return
         await self._damaged_copy(reply.source, blob_id, rid)
         retry = await self.get_reply(blob_id, rid, **opts)
-        async for piece in _stream_reply(retry, total, blob_id):
-            yield piece
+        async with contextlib.aclosing(_stream_reply(retry, total, blob_id)) as pieces:
+            async for piece in pieces:
+                yield piece
 
     async def _fetch_chunk(self, ref: ChunkRef, start: int, length: int, rid: str
                            ) -> bytes | bytearray:
@@ -311,7 +330,8 @@ class Reader:
 
 
 async def _stream_reply(reply: GetReply, length: int, blob_id: BlobId,
-                        check: PayloadCheck | None = None) -> AsyncIterator[bytes | bytearray]:
+                        check: PayloadCheck | None = None
+                        ) -> AsyncGenerator[bytes | bytearray, None]:
     """The reply's payload as it arrives; with ``check``, each piece is held back until the
     next one arrives, and the last until the checksum held (a damaged copy ends the body
     short, never complete with wrong bytes)."""

@@ -9,7 +9,8 @@ breaks. Does not own the pool of connections, timeouts per call or the operation
 
 A reply with a payload (``get``) holds its connection's read side until the payload is
 consumed: read it (``await reply.read()``), iterate it (``async for piece in
-reply.iter_chunks()``), or give it back (``await reply.release()`` / ``async with reply``). A
+reply.iter_chunks()``), or give it back (``await reply.release()`` / ``async with reply``;
+idempotent, and concurrent releases share one drop that a cancelled caller does not stop). A
 consumer that makes no progress for the stall timeout (the client's ``request_timeout_ms``)
 gets its connection closed (the other calls on it fail with Unavailable and are retried by
 their callers), so a forgotten reply costs one connection, never the client.
@@ -21,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, Self
 
 import xxhash
@@ -55,6 +56,9 @@ class _PayloadStream:
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.last_progress = time.monotonic()
         self._busy = False
+        self._idle = asyncio.Event()  # set while no read_chunk is in progress
+        self._idle.set()
+        self._dropping: asyncio.Task[None] | None = None  # the one release of the unread rest
 
     def _done(self, exc: BaseException | None = None) -> None:
         if not self.finished.done():
@@ -74,6 +78,7 @@ class _PayloadStream:
         if self._busy:
             raise RuntimeError("a reply payload is read by one task at a time")
         self._busy = True
+        self._idle.clear()
         try:
             async with asyncio.timeout(self._conn.stall_timeout_s):
                 n = min(max_bytes, self.remaining)
@@ -86,6 +91,7 @@ class _PayloadStream:
             raise err from None
         finally:
             self._busy = False
+            self._idle.set()
         if not piece:
             err = Unavailable(f"connection to {self._conn.peer} closed mid-payload "
                               f"({self.remaining} of {self.length} bytes missing)")
@@ -100,7 +106,32 @@ class _PayloadStream:
 
     async def discard(self) -> None:
         while self.remaining:
+            if self._busy:  # a read of another task is in progress: let it finish first
+                await self._idle.wait()
+                continue
             await self.read_chunk(1 << 20)
+
+    def release_soon(self) -> asyncio.Task[None] | None:
+        """Start dropping the unread rest of the payload, once: every later call gets the same
+        task (None when nothing is left). It runs in a task of its own, so a caller that is
+        cancelled while it waits never leaves a half-dropped payload holding the connection's
+        read side (and every reply pipelined behind it) until the stall timeout."""
+        if self._dropping is None and self.remaining:
+            self._dropping = _spawn(self._drop())
+        return self._dropping
+
+    async def release(self) -> None:
+        """Drop the unread rest and wait until it is dropped. Idempotent, and safe to call
+        from several tasks at once: they all wait for the one drop."""
+        task = self.release_soon()
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def _drop(self) -> None:
+        try:
+            await self.discard()
+        except Unavailable:
+            pass  # the connection failed and was closed: nothing is held any more
 
 
 class _BufferedPayload:
@@ -121,6 +152,12 @@ class _BufferedPayload:
         return piece
 
     async def discard(self) -> None:
+        self.remaining = 0
+
+    def release_soon(self) -> None:
+        self.remaining = 0  # read already: nothing holds the connection
+
+    async def release(self) -> None:
         self.remaining = 0
 
 
@@ -163,18 +200,16 @@ class Reply:
             yield piece
 
     async def release(self) -> None:
-        """Drop whatever of the payload was not read (frees the connection)."""
-        if self._stream is not None and self._stream.remaining:
-            try:
-                await self._stream.discard()
-            except Unavailable:
-                pass
+        """Drop whatever of the payload was not read (frees the connection). Idempotent and
+        safe to call concurrently: the payload is dropped once (whichever Reply wraps it) and
+        a second call while that is in progress waits for it."""
+        if self._stream is not None:
+            await self._stream.release()
 
     def _release_soon(self) -> None:
-        if self._stream is not None and self._stream.remaining:
-            task = asyncio.get_running_loop().create_task(self.release())
-            _BACKGROUND.add(task)
-            task.add_done_callback(_BACKGROUND.discard)
+        """``release`` without waiting for it (from a callback, or code that cannot await)."""
+        if self._stream is not None:
+            self._stream.release_soon()
 
     async def __aenter__(self) -> Self:
         return self
@@ -184,6 +219,14 @@ class Reply:
 
 
 _BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def _spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """A task kept referenced until it is done (the loop holds tasks only weakly)."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+    return task
 
 
 class GetReply(Reply):
