@@ -17,6 +17,7 @@ import asyncio
 import atexit
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -38,18 +39,34 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 _LIVE: set[DaemonProcess] = set()
 
 
+#: Ports are handed out below the kernel's ephemeral range (Linux: 32768-60999 by default):
+#: a port the OS picked with bind(0) is also a port it may give the next outgoing connection
+#: (every node and frontend opens many), which then sits on it before the daemon that was
+#: told to listen there starts ("address in use": a frontend once landed on a port a node
+#: had taken). A port handed out once in this process is never handed out again.
+_PORT_RANGE = (20000, 32000)
+_HANDED_OUT: set[int] = set()
+_rng = random.Random()
+
+
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct ports that were free a moment ago (all bound at once, then released)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """``n`` distinct ports, free a moment ago and never handed out before by this process,
+    from below the ephemeral range (see ``_PORT_RANGE``)."""
+    out: list[int] = []
+    for _ in range(50 * n + 1000):
+        if len(out) == n:
+            return out
+        port = _rng.randrange(*_PORT_RANGE)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        out.append(port)
+    raise RuntimeError(f"no {n} free ports in {_PORT_RANGE} on {host}")
 
 
 def write_config(path: str | os.PathLike[str], data_root: str | os.PathLike[str], *,
