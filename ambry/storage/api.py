@@ -172,6 +172,10 @@ class ReplicaStore(Protocol):
     def undelete(self, blob_id: BlobId, time_ms: int | None = None,
                  life_version: int | None = None) -> MutationResult: ...
 
+    def ec_apply(self, key: bytes, props: bytes) -> Position:
+        """Append an EC_SEGMENT record a peer sent (replication), remember it; its end."""
+        ...
+
     def apply_state(self, blob_id: BlobId, rtype: RecordType, life_version: int,
                     state_flags: int, time_ms: int) -> MutationResult: ...
 
@@ -275,11 +279,6 @@ class CompactionHooks(Protocol):
     def write_snapshot(self) -> int: ...
 
 
-class NodeReplica(ReplicaStore, CompactionHooks, Protocol):
-    """A replica as the node that hosts it holds it: the store its op handlers and
-    replication use, and the hooks its maintenance loops hand compaction."""
-
-
 # ================================================================ node <-> replication
 class Replicator(Protocol):
     """A node's replication component (``ambry.replication.manager``), as the node sees it."""
@@ -344,6 +343,12 @@ class EcStore(Protocol):
     def set_fragment_reader(self, reader: FragmentReader) -> None: ...
 
     def durable_async(self, end: Position) -> asyncio.Future[None]: ...
+
+
+class NodeReplica(ReplicaStore, CompactionHooks, EcStore, Protocol):
+    """A replica as the node that hosts it holds it: the store its op handlers and
+    replication use, the hooks its maintenance loops hand compaction, and what its warm tier
+    calls."""
 
 
 class WarmTier(Protocol):

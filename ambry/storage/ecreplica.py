@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ambry.common.blobstate import BlobState
 from ambry.common.errors import DataCorrupt, InvalidArgument
@@ -35,7 +35,9 @@ class EcReplicaMixin:
 
     # provided by ReplicaCore
     _append: Callable[..., tuple[Position, Any]]
-    _check_writable: Callable[[int, bool], None]
+
+    if TYPE_CHECKING:
+        def _check_writable(self, record_len: int, is_put: bool) -> None: ...
 
     def ec_sealed(self) -> list[SealedSegment]:
         """The sealed segments of this replica's log (not the active one)."""
