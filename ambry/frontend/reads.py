@@ -363,4 +363,4 @@ def _release_result(t: asyncio.Task[Any]) -> None:
         return
     _nid, reply, _exc = t.result()
     if reply is not None:
-        reply._release_soon()
+        reply.release_soon()

@@ -185,14 +185,14 @@ class NodeClient:
             if conn is not None:
                 conn.pending.pop(corr, None)
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                fut.result()._release_soon()
+                fut.result().release_soon()
             raise
         finally:
             if conn is not None:
                 conn.pending.pop(corr, None)
         status = reply.header.get("status")
         if status != STATUS_OK:
-            reply._release_soon()
+            reply.release_soon()
             raise error_from_code(str(status), str(reply.header.get("msg", "")))
         return reply
 
@@ -272,7 +272,7 @@ class NodeClient:
         try:
             return GetReply(reply.header, reply._stream)
         except (KeyError, TypeError, ValueError, AmbryError) as e:
-            reply._release_soon()
+            reply.release_soon()
             raise Unavailable(f"malformed get reply from {self.peer}: {e!r}") from None
 
     async def get_bytes(self, blob_id: BlobId | bytes, **kw: Any

@@ -206,7 +206,7 @@ class Reply:
         if self._stream is not None:
             await self._stream.release()
 
-    def _release_soon(self) -> None:
+    def release_soon(self) -> None:
         """``release`` without waiting for it (from a callback, or code that cannot await)."""
         if self._stream is not None:
             self._stream.release_soon()

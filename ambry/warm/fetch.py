@@ -26,7 +26,7 @@ from typing import Any
 from ambry.common.errors import AmbryError, DataCorrupt, Unavailable
 from ambry.ec.codec import Codec
 from ambry.ec.layout import Piece, SegmentLayout
-from ambry.protocol.client import NodeClient, Reply
+from ambry.protocol.client import NodeClient
 from ambry.storage.api import EcRecord
 
 __all__ = ["FragmentFetcher"]
@@ -80,7 +80,6 @@ class FragmentFetcher:
         self._codecs: dict[tuple[int, int], Codec] = {}
         self._reported: dict[tuple[bytes, int], float] = {}  # (record, fragment) -> when
         self._asks: set[asyncio.Task[None]] = set()
-        self._releases: set[asyncio.Task[None]] = set()  # unread replies being dropped
 
     def codec(self, k: int, m: int) -> Codec:
         c = self._codecs.get((k, m))
@@ -129,7 +128,7 @@ class FragmentFetcher:
                 # a streamed payload left unread holds its pipelined connection, and every
                 # request queued behind it waits for the stall timeout; drop it now, off
                 # this task (which may be cancelled again)
-                self._release_later(reply)
+                reply.release_soon()
                 raise
             if len(data) != length:
                 raise DataCorrupt(f"short fragment read ({len(data)} of {length} bytes)")
@@ -147,11 +146,6 @@ class FragmentFetcher:
         self.fragment_reads[partition_id] += 1
         self.fragment_read_bytes[partition_id] += length
         return data
-
-    def _release_later(self, reply: Reply) -> None:
-        t = self.loop.create_task(reply.release())
-        self._releases.add(t)
-        t.add_done_callback(self._releases.discard)
 
     async def read(self, partition_id: int, rec: EcRecord, offset: int, length: int,
                    rebuild: bool = False, verified: bool = False,
