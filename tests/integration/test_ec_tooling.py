@@ -7,55 +7,32 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ec_helpers import (
+    SEGMENT_BYTES,
+    admin,
+    ec_cluster,
+    ec_status_cli,
+    put_blobs,
+    running,
+    wait_for,
+)
 
-from ambry.common.blobid import BlobId, new_blob_id
-from ambry.common.properties import BlobProperties
-from ambry.testing.cluster import REPO_ROOT, LocalCluster
+from ambry.testing.cluster import LocalCluster
 
 pytest.importorskip("pyeclib")
-
-SEGMENT = 1024 * 1024
-BLOB = 200 * 1024  # bigger than a block (stripe 256 KiB at k=2: 128 KiB blocks)
-EC = {"stripe_bytes": "256KiB", "min_age_s": 0, "scan_interval_s": 0.3,
-      "encode_rate_bytes_per_s": "64MiB", "fragment_timeout_ms": 2000}
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path, datacenters=1, nodes_per_dc=3, partitions=1,
-                     storage={"segment_size_bytes": SEGMENT},
-                     extra={"partitions": {"count": 1, "capacity_bytes": "1GiB",
-                                           "policy": {"ec": {"k": 2, "m": 1}}},
-                            "ec": EC})
-    c.start()
-    try:
+    with running(ec_cluster(tmp_path, datacenters=1)) as c:
         yield c
-    finally:
-        c.kill_all()
-
-
-def _admin(c: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    return subprocess.run([sys.executable, "-m", "ambry.cli", "admin", *args],
-                          check=False, capture_output=True, text=True, timeout=120, env=env,
-                          cwd=str(REPO_ROOT))
-
-
-def _ec_status(c: LocalCluster, *extra: str) -> tuple[int, dict[str, Any]]:
-    r = _admin(c, "ec-status", "--config", str(c.config_path), "--json", *extra)
-    assert r.stdout, r.stderr
-    return r.returncode, json.loads(r.stdout)
 
 
 def _metrics(c: LocalCluster, node: str) -> dict[str, float]:
@@ -68,31 +45,6 @@ def _metrics(c: LocalCluster, node: str) -> dict[str, float]:
         if m:
             out[m.group(1)] = float(m.group(2))
     return out
-
-
-async def _wait(cond: Any, what: str, timeout_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = await asyncio.to_thread(cond)
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
-
-
-async def _put_all(c: LocalCluster, n_blobs: int) -> dict[BlobId, bytes]:
-    blobs: dict[BlobId, bytes] = {}
-    for _ in range(n_blobs):
-        bid = new_blob_id(1, 101, 5, 0)
-        data = os.urandom(BLOB)
-        props = BlobProperties(size=BLOB, created_ms=int(time.time() * 1000), ttl_s=-1,
-                               service_id="t", content_type="application/octet-stream")
-        for n in c.nodes.values():
-            async with n.client() as cl:
-                await cl.put(bid, props, b"um", data)
-        blobs[bid] = data
-    return blobs
 
 
 def _corrupt_all_blocks(path: Path) -> None:
@@ -109,34 +61,35 @@ def _corrupt_all_blocks(path: Path) -> None:
 
 async def test_ec_status_metrics_dump_and_ranged_reads_of_encoded_blobs(
         cluster: LocalCluster) -> None:
-    blobs = await _put_all(cluster, 20)  # 4 MiB: 3 sealed segments of 1 MiB
+    blobs = await put_blobs(cluster, 20)  # 4 MiB: 3 sealed segments of 1 MiB
 
     def encoded() -> dict[str, Any] | None:
-        code, st = _ec_status(cluster)
+        code, st = ec_status_cli(cluster)
         (row,) = st["partitions"]
         freed = all(len(v["freed_segments"]) >= 2 for v in row["replicas"].values())
         return st if code == 0 and row["state"] == "encoded" and freed else None
 
-    st = await _wait(encoded, "ec-status to say encoded and every replica freed")
+    st = await wait_for(lambda: asyncio.to_thread(encoded),
+                        "ec-status to say encoded and every replica freed")
     (row,) = st["partitions"]
     assert row["policy"] == {"ec": {"k": 2, "m": 1}} and row["unreachable_replicas"] == []
     assert len(row["segments"]) >= 2
     for seg in row["segments"]:
         assert [f["health"] for f in seg["fragments"]] == ["ok"] * 3
         assert sorted(f["node"] for f in seg["fragments"]) == sorted(cluster.nodes)
-    text = _admin(cluster, "ec-status", "--config", str(cluster.config_path))
+    text = admin("ec-status", "--config", str(cluster.config_path))
     assert text.returncode == 0 and "encoded" in text.stdout, text.stdout + text.stderr
 
     # metrics: replicas gave disk back, fragment files hold some, the coordinator encoded
     coord = row["coordinator"]
     m = _metrics(cluster, coord)
-    assert m['ambry_ec_encoded_bytes_total{partition="0"}'] >= 2 * SEGMENT * 0.9
+    assert m['ambry_ec_encoded_bytes_total{partition="0"}'] >= 2 * SEGMENT_BYTES * 0.9
     assert m['ambry_ec_encoded_segments_total{partition="0"}'] >= 2
     assert m['ambry_ec_encode_backlog_bytes{partition="0"}'] >= 0
     assert m['ambry_ec_encode_cpu_seconds_total{partition="0"}'] > 0
     for node in cluster.nodes:
         m = _metrics(cluster, node)
-        assert m['ambry_ec_freed_bytes{partition="0"}'] > SEGMENT  # two segments' payloads
+        assert m['ambry_ec_freed_bytes{partition="0"}'] > SEGMENT_BYTES  # two segments' payloads
         assert m['ambry_ec_fragment_bytes{partition="0"}'] > 0
 
     # a ranged read of an encoded blob moves the range, not the record (it used to fetch the
@@ -158,12 +111,12 @@ async def test_ec_status_metrics_dump_and_ranged_reads_of_encoded_blobs(
     f0 = seg["fragments"][0]
     path = (cluster.data_root / f0["node"] / "fragments" / "p0" /
             f"{seg['source']}_{seg['segment']:08d}_{seg['generation']}.frag0")
-    dump = _admin(cluster, "ec-dump", str(path))
+    dump = admin("ec-dump", str(path))
     assert dump.returncode == 0 and "fragment 0 (data)" in dump.stdout and "OK" in dump.stdout
     _corrupt_all_blocks(path)
-    dump = _admin(cluster, "ec-dump", "--json", str(path))
+    dump = admin("ec-dump", "--json", str(path))
     assert dump.returncode == 1 and json.loads(dump.stdout)["bad_stripes"], dump.stdout
-    code, st = _ec_status(cluster, "--verify")
+    code, st = ec_status_cli(cluster, "--verify")
     assert code == 1 and st["partitions"][0]["state"] == "degraded"
     bad = [f for s in st["partitions"][0]["segments"] for f in s["fragments"]
            if f["health"] != "ok"]
