@@ -2,12 +2,13 @@
 
 Owns the EC test cluster's config (:func:`ec_cluster`: 1 MiB segments, one partition with an
 ``ec: {k, m}`` policy, fast encode settings :data:`EC` / :data:`EC_REPAIR`) and its lifetime
-(:func:`running`), writing and reading back blobs straight to storage nodes
-(:func:`put_blobs`, :func:`read_all`), asking nodes for their ``ec_status``
-(:func:`ec_status`, :func:`wait_all_freed`, :func:`ec_records`, :func:`coordinator`) and
-``ambry admin`` (:func:`admin`, :func:`ec_status_cli`), waiting on a condition
-(:func:`wait_for`) and bytes on disk (:func:`disk_bytes`). Does not own any assertion beyond
-"every blob read back is the one PUT" and "the admin command printed something".
+(:func:`running`; :func:`one_node` for the fragment ops of one node), writing and reading
+back blobs straight to storage nodes (:func:`put_blobs`, :func:`read_all`), asking nodes for
+their ``ec_status`` (:func:`ec_status`, :func:`wait_all_freed`, :func:`ec_records`,
+:func:`coordinator`) and ``ambry admin`` (:func:`admin`, :func:`ec_status_cli`), waiting on a
+condition (:func:`wait_for`) and bytes on disk (:func:`disk_bytes`). Does not own any
+assertion beyond "every blob read back is the one PUT" and "the admin command printed
+something".
 """
 
 from __future__ import annotations
@@ -61,6 +62,14 @@ def running(c: LocalCluster) -> Iterator[LocalCluster]:
         yield c
     finally:
         c.kill_all()
+
+
+@contextmanager
+def one_node(root: Path) -> Iterator[NodeProcess]:
+    """The node of a started one-node cluster (one replicated partition), for tests of the
+    node's fragment ops; killed (-9) on the way out."""
+    with running(LocalCluster(root, partitions=1)) as c:
+        yield c.nodes["dc1-n1"]
 
 
 def dc_nodes(c: LocalCluster, dc: str) -> list[str]:

@@ -17,11 +17,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from ec_helpers import one_node
 
 from ambry.ec.layout import SegmentLayout
 from ambry.protocol.client import NodeClient
 from ambry.storage.ecstate import EcRecord
-from ambry.testing.cluster import LocalCluster, NodeProcess
+from ambry.testing.cluster import NodeProcess
 from ambry.warm.fetch import FragmentFetcher
 
 SOURCE = "cd" * 16
@@ -30,11 +31,8 @@ BLOCK = 1 << 20  # streamed (over the connection's 256 KiB inline limit), as 4 M
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    cluster = LocalCluster(tmp_path_factory.mktemp("fragcancel"), partitions=1)
-    cluster.start()
-    n = cluster.nodes["dc1-n1"]
-    yield n
-    cluster.kill_all()
+    with one_node(tmp_path_factory.mktemp("fragcancel")) as n:
+        yield n
 
 
 async def _write_fragment(c: NodeClient, blocks: list[bytes], layout: SegmentLayout) -> None:

@@ -9,22 +9,20 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from ec_helpers import one_node
 
 from ambry.common.errors import BlobNotFound, InvalidArgument
 from ambry.ec.layout import SegmentLayout
 from ambry.protocol.client import NodeClient
-from ambry.testing.cluster import LocalCluster, NodeProcess
+from ambry.testing.cluster import NodeProcess
 
 SOURCE = "ab" * 16
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    cluster = LocalCluster(tmp_path_factory.mktemp("frag"), partitions=1)
-    cluster.start()
-    n = cluster.nodes["dc1-n1"]
-    yield n
-    n.terminate()
+    with one_node(tmp_path_factory.mktemp("frag")) as n:
+        yield n
 
 
 def _names(seg: int, frag: int) -> dict[str, Any]:
