@@ -51,6 +51,16 @@ async def _metric(node: NodeProcess, name: str) -> float:
     return 0.0
 
 
+async def _started_node(make_cluster: Callable[..., LocalCluster], impl: str) -> NodeProcess:
+    """A started node of 2 partitions, with the C extensions (``c``) or their pure-Python
+    twins (``python``)."""
+    env = {"AMBRY_NO_EXTENSIONS": "1"} if impl == "python" else {}
+    node = make_cluster(partitions=2, storage=STORAGE, env=env).nodes["dc1-n1"]
+    node.start()
+    await node.wait_ready_async()
+    return node
+
+
 async def _get(client: NodeClient, bid: BlobId, **kw: object) -> bytes | BaseException:
     try:
         reply = await client.get(bid, **kw)  # type: ignore[arg-type]
@@ -71,11 +81,7 @@ async def test_pipelined_gets_share_io_trips_and_each_gets_its_own_answer(
     # Before the batch reader every GET took its own task and thread hand-off (~60 % of a
     # node's CPU per 4 KiB GET); a batch that mixed up replies, lost one, or sent a stream's
     # payload at the wrong place would show here as a wrong body or a hang.
-    env = {"AMBRY_NO_EXTENSIONS": "1"} if impl == "python" else {}
-    cluster = make_cluster(partitions=2, storage=STORAGE, env=env)
-    node: NodeProcess = cluster.nodes["dc1-n1"]
-    node.start()
-    await node.wait_ready_async()
+    node = await _started_node(make_cluster, impl)
     writer = node.client(pool_size=2)
     try:
         small = [await _put(writer, 4096 + i) for i in range(SMALL_BLOBS)]
@@ -132,11 +138,7 @@ async def test_gets_asked_together_share_one_write_and_one_node_trip(
     # alone: 24 GETs at once cost 24 sends (each a loopback packet the node reads and parses
     # on its own) spread over every pooled connection. Corked, the headers of one loop step
     # leave together on a few connections, and the node serves them in few trips.
-    env = {"AMBRY_NO_EXTENSIONS": "1"} if impl == "python" else {}
-    cluster = make_cluster(partitions=2, storage=STORAGE, env=env)
-    node: NodeProcess = cluster.nodes["dc1-n1"]
-    node.start()
-    await node.wait_ready_async()
+    node = await _started_node(make_cluster, impl)
     writer = node.client(pool_size=1)
     try:
         blobs = [await _put(writer, 4096 + i) for i in range(24)]

@@ -56,10 +56,13 @@ def payload_size(rng: random.Random) -> int:
     return int(2 ** rng.uniform(10, 20))
 
 
-async def writer(client: NodeClient, rng: random.Random, ledger: Ledger,
-                 stop: asyncio.Event) -> None:
+async def writer(client: NodeClient, rng: random.Random, ledger: Ledger, stop: asyncio.Event,
+                 delete_p: float = 0.05,
+                 size_of: Callable[[random.Random], int] = payload_size) -> None:
+    """Puts of ``size_of(rng)`` bytes until ``stop``, and now and then (``delete_p``) a delete
+    of an acked one, each recorded in ``ledger`` (acked or not)."""
     while not stop.is_set():
-        if ledger.acked and rng.random() < 0.05:
+        if ledger.acked and rng.random() < delete_p:
             victim = rng.choice(sorted(ledger.acked.keys() - ledger.deleted))
             ledger.delete_unacked.add(victim)
             try:
@@ -69,7 +72,7 @@ async def writer(client: NodeClient, rng: random.Random, ledger: Ledger,
             ledger.delete_unacked.discard(victim)
             ledger.deleted.add(victim)
             continue
-        size = payload_size(rng)
+        size = size_of(rng)
         data = rng.randbytes(size)
         bid = BlobId(1, 7, 7, rng.randrange(PARTITIONS), rng.randbytes(16))
         key = bid.to_bytes()
@@ -229,32 +232,9 @@ SMALL_CONNECTIONS = 4  # separate clients: batches form across connections
 SMALL_WRITERS_PER_CONNECTION = 8
 
 
-async def small_writer(client: NodeClient, rng: random.Random, ledger: Ledger,
-                       stop: asyncio.Event) -> None:
-    """Small puts (what the batch writer takes), and now and then a delete of an acked one."""
-    while not stop.is_set():
-        if ledger.acked and rng.random() < 0.1:
-            victim = rng.choice(sorted(ledger.acked.keys() - ledger.deleted))
-            ledger.delete_unacked.add(victim)
-            try:
-                await client.delete(BlobId.from_bytes(victim))
-            except (Unavailable, AmbryError):
-                continue
-            ledger.delete_unacked.discard(victim)
-            ledger.deleted.add(victim)
-            continue
-        size = rng.randrange(1, 16 * KIB)
-        data = rng.randbytes(size)
-        bid = BlobId(1, 7, 7, rng.randrange(PARTITIONS), rng.randbytes(16))
-        key = bid.to_bytes()
-        ledger.unacked[key] = (size, xxhash.xxh3_64_intdigest(data))
-        try:
-            await client.put(bid, BlobProperties(size=size, created_ms=int(time.time() * 1000)),
-                             b"um", data)
-        except (Unavailable, AmbryError):
-            continue
-        ledger.acked[key] = ledger.unacked.pop(key)
-        ledger.puts_acked += 1
+def small_size(rng: random.Random) -> int:
+    """Small puts (what the batch writer takes): 1 B .. 16 KiB."""
+    return rng.randrange(1, 16 * KIB)
 
 
 @pytest.mark.parametrize("impl", ["c", "python"])
@@ -276,7 +256,8 @@ async def test_kill9_under_many_small_puts_on_several_connections_loses_no_acked
         clients = [node.client(pool_size=2, request_timeout_ms=10_000)
                    for _ in range(SMALL_CONNECTIONS)]
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(small_writer(c, random.Random(rng.random()), ledger, stop))
+        tasks = [asyncio.create_task(writer(c, random.Random(rng.random()), ledger, stop,
+                                            delete_p=0.1, size_of=small_size))
                  for c in clients for _ in range(SMALL_WRITERS_PER_CONNECTION)]
         target = ledger.puts_acked + 150 + rng.randrange(150)
         deadline = time.monotonic() + 60
