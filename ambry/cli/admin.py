@@ -270,6 +270,10 @@ def ec_status(config_path: str, as_json: bool, verify: bool, partitions: tuple[i
                               for f in s["fragments"])
             click.echo(f"  segment {s['segment']}.{s['generation']} of {s['source'][:8]} "
                        f"{_size(s['bytes'])}, {s['blobs']} blobs: {frags}")
+        for s in r.get("replaced_segments", []):
+            click.echo(f"  segment {s['segment']}.{s['generation']} of {s['source'][:8]} "
+                       f"{_size(s['bytes'])}: re-encoded without its dead blobs; "
+                       f"{s['fragments_left']} old fragment(s) left to drop")
     for node, err in sorted(sv.errors.items()):
         click.echo(f"unreachable: {node} ({err})")
     sys.exit(1 if bad else 0)

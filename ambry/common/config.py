@@ -353,6 +353,11 @@ class EcConfig:
     repair_interval_s: float = 60.0
     scrub_interval_s: float = 24 * 3600.0
     scrub_bytes_per_s: int = 32 * 1024**2
+    # compaction of encoded segments (ambry/warm/recode.py): the coordinator re-encodes an
+    # encoded segment without its dead blobs (storage.compaction_retention_s applies) once
+    # they hold at least this share of its bytes; the old fragments go when no replica
+    # reads through them
+    recode_min_reclaim_ratio: float = 0.25
 
     def __post_init__(self) -> None:
         if self.repair_interval_s <= 0 or self.scrub_interval_s <= 0 or \
@@ -367,6 +372,8 @@ class EcConfig:
                 self.encode_min_gain_ratio < 1.0:
             raise InvalidArgument("ec.fragment_hedge_min_ms and ec.fragment_suspect_s must "
                                   "be >= 0, ec.encode_min_gain_ratio >= 1")
+        if not 0 < self.recode_min_reclaim_ratio <= 1:
+            raise InvalidArgument("ec.recode_min_reclaim_ratio must be in (0, 1]")
         if self.encode_rate_bytes_per_s <= 0 or self.fragment_timeout_ms <= 0:
             raise InvalidArgument("ec.encode_rate_bytes_per_s and ec.fragment_timeout_ms "
                                   "must be > 0")

@@ -99,6 +99,9 @@ Requests (field: type; ``?`` = optional, default after ``=``)::
   ec_frag_delete partition, source, segment, generation, fragment deleted: bool
   ec_missing     partition, uuids: [bin16] (<= 10000)             missing: [bin16] (neither
                                                                   a PUT nor a tombstone here)
+  ec_live        partition, uuids: [bin16] (<= 10000)             live: [bin16] (not dead here:
+                                                                  deleted or expired longer
+                                                                  than the retention ago)
   ec_status      -                                                partitions: [{partition,
                                                                   ec records, freed segments,
                                                                   their bytes on disk,
@@ -269,6 +272,7 @@ OPS: dict[str, tuple[Field, ...]] = {
     "ec_frag_list": (_partition(),),
     "ec_frag_delete": _FRAGMENT,
     "ec_missing": (_partition(), Field("uuids", _LIST)),
+    "ec_live": (_partition(), Field("uuids", _LIST)),
     "ec_status": (),
 }
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from ambry.storage import filenames
 from ambry.storage.api import CompactionHooks
 from ambry.storage.format import SEGMENT_HEADER_SIZE, RecordType, SegmentHeader
-from ambry.storage.indexentry import F_DELETED, F_HAS_PUT, F_PERMANENT
+from ambry.storage.indexentry import F_HAS_PUT, is_dead
 from ambry.storage.log import Segment
 from ambry.storage.names import name_from_record
 
@@ -74,13 +74,7 @@ def roll_forward(replica: CompactionHooks) -> None:
 
 def _dead(replica: CompactionHooks, entry: tuple[int, ...], expiry_ms: int, now_ms: int
           ) -> bool:
-    retention_ms = replica.config.compaction_retention_s * 1000
-    flags, delete_s = entry[6], entry[4]
-    if flags & F_DELETED:
-        return delete_s * 1000 + retention_ms <= now_ms
-    if not flags & F_PERMANENT and expiry_ms:
-        return expiry_ms + retention_ms <= now_ms
-    return False
+    return is_dead(replica.config.compaction_retention_s, entry, expiry_ms, now_ms)
 
 
 def _plan(replica: CompactionHooks, seg: Segment, now_ms: int
@@ -137,7 +131,8 @@ def _compact_locked(replica: CompactionHooks, now: int, min_reclaim_ratio: float
     d = replica.disk
     for seg in list(replica.log.segments[:-1]):
         if seg.number in replica.ec.frozen_segments:
-            continue  # payloads freed (erasure-coded): re-encoding it is not built yet
+            continue  # payloads freed (erasure-coded): the warm tier re-encodes and punches
+            # what dies there (ambry.warm.recode, EcState.free_pass)
         keep, dropped_puts, dropped = _plan(replica, seg, now)
         if not dropped:
             continue

@@ -17,7 +17,8 @@ from ambry.common.blobstate import BlobState
 from ambry.common.errors import DataCorrupt, InvalidArgument
 from ambry.ec.gain import punchable_bytes
 from ambry.storage.ecstate import DIR_ENTRY, EcRecord, EcState, FragmentReader
-from ambry.storage.format import RecordType, body_checksum
+from ambry.storage.format import RECORD_HEADER_SIZE, RecordType, body_checksum
+from ambry.storage.indexentry import F_HAS_PUT, is_dead
 from ambry.storage.log import Damage, Log, Position
 
 __all__ = ["EcReplicaMixin", "SealedSegment"]
@@ -32,6 +33,8 @@ class EcReplicaMixin:
     lock: threading.RLock
     ec: EcState
     clock: Any
+    config: Any
+    usage: Any
 
     # provided by ReplicaCore
     _append: Callable[..., tuple[Position, Any]]
@@ -109,15 +112,85 @@ class EcReplicaMixin:
             return (pos[0], pos[1] + h.total_len)
 
     def ec_records(self) -> list[EcRecord]:
+        """Every EC_SEGMENT record here, replaced ones too (``ecstate.current`` filters)."""
         with self.ec.lock:
             return list(self.ec.records.values())
 
     def ec_free_pass(self, datacenter: str, usable: Collection[bytes] | None = None
                      ) -> list[int]:
-        """Free the payload bytes of sealed segments encoded in ``datacenter`` (in the
-        EC_SEGMENT records ``usable`` names, when given: ``EcState.free_pass``)."""
+        """Move freed segments off replaced (re-encoded) records (``EcState.remap``), free
+        the payload bytes of sealed segments encoded in ``datacenter`` (in the EC_SEGMENT
+        records ``usable`` names, when given: ``EcState.free_pass``), and drop from the index
+        the PUTs whose payloads went with their dead blobs."""
         with self.lock:  # no append folds a record while the index is read
-            return self.ec.free_pass(self.log, self.index, datacenter, usable)
+            now = self.clock.now_ms()
+            gone = self.ec.remap(usable, lambda u: self._ec_dead(u, now))
+            freed, more = self.ec.free_pass(self.log, self.index, datacenter, usable,
+                                            lambda u: self._ec_dead(u, now))
+            self._ec_drop_gone(gone + more)
+            return freed
+
+    def _ec_dead(self, uuid: bytes, now_ms: int) -> bool:
+        e = self.index.get(uuid)
+        return e is not None and is_dead(self.config.compaction_retention_s, e, e[3] * 1000,
+                                         now_ms)
+
+    def _ec_drop_gone(self, gone: list[tuple[bytes, Position]]) -> int:
+        """As compaction drops a PUT: the index entry stops pointing at a record whose payload
+        is gone (under the replica's lock). Idempotent: a restart runs it again for the maps'
+        GONE records, in case the index snapshot predates them."""
+        dropped = 0
+        for uuid, pos in gone:
+            e = self.index.get(uuid)
+            if e is None or (e[0], e[1]) != pos or not e[6] & F_HAS_PUT:
+                continue
+            key = bytes(self.log.segment(pos[0]).file.pread(32, pos[1] + RECORD_HEADER_SIZE))
+            self.index.put(uuid, 0, 0, 0, e[3], e[4], e[5], e[6] & ~F_HAS_PUT)
+            if key[16:] == uuid:
+                self.usage.change(key, e, self.index.get(uuid))
+            dropped += 1
+        return dropped
+
+    def _after_replay(self) -> None:
+        self.ec_settle_gone()
+
+    def ec_settle_gone(self) -> int:
+        """On open, after recovery: the GONE records of the freed maps leave the index."""
+        gone = []
+        for pos in self.ec.gone_positions():
+            try:
+                key = self.log.segment(pos[0]).file.pread(32, pos[1] + RECORD_HEADER_SIZE)
+            except (DataCorrupt, OSError):
+                continue
+            gone.append((bytes(key[16:]), pos))
+        with self.lock:
+            return self._ec_drop_gone(gone)
+
+    def ec_live(self, uuids: list[bytes]) -> list[bytes]:
+        """The blob uuids among ``uuids`` this replica does not hold dead (deleted or expired
+        longer than compaction's retention ago): the coordinator re-encodes a segment without
+        a blob only when every replica of its datacenter holds it dead."""
+        now = self.clock.now_ms()
+        with self.lock:
+            return [bytes(u) for u in uuids if not self._ec_dead(bytes(u), now)]
+
+    def ec_recode_plan(self, key: bytes) -> tuple[bytes, list[bytes]]:
+        """For the EC_SEGMENT record ``key``: (the directory entries of its blobs that are
+        alive here, the uuids of those dead here). A blob this index does not know stays."""
+        with self.ec.lock:
+            rec = self.ec.records.get(key)
+        if rec is None:
+            raise InvalidArgument("no such EC_SEGMENT record here")
+        now = self.clock.now_ms()
+        live = bytearray()
+        dead: list[bytes] = []
+        with self.lock:
+            for e in rec.entries():
+                if self._ec_dead(e[0], now):
+                    dead.append(e[0])
+                else:
+                    live += DIR_ENTRY.pack(*e)
+        return bytes(live), dead
 
     def ec_freed_segments(self) -> frozenset[int]:
         """Local segments whose payload bytes were freed (never encoded again from here)."""

@@ -73,6 +73,7 @@ class FragmentOps:
             "ec_frag_write": self._op_write, "ec_frag_read": self._op_read,
             "ec_frag_stat": self._op_stat, "ec_frag_list": self._op_list,
             "ec_frag_delete": self._op_delete, "ec_missing": self._op_missing,
+            "ec_live": self._op_live,
             "ec_status": self._op_status,
         }
 
@@ -287,10 +288,7 @@ class FragmentOps:
         return {"deleted": await self._run(delete)}, None
 
     # ---------------------------------------------------------------- replicas' side
-    async def _op_missing(self, req: Request, _p: Any) -> tuple[dict[str, Any], None]:
-        """Which of these blobs this node's replica lacks (the encoding coordinator asks every
-        replica before it encodes a segment: nobody may still need to pull it)."""
-        a = req.args
+    def _replica_uuids(self, a: dict[str, Any]) -> tuple[Any, list[bytes]]:
         r = self.replicas.get(a["partition"])
         if r is None:
             raise ReplicaUnavailable(f"no open replica of partition {a['partition']} here")
@@ -298,7 +296,19 @@ class FragmentOps:
         if len(uuids) > 10_000 or not all(isinstance(u, bytes) and len(u) == 16
                                           for u in uuids):
             raise InvalidArgument("uuids must be at most 10000 16-byte blob uuids")
-        return {"missing": await self._run(r.ec_missing, list(uuids))}, None
+        return r, list(uuids)
+
+    async def _op_missing(self, req: Request, _p: Any) -> tuple[dict[str, Any], None]:
+        """Which of these blobs this node's replica lacks (the encoding coordinator asks every
+        replica before it encodes a segment: nobody may still need to pull it)."""
+        r, uuids = self._replica_uuids(req.args)
+        return {"missing": await self._run(r.ec_missing, uuids)}, None
+
+    async def _op_live(self, req: Request, _p: Any) -> tuple[dict[str, Any], None]:
+        """Which of these blobs this node's replica does not hold dead (the coordinator asks
+        every replica of its datacenter before it re-encodes a segment without them)."""
+        r, uuids = self._replica_uuids(req.args)
+        return {"live": await self._run(r.ec_live, uuids)}, None
 
     async def _op_status(self, req: Request, _p: Any) -> tuple[dict[str, Any], None]:
         """Per replica here: its EC_SEGMENT records, freed segments and their bytes on disk,

@@ -24,6 +24,7 @@ __all__ = [
     "F_PERMANENT",
     "ceil_s",
     "fold_blob_record",
+    "is_dead",
     "put_location",
     "state_of",
     "store_entry",
@@ -78,3 +79,15 @@ def fold_blob_record(index: Any, pos: Position, h: RecordHeader, key: bytes) -> 
     if h.type == RecordType.PUT and loc is None:
         loc = (pos[0], pos[1], h.total_len, ceil_s(h.expiry_ms))
     store_entry(index, uuid, loc, state)
+
+
+def is_dead(retention_s: float, entry: tuple[int, ...], expiry_ms: int, now_ms: int) -> bool:
+    """Whether a blob's PUT may go: deleted, or expired and not made permanent, longer than
+    ``retention_s`` ago (the rule compaction and the warm tier's re-encoding share)."""
+    retention_ms = retention_s * 1000
+    flags, delete_s = entry[6], entry[4]
+    if flags & F_DELETED:
+        return delete_s * 1000 + retention_ms <= now_ms
+    if not flags & F_PERMANENT and expiry_ms:
+        return expiry_ms + retention_ms <= now_ms
+    return False

@@ -159,11 +159,16 @@ class ReplicaCore:
             replayed += 1
         self.next_seq = last_seq + 1
         self.records_since_snapshot = replayed
+        self._after_replay()
         self.log.sync_now()  # whatever survived in the page cache is durable from here on
         self.log.start()
         self.opened = True
         log.info("replica %s open: %d blobs, %d records replayed from %s, last seq %d",
                  self.dir, len(self.index), replayed, start, last_seq)
+
+    def _after_replay(self) -> None:
+        """The index is whole again (snapshot + replay): a subclass settles what its own
+        state says about it (the warm tier: payloads gone with their dead blobs)."""
 
     # ================================================================ index state helpers
     def _apply_record(self, pos: Position, h: RecordHeader, key: bytes, replay: bool

@@ -17,7 +17,8 @@ from ambry.protocol.client import NodeClient
 from ambry.storage.api import WarmTierHost
 from ambry.warm.fetch import FragmentFetcher
 from ambry.warm.job import EncodeJob
-from ambry.warm.repair import FragmentRepair
+from ambry.warm.recode import Recoder
+from ambry.warm.repair import FragmentRepair, Survey
 
 __all__ = ["WarmTierComponent", "attach"]
 
@@ -32,6 +33,7 @@ class WarmTierComponent:
         self._task: asyncio.Task[None] | None = None
         self.fetcher: FragmentFetcher | None = None
         self.jobs: dict[int, EncodeJob] = {}
+        self.recoders: dict[int, Recoder] = {}  # per partition this node coordinates
         self.repairs: dict[int, FragmentRepair] = {}  # per ec partition with a replica here
         self.freed_segments = 0
 
@@ -67,6 +69,10 @@ class WarmTierComponent:
                                                   self.ec, self.host.run_io, self.client,
                                                   self.fetcher)
                 job.lost = functools.partial(_lost_keys, repair)
+                self.recoders[p.id] = Recoder(
+                    self.host.node_id, self.host.datacenter, self.host.config, ec_store,
+                    self.ec, self.host.run_io, self.client, self.fetcher,
+                    functools.partial(_last_survey, repair), job.records_caught_up)
         self._task = loop.create_task(self._loop(), name="warm-tier")
 
     async def _loop(self) -> None:
@@ -93,6 +99,12 @@ class WarmTierComponent:
                     self.host.notify_change()
             except ImportError as e:  # pyeclib absent: say so once a pass, keep serving
                 log.error("partition %d not encoded: %s", job.pid, e)
+        for pid, recoder in self.recoders.items():
+            try:  # compaction of encoded segments: re-encode without dead blobs, drop old
+                if await recoder.run_once():
+                    self.host.notify_change()
+            except ImportError as e:
+                log.error("partition %d not re-encoded: %s", pid, e)
         for pid, store in list(self.host.stores.items()):
             usable: frozenset[bytes] | None = None
             if pid in self.repairs:
@@ -117,7 +129,13 @@ class WarmTierComponent:
         f = self.fetcher
         for pid in sorted(self.host.stores):
             job = self.jobs.get(pid)
+            rc = self.recoders.get(pid)
             out.append({"partition": pid, "coordinator": job is not None,
+                        # compaction of encoded segments (ambry/warm/recode.py)
+                        "recoding": rc.running if rc else None,
+                        "recoded_segments": rc.recoded_segments if rc else 0,
+                        "recode_reclaimed_bytes": rc.reclaimed_bytes if rc else 0,
+                        "dropped_fragments": rc.dropped_fragments if rc else 0,
                         "encoding": job.running if job else None,
                         "backlog_bytes": job.backlog_bytes if job else 0,
                         "encoded_bytes": job.encoded_bytes if job else 0,
@@ -138,6 +156,10 @@ class WarmTierComponent:
 
 def _lost_keys(repair: FragmentRepair) -> frozenset[bytes]:
     return repair.last.lost_keys
+
+
+def _last_survey(repair: FragmentRepair) -> Survey:
+    return repair.last
 
 
 def attach(host: WarmTierHost) -> WarmTierComponent:

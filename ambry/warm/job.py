@@ -13,23 +13,20 @@ were and the next pass starts over from stripe 0 (same input, same placement, sa
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import struct
 import time
 from collections.abc import Callable, Collection
 
-import xxhash
-
 from ambry.common.config import ClusterConfig, EcConfig, EcPolicy
 from ambry.common.errors import InvalidArgument
-from ambry.ec.codec import DEFAULT_BACKEND, Codec, Encoded
+from ambry.ec.codec import DEFAULT_BACKEND
 from ambry.ec.gain import fragment_disk_bytes, worth_encoding
-from ambry.ec.layout import SegmentLayout
+from ambry.ec.layout import SegmentLayout, Stripe
 from ambry.ec.placement import place_in_datacenter
 from ambry.protocol.client import NodeClient
 from ambry.storage.api import EcRecord, EcStore, RunIO
-from ambry.storage.ecstate import DIR_ENTRY, ec_key
+from ambry.storage.ecstate import DIR_ENTRY, current, ec_key
+from ambry.warm.encoder import EncodeFailed, write_fragments
 from ambry.warm.fetch import FragmentFetcher
 
 __all__ = ["MAX_DIRECTORY_BYTES", "EncodeJob"]
@@ -110,14 +107,14 @@ class EncodeJob:
         not lost, with the same record length and body checksum."""
         lost = self.lost()
         have: dict[bytes, tuple[int, int]] = {}
-        for r in await self.run_io(self.store.ec_records):
+        for r in current(await self.run_io(self.store.ec_records)):
             if r.datacenter == self.dc and r.key not in lost:
                 for uuid, _off, total, body in r.entries():
                     have[uuid] = (total, body)
         return all(have.get(u) == (total, body)
                    for u, _off, total, body in DIR_ENTRY.iter_unpack(directory))
 
-    async def _records_caught_up(self) -> bool:
+    async def records_caught_up(self) -> bool:
         """This replica holds every EC_SEGMENT record of this datacenter its peers here hold
         (a replica that started empty gets its log back before those records: encoding then
         would encode its blobs a second time)."""
@@ -165,7 +162,7 @@ class EncodeJob:
             return False
         if not await self._peers_have(directory):
             return False
-        if not await self._records_caught_up():
+        if not await self.records_caught_up():
             return False
         if await self._covered(directory):
             # this replica started empty (wiped) and got these blobs back by replication:
@@ -179,64 +176,32 @@ class EncodeJob:
             log.error("partition %d: %s", self.pid, e)
             return False
         layout = SegmentLayout.plan(k, m, size, self.ec.stripe_bytes)
-        codec = self.fetcher.codec(k, m)
-        source = self.store.incarnation.hex()
-        header = {"code": DEFAULT_BACKEND, "k": k, "m": m, "original_bytes": size,
-                  "stripe_bytes": layout.stripe_bytes}
-        sums: list[list[int]] = [[] for _ in range(k + m)]
-        tables: list[list[int]] = [[] for _ in range(k + m)]
-        stripes = layout.stripes()
         started = time.monotonic()
-        loop = asyncio.get_running_loop()
         log.info("partition %d: encoding segment %d (%d bytes, %d stripes) onto %s",
-                 self.pid, number, size, len(stripes), list(placement.nodes))
-        for st in stripes:
-            self.running = (number, st.index)
-            data = await self.run_io(self.store.ec_read, number, st.segment_offset,
-                                     st.data_bytes)
-            enc, cpu_s = await loop.run_in_executor(None, _timed_encode, codec, data,
-                                                    st.block_bytes)
-            self.encode_cpu_s += cpu_s
-            last = st.index == len(stripes) - 1
+                 self.pid, number, size, layout.stripe_count, list(placement.nodes))
 
-            async def send(i: int, block: bytes, last: bool = last, s: int = st.index
-                           ) -> None:
-                reply = await self.client(placement.nodes[i]).request(
-                    "ec_frag_write", {"partition": self.pid, "source": source,
-                                      "segment": number, "generation": generation,
-                                      "fragment": i, "header": header, "stripe": s,
-                                      "finish": last}, block,
-                    timeout_ms=self.ec.fragment_timeout_ms)
-                await reply.release()
-                if last:
-                    if not reply.header.get("ok"):
-                        raise InvalidArgument(f"fragment {i} on {placement.nodes[i]} failed "
-                                              f"its verify: {reply.header.get('problems')}")
-                    tables[i] = list(reply.header["checksums"])
+        async def read(st: Stripe) -> bytes:
+            data: bytes = await self.run_io(self.store.ec_read, number, st.segment_offset,
+                                            st.data_bytes)
+            return data
 
-            try:
-                await asyncio.gather(*(send(i, bytes(b)) for i, b in enumerate(enc.blocks)))
-            except Exception as e:  # noqa: BLE001 - any failure: start over next pass
-                log.warning("partition %d segment %d: fragment write failed at stripe %d "
-                            "(%s); will start over", self.pid, number, st.index, e)
-                self.running = None
-                return False
-            for i, c in enumerate(enc.checksums):
-                sums[i].append(c)
-            ahead = (st.segment_offset + st.data_bytes) / self.ec.encode_rate_bytes_per_s - \
-                (time.monotonic() - started)
-            if ahead > 0:
-                await asyncio.sleep(ahead)
-        self.running = None
-        if tables != sums:
-            bad = [i for i in range(k + m) if tables[i] != sums[i]]
-            log.error("partition %d segment %d: fragments %s read back differently; not "
-                      "recorded", self.pid, number, bad)
+        try:
+            done = await write_fragments(
+                partition=self.pid, source_hex=self.store.incarnation.hex(), segment=number,
+                generation=generation, layout=layout, nodes=placement.nodes,
+                codec=self.fetcher.codec(k, m), client=self.client,
+                timeout_ms=self.ec.fragment_timeout_ms,
+                rate_bytes_per_s=self.ec.encode_rate_bytes_per_s, read=read,
+                progress=lambda s: setattr(self, "running", (number, s)))
+        except EncodeFailed as e:
+            log.warning("partition %d segment %d: %s; will start over", self.pid, number, e)
             return False
-        flat = b"".join(struct.pack(f"<{len(t)}Q", *t) for t in sums)
+        finally:
+            self.running = None
+        self.encode_cpu_s += done.codec_cpu_s
         rec = EcRecord(self.store.incarnation, number, generation, self.dc, k, m,
                        DEFAULT_BACKEND, layout.stripe_bytes, size, placement.nodes,
-                       xxhash.xxh3_64_intdigest(flat), directory)
+                       done.tables_xxh3, directory)
         end = await self.run_io(self.store.ec_apply, ec_key(rec.source, number, generation),
                                 rec.to_props())
         await self.store.durable_async(end)
@@ -245,9 +210,3 @@ class EncodeJob:
         log.info("partition %d: segment %d encoded and recorded in %.2f s", self.pid, number,
                  time.monotonic() - started)
         return True
-
-
-def _timed_encode(codec: Codec, data: bytes, block_bytes: int) -> tuple[Encoded, float]:
-    t0 = time.thread_time()
-    enc = codec.encode(data, block_bytes)
-    return enc, time.thread_time() - t0

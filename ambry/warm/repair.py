@@ -51,6 +51,7 @@ from ambry.ec.layout import SegmentLayout, Stripe
 from ambry.protocol.client import NodeClient
 from ambry.storage import filenames
 from ambry.storage.api import EcRecord, EcStore, RunIO
+from ambry.storage.ecstate import current
 from ambry.warm.fetch import FragmentFetcher
 
 __all__ = ["FragmentRepair", "RecordHealth", "Survey"]
@@ -135,7 +136,9 @@ class FragmentRepair:
         return names, dict(reply.header.get("damaged") or {})
 
     async def survey(self) -> Survey:
-        recs = [r for r in await self.run_io(self.store.ec_records) if r.datacenter == self.dc]
+        # replaced (re-encoded) records are not surveyed: their fragments are on their way out
+        recs = [r for r in current(await self.run_io(self.store.ec_records))
+                if r.datacenter == self.dc]
         nodes = sorted({n for r in recs for n in r.placement})
         got = await asyncio.gather(*(self._listing(n) for n in nodes))
         listing = dict(zip(nodes, got, strict=True))

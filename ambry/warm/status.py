@@ -151,8 +151,18 @@ def summarize(cmap: ClusterMap, sv: Survey) -> list[dict[str, Any]]:
                     if st.get("job") and st["job"].get("coordinator"):
                         job = st["job"]
             segments = []
+            replaced = []
             for key in sorted(records):
                 r = records[key]
+                if r.get("replaced"):
+                    # re-encoded without its dead blobs: its fragments go once no replica
+                    # reads through them (ambry/warm/recode.py)
+                    left = sum(1 for i, node in enumerate(r["placement"])
+                               if (key + (i,)) in sv.listings.get(node, {}).get(p.id, {}))
+                    replaced.append({"source": r["source"], "segment": r["segment"],
+                                     "generation": r["generation"], "bytes": r["bytes"],
+                                     "fragments_left": left})
+                    continue
                 frags = []
                 for i, node in enumerate(r["placement"]):
                     health, detail = _fragment_health(sv, p.id, r, i, node)
@@ -177,7 +187,7 @@ def summarize(cmap: ClusterMap, sv: Survey) -> list[dict[str, Any]]:
                 "partition": p.id, "datacenter": dc.name,
                 "policy": ({"ec": {"k": p.policy.k, "m": p.policy.m}}
                            if p.policy is not None else "replicated"),
-                "state": state, "segments": segments,
+                "state": state, "segments": segments, "replaced_segments": replaced,
                 "encoded_bytes": sum(s["bytes"] for s in segments),
                 "backlog_bytes": job.get("backlog_bytes", 0) if job else 0,
                 # left replicated: small records (freeing them would not pay for fragments)

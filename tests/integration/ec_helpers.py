@@ -40,17 +40,18 @@ WAIT_S = 90.0  # what a wait_for allows by default: generous, a busy 2-core box 
 
 def ec_cluster(root: Path, ec: dict[str, Any] | None = None, *, k: int = 2, m: int = 1,
                datacenters: int = 2, nodes_per_dc: int = 3, replicas: list[str] | None = None,
-               **kw: Any) -> LocalCluster:
+               storage: dict[str, Any] | None = None, **kw: Any) -> LocalCluster:
     """A cluster (not started) of ``datacenters`` x ``nodes_per_dc`` nodes with one partition
     (0) of policy ``ec: {k, m}`` in 1 MiB segments, the ``ec`` section ``ec`` (default
     :data:`EC`). ``replicas``: the node ids that hold partition 0 (default: every node of
-    each DC); ``kw`` goes to :class:`LocalCluster`."""
+    each DC); ``storage``: more of the ``storage`` section; ``kw`` goes to
+    :class:`LocalCluster`."""
     policy = {"ec": {"k": k, "m": m}}
     partitions: Any = ({"count": 1, "capacity_bytes": "1GiB", "policy": policy}
                        if replicas is None else
                        [{"id": 0, "replicas": replicas, "policy": policy}])
     return LocalCluster(root, datacenters=datacenters, nodes_per_dc=nodes_per_dc, partitions=1,
-                        storage={"segment_size_bytes": SEGMENT_BYTES},
+                        storage={"segment_size_bytes": SEGMENT_BYTES, **(storage or {})},
                         extra={"partitions": partitions, "ec": EC if ec is None else ec}, **kw)
 
 
