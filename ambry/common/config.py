@@ -358,6 +358,11 @@ class EcConfig:
     # they hold at least this share of its bytes; the old fragments go when no replica
     # reads through them
     recode_min_reclaim_ratio: float = 0.25
+    # a fragment node silent this long (no answer to the survey) has the encoded segments
+    # with a fragment on it re-encoded onto a placement without it, when the datacenter has
+    # a spare node (more than k + m); a node that comes back wiped, or is replaced under the
+    # same id, is repaired in place instead (ambry/warm/repair.py)
+    spare_rebuild_after_s: float = 1800.0
 
     def __post_init__(self) -> None:
         if self.repair_interval_s <= 0 or self.scrub_interval_s <= 0 or \
@@ -372,8 +377,9 @@ class EcConfig:
                 self.encode_min_gain_ratio < 1.0:
             raise InvalidArgument("ec.fragment_hedge_min_ms and ec.fragment_suspect_s must "
                                   "be >= 0, ec.encode_min_gain_ratio >= 1")
-        if not 0 < self.recode_min_reclaim_ratio <= 1:
-            raise InvalidArgument("ec.recode_min_reclaim_ratio must be in (0, 1]")
+        if not 0 < self.recode_min_reclaim_ratio <= 1 or self.spare_rebuild_after_s < 0:
+            raise InvalidArgument("ec.recode_min_reclaim_ratio must be in (0, 1], "
+                                  "ec.spare_rebuild_after_s >= 0")
         if self.encode_rate_bytes_per_s <= 0 or self.fragment_timeout_ms <= 0:
             raise InvalidArgument("ec.encode_rate_bytes_per_s and ec.fragment_timeout_ms "
                                   "must be > 0")

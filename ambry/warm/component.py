@@ -136,6 +136,8 @@ class WarmTierComponent:
                         "recoded_segments": rc.recoded_segments if rc else 0,
                         "recode_reclaimed_bytes": rc.reclaimed_bytes if rc else 0,
                         "dropped_fragments": rc.dropped_fragments if rc else 0,
+                        "recode_cpu_s": rc.recode_cpu_s if rc else 0.0,
+                        "spare_rebuilds": rc.spare_rebuilds if rc else 0,
                         "encoding": job.running if job else None,
                         "backlog_bytes": job.backlog_bytes if job else 0,
                         "encoded_bytes": job.encoded_bytes if job else 0,

@@ -114,14 +114,15 @@ class EncodeJob:
         return all(have.get(u) == (total, body)
                    for u, _off, total, body in DIR_ENTRY.iter_unpack(directory))
 
-    async def records_caught_up(self) -> bool:
+    async def records_caught_up(self, skip: Collection[str] = ()) -> bool:
         """This replica holds every EC_SEGMENT record of this datacenter its peers here hold
         (a replica that started empty gets its log back before those records: encoding then
-        would encode its blobs a second time)."""
+        would encode its blobs a second time); ``skip``: peers known silent (a rebuild onto
+        a spare node goes on without them)."""
         mine = {(r.source_hex, r.segment, r.generation)
                 for r in await self.run_io(self.store.ec_records) if r.datacenter == self.dc}
         for peer in self.cfg.cluster_map.replicas_in(self.pid, self.dc):
-            if peer.id == self.node_id:
+            if peer.id == self.node_id or peer.id in skip:
                 continue
             try:
                 reply = await self.client(peer.id).request(

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import xxhash
@@ -68,23 +68,29 @@ class Recoder:
     def __init__(self, node_id: str, datacenter: str, config: ClusterConfig, store: EcStore,
                  ec: EcConfig, run_io: RunIO, client: Callable[[str], NodeClient],
                  fetcher: FragmentFetcher, survey: Callable[[], Survey],
-                 caught_up: Callable[[], Awaitable[bool]]) -> None:
+                 caught_up: Callable[[Collection[str]], Awaitable[bool]]) -> None:
         self.node_id, self.dc, self.cfg = node_id, datacenter, config
         self.store, self.ec, self.run_io = store, ec, run_io
         self.client, self.fetcher = client, fetcher
         self.survey, self.caught_up = survey, caught_up
         self.pid = store.partition_id
+        self.recode_cpu_s = 0.0  # CPU seconds inside the codec re-encoding
         self.recoded_segments = 0
         self.reclaimed_bytes = 0  # encoded bytes given up by re-encoding (per datacenter)
         self.dropped_fragments = 0
+        self.spare_rebuilds = 0  # records re-encoded off a node silent too long
         self.running: str | None = None  # the record being re-encoded
         self._dropped: set[bytes] = set()  # replaced records whose fragments are all gone
+        #: fragment node -> since when (monotonic) it has not answered the survey
+        self._silent_since: dict[str, float] = {}
+        self._told_no_spare: set[bytes] = set()
 
     # ---------------------------------------------------------------- one pass
     async def run_once(self) -> int:
         """Re-encode what pays now and drop what nobody reads; returns records re-encoded."""
         done = 0
-        healthy = self.survey().healthy_keys
+        survey = self.survey()
+        healthy = survey.healthy_keys
         recs = [r for r in current(await self.run_io(self.store.ec_records))
                 if r.datacenter == self.dc and r.key in healthy and r.original_bytes > 0]
         for rec in recs:
@@ -94,7 +100,58 @@ class Recoder:
             except (EncodeFailed, AmbryError, OSError, TimeoutError) as e:
                 log.warning("partition %d: re-encoding segment %d of %s failed (%s); next "
                             "pass tries again", self.pid, rec.segment, rec.source_hex, e)
+        done += await self.rebuild_on_spares(survey)
         await self.drop_replaced()
+        return done
+
+    # ---------------------------------------------------------------- spare nodes
+    async def rebuild_on_spares(self, survey: Survey) -> int:
+        """Re-encode, onto a placement without them, the records with fragments on nodes
+        silent for ``ec.spare_rebuild_after_s`` (all their blobs: the silent nodes cannot
+        say which are dead), when the datacenter has spare nodes; returns records done."""
+        now = time.monotonic()
+        silent = {h.record.placement[i] for h in survey.records for i in h.unknown}
+        for node in list(self._silent_since):
+            if node not in silent:
+                del self._silent_since[node]
+        for node in silent:
+            self._silent_since.setdefault(node, now)
+        gone = {n for n, t in self._silent_since.items()
+                if now - t >= self.ec.spare_rebuild_after_s}
+        if not gone:
+            return 0
+        done = 0
+        for h in survey.records:
+            rec = h.record
+            lost = {rec.placement[i] for i in h.unknown}
+            if not lost or not lost <= gone or len(h.intact) < rec.k or h.missing:
+                continue  # not (only) long-silent nodes, or a repair in place comes first
+            try:
+                placement = place_in_datacenter(self.cfg.cluster_map, self.pid, self.dc,
+                                                rec.k + rec.m, previous=rec.placement,
+                                                unavailable=gone)
+            except InvalidArgument:
+                if rec.key not in self._told_no_spare:
+                    self._told_no_spare.add(rec.key)
+                    log.warning("partition %d: segment %d of %s has fragments on %s, silent "
+                                "for %.0f s, and %s has no spare node: its reads rebuild "
+                                "around them until they come back", self.pid, rec.segment,
+                                rec.source_hex, sorted(lost), self.ec.spare_rebuild_after_s,
+                                self.dc)
+                continue
+            if not await self.caught_up(gone):
+                continue
+            log.warning("partition %d: segment %d of %s: %s silent for %.0f s; re-encoding it "
+                        "onto %s", self.pid, rec.segment, rec.source_hex, sorted(lost),
+                        self.ec.spare_rebuild_after_s, list(placement.nodes))
+            try:
+                await self.recode(rec, rec.directory, placement.nodes)
+            except (EncodeFailed, AmbryError, OSError, TimeoutError) as e:
+                log.warning("partition %d: rebuilding segment %d of %s on spares failed (%s); "
+                            "next pass tries again", self.pid, rec.segment, rec.source_hex, e)
+                continue
+            self.spare_rebuilds += 1
+            done += 1
         return done
 
     async def maybe_recode(self, rec: EcRecord) -> bool:
@@ -110,7 +167,7 @@ class Recoder:
         if rec.original_bytes - live_bytes < self.ec.recode_min_reclaim_ratio * \
                 rec.original_bytes:
             return False
-        if not await self.caught_up():
+        if not await self.caught_up(()):
             return False
         await self.recode(rec, live)
         return True
@@ -136,9 +193,11 @@ class Recoder:
         return alive
 
     # ---------------------------------------------------------------- re-encode
-    async def recode(self, rec: EcRecord, live: bytes) -> EcRecord:
+    async def recode(self, rec: EcRecord, live: bytes,
+                     nodes: Sequence[str] | None = None) -> EcRecord:
         """Write the live blobs of ``rec`` (``live``: its directory entries to keep) as a new
-        encoded segment and append the record that replaces ``rec``."""
+        encoded segment on ``nodes`` (default: where ``rec``'s fragments are, as long as
+        those nodes are in the map) and append the record that replaces ``rec``."""
         keep = sorted(DIR_ENTRY.iter_unpack(live), key=lambda e: e[1])
         size = sum(e[2] for e in keep)
         directory = bytearray()
@@ -155,25 +214,28 @@ class Recoder:
                 new = EcRecord(source, segment, generation, self.dc, k, m, DEFAULT_BACKEND,
                                rec.stripe_bytes, 0, (), tables_hash([]), b"", rec.key)
             else:
-                try:
-                    placement = place_in_datacenter(self.cfg.cluster_map, self.pid, self.dc,
-                                                    k + m)
-                except InvalidArgument as e:
-                    raise EncodeFailed(str(e)) from None
+                if nodes is None:
+                    try:
+                        nodes = place_in_datacenter(
+                            self.cfg.cluster_map, self.pid, self.dc, k + m,
+                            previous=rec.placement if len(rec.placement) == k + m else None
+                        ).nodes
+                    except InvalidArgument as e:
+                        raise EncodeFailed(str(e)) from None
                 layout = SegmentLayout.plan(k, m, size, self.ec.stripe_bytes)
                 log.info("partition %d: re-encoding segment %d of %s: %d of %d blobs, %d of "
                          "%d bytes, onto %s", self.pid, rec.segment, rec.source_hex,
-                         len(keep), rec.blobs, size, rec.original_bytes,
-                         list(placement.nodes))
+                         len(keep), rec.blobs, size, rec.original_bytes, list(nodes))
                 done = await write_fragments(
                     partition=self.pid, source_hex=source.hex(), segment=segment,
-                    generation=generation, layout=layout, nodes=placement.nodes,
+                    generation=generation, layout=layout, nodes=nodes,
                     codec=self.fetcher.codec(k, m), client=self.client,
                     timeout_ms=self.ec.fragment_timeout_ms,
                     rate_bytes_per_s=self.ec.encode_rate_bytes_per_s,
                     read=_RecordStream(self, rec, keep).read)
+                self.recode_cpu_s += done.codec_cpu_s
                 new = EcRecord(source, segment, generation, self.dc, k, m, DEFAULT_BACKEND,
-                               layout.stripe_bytes, size, placement.nodes, done.tables_xxh3,
+                               layout.stripe_bytes, size, tuple(nodes), done.tables_xxh3,
                                bytes(directory), rec.key)
         finally:
             self.running = None

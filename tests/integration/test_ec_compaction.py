@@ -17,10 +17,12 @@ from typing import Any
 import pytest
 from ec_helpers import (
     EC_REPAIR,
+    coordinator,
     dc_nodes,
     ec_cluster,
     ec_status,
     ec_status_cli,
+    node_metrics,
     put_blobs,
     read_all,
     running,
@@ -127,6 +129,30 @@ async def test_deleted_blobs_give_back_their_fragment_bytes_and_live_ones_read_e
     print(f"fragment bytes on disk: {before} -> {after} ({after / before:.2f}x) with half "
           f"the blobs deleted")
     assert after < 0.75 * before
+    # the coordinators count it on /metrics (the recode counters were in ec_status only)
+    recoded, dropped = (f"ambry_ec_{n}_total{{partition=\"0\"}}"
+                        for n in ("recoded_segments", "dropped_fragments"))
+
+    async def counted() -> tuple[list[dict[str, float]], int] | None:
+        # every re-encoded segment's 3 old fragments dropped and counted, nothing running
+        st = await ec_status(cluster)
+        coords = [coordinator(st, dc) for dc in ("dc1", "dc2")]
+        if any(st[n]["job"]["recoding"] for n in coords):
+            return None
+        ms = [await asyncio.to_thread(node_metrics, cluster, n) for n in coords]
+        if any(m[recoded] < 1 or m[dropped] < 3 * m[recoded] for m in ms):
+            return None
+        frag = sum(_fragment_files(cluster.data_root).values())
+        again = [await asyncio.to_thread(node_metrics, cluster, n) for n in coords]
+        return (ms, frag) if [m[recoded] for m in again] == [m[recoded] for m in ms] else None
+
+    ms, frag = await wait_for(counted, "the coordinators to count the dropped fragments")
+    for m in ms:
+        assert m['ambry_ec_recode_cpu_seconds_total{partition="0"}'] > 0
+    reclaimed = sum(m['ambry_ec_recode_reclaimed_bytes_total{partition="0"}'] for m in ms)
+    # fragments given back: (k+m)/k = 1.5 bytes per segment byte left out (+- padding)
+    print("RATIO", (before - frag) / reclaimed)
+    assert 1.2 * reclaimed < before - frag < 1.8 * reclaimed, (before, frag, reclaimed)
     # each replaced record's successor is what the replicas read through now
     for s in st.values():
         successors = {r["replaces"] for r in s["records"] if r["replaces"]}
@@ -209,3 +235,54 @@ async def test_coordinator_killed_mid_re_encoding_starts_over_and_finishes(
         assert not any(p.endswith(".tmp") for p in _fragment_files(c.data_root))
         await read_all(c, live, list(c.nodes))
         assert await _gone_or_right(c, dead, list(c.nodes)) >= 4
+
+
+async def test_a_fragment_node_silent_too_long_is_rebuilt_on_a_spare_node(
+        tmp_path: Path) -> None:
+    # 4 nodes per DC, k=2 m=1: one node of each DC holds no fragment of partition 0 (a
+    # spare). A fragment node killed -9 and silent past ec.spare_rebuild_after_s: its
+    # datacenter's segments are re-encoded onto the nodes left, replicas move onto the new
+    # records and read without reconstruction; when it comes back its old fragments go
+    replicas = [f"dc{d}-n{i}" for d in (1, 2) for i in (1, 2, 3)]
+    ec = {**EC_REPAIR, "spare_rebuild_after_s": 2}
+    with running(ec_cluster(tmp_path, ec, nodes_per_dc=4, replicas=replicas,
+                            storage=STORAGE)) as c:
+        dc1 = ["dc1-n1", "dc1-n2", "dc1-n3"]
+        blobs = await put_blobs(c, 20, dc1)
+        st = await wait_all_freed(c, replicas)
+        placement = {tuple(r["placement"]) for s in st.values() for r in s["records"]
+                     if r["datacenter"] == "dc1"}
+        assert len(placement) == 1
+        victim = next(n for n in placement.pop() if n != "dc1-n1")  # not the coordinator
+        c.nodes[victim].kill()
+        alive = [n for n in dc1 if n != victim]
+
+        async def moved() -> bool:
+            st = await ec_status(c, alive)
+            for s in st.values():
+                cur = {f"{r['source']}/{r['segment']}/{r['generation']}": r
+                       for r in s["records"] if r["datacenter"] == "dc1" and not r["replaced"]}
+                if not cur or any(victim in r["placement"] for r in cur.values()):
+                    return False
+                if not set(s["refs"]) <= set(cur) | {
+                        f"{r['source']}/{r['segment']}/{r['generation']}"
+                        for r in s["records"] if r["datacenter"] != "dc1"}:
+                    return False
+            return True
+
+        await wait_for(moved, f"dc1's segments re-encoded without {victim}")
+
+        async def rebuilt_reads() -> int:
+            return sum(s["job"]["reconstruction_reads"]
+                       for s in (await ec_status(c, alive)).values())
+
+        before = await rebuilt_reads()
+        await read_all(c, blobs, alive)
+        assert await rebuilt_reads() == before  # the fragments are all on live nodes now
+        assert (await ec_status(c, ["dc1-n1"]))["dc1-n1"]["job"]["spare_rebuilds"] >= 1
+        # back (not wiped): it moves onto the new records too, its old fragments are dropped
+        c.nodes[victim].start()
+        await c.nodes[victim].wait_ready_async()
+        await wait_for(lambda: _recoded(c, ("dc1",), replicas),
+                       "old fragments dropped once every dc1 replica moved")
+        await read_all(c, blobs, dc1)
