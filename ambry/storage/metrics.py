@@ -174,6 +174,16 @@ class _WarmTierCollector:
                      labels=lab)
         enc_cpu = c("ambry_ec_encode_cpu_seconds", "CPU seconds spent in the erasure code "
                     "encoding them", labels=lab)
+        # compaction of encoded segments (ambry/warm/recode.py), the coordinator only
+        recoded = c("ambry_ec_recoded_segments", "Encoded segments this node re-encoded "
+                    "without their dead blobs (since start)", labels=lab)
+        reclaimed = c("ambry_ec_recode_reclaimed_bytes", "Encoded segment bytes re-encoding "
+                      "gave up (dead blobs; times (k+m)/k on disk, per datacenter)",
+                      labels=lab)
+        dropped = c("ambry_ec_dropped_fragments", "Fragment files of replaced (re-encoded) "
+                    "segments deleted once no replica read through them", labels=lab)
+        recode_cpu = c("ambry_ec_recode_cpu_seconds", "CPU seconds spent in the erasure code "
+                       "re-encoding", labels=lab)
         recon = c("ambry_ec_reconstruction_reads", "Windows of encoded blobs rebuilt from k "
                   "other fragments (a fragment node down, slow or corrupt)", labels=lab)
         reads = c("ambry_ec_fragment_reads", "Fragment windows read for blobs of encoded "
@@ -195,6 +205,10 @@ class _WarmTierCollector:
                 enc_bytes.add_metric(pid, float(row.get("encoded_bytes", 0)))
                 enc_segs.add_metric(pid, float(row.get("encoded_segments", 0)))
                 enc_cpu.add_metric(pid, float(row.get("encode_cpu_s", 0.0)))
+                recoded.add_metric(pid, float(row.get("recoded_segments", 0)))
+                reclaimed.add_metric(pid, float(row.get("recode_reclaimed_bytes", 0)))
+                dropped.add_metric(pid, float(row.get("dropped_fragments", 0)))
+                recode_cpu.add_metric(pid, float(row.get("recode_cpu_s", 0.0)))
             if "reconstruction_reads" in row:
                 recon.add_metric(pid, float(row["reconstruction_reads"]))
                 reads.add_metric(pid, float(row["fragment_reads"]))
@@ -202,7 +216,7 @@ class _WarmTierCollector:
                 for reason, n in row["fragment_read_errors"].items():
                     errors.add_metric([*pid, reason], float(n))
         yield from (freed, frag, saved, backlog, encoding, enc_bytes, enc_segs, enc_cpu,
-                    recon, reads, read_bytes, errors)
+                    recoded, reclaimed, dropped, recode_cpu, recon, reads, read_bytes, errors)
 
 
 class NodeMetrics:

@@ -5,8 +5,9 @@ Owns the EC test cluster's config (:func:`ec_cluster`: 1 MiB segments, one parti
 (:func:`running`; :func:`one_node` for the fragment ops of one node), writing and reading
 back blobs straight to storage nodes (:func:`put_blobs`, :func:`read_all`), asking nodes for
 their ``ec_status`` (:func:`ec_status`, :func:`wait_all_freed`, :func:`ec_records`,
-:func:`coordinator`) and ``ambry admin`` (:func:`admin`, :func:`ec_status_cli`), waiting on a
-condition (:func:`wait_for`) and bytes on disk (:func:`disk_bytes`). Does not own any
+:func:`coordinator`), their ``/metrics`` (:func:`node_metrics`) and ``ambry admin``
+(:func:`admin`, :func:`ec_status_cli`), waiting on a condition (:func:`wait_for`) and bytes
+on disk (:func:`disk_bytes`). Does not own any
 assertion beyond "every blob read back is the one PUT" and "the admin command printed
 something".
 """
@@ -19,6 +20,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +28,8 @@ from typing import Any
 
 from ambry.common.blobid import BlobId, new_blob_id
 from ambry.common.properties import BlobProperties
+from ambry.ec.fragfile import read_header
+from ambry.storage import filenames
 from ambry.testing.cluster import REPO_ROOT, LocalCluster, NodeProcess
 
 SEGMENT_BYTES = 1024 * 1024  # storage.segment_size_bytes: 20 blobs seal 3 segments
@@ -199,6 +203,19 @@ def disk_bytes(root: Path) -> int:
     return total
 
 
+def node_metrics(c: LocalCluster, node: str, prefix: str = "ambry_ec_") -> dict[str, float]:
+    """``name{labels}`` -> value of a node's ``/metrics`` samples whose name starts with
+    ``prefix`` (blocking: wrap in ``asyncio.to_thread`` in a test)."""
+    with urllib.request.urlopen(c.nodes[node].http_url("/metrics"), timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith(prefix):
+            out[name] = float(value)
+    return out
+
+
 def admin(*args: str) -> subprocess.CompletedProcess[str]:
     """``ambry admin <args>`` in a subprocess (output captured, exit code not checked)."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
@@ -212,3 +229,20 @@ def ec_status_cli(c: LocalCluster, *extra: str) -> tuple[int, Any]:
     r = admin("ec-status", "--config", str(c.config_path), "--json", *extra)
     assert r.stdout, r.stderr
     return r.returncode, json.loads(r.stdout)
+
+
+def frag_path(c: LocalCluster, r: dict[str, Any], i: int, partition: int = 0) -> Path:
+    """Where fragment ``i`` of the EC_SEGMENT record ``r`` (an ``ec_status`` row) is."""
+    node = c.nodes[r["placement"][i]]
+    return node.data_dir / filenames.FRAGMENTS_DIR / filenames.replica_dir_name(partition) / \
+        filenames.fragment_name(r["source"], r["segment"], r["generation"], i)
+
+
+def flip_fragment_byte(path: Path, fragment_offset: int) -> None:
+    """Rot: flips one byte of a fragment file's blocks, ``fragment_offset`` bytes in."""
+    with open(path, "r+b") as f:
+        h, _ = read_header(f)
+        f.seek(h.data_offset + fragment_offset)
+        b = f.read(1)
+        f.seek(h.data_offset + fragment_offset)
+        f.write(bytes([b[0] ^ 0x5A]))

@@ -151,7 +151,6 @@ async def test_deleted_blobs_give_back_their_fragment_bytes_and_live_ones_read_e
         assert m['ambry_ec_recode_cpu_seconds_total{partition="0"}'] > 0
     reclaimed = sum(m['ambry_ec_recode_reclaimed_bytes_total{partition="0"}'] for m in ms)
     # fragments given back: (k+m)/k = 1.5 bytes per segment byte left out (+- padding)
-    print("RATIO", (before - frag) / reclaimed)
     assert 1.2 * reclaimed < before - frag < 1.8 * reclaimed, (before, frag, reclaimed)
     # each replaced record's successor is what the replicas read through now
     for s in st.values():
