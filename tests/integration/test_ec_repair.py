@@ -26,6 +26,8 @@ from ec_helpers import (
     ec_cluster,
     ec_records,
     ec_status,
+    flip_fragment_byte,
+    frag_path,
     node_call,
     put_blobs,
     read_all,
@@ -36,7 +38,6 @@ from ec_helpers import (
 
 from ambry.common.blobid import BlobId
 from ambry.common.errors import DataCorrupt
-from ambry.ec.fragfile import read_header
 from ambry.storage import filenames
 from ambry.storage.inspect import dump_segment, verify_path
 from ambry.testing.cluster import LocalCluster
@@ -59,12 +60,6 @@ async def _status(c: LocalCluster) -> dict[str, dict[str, Any]]:
 def _frag(r: dict[str, Any], i: int) -> dict[str, Any]:
     return {"partition": 0, "source": r["source"], "segment": r["segment"],
             "generation": r["generation"], "fragment": i}
-
-
-def _frag_path(c: LocalCluster, r: dict[str, Any], i: int) -> Path:
-    node = c.nodes[r["placement"][i]]
-    return node.data_dir / filenames.FRAGMENTS_DIR / filenames.replica_dir_name(0) / \
-        filenames.fragment_name(r["source"], r["segment"], r["generation"], i)
 
 
 async def _unhealthy(c: LocalCluster, recs: list[dict[str, Any]]) -> list[str]:
@@ -90,15 +85,6 @@ async def _full_health(c: LocalCluster, recs: list[dict[str, Any]], what: str) -
         await wait_for(healthy, what)
     except AssertionError:
         raise AssertionError(f"{what}: {await _unhealthy(c, recs)}") from None
-
-
-def _flip(path: Path, fragment_offset: int) -> None:
-    with open(path, "r+b") as f:
-        h, _ = read_header(f)
-        f.seek(h.data_offset + fragment_offset)
-        b = f.read(1)
-        f.seek(h.data_offset + fragment_offset)
-        f.write(bytes([b[0] ^ 0x5A]))
 
 
 async def _lose_and_repair(c: LocalCluster, blobs: dict[BlobId, bytes], victim: str,
@@ -177,15 +163,15 @@ async def test_wiped_node_reads_reconstructed_repair_restores_health_and_rot_is_
     # the rot: a byte of data fragment 0 flipped where a blob lives; a GET still answers
     # the right bytes, the node is told, and the repair rewrites the stripe
     r = recs[0]
-    path = _frag_path(cluster, r, 0)
-    _flip(path, 50_000)
+    path = frag_path(cluster, r, 0)
+    flip_fragment_byte(path, 50_000)
     await read_all(cluster, blobs, [n for n in dc_nodes(cluster, "dc1")])
     await _full_health(cluster, recs, "the flipped byte repaired")
 
     # beyond m: the same byte bad in both data fragments of the stripe: the stripe cannot
     # be rebuilt in dc1, and a dc1 node answers a clean DATA_CORRUPT, never wrong bytes
-    _flip(_frag_path(cluster, r, 0), 60_000)
-    _flip(_frag_path(cluster, r, 1), 60_000)
+    flip_fragment_byte(frag_path(cluster, r, 0), 60_000)
+    flip_fragment_byte(frag_path(cluster, r, 1), 60_000)
     errors = 0
     async with cluster.nodes[coord].client() as cl:
         for bid, data in blobs.items():
@@ -247,8 +233,8 @@ async def test_flipped_parity_byte_is_found_by_the_scrub_and_repaired(tmp_path: 
         blobs = await put_blobs(c, 20)
         st = await wait_all_freed(c)
         r = ec_records(st, "dc1")[0]
-        path = _frag_path(c, r, 2)
-        _flip(path, 1000)
+        path = frag_path(c, r, 2)
+        flip_fragment_byte(path, 1000)
         assert not verify(path).ok
 
         async def repaired() -> bool:
