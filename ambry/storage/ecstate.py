@@ -47,7 +47,7 @@ from ambry.storage.format import RECORD_HEADER_SIZE, RecordType
 from ambry.storage.log import Damage, Log, Position, ScannedRecord
 
 __all__ = ["DIR_ENTRY", "GONE", "EcRecord", "EcState", "EncodedBlobRead", "FragmentReader",
-           "current", "ec_key", "key_text", "punch_hole", "successor_key"]
+           "current", "ec_key", "key_text", "key_text_of", "punch_hole", "successor_key"]
 
 log = logging.getLogger(__name__)
 
@@ -510,16 +510,16 @@ class EcState:
                                  "k": r.k, "m": r.m, "bytes": r.original_bytes,
                                  "stripe_bytes": r.stripe_bytes, "blobs": r.blobs,
                                  "placement": list(r.placement),
-                                 "replaces": _key_text(r.replaces),
+                                 "replaces": key_text_of(r.replaces),
                                  "replaced": r.key in self.replaced_by}
                                 for r in self.records.values()],
                     # the records this replica's freed segments read through
-                    "refs": sorted({_key_text(k) for fs in self.freed.values()
+                    "refs": sorted({key_text_of(k) for fs in self.freed.values()
                                     for k in fs.refs}),
                     "freed_segments": sorted(self.freed), "bytes_freed": self.bytes_freed}
 
 
-def _key_text(key: bytes) -> str:
+def key_text_of(key: bytes) -> str:
     """An EC_SEGMENT key as people and ``ec_status`` see it: ``<source hex>/<segment>/<gen>``
     ("" for none)."""
     if not key:
@@ -529,7 +529,10 @@ def _key_text(key: bytes) -> str:
 
 
 def key_text(rec: EcRecord) -> str:
-    return _key_text(rec.key)
+    return key_text_of(rec.key)
+
+
+
 
 
 def _write_checked(disk: Disk, path: str, key: bytes, body: bytes) -> None:

@@ -42,7 +42,8 @@ Log record (version 1): a 64-byte fixed header followed by the body::
   ...    ...  props           PUT: msgpack BlobProperties; NAME_*: msgpack name entry;
                               EC_SEGMENT: msgpack of the encoded segment (ambry/storage/ecstate.py:
                               datacenter, k, m, code, stripe size, length, placement, checksum
-                              tables' hash, directory of its PUT records); else empty
+                              tables' hash, directory of its PUT records; version 2 also the key
+                              of the record it replaces: docs/erasure-coding.md); else empty
   ...    ...  usermeta        PUT only: opaque bytes (msgpack map from the frontend)
   ...    ...  payload         PUT only: the blob's bytes
 

@@ -23,7 +23,7 @@ from ambry.common.errors import AmbryError, DataCorrupt
 from ambry.native import BlobIndex
 from ambry.storage import filenames
 from ambry.storage.disk import Disk, OsDisk
-from ambry.storage.ecstate import EcRecord, EcState
+from ambry.storage.ecstate import GONE, EcRecord, EcState, key_text_of
 from ambry.storage.format import (
     RECORD_HEADER_SIZE,
     RecordType,
@@ -56,7 +56,7 @@ def dump_segment(path: str, disk: Disk | None = None) -> Iterator[dict[str, Any]
     disk = disk or OsDisk()
     d, name = os.path.split(path)
     parsed = filenames.parse_segment_name(name)
-    freed = _freed_offsets(d or ".").get(parsed[0], (None, set()))[1] if parsed else set()
+    freed = _freed_offsets(d or ".").get(parsed[0], (None, {}))[1] if parsed else {}
     f = disk.open(path, readonly=True)
     try:
         hdr = SegmentHeader.decode(f.pread(32, 0))
@@ -83,7 +83,8 @@ def dump_segment(path: str, disk: Disk | None = None) -> Iterator[dict[str, Any]
                "payload_len": h.payload_len, "time_ms": h.time_ms, "expiry_ms": h.expiry_ms,
                "checksum": "ok"}
         if rec.position[1] in freed:  # payload punched out: it lives in fragments
-            row["checksum"] = "freed"
+            # ("gone": its blob was dead and its encoded segment re-encoded without it)
+            row["checksum"] = "gone" if freed[rec.position[1]] else "freed"
         elif freed and not lg.verify_body(seg, rec.position[1], h, buf):
             yield _damage_dict(Damage("corrupt", hdr.number, hdr.generation, rec.position[1],
                                       h.total_len, "record body checksum mismatch"))
@@ -106,18 +107,21 @@ def _ec_segment_text(key: bytes, lg: Log, pos: tuple[int, int], h: Any) -> dict[
     return {"key": f"ec segment {r.segment} gen {r.generation} of {r.source_hex}",
             "ec": {"datacenter": r.datacenter, "k": r.k, "m": r.m, "code": r.code,
                    "stripe_bytes": r.stripe_bytes, "bytes": r.original_bytes,
-                   "blobs": len(r.directory) // 32, "placement": list(r.placement)}}
+                   "blobs": r.blobs, "placement": list(r.placement),
+                   **({"replaces": key_text_of(r.replaces)} if r.replaces else {})}}
 
 
-def _freed_offsets(replica_dir: str) -> dict[int, tuple[int, set[int]]]:
-    """segment -> (generation, offsets of its PUT records whose payloads were freed), from
-    the replica's ``.ecfree`` maps (each checked against its own checksum)."""
+def _freed_offsets(replica_dir: str) -> dict[int, tuple[int, dict[int, bool]]]:
+    """segment -> (generation, {offset of a PUT record whose payload was freed: whether it
+    is GONE}), from the replica's ``.ecfree`` maps (each checked against its own
+    checksum)."""
     st = EcState(replica_dir, -1)
     try:
         st.load()
     except (DataCorrupt, OSError):
         return {}
-    return {n: (f.generation, set(f.entries)) for n, f in st.freed.items()}
+    return {n: (f.generation, {off: r == GONE for off, (r, _eo) in f.entries.items()})
+            for n, f in st.freed.items()}
 
 
 def _damage_dict(d: Damage) -> dict[str, Any]:

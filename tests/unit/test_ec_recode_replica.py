@@ -19,6 +19,7 @@ from conftest import ReplicaHarness
 from ambry.common.errors import BlobDeleted, BlobNotFound
 from ambry.storage.ecstate import DIR_ENTRY, GONE, EcRecord, ec_key, successor_key
 from ambry.storage.indexentry import F_HAS_PUT
+from ambry.storage.inspect import dump_segment
 from ambry.storage.replica import Replica
 
 DC = "dc1"
@@ -110,6 +111,12 @@ def test_freed_segment_moves_to_the_re_encoded_record_and_dead_blobs_leave(encod
     for bid, data in blobs.items():
         if bid != dead:
             assert r.get(bid).read_payload() == data
+    # ambry admin dump-log tells the payload that went with its blob from one in fragments
+    seg = r.log.segment(old.segment)
+    rows = {row["key"]: row["checksum"] for row in
+            dump_segment(os.path.join(r.log.dir, seg.name)) if row.get("type") == "PUT"}
+    assert rows[dead.to_str()] == "gone"
+    assert {rows[b.to_str()] for b in live} == {"freed"}
     # kill -9 before any index snapshot: the log replays the dead blob's PUT; the map's GONE
     # record takes it out of the index again
     h.kill()
