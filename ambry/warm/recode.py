@@ -4,10 +4,11 @@ generation, and drop the old fragments once no replica of the datacenter reads t
 
 Runs on the encoding coordinator of the partition in its datacenter, after the encode job:
 
-1. **Plan.** For each current (not replaced) record of this datacenter whose fragments are
+1. **Plan** (every ``storage.compaction_interval_s``, as the log's own compaction). For each
+   current (not replaced) record of this datacenter whose fragments are
    all intact (the repair's last survey), the blobs dead here (deleted, or expired and not
    made permanent, longer than ``storage.compaction_retention_s`` ago: compaction's own rule,
-   ``compaction.is_dead``) and what they hold. Records whose dead bytes (blobs dead plus
+   ``indexentry.is_dead``) and what they hold. Records whose dead bytes (blobs dead plus
    everything else the encoded segment held that no replica reads through it: tombstones,
    TTL updates, the segment header) are below ``ec.recode_min_reclaim_ratio`` of the record
    are left alone.
@@ -84,6 +85,7 @@ class Recoder:
         #: fragment node -> since when (monotonic) it has not answered the survey
         self._silent_since: dict[str, float] = {}
         self._told_no_spare: set[bytes] = set()
+        self._next_plan = 0.0
 
     # ---------------------------------------------------------------- one pass
     async def run_once(self) -> int:
@@ -91,8 +93,14 @@ class Recoder:
         done = 0
         survey = self.survey()
         healthy = survey.healthy_keys
-        recs = [r for r in current(await self.run_io(self.store.ec_records))
-                if r.datacenter == self.dc and r.key in healthy and r.original_bytes > 0]
+        now = time.monotonic()
+        recs: list[EcRecord] = []
+        if now >= self._next_plan:
+            # planning looks up every blob of every record in the index: as often as the
+            # log's own compaction runs (storage.compaction_interval_s)
+            self._next_plan = now + self.cfg.storage.compaction_interval_s
+            recs = [r for r in current(await self.run_io(self.store.ec_records))
+                    if r.datacenter == self.dc and r.key in healthy and r.original_bytes > 0]
         for rec in recs:
             try:
                 if await self.maybe_recode(rec):

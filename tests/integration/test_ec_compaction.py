@@ -40,7 +40,7 @@ from ambry.testing.cluster import LocalCluster
 pytest.importorskip("pyeclib")
 
 #: deleted blobs are dead at once (compaction's retention applies to re-encoding too)
-STORAGE = {"compaction_retention_s": 0}
+STORAGE = {"compaction_retention_s": 0, "compaction_interval_s": 1}
 
 
 @pytest.fixture
