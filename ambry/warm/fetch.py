@@ -57,6 +57,12 @@ def _discard_late(late: set[asyncio.Future[bytes]]) -> Callable[[asyncio.Future[
     return done
 
 
+def read_limit_s(fragment_timeout_ms: int) -> float:
+    """The longest a replica's read through fragments lasts (its I/O thread gives up then):
+    fragments a replica stopped reading through are deleted only this long after."""
+    return 4 * fragment_timeout_ms / 1000 + 5
+
+
 class FragmentFetcher:
     def __init__(self, loop: asyncio.AbstractEventLoop, client: Callable[[str], NodeClient],
                  timeout_ms: int, hedge_min_ms: int = 20, suspect_s: float = 30.0) -> None:
@@ -95,7 +101,7 @@ class FragmentFetcher:
             self.fragment_read_errors[(partition_id, "corrupt")] += 1
         fut = asyncio.run_coroutine_threadsafe(
             self.read(partition_id, rec, offset, length, rebuild, verified, check), self.loop)
-        limit_s = 4 * self.timeout_ms / 1000 + 5
+        limit_s = read_limit_s(self.timeout_ms)
         try:
             return fut.result(timeout=limit_s)
         except concurrent.futures.TimeoutError:

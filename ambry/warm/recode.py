@@ -27,8 +27,9 @@ Runs on the encoding coordinator of the partition in its datacenter, after the e
    moves its freed segments onto it; a dropped blob's payload becomes GONE and its PUT
    leaves the index, as compaction drops a PUT (``EcState.remap``).
 5. **Drop.** When every replica of the datacenter answers that it holds the new record and
-   none of its freed segments reads through the old one (``ec_status`` ``refs``), the old
-   fragment files are deleted on their nodes (a node that does not answer: next pass).
+   none of its freed segments reads through the old one (``ec_status`` ``refs``), and a read
+   begun before a replica moved can no longer be running (``fetch.read_limit_s`` later), the
+   old fragment files are deleted on their nodes (a node that does not answer: next pass).
 
 Does not own the freed maps (``ambry.storage.ecstate``), the stripe loop (``encoder``) nor
 reading fragments (``fetch``).
@@ -53,7 +54,7 @@ from ambry.storage.api import EcRecord, EcStore, RunIO
 from ambry.storage.ecstate import DIR_ENTRY, current, ec_key, key_text, successor_key
 from ambry.storage.format import RECORD_HEADER_SIZE, decode_record_header
 from ambry.warm.encoder import EncodeFailed, write_fragments
-from ambry.warm.fetch import FragmentFetcher
+from ambry.warm.fetch import FragmentFetcher, read_limit_s
 from ambry.warm.repair import Survey, tables_hash
 
 __all__ = ["Recoder"]
@@ -86,6 +87,8 @@ class Recoder:
         self._silent_since: dict[str, float] = {}
         self._told_no_spare: set[bytes] = set()
         self._next_plan = 0.0
+        #: replaced record -> since when no replica reads through it (monotonic)
+        self._unreferenced_since: dict[bytes, float] = {}
 
     # ---------------------------------------------------------------- one pass
     async def run_once(self) -> int:
@@ -293,7 +296,14 @@ class Recoder:
         for r in old:
             name, nxt = key_text(r), key_text(successor[r.key])
             if not all(nxt in v["records"] and name not in v["refs"] for v in views):
-                continue  # a replica does not know the new record yet, or reads through r
+                # a replica does not know the new record yet, or reads through r
+                self._unreferenced_since.pop(r.key, None)
+                continue
+            # a read a replica began through r before it moved may still be running: the
+            # fragments go once no such read can be (fetch.read_limit_s)
+            since = self._unreferenced_since.setdefault(r.key, time.monotonic())
+            if time.monotonic() - since < read_limit_s(self.ec.fragment_timeout_ms):
+                continue
             answered = 0
             for i, node in enumerate(r.placement):
                 try:

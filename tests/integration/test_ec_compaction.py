@@ -41,11 +41,14 @@ pytest.importorskip("pyeclib")
 
 #: deleted blobs are dead at once (compaction's retention applies to re-encoding too)
 STORAGE = {"compaction_retention_s": 0, "compaction_interval_s": 1}
+#: old fragments go fetch.read_limit_s (4 x fragment_timeout_ms + 5 s) after the last replica
+#: moved: 1 s timeouts keep that to 9 s
+EC = {**EC_REPAIR, "fragment_timeout_ms": 1000}
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with running(ec_cluster(tmp_path, EC_REPAIR, storage=STORAGE)) as c:
+    with running(ec_cluster(tmp_path, EC, storage=STORAGE)) as c:
         yield c
 
 
@@ -93,6 +96,23 @@ async def _recoded(c: LocalCluster, dcs: tuple[str, ...] = ("dc1", "dc2"),
     return st
 
 
+async def _reading(c: LocalCluster, blobs: dict[BlobId, bytes], nodes: list[str],
+                   stop: asyncio.Event) -> list[asyncio.Task[int]]:
+    """One task per node reading ``blobs`` round and round until ``stop``; each returns the
+    reads it did and raises on the first failed or wrong one."""
+    async def loop(nid: str) -> int:
+        n = 0
+        async with c.nodes[nid].client() as cl:
+            while not stop.is_set():
+                for bid, data in blobs.items():
+                    _, got = await cl.get_bytes(bid)
+                    assert bytes(got) == data, f"{bid} from {nid}: wrong bytes"
+                    n += 1
+        return n
+
+    return [asyncio.create_task(loop(nid)) for nid in nodes]
+
+
 async def _gone_or_right(c: LocalCluster, dead: dict[BlobId, bytes], nodes: list[str]
                          ) -> int:
     """On each node, a dead blob's payload is gone (re-encoded away) or, where it was never
@@ -123,10 +143,17 @@ async def test_deleted_blobs_give_back_their_fragment_bytes_and_live_ones_read_e
     ids = list(blobs)
     dead = {b: blobs[b] for b in ids[::2]}
     live = {b: blobs[b] for b in ids[1::2]}
+    # readers on a replica of each DC all along: no read may fail or be wrong while the
+    # segments are re-encoded, the replicas move and the old fragments are deleted
+    stop = asyncio.Event()
+    reads = await _reading(cluster, live, ["dc1-n2", "dc2-n3"], stop)
     await _delete(cluster, list(dead))
 
     st = await wait_for(lambda: _recoded(cluster), "re-encoding in both DCs, old fragments "
                         "dropped and no replica reading through them")
+    stop.set()
+    done = await asyncio.gather(*reads)
+    assert all(n > 0 for n in done), done
     after = sum(_fragment_files(cluster.data_root).values())
     print(f"fragment bytes on disk: {before} -> {after} ({after / before:.2f}x) with half "
           f"the blobs deleted")
@@ -233,7 +260,7 @@ async def test_coordinator_killed_mid_re_encoding_starts_over_and_finishes(
     # slow fragment writes (256 KiB/s) keep the re-encoding running long enough to kill -9
     # its coordinator in the middle: its .tmp fragments are started over, nothing is
     # recorded twice, the old fragments go only once every replica moved
-    ec = {**EC_REPAIR, "encode_rate_bytes_per_s": "256KiB"}
+    ec = {**EC, "encode_rate_bytes_per_s": "256KiB"}
     with running(ec_cluster(tmp_path, ec, storage=STORAGE)) as c:
         blobs = await put_blobs(c, 20)
         await wait_all_freed(c, timeout_s=180)
@@ -265,7 +292,7 @@ async def test_a_fragment_node_silent_too_long_is_rebuilt_on_a_spare_node(
     # datacenter's segments are re-encoded onto the nodes left, replicas move onto the new
     # records and read without reconstruction; when it comes back its old fragments go
     replicas = [f"dc{d}-n{i}" for d in (1, 2) for i in (1, 2, 3)]
-    ec = {**EC_REPAIR, "spare_rebuild_after_s": 2}
+    ec = {**EC, "spare_rebuild_after_s": 2}
     with running(ec_cluster(tmp_path, ec, nodes_per_dc=4, replicas=replicas,
                             storage=STORAGE)) as c:
         dc1 = ["dc1-n1", "dc1-n2", "dc1-n3"]
