@@ -25,6 +25,20 @@ replicated control is read from its local disk either way.
 
 Encode CPU: the CPU seconds of the coordinating processes (dc1's and dc2's first replicas)
 while they encode, per MB encoded, and the codec's own CPU (``ambry_ec_encode_cpu_seconds``).
+
+Compaction of encoded segments (ambry/warm/recode.py; the cluster runs with
+``storage.compaction_retention_s: 0``, so a deleted blob is dead at once): after the GETs,
+the nodes restart with ``storage.compaction_interval_s: 1`` (how often re-encoding is
+planned, as the log's compaction), every other blob of the encoded partition (in
+dc1's coordinator's log order: about half of each segment) is deleted as a frontend does (2 of the 3 replicas of dc1; replication carries
+the tombstones on), and the run waits until every encoded record of both datacenters is
+replaced (or, for one whose dead bytes stay below ``ec.recode_min_reclaim_ratio``, nothing
+more is replaced for 10 s), no replica reads through a replaced one and no fragment file of
+one is left. Reported: bytes on disk per byte of LIVE data before and after (all data, and
+sealed segments only), fragment bytes, the wall time from the last delete until the old
+fragments were gone, MB re-encoded per CPU-second of the coordinating processes and of the
+codec (``ambry_ec_recode_cpu_seconds``), every live blob read back from every replica and
+every deleted one answering deleted.
 """
 
 from __future__ import annotations
@@ -47,8 +61,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ambry.common.blobid import BlobId, new_blob_id
+from ambry.common.errors import BlobDeleted
 from ambry.common.properties import BlobProperties
 from ambry.testing.cluster import LocalCluster
+from ambry.warm.fetch import read_limit_s
 from benchmarks._results import print_run_header
 from benchmarks._stats import percentiles_ms
 
@@ -129,10 +145,10 @@ def disk_bytes_by_kind(c: LocalCluster, pid: int) -> dict[str, int]:
     return out
 
 
-def sealed_payload_bytes(c: LocalCluster, pid: int) -> float:
+def sealed_payload_bytes(c: LocalCluster, pid: int, dead: set[str] | None = None) -> float:
     """Payload bytes of the PUT records in the sealed segments of each replica of ``pid``,
     averaged over its replicas (their logs hold the same blobs in slightly different orders,
-    so their sealed segments hold slightly different sets)."""
+    so their sealed segments hold slightly different sets); ``dead``: ids (text) left out."""
     from ambry.storage.inspect import dump_segment
 
     per_replica = []
@@ -146,7 +162,8 @@ def sealed_payload_bytes(c: LocalCluster, pid: int) -> float:
         if not logs:
             continue
         per_replica.append(sum(row.get("payload_len", 0) for seg in logs[:-1]
-                               for row in dump_segment(str(seg)) if row.get("type") == "PUT"))
+                               for row in dump_segment(str(seg)) if row.get("type") == "PUT"
+                               and (not dead or row.get("key") not in dead)))
     return sum(per_replica) / len(per_replica) if per_replica else 0.0
 
 
@@ -257,7 +274,9 @@ async def run_profile(name: str, blob_bytes: int, total_bytes: int, segment_byte
     npd, k, m = prof["nodes_per_dc"], prof["k"], prof["m"]
     parts = _partitions(npd, k, m)
     c = LocalCluster(root, datacenters=2, nodes_per_dc=npd, partitions=2, replicas_per_dc=3,
-                     storage={"segment_size_bytes": segment_bytes},
+                     storage={"segment_size_bytes": segment_bytes,
+                              # deleted blobs dead at once: the compaction phase
+                              "compaction_retention_s": 0},
                      extra={"partitions": parts,
                             "ec": {"stripe_bytes": prof["stripe"], "min_age_s": 10**9,
                                    "scan_interval_s": 0.5,
@@ -338,6 +357,7 @@ async def run_profile(name: str, blob_bytes: int, total_bytes: int, segment_byte
                                                           concurrency)
         if not recs:  # nothing encoded (small records stay replicated): no fragment reads
             row["victim"] = None
+            row["compaction"] = None
             return row
         placement = next(iter(recs.values()))["placement"]
         victim = next(x for x in placement[:k] if x != reader and x != rep_reader)
@@ -356,9 +376,155 @@ async def run_profile(name: str, blob_bytes: int, total_bytes: int, segment_byte
             if sig == signal.SIGSTOP:
                 os.kill(proc.pid or 0, signal.SIGCONT)
         row["victim"] = victim
+        row["compaction"] = await compaction_phase(c, parts[0]["replicas"], ec_blobs,
+                                                   blob_bytes)
     finally:
         c.kill_all()
     return row
+
+
+def log_order(c: LocalCluster, node: str, pid: int, blobs: dict[BlobId, bytes]
+              ) -> list[BlobId]:
+    """The blobs in the order of ``node``'s log of ``pid`` (those not found last)."""
+    from ambry.storage.filenames import parse_segment_name
+    from ambry.storage.inspect import dump_segment
+
+    by_text = {b.to_str(): b for b in blobs}
+    rdir = c.data_root / node / f"p{pid}"
+    out: list[BlobId] = []
+    for _n, seg in sorted((parse_segment_name(p.name), p) for p in rdir.iterdir()
+                          if parse_segment_name(p.name) is not None):
+        for row in dump_segment(str(seg)):
+            b = by_text.pop(row.get("key", ""), None) if row.get("type") == "PUT" else None
+            if b is not None:
+                out.append(b)
+    return out + list(by_text.values())
+
+
+def _fragment_names(rec: dict[str, Any]) -> set[str]:
+    from ambry.storage.filenames import fragment_name
+
+    return {fragment_name(rec["source"], rec["segment"], rec["generation"], i)
+            for i in range(len(rec["placement"]))}
+
+
+def _key(r: dict[str, Any]) -> str:
+    return f"{r['source']}/{r['segment']}/{r['generation']}"
+
+
+async def compaction_phase(c: LocalCluster, replicas: list[str], blobs: dict[BlobId, bytes],
+                           blob_bytes: int) -> dict[str, Any]:
+    """Delete every other blob of partition 0, wait until its encoded segments are re-encoded
+    without them and the old fragments are gone; bytes on disk per live byte, re-encode
+    time and CPU, every live blob verified and every deleted one deleted."""
+    coords = [n for n in replicas if n.endswith("-n1")]
+    ids = log_order(c, coords[0], 0, blobs)  # every other one of each segment
+    dead = {b: blobs[b] for b in ids[::2]}
+    live = {b: blobs[b] for b in ids[1::2]}
+    dead_text = {b.to_str() for b in dead}
+    out: dict[str, Any] = {"live_stored": len(live) * blob_bytes, "deleted": len(dead)}
+    # a clean start after the GETs' killed and stopped node (no fragment node suspect), and
+    # re-encoding planned every second (storage.compaction_interval_s, as the log's own
+    # compaction: 600 s by default would be most of the time measured)
+    c.stop()
+    c.config["storage"]["compaction_interval_s"] = 1
+    c.config_path.write_text(yaml.safe_dump(c.config, sort_keys=False))
+    c.start()
+    st = await _status(c)
+    before = {_key(r) for ps in st.values() for p in ps if p["partition"] == 0
+              for r in p["records"] if not r.get("replaced") and r.get("bytes")}
+    out["records"] = len(before)
+    out["disk_before"] = disk_bytes(c, 0)
+    out["sealed_disk_before"] = disk_bytes(c, 0, sealed_only=True)
+    out["sealed_live_before"] = sealed_payload_bytes(c, 0, dead_text)
+    out["kinds_before"] = disk_bytes_by_kind(c, 0)
+    # as the frontend deletes: 2 of the 3 local replicas (dc1); replication does the rest
+    t0 = time.monotonic()
+    clients = [c.nodes[n].client() for n in replicas[:2]]
+    try:
+        for bid in dead:
+            await asyncio.gather(*(cl.delete(bid) for cl in clients))
+    finally:
+        for cl in clients:
+            await cl.close()
+    out["delete_s"] = time.monotonic() - t0
+    cpu0 = {n: _cpu_s(c.nodes[n].pid or 0) for n in coords}
+    t1 = time.monotonic()
+
+    def settled(st: dict[str, list[dict[str, Any]]]) -> tuple[bool, bool, set[str]]:
+        """(moved: nothing is being re-encoded and no replica reads through a replaced
+        record; gone: moved and none of their fragment files is left; the records
+        replaced)"""
+        rows = [p for ps in st.values() for p in ps if p["partition"] == 0]
+        replaced = {_key(r): r for p in rows for r in p["records"] if r.get("replaced")}
+        moved = not any(set(p.get("refs") or ()) & set(replaced) for p in rows) and \
+            not any((p.get("job") or {}).get("recoding") for p in rows)
+        on_disk = {p.name for node in c.nodes
+                   for p in (c.data_root / node / "fragments" / "p0").glob("*.frag*")}
+        gone = moved and not any(_fragment_names(r) & on_disk for r in replaced.values())
+        return moved, gone, set(replaced)
+
+    def cpu_now() -> float:
+        return sum(_cpu_s(c.nodes[n].pid or 0) - cpu0[n] for n in coords)
+
+    # done: every record replaced and the old fragments gone; or (a record whose dead bytes
+    # stay below ec.recode_min_reclaim_ratio is left) nothing more replaced for 10 s. The
+    # time and coordinators' CPU are taken when every replica first read through the new
+    # records only ("moved"), and when the old fragments were gone: the coordinator deletes
+    # them fetch.read_limit_s (4 x ec.fragment_timeout_ms + 5 s) after that, so a read a
+    # replica began before it moved still finds them
+    last, since = -1, time.monotonic()
+    t_moved: float | None = None
+    cpu = 0.0
+    while True:
+        moved, gone, replaced = settled(await _status(c))
+        now = time.monotonic()
+        if len(replaced) != last:
+            last, since, t_moved = len(replaced), now, None
+        if not moved:
+            t_moved = None
+        elif t_moved is None:
+            t_moved, cpu = now, cpu_now()
+        if gone and (before <= replaced or now - since > 10):
+            break
+        if now - t1 > 900:
+            raise RuntimeError(f"re-encoding did not finish in 900 s: {len(replaced & before)} "
+                               f"of {len(before)} records replaced")
+        await asyncio.sleep(0.5)
+    assert t_moved is not None
+    out["recode_wall_s"] = t_moved - t1
+    out["gone_wall_s"] = now - t1
+    out["grace_s"] = read_limit_s(int(c.config["ec"]["fragment_timeout_ms"]))
+    out["records_replaced"] = len(replaced & before)
+    st = await _status(c)
+    new = {_key(r): r for ps in st.values() for p in ps if p["partition"] == 0
+           for r in p["records"] if r.get("replaces")}  # both DCs' new records, once each
+    out["recoded_mb"] = sum(r.get("bytes", 0) for r in new.values()) / 1e6
+    codec_cpu = sum(_metric(c, n, "ambry_ec_recode_cpu_seconds_total") for n in coords)
+    out["recoded_segments"] = sum(_metric(c, n, "ambry_ec_recoded_segments_total")
+                                  for n in coords)
+    out["dropped_fragments"] = sum(_metric(c, n, "ambry_ec_dropped_fragments_total")
+                                   for n in coords)
+    out["mb_per_cpu_s"] = out["recoded_mb"] / cpu if cpu else 0.0
+    out["codec_mb_per_cpu_s"] = out["recoded_mb"] / codec_cpu if codec_cpu else 0.0
+    out["disk_after"] = disk_bytes(c, 0)
+    out["sealed_disk_after"] = disk_bytes(c, 0, sealed_only=True)
+    out["sealed_live_after"] = sealed_payload_bytes(c, 0, dead_text)
+    out["kinds_after"] = disk_bytes_by_kind(c, 0)
+    out["unreadable"] = await verify_all(c, replicas, live)
+    not_deleted = 0
+    for n in replicas:
+        async with c.nodes[n].client() as cl:
+            for bid in dead:
+                try:
+                    await cl.get_bytes(bid)
+                    not_deleted += 1
+                except BlobDeleted:
+                    pass
+                except Exception:  # noqa: BLE001 - counted
+                    not_deleted += 1
+    out["not_deleted"] = not_deleted
+    return out
 
 
 def _verdict(unreadable: int) -> str:
@@ -402,6 +568,48 @@ def report(rows: list[dict[str, Any]]) -> None:
         print(f"| {r['profile']} | {r['blob'] // 1024} KiB | " + " | ".join(cells) +
               f" | {r['left_small']} |")
     print()
+    comp = [r for r in rows if r.get("compaction")]
+    if comp:
+        print("### Compaction of encoded segments: every other blob of the encoded partition "
+              "deleted, re-encoded without them\n")
+        print("Bytes on disk per byte of LIVE data (all data / sealed segments only), before "
+              "and after the re-encoding; fragment files of every node.\n")
+        print("| profile | blob | live stored | all data: before -> after | sealed only: "
+              "before -> after | fragment MiB: before -> after | records re-encoded | every "
+              "live blob verified | every deleted one deleted |")
+        print("|---|---:|---:|---:|---:|---:|---:|---|---|")
+        for r in comp:
+            x = r["compaction"]
+            fb, fa = x["kinds_before"]["fragments"], x["kinds_after"]["fragments"]
+            print(f"| {r['profile']} k={r['k']} m={r['m']} | {r['blob'] // 1024} KiB | "
+                  f"{x['live_stored'] / MiB:.0f} MiB | {x['disk_before'] / x['live_stored']:.2f}x"
+                  f" -> {x['disk_after'] / x['live_stored']:.2f}x | "
+                  f"{x['sealed_disk_before'] / x['sealed_live_before']:.2f}x -> "
+                  f"{x['sealed_disk_after'] / x['sealed_live_after']:.2f}x | "
+                  f"{fb / MiB:.1f} -> {fa / MiB:.1f} ({fa / fb:.2f}x) | "
+                  f"{x['records_replaced']} of {x['records']} | {_verdict(x['unreadable'])} | "
+                  f"{_verdict(x['not_deleted'])} |")
+        print("\n| profile | blob | deletes: s | wall s from the last delete: re-encoded "
+              "and every replica moved | : old fragments gone (read grace) | MB re-encoded "
+              "(both DCs) | MB per CPU-second of the coordinating processes (until moved) | "
+              "MB per CPU-second in the codec | segments re-encoded / fragment files dropped "
+              "(coordinators' metrics) |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in comp:
+            x = r["compaction"]
+            print(f"| {r['profile']} | {r['blob'] // 1024} KiB | {x['delete_s']:.1f} | "
+                  f"{x['recode_wall_s']:.1f} | {x['gone_wall_s']:.1f} ({x['grace_s']:.0f}) | "
+                  f"{x['recoded_mb']:.1f} | "
+                  f"{x['mb_per_cpu_s']:.0f} | {x['codec_mb_per_cpu_s']:.0f} | "
+                  f"{x['recoded_segments']:.0f} / {x['dropped_fragments']:.0f} |")
+        print("\n| profile | blob | " + " | ".join(kinds) + " |")
+        print("|---|---:|" + "---:|" * len(kinds))
+        for r in comp:
+            x = r["compaction"]
+            cells = [f"{x['kinds_before'][k] / MiB:.1f} -> {x['kinds_after'][k] / MiB:.1f}"
+                     for k in kinds]
+            print(f"| {r['profile']} | {r['blob'] // 1024} KiB | " + " | ".join(cells) + " |")
+        print()
     for r in rows:
         print(f"- {r['profile']} {r['blob'] // 1024} KiB: freed segments per replica "
               f"{r['freed_segments']}; payload in sealed segments {r['sealed_stored'] / MiB:.1f} MiB (replica average)")
@@ -437,6 +645,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"# {prof}, {kib} KiB blobs: {time.monotonic() - t0:.0f} s", flush=True)
     report(rows)
     bad = sum(r["unreadable"] for r in rows)
+    bad += sum(r["compaction"]["unreadable"] + r["compaction"]["not_deleted"]
+               for r in rows if r.get("compaction"))
     return 1 if bad else 0
 
 
