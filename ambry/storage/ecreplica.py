@@ -8,6 +8,7 @@ A mixin of ``replica.Replica`` over ``replicacore.ReplicaCore``'s log, index and
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Collection
@@ -15,13 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from ambry.common.blobstate import BlobState
 from ambry.common.errors import DataCorrupt, InvalidArgument
-from ambry.ec.gain import punchable_bytes
+from ambry.storage.disk import Disk
 from ambry.storage.ecstate import DIR_ENTRY, EcRecord, EcState, FragmentReader
 from ambry.storage.format import RECORD_HEADER_SIZE, RecordType, body_checksum
 from ambry.storage.indexentry import F_HAS_PUT, is_dead
-from ambry.storage.log import Damage, Log, Position
+from ambry.storage.log import Damage, Log, Position, Segment
+from ambry.storage.skeleton import SkeletonFile, extents_of, open_segment, write_skeleton
 
 __all__ = ["EcReplicaMixin", "SealedSegment"]
+
+log = logging.getLogger(__name__)
 
 SealedSegment = tuple[int, int, int, float]  # number, generation, bytes, sealed at (mtime s)
 
@@ -35,6 +39,7 @@ class EcReplicaMixin:
     clock: Any
     config: Any
     usage: Any
+    disk: Disk
 
     # provided by ReplicaCore
     _append: Callable[..., tuple[Position, Any]]
@@ -57,8 +62,8 @@ class EcReplicaMixin:
     def ec_scan_segment(self, number: int, generation: int) -> tuple[int, bytes, int]:
         """Read and check every record of sealed segment ``number`` (both checksums); returns
         (its length, the directory of its PUT records that the index points to: DIR_ENTRY
-        each, the bytes freeing it here would give back: whole pages inside those records'
-        payloads, ``ambry.ec.gain.punchable_bytes``). Raises DataCorrupt on any damage: a
+        each, the bytes freeing it here gives back: those records' payloads, since a wholly
+        freed segment is rewritten as its skeleton). Raises DataCorrupt on any damage: a
         damaged segment is never encoded."""
         seg = self.log.segment(number)
         if seg.generation != generation or seg is self.log.active:
@@ -79,7 +84,9 @@ class EcReplicaMixin:
         if damage:
             raise DataCorrupt(f"partition {self.partition_id} segment {number}: "
                               f"{damage[0].reason} (not encoded)")
-        return seg.size, bytes(out), punchable_bytes(spans)
+        # a wholly freed segment becomes its skeleton (every payload byte goes), so that is
+        # what freeing it gives back in the end (whole pages only, until it is whole)
+        return seg.size, bytes(out), sum(n for _off, n in spans)
 
     def ec_read(self, number: int, offset: int, length: int) -> bytes:
         seg = self.log.segment(number)
@@ -128,7 +135,43 @@ class EcReplicaMixin:
             freed, more = self.ec.free_pass(self.log, self.index, datacenter, usable,
                                             lambda u: self._ec_dead(u, now))
             self._ec_drop_gone(gone + more)
-            return freed
+        self.ec_skeletonize()
+        return freed
+
+    def ec_skeletonize(self) -> int:
+        """Rewrite each wholly freed segment as its skeleton (``ambry.storage.skeleton``:
+        every byte but its freed payloads, read back as the punched segment), giving back
+        the header and tail pages hole punching keeps; returns segments rewritten."""
+        done = 0
+        for number, fs in sorted(self.ec.freed.items()):
+            if not fs.complete:
+                continue
+            seg = next((s for s in self.log.segments[:-1] if s.number == number), None)
+            if seg is None or seg.generation != fs.generation or \
+                    isinstance(seg.file, SkeletonFile):
+                continue
+            damage: list[Damage] = []
+            recs: list[tuple[int, int, int | None]] = []
+            for rec in self.log.scan((number, 0), on_damage=damage.append, verify=False,
+                                     end=(number + 1, 0)):
+                h, off = rec.header, rec.position[1]
+                recs.append((off, h.total_len, h.payload_offset
+                             if h.type == RecordType.PUT and off in fs.entries else None))
+            if damage:
+                log.warning("partition %d: segment %d not rewritten as a skeleton: %s",
+                            self.partition_id, number, damage[0].reason)
+                continue
+            path = os.path.join(self.log.dir, seg.name)
+            write_skeleton(self.disk, path, number, seg.generation, seg.size, seg.file,
+                           extents_of(seg.size, recs))
+            new = Segment(number, seg.generation, open_segment(self.disk, path), seg.size,
+                          seg.size)
+            with self.lock:  # readers holding the old file keep reading its (same) bytes
+                self.log.segments[self.log.segments.index(seg)] = new
+            done += 1
+            log.info("partition %d: freed segment %d rewritten as its skeleton",
+                     self.partition_id, number)
+        return done
 
     def _ec_dead(self, uuid: bytes, now_ms: int) -> bool:
         e = self.index.get(uuid)

@@ -33,6 +33,7 @@ from ambry.storage.format import (
 )
 from ambry.storage.indexentry import fold_blob_record, put_location, state_of
 from ambry.storage.log import Damage, Log
+from ambry.storage.skeleton import open_segment
 from ambry.storage.snapshot import read_snapshot
 
 __all__ = ["ReplicaReport", "dump_segment", "verify_path", "verify_replica"]
@@ -57,7 +58,7 @@ def dump_segment(path: str, disk: Disk | None = None) -> Iterator[dict[str, Any]
     d, name = os.path.split(path)
     parsed = filenames.parse_segment_name(name)
     freed = _freed_offsets(d or ".").get(parsed[0], (None, {}))[1] if parsed else {}
-    f = disk.open(path, readonly=True)
+    f = open_segment(disk, path, readonly=True)
     try:
         hdr = SegmentHeader.decode(f.pread(32, 0))
         yield {"segment": hdr.number, "generation": hdr.generation, "file": name,
@@ -68,7 +69,7 @@ def dump_segment(path: str, disk: Disk | None = None) -> Iterator[dict[str, Any]
     lg.segments = []
     from ambry.storage.log import Segment
 
-    f = disk.open(path, readonly=True)
+    f = open_segment(disk, path, readonly=True)
     seg = Segment(hdr.number, hdr.generation, f, f.size(), f.size())
     lg.segments = [seg]
     damages: list[Damage] = []

@@ -38,6 +38,7 @@ from ambry.storage.format import (
     SegmentHeader,
     decode_record_header,
 )
+from ambry.storage.skeleton import open_segment
 
 __all__ = ["Damage", "Log", "Position", "ScannedRecord", "Segment"]
 
@@ -149,7 +150,8 @@ class Log:
         for num in sorted(best):
             gen = best[num]
             path = os.path.join(self.dir, filenames.segment_name(num, gen))
-            f = self.disk.open(path, readonly=readonly)
+            # a freed segment may have been rewritten as its skeleton (read as the segment)
+            f = open_segment(self.disk, path, readonly=readonly)
             size = f.size()
             try:
                 hdr = SegmentHeader.decode(f.pread(SEGMENT_HEADER_SIZE, 0))
