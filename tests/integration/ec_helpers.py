@@ -160,8 +160,8 @@ def coordinator(st: dict[str, dict[str, Any]], dc: str) -> str:
 
 
 async def put_blobs(c: LocalCluster, n_blobs: int, nodes: Iterable[str] | None = None, *,
-                    ttl_s: int = -1) -> dict[BlobId, bytes]:
-    """PUTs ``n_blobs`` random blobs of :data:`BLOB_BYTES` to partition 0 on each of ``nodes``
+                    ttl_s: int = -1, size: int = BLOB_BYTES) -> dict[BlobId, bytes]:
+    """PUTs ``n_blobs`` random blobs of ``size`` bytes to partition 0 on each of ``nodes``
     (default: dc1's; replication takes them to the other DC), one blob at a time; id ->
     bytes."""
     blobs: dict[BlobId, bytes] = {}
@@ -169,8 +169,8 @@ async def put_blobs(c: LocalCluster, n_blobs: int, nodes: Iterable[str] | None =
     try:
         for _ in range(n_blobs):
             bid = new_blob_id(1, 101, 5, 0)
-            data = os.urandom(BLOB_BYTES)
-            props = BlobProperties(size=BLOB_BYTES, created_ms=int(time.time() * 1000),
+            data = os.urandom(size)
+            props = BlobProperties(size=size, created_ms=int(time.time() * 1000),
                                    ttl_s=ttl_s, service_id="t",
                                    content_type="application/octet-stream")
             await asyncio.gather(*(cl.put(bid, props, b"um", data) for cl in clients))
