@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from ec_helpers import (
     admin,
     ec_cluster,
     ec_status_cli,
+    node_metrics,
     put_blobs,
     running,
     wait_for,
@@ -33,18 +32,6 @@ pytest.importorskip("pyeclib")
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     with running(ec_cluster(tmp_path, datacenters=1)) as c:
         yield c
-
-
-def _metrics(c: LocalCluster, node: str) -> dict[str, float]:
-    """``name{labels}`` -> value of the ambry_ec_* samples of a node."""
-    with urllib.request.urlopen(c.nodes[node].http_url("/metrics"), timeout=10) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        m = re.match(r"^(ambry_ec_\S+) (\S+)$", line)
-        if m:
-            out[m.group(1)] = float(m.group(2))
-    return out
 
 
 def _corrupt_all_blocks(path: Path) -> None:
@@ -82,26 +69,26 @@ async def test_ec_status_metrics_dump_and_ranged_reads_of_encoded_blobs(
 
     # metrics: replicas gave disk back, fragment files hold some, the coordinator encoded
     coord = row["coordinator"]
-    m = _metrics(cluster, coord)
+    m = node_metrics(cluster, coord)
     assert m['ambry_ec_encoded_bytes_total{partition="0"}'] >= 2 * SEGMENT_BYTES * 0.9
     assert m['ambry_ec_encoded_segments_total{partition="0"}'] >= 2
     assert m['ambry_ec_encode_backlog_bytes{partition="0"}'] >= 0
     assert m['ambry_ec_encode_cpu_seconds_total{partition="0"}'] > 0
     for node in cluster.nodes:
-        m = _metrics(cluster, node)
+        m = node_metrics(cluster, node)
         assert m['ambry_ec_freed_bytes{partition="0"}'] > SEGMENT_BYTES  # two segments' payloads
         assert m['ambry_ec_fragment_bytes{partition="0"}'] > 0
 
     # a ranged read of an encoded blob moves the range, not the record (it used to fetch the
     # whole 200 KiB record body from the fragments for every range)
     reader = next(n for n in cluster.nodes if n != coord)
-    before = _metrics(cluster, reader)
+    before = node_metrics(cluster, reader)
     key = 'ambry_ec_fragment_read_bytes_total{partition="0"}'
     async with cluster.nodes[reader].client() as cl:
         for bid, data in blobs.items():
             _, got = await cl.get_bytes(bid, range=(70_000, 10_000))
             assert bytes(got) == data[70_000:80_000], bid
-    after = _metrics(cluster, reader)
+    after = node_metrics(cluster, reader)
     assert after[key] - before[key] <= len(blobs) * 10_000, (before[key], after[key])
 
     # ec-dump: a fragment file reads OK; once every block of data fragment 0 of the first
@@ -123,12 +110,12 @@ async def test_ec_status_metrics_dump_and_ranged_reads_of_encoded_blobs(
     assert [(f["node"], f["fragment"], f["health"]) for f in bad] == \
         [(f0["node"], 0, "damaged")]
 
-    before = _metrics(cluster, reader)
+    before = node_metrics(cluster, reader)
     async with cluster.nodes[reader].client() as cl:
         for bid, data in blobs.items():
             _, got = await cl.get_bytes(bid, range=(5_000, 150_000))
             assert bytes(got) == data[5_000:155_000], bid
-    after = _metrics(cluster, reader)
+    after = node_metrics(cluster, reader)
     recon = 'ambry_ec_reconstruction_reads_total{partition="0"}'
     corrupt = 'ambry_ec_fragment_read_errors_total{partition="0",reason="corrupt"}'
     assert after[recon] > before[recon] and after[corrupt] > before[corrupt]
