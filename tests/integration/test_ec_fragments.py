@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from ec_helpers import one_node
 
-from ambry.common.errors import BlobNotFound, InvalidArgument
+from ambry.common.errors import AmbryError, BlobNotFound, InvalidArgument, ProtocolError
 from ambry.ec.layout import SegmentLayout
 from ambry.protocol.client import NodeClient
 from ambry.testing.cluster import NodeProcess
@@ -87,3 +87,21 @@ async def test_fragment_written_block_by_block_is_published_verified_and_readabl
         assert h["deleted"]
         ls, _ = await _call(c, "ec_frag_list", {"partition": 0})
         assert ls["fragments"] == []
+
+
+@pytest.mark.parametrize("op", ["ec_missing", "ec_live"])
+async def test_blob_questions_refuse_hostile_uuid_lists(node: NodeProcess, op: str) -> None:
+    # the coordinator's questions to a replica (ec_missing before encoding, ec_live before
+    # re-encoding without dead blobs): not a list of 16-byte uuids, or too many, is a clean
+    # InvalidArgument or protocol error; an unknown partition a clean error; the node
+    # answers on after each
+    async with node.client() as c:
+        for uuids in (["x" * 16], [b"short"], [None], [b"\0" * 16] * 10_001, "not a list",
+                      [[b"\0" * 16]]):
+            with pytest.raises((InvalidArgument, ProtocolError)):  # 4xx-like, typed
+                await _call(c, op, {"partition": 0, "uuids": uuids})
+        with pytest.raises(AmbryError):
+            await _call(c, op, {"partition": 999, "uuids": [b"\0" * 16]})
+        h, _ = await _call(c, op, {"partition": 0, "uuids": [b"\1" * 16]})
+        # an unknown blob: missing here, and not dead here (it stays in any re-encoding)
+        assert h["missing" if op == "ec_missing" else "live"] == [b"\1" * 16], h
