@@ -53,6 +53,7 @@ _HEAD = struct.Struct("<8sB3xIIIQ")  # 32 bytes
 _EXTENT = struct.Struct("<QQ")
 _U64 = struct.Struct("<Q")
 _COPY_BYTES = 4 << 20
+_GAP_BYTES = 64 << 10
 assert _HEAD.size == 32
 
 
@@ -95,16 +96,18 @@ def write_skeleton(disk: Disk, path: str, number: int, generation: int, size: in
         out.truncate(0)
         out.pwrite(head + _U64.pack(xxhash.xxh3_64_intdigest(head)), 0)
         w = len(head) + 8
-        for off, n in extents:
-            done = 0
-            while done < n:
-                piece = source.pread(min(_COPY_BYTES, n - done), off + done)
-                if not piece:
-                    raise StorageError(f"{path}: short read at {off + done} building its "
-                                       f"skeleton")
-                out.pwrite(piece, w)
-                w += len(piece)
-                done += len(piece)
+        buf = bytearray()
+        for start, span, parts in _read_plan(extents):
+            raw = source.pread(span, start)
+            if len(raw) != span:
+                raise StorageError(f"{path}: short read at {start} building its skeleton")
+            for off, n in parts:
+                buf += raw[off - start:off - start + n]
+            if len(buf) >= _COPY_BYTES:
+                out.pwrite(bytes(buf), w)
+                w += len(buf)
+                buf.clear()
+        out.pwrite(bytes(buf), w)
         out.fdatasync()
     except BaseException:
         out.close()
@@ -113,6 +116,27 @@ def write_skeleton(disk: Disk, path: str, number: int, generation: int, size: in
     out.close()
     disk.rename(tmp, path)
     disk.fsync_dir(os.path.dirname(path) or ".")
+
+
+def _read_plan(extents: list[tuple[int, int]]
+               ) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """Reads of the source that cover ``extents``: (start, length, the extents in it). Extents
+    less than ``_GAP_BYTES`` apart share a read (a segment of small records is thousands of
+    extents a few hundred bytes apart), no read passes ``_COPY_BYTES`` unless one extent
+    does (then it is read in pieces)."""
+    plan: list[tuple[int, int, list[tuple[int, int]]]] = []
+    for off, n in extents:
+        while n > _COPY_BYTES:  # one big extent (a segment header run of whole records)
+            plan.append((off, _COPY_BYTES, [(off, _COPY_BYTES)]))
+            off, n = off + _COPY_BYTES, n - _COPY_BYTES
+        if plan:
+            start, span, parts = plan[-1]
+            if off - (start + span) < _GAP_BYTES and off + n - start <= _COPY_BYTES:
+                parts.append((off, n))
+                plan[-1] = (start, off + n - start, parts)
+                continue
+        plan.append((off, n, [(off, n)]))
+    return plan
 
 
 class SkeletonFile:

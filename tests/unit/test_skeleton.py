@@ -20,7 +20,7 @@ from ambry.storage.disk import OsDisk
 from ambry.storage.ecstate import EcRecord
 from ambry.storage.format import SEGMENT_HEADER_SIZE, RecordType
 from ambry.storage.inspect import dump_segment, verify_replica
-from ambry.storage.skeleton import MAGIC, SkeletonFile, extents_of, open_segment
+from ambry.storage.skeleton import MAGIC, SkeletonFile, _read_plan, extents_of, open_segment
 
 PAYLOAD = 4 * 1024  # small records: hole punching alone frees nothing of them
 
@@ -52,6 +52,27 @@ def test_extents_keep_exactly_what_is_not_a_freed_payload(seg) -> None:
     assert keep == want
     ext = extents_of(size, recs)
     assert all(a[0] + a[1] < b[0] for a, b in itertools.pairwise(ext))  # merged
+
+
+@given(st.lists(st.tuples(st.integers(1, 200_000), st.integers(1, 9 << 20)), max_size=40))
+def test_read_plan_covers_every_extent_once_in_bounded_reads(gaps_and_lengths) -> None:
+    extents, off = [], 0
+    for gap, n in gaps_and_lengths:
+        off += gap
+        extents.append((off, n))
+        off += n
+    plan = _read_plan(extents)
+    got = [p for _start, _span, parts in plan for p in parts]
+    merged: list[tuple[int, int]] = []
+    for o, n in got:  # a big extent is read in pieces: join them back
+        if merged and merged[-1][0] + merged[-1][1] == o and (o, n) not in extents:
+            merged[-1] = (merged[-1][0], merged[-1][1] + n)
+        else:
+            merged.append((o, n))
+    assert merged == extents
+    for start, span, parts in plan:
+        assert 0 < span <= 4 << 20
+        assert all(start <= o and o + n <= start + span for o, n in parts)
 
 
 def _freed_replica(h: ReplicaHarness) -> tuple[dict, list[EcRecord], dict[int, bytes]]:
