@@ -109,11 +109,12 @@ def write_skeleton(disk: Disk, path: str, number: int, generation: int, size: in
                 buf.clear()
         out.pwrite(bytes(buf), w)
         out.fdatasync()
+        out.close()
+        SkeletonFile(disk.open(tmp, readonly=True)).close()  # whole, as it will be read
     except BaseException:
         out.close()
         disk.remove(tmp)
         raise
-    out.close()
     disk.rename(tmp, path)
     disk.fsync_dir(os.path.dirname(path) or ".")
 
