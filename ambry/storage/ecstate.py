@@ -229,6 +229,7 @@ class EcState:
         self.reader: FragmentReader | None = None  # set by the node's warm-tier component
         self.lock = threading.Lock()
         self.bytes_freed = 0  # this process's punches (metrics)
+        self._stuck: set[int] = set()  # segments kept on a replaced record (said once)
 
     # ---------------------------------------------------------------- persistence
     def load(self) -> None:
@@ -345,15 +346,16 @@ class EcState:
                        for h in set(heads.values())}
             entries: dict[int, tuple[bytes | None, int]] = {}
             gone: list[Gone] = []
+            why = ""
             for off, (r, eo) in fs.entries.items():
                 key = None if r == GONE else fs.refs[r]
                 if key is None or key not in heads:
                     entries[off] = (key, eo)
                     continue
                 was = by_off[key].get(eo)
-                if was is None:
-                    raise DataCorrupt(f"partition {self.partition_id}: freed segment {number} "
-                                      f"names offset {eo} of a record that has no blob there")
+                if was is None:  # a map that disagrees with its record: leave it as it is
+                    why = f"its map names offset {eo}, where the record holds no blob"
+                    break
                 hit = new_dir[heads[key]].get(was[0])
                 if hit is not None and hit[1:] == was[1:]:
                     entries[off] = (heads[key], hit[0])
@@ -361,10 +363,14 @@ class EcState:
                     entries[off] = (None, 0)
                     gone.append((was[0], (number, off)))
             alive = [u for u, _pos in gone if not dead(u)]
-            if alive:
-                log.warning("partition %d: segment %d stays on a replaced EC record: %d of "
-                            "its blobs the new one left out are alive here (undeleted?)",
-                            self.partition_id, number, len(alive))
+            if alive and not why:
+                why = f"{len(alive)} of the blobs the new record left out are alive here " \
+                      f"(undeleted?)"
+            if why:
+                if number not in self._stuck:
+                    self._stuck.add(number)
+                    log.warning("partition %d: segment %d stays on a replaced EC record: %s",
+                                self.partition_id, number, why)
                 continue
             self._save(number, self._pack(fs.generation, entries, fs.complete))
             out += gone
