@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from ambry.cli.args import cluster_config_option
 from ambry.storage.inspect import dump_segment, verify_path
 
 
@@ -103,9 +104,7 @@ def _fetch_json(url: str, timeout_s: float = 3.0) -> Any:
 
 
 @admin.command("replication-status")
-@click.option("--config", "config_path", default="config/local.yaml", show_default=True,
-              envvar="AMBRY_CONFIG", show_envvar=True,
-              type=click.Path(exists=True, dir_okay=False))
+@cluster_config_option
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--all-peers", is_flag=True, help="Also rows of peers a replica does not pull "
               "from (cross-DC standby peers).")
@@ -146,9 +145,7 @@ def replication_status(config_path: str, as_json: bool, all_peers: bool) -> None
 
 
 @admin.command("digests")
-@click.option("--config", "config_path", default="config/local.yaml", show_default=True,
-              envvar="AMBRY_CONFIG", show_envvar=True,
-              type=click.Path(exists=True, dir_okay=False))
+@cluster_config_option
 @click.option("--json", "as_json", is_flag=True)
 def digests(config_path: str, as_json: bool) -> None:
     """Per-replica content digests of every partition on every node; exit 1 unless all
@@ -198,9 +195,7 @@ def _size(n: int) -> str:
 
 
 @admin.command("ec-status")
-@click.option("--config", "config_path", default="config/local.yaml", show_default=True,
-              envvar="AMBRY_CONFIG", show_envvar=True,
-              type=click.Path(exists=True, dir_okay=False))
+@cluster_config_option
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--verify", is_flag=True, help="Also have every fragment node check every "
               "block of its fragment files against their checksums (reads them all).")

@@ -3,7 +3,7 @@
 
 Owns turning command-line text into values (a usage error, exit 1, for text that is neither),
 and the options every command shares (``--endpoint``, ``--progress``) with the connection
-(:class:`Conn`) they make. Does not own what the commands do with them.
+(:class:`Conn`) they make, and the operator commands' ``--config``. Does not own what the commands do with them.
 """
 
 from __future__ import annotations
@@ -22,8 +22,13 @@ from ambry.common.location import SCHEME, Location, endpoints_from, is_blob_id, 
 if TYPE_CHECKING:
     from ambry.client import AsyncClient
 
-__all__ = ["Conn", "Target", "conn_options", "parse_meta", "parse_target", "parse_ttl",
-           "show_target"]
+__all__ = ["Conn", "Target", "cluster_config_option", "conn_options", "parse_meta",
+           "parse_target", "parse_ttl", "show_target"]
+
+#: ``--config``: the cluster config file the operator commands (admin, usage, cluster) read
+cluster_config_option = click.option(
+    "--config", "config_path", default="config/local.yaml", show_default=True,
+    envvar="AMBRY_CONFIG", show_envvar=True, type=click.Path(exists=True, dir_okay=False))
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw]?)", re.ASCII)
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ambry.cli.args import cluster_config_option
+
 if TYPE_CHECKING:
     from ambry.common.config import ClusterConfig
 
@@ -102,9 +104,7 @@ def cluster() -> None:
 
 
 @cluster.command("up")
-@click.option("--config", "config_path", default="config/local.yaml", show_default=True,
-              envvar="AMBRY_CONFIG", show_envvar=True,
-              type=click.Path(exists=True, dir_okay=False))
+@cluster_config_option
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False),
               help="Data root (default: data_dir of the config).")
 @click.option("--log-level", default="INFO", show_default=True)

@@ -17,6 +17,8 @@ from typing import Any
 
 import click
 
+from ambry.cli.args import cluster_config_option
+
 __all__ = ["usage"]
 
 
@@ -48,9 +50,7 @@ async def _collect(cfg: Any, datacenter: str, timeout_ms: int
 
 
 @click.command("usage")
-@click.option("--config", "config_path", default="config/local.yaml", show_default=True,
-              envvar="AMBRY_CONFIG", show_envvar=True,
-              type=click.Path(exists=True, dir_okay=False))
+@cluster_config_option
 @click.option("--datacenter", default=None,
               help="The datacenter to count [default: the first of the config].")
 @click.option("--json", "as_json", is_flag=True)
