@@ -142,6 +142,30 @@ def _ceil_page(n: int) -> int:
     return -(-n // 4096) * 4096
 
 
+#: the coordinator's rows of the warm tier's metrics: (kind, name, help, ec_status job field)
+_COORDINATOR = [
+    ("gauge", "ambry_ec_encode_backlog_bytes", ("Bytes of sealed segments old enough to encode "
+     "and not encoded yet (the partition's coordinator only)"), "backlog_bytes"),
+    ("gauge", "ambry_ec_encoding", "1 while this node encodes a segment of the partition",
+     "encoding"),
+    ("counter", "ambry_ec_encoded_bytes", "Segment bytes this node encoded (since start)",
+     "encoded_bytes"),
+    ("counter", "ambry_ec_encoded_segments", "Segments this node encoded (since start)",
+     "encoded_segments"),
+    ("counter", "ambry_ec_encode_cpu_seconds", ("CPU seconds spent in the erasure code "
+     "encoding them"), "encode_cpu_s"),
+    # compaction of encoded segments (ambry/warm/recode.py)
+    ("counter", "ambry_ec_recoded_segments", ("Encoded segments this node re-encoded without "
+     "their dead blobs (since start)"), "recoded_segments"),
+    ("counter", "ambry_ec_recode_reclaimed_bytes", ("Encoded segment bytes re-encoding gave up "
+     "(dead blobs; times (k+m)/k on disk, per datacenter)"), "recode_reclaimed_bytes"),
+    ("counter", "ambry_ec_dropped_fragments", ("Fragment files of replaced (re-encoded) "
+     "segments deleted once no replica read through them"), "dropped_fragments"),
+    ("counter", "ambry_ec_recode_cpu_seconds", ("CPU seconds spent in the erasure code "
+     "re-encoding"), "recode_cpu_s"),
+]
+
+
 class _WarmTierCollector:
     """The warm tier (erasure coding, docs/erasure-coding.md) per partition on this node:
     disk given back and held, the encode backlog and progress, reads through fragments.
@@ -164,26 +188,9 @@ class _WarmTierCollector:
         saved = g("ambry_ec_bytes_saved", "Freed minus fragment bytes on this node (summed over "
                   "the cluster: what erasure coding saves; negative on a node holding "
                   "fragments of a partition it has no replica of)", labels=lab)
-        backlog = g("ambry_ec_encode_backlog_bytes", "Bytes of sealed segments old enough to "
-                    "encode and not encoded yet (the partition's coordinator only)", labels=lab)
-        encoding = g("ambry_ec_encoding", "1 while this node encodes a segment of the partition",
-                     labels=lab)
-        enc_bytes = c("ambry_ec_encoded_bytes", "Segment bytes this node encoded (since start)",
-                      labels=lab)
-        enc_segs = c("ambry_ec_encoded_segments", "Segments this node encoded (since start)",
-                     labels=lab)
-        enc_cpu = c("ambry_ec_encode_cpu_seconds", "CPU seconds spent in the erasure code "
-                    "encoding them", labels=lab)
-        # compaction of encoded segments (ambry/warm/recode.py), the coordinator only
-        recoded = c("ambry_ec_recoded_segments", "Encoded segments this node re-encoded "
-                    "without their dead blobs (since start)", labels=lab)
-        reclaimed = c("ambry_ec_recode_reclaimed_bytes", "Encoded segment bytes re-encoding "
-                      "gave up (dead blobs; times (k+m)/k on disk, per datacenter)",
-                      labels=lab)
-        dropped = c("ambry_ec_dropped_fragments", "Fragment files of replaced (re-encoded) "
-                    "segments deleted once no replica read through them", labels=lab)
-        recode_cpu = c("ambry_ec_recode_cpu_seconds", "CPU seconds spent in the erasure code "
-                       "re-encoding", labels=lab)
+        # the partition's coordinator only: (family, the ec_status job row's field)
+        coord = [(g(name, text, labels=lab) if kind == "gauge" else
+                  c(name, text, labels=lab), field) for kind, name, text, field in _COORDINATOR]
         recon = c("ambry_ec_reconstruction_reads", "Windows of encoded blobs rebuilt from k "
                   "other fragments (a fragment node down, slow or corrupt)", labels=lab)
         reads = c("ambry_ec_fragment_reads", "Fragment windows read for blobs of encoded "
@@ -200,23 +207,18 @@ class _WarmTierCollector:
             frag.add_metric(pid, float(row.get("fragment_bytes", 0)))
             saved.add_metric(pid, float(given - row.get("fragment_bytes", 0)))
             if row.get("coordinator"):
-                backlog.add_metric(pid, float(row.get("backlog_bytes", 0)))
-                encoding.add_metric(pid, 1.0 if row.get("encoding") else 0.0)
-                enc_bytes.add_metric(pid, float(row.get("encoded_bytes", 0)))
-                enc_segs.add_metric(pid, float(row.get("encoded_segments", 0)))
-                enc_cpu.add_metric(pid, float(row.get("encode_cpu_s", 0.0)))
-                recoded.add_metric(pid, float(row.get("recoded_segments", 0)))
-                reclaimed.add_metric(pid, float(row.get("recode_reclaimed_bytes", 0)))
-                dropped.add_metric(pid, float(row.get("dropped_fragments", 0)))
-                recode_cpu.add_metric(pid, float(row.get("recode_cpu_s", 0.0)))
+                for fam, field in coord:
+                    # "encoding" is the segment being encoded, or None: 1 or 0
+                    v = row.get(field) or 0
+                    fam.add_metric(pid, 1.0 if field == "encoding" and v else float(v))
             if "reconstruction_reads" in row:
                 recon.add_metric(pid, float(row["reconstruction_reads"]))
                 reads.add_metric(pid, float(row["fragment_reads"]))
                 read_bytes.add_metric(pid, float(row["fragment_read_bytes"]))
                 for reason, n in row["fragment_read_errors"].items():
                     errors.add_metric([*pid, reason], float(n))
-        yield from (freed, frag, saved, backlog, encoding, enc_bytes, enc_segs, enc_cpu,
-                    recoded, reclaimed, dropped, recode_cpu, recon, reads, read_bytes, errors)
+        yield from (freed, frag, saved, *(fam for fam, _ in coord), recon, reads, read_bytes,
+                    errors)
 
 
 class NodeMetrics:
