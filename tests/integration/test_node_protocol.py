@@ -247,7 +247,9 @@ async def test_entries_since_returns_records_in_order_and_resumes(client: NodeCl
 
 # ---------------------------------------------------------------------------------- node
 async def test_stats_health_and_metrics(client: NodeClient, node: NodeProcess) -> None:
-    await put_blob(client, 10)
+    bid, data = await put_blob(client, 10)
+    # a GET of its own: the op="get" latency rows below must not depend on an earlier test
+    assert (await client.get_bytes(bid))[1] == data
     stats = await client.stats()
     assert sorted(s["partition_id"] for s in stats) == [0, 1]
     p1 = next(s for s in stats if s["partition_id"] == 1)
