@@ -69,11 +69,7 @@ class PayloadSender:
             return None
 
         try:
-            async with conn.write_lock:
-                if conn.closing:
-                    return "CLIENT_GONE"
-                conn.writer.write(frame)
-                return await _after_header(conn, req, body.length, pump)
+            return await _send(conn, req, frame, body.length, pump)
         finally:
             close = getattr(body.pieces, "close", None)
             if close is not None:
@@ -117,36 +113,37 @@ class PayloadSender:
             if sock is None or not hasattr(os, "sendfile"):  # no socket to send from: copy
                 return await self.stream(conn, req, reply, ReplyStream(
                     _file_pieces(body), body.length))
-            async with conn.write_lock:
-                if conn.closing:
-                    return "CLIENT_GONE"
-                conn.writer.write(frame)
-                return await _after_header(conn, req, body.length, pump)
+            return await _send(conn, req, frame, body.length, pump)
         finally:
             body.close()
             if sock_fd >= 0:
                 os.close(sock_fd)
 
 
-async def _after_header(conn: SendConn, req: Request, length: int,
-                        pump: Callable[[list[int]], Awaitable[str | None]]) -> str:
-    """Run ``pump`` (it writes the payload, counting what it sent in ``sent[0]``; it returns a
-    status when it stops early) once the reply's header is out. Any failure now aborts the
-    connection: the client sees a short reply, never a wrong one."""
-    sent = [0]
-    try:
-        return await pump(sent) or STATUS_OK
-    except AmbryError as e:
-        log.error("rid=%s op=%s: %s after %d of %d payload bytes; aborting the connection",
-                  req.rid, req.op, e.message, sent[0], length)
-        conn.abort()
-        return e.code
-    except (ConnectionError, OSError):
-        conn.abort()
-        return "CLIENT_GONE"
-    except BaseException:
-        conn.abort()
-        raise
+async def _send(conn: SendConn, req: Request, frame: bytes, length: int,
+                pump: Callable[[list[int]], Awaitable[str | None]]) -> str:
+    """Under the connection's write lock (nothing else is written in between): the reply's
+    header ``frame``, then ``pump`` (it writes the payload, counting what it sent in
+    ``sent[0]``; it returns a status when it stops early). Any failure after the header aborts
+    the connection: the client sees a short reply, never a wrong one."""
+    async with conn.write_lock:
+        if conn.closing:
+            return "CLIENT_GONE"
+        conn.writer.write(frame)
+        sent = [0]
+        try:
+            return await pump(sent) or STATUS_OK
+        except AmbryError as e:
+            log.error("rid=%s op=%s: %s after %d of %d payload bytes; aborting the connection",
+                      req.rid, req.op, e.message, sent[0], length)
+            conn.abort()
+            return e.code
+        except (ConnectionError, OSError):
+            conn.abort()
+            return "CLIENT_GONE"
+        except BaseException:
+            conn.abort()
+            raise
 
 
 #: at most this much per sendfile call (it returns sooner when the socket is full)
