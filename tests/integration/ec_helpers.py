@@ -216,6 +216,18 @@ def node_metrics(c: LocalCluster, node: str, prefix: str = "ambry_ec_") -> dict[
     return out
 
 
+async def wait_disk_ratio_below(c: LocalCluster, stored: int, limit: float) -> float:
+    """Waits until the bytes on disk under ``c`` (:func:`disk_bytes`) per byte ``stored`` are
+    below ``limit`` (freeing is a background pass per replica: wait for the ratio itself, not
+    for a count of freed segments); the ratio."""
+    async def below() -> float | None:
+        ratio = disk_bytes(c.data_root) / stored
+        return ratio if ratio < limit else None
+
+    ratio: float = await wait_for(below, f"bytes on disk per byte stored < {limit}x")
+    return ratio
+
+
 def admin(*args: str) -> subprocess.CompletedProcess[str]:
     """``ambry admin <args>`` in a subprocess (output captured, exit code not checked)."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))

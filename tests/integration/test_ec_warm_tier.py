@@ -17,13 +17,13 @@ import pytest
 import yaml
 from ec_helpers import (
     BLOB_BYTES,
-    disk_bytes,
     ec_cluster,
     ec_status,
     put_blobs,
     read_all,
     running,
     wait_all_freed,
+    wait_disk_ratio_below,
     wait_for,
 )
 
@@ -57,11 +57,7 @@ async def test_sealed_segments_encode_free_replicas_and_read_back_everywhere(
     # background pass per replica (a replica's last sealed segment waits for the
     # coordinator's next one): wait for the ratio itself, not for a count of freed
     # segments that a busy machine may reach before the last pass (4.64x seen flaky)
-    async def ratio_below() -> float | None:
-        ratio = disk_bytes(cluster.data_root) / stored
-        return ratio if ratio < 4.5 else None
-
-    ratio = await wait_for(ratio_below, "bytes on disk per byte stored < 4.5x")
+    ratio = await wait_disk_ratio_below(cluster, stored, 4.5)
     print(f"bytes on disk per byte stored after encoding: {ratio:.2f}x (6 replicas: 6.0x)")
     await read_all(cluster, blobs, list(cluster.nodes))
 
@@ -80,12 +76,7 @@ async def test_small_blobs_are_encoded_and_their_replicas_keep_skeletons(
     size = 4096
     blobs = await put_blobs(cluster, 1000, size=size)  # ~4 MiB: 4 sealed 1 MiB segments
     stored = len(blobs) * size
-
-    async def ratio_below() -> float | None:
-        ratio = disk_bytes(cluster.data_root) / stored
-        return ratio if ratio < 4.8 else None
-
-    ratio = await wait_for(ratio_below, "bytes on disk per byte stored < 4.8x")
+    ratio = await wait_disk_ratio_below(cluster, stored, 4.8)
     print(f"4 KiB blobs: {ratio:.2f}x bytes on disk per byte stored (replicated: 6.3x)")
     st = await ec_status(cluster)
     assert all(s["freed_segments"] for s in st.values())
