@@ -12,6 +12,7 @@ import asyncio
 import os
 import random
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -175,6 +176,15 @@ async def new_chunk_ids(store: StoreCluster, before: dict[tuple[str, str], set[s
     visible through the API)."""
     return {b for k in await node_records(store) if k not in before
             for b in [k[1]] if decode(b).blob_type is BlobType.CHUNK}
+
+
+def port_refused(host: str, port: int) -> bool:
+    """Whether nothing listens on ``host:port`` any more (a connect is refused; blocking)."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return False
+    except ConnectionRefusedError:
+        return True
 
 
 async def until(cond: Any, timeout_s: float = 15.0, what: str = "condition") -> None:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from fe_helpers import store_fixture
+from fe_helpers import port_refused, store_fixture
 
 from ambry.testing.frontend import TEST_S3, FrontendProcess, StoreCluster
 
@@ -220,7 +220,7 @@ def test_sigterm_drains_every_worker_then_the_supervisor_exits_0(
     _wait(each_worker_has_an_upload, "an upload in flight on each worker")
     assert fe.proc is not None
     fe.proc.send_signal(signal.SIGTERM)
-    _wait(lambda: _refused(fe.host, fe.port), "the port closed", 20)
+    _wait(lambda: port_refused(fe.host, fe.port), "the port closed", 20)
     for conn in uploads:  # every upload still finishes after SIGTERM
         conn.send(b"4\r\nlast\r\n0\r\n\r\n")
         r = conn.getresponse()
@@ -234,16 +234,6 @@ def test_sigterm_drains_every_worker_then_the_supervisor_exits_0(
     log = fe.log_tail(400)
     assert "all 2 workers stopped" in log and "exit codes [0, 0]" in log, log
     assert log.count("draining:") == 2
-
-
-def _refused(host: str, port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return False
-    except ConnectionRefusedError:
-        return True
 
 
 def test_one_worker_is_the_single_process_it_always_was(tmp_path: Any) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from fe_helpers import (
     SERVICE,
     blob_bytes,
     call,
+    port_refused,
     post_blob,
     store_fixture,
     until,
@@ -245,14 +245,6 @@ def test_daemon_log_lines_are_json_objects(store: StoreCluster) -> None:
     assert any("serving" in line["msg"] for line in node)
 
 
-def _refused(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return False
-    except ConnectionRefusedError:
-        return True
-
-
 async def test_sigterm_lets_a_slow_upload_finish_then_exits_0(
         store: StoreCluster, http: aiohttp.ClientSession, base: str) -> None:
     fe = store.frontends["dc1"]
@@ -271,7 +263,7 @@ async def test_sigterm_lets_a_slow_upload_finish_then_exits_0(
     await started.wait()
     t0 = time.monotonic()
     fe.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-    await until(lambda: asyncio.to_thread(_refused, fe.host, fe.port), 5,
+    await until(lambda: asyncio.to_thread(port_refused, fe.host, fe.port), 5,
                 "new connections refused after SIGTERM")
     got = await upload
     got.expect(201)
