@@ -162,27 +162,10 @@ def test_a_writer_that_dies_holding_a_name_delays_others_by_at_most_a_lease(
         store: StoreCluster, second: FrontendProcess) -> None:
     """A frontend killed between reserving and writing leaves its lease on the replicas: the
     next writer of that name waits for the lease to end, never forever."""
-    cfg = load_config(store.config_path)
     name = f"race/{uuid.uuid4().hex}"
-    account = cfg.account("default")
-    assert account is not None
-    cid = next(c.id for c in account.containers if c.name == "default")
-    pid = name_partition(cfg.cluster_map.name_partition_ids, account.id, cid)
-    replicas = cfg.cluster_map.replicas_in(pid, "dc1")
-
-    async def grab() -> int:
-        held = 0
-        for n in replicas:
-            c = NodeClient(n.host, n.port)
-            try:
-                ok, _ = await c.name_reserve(pid, account.id, cid, name, b"dead-frontend",
-                                             2000)
-                held += ok
-            finally:
-                await c.close()
-        return held
-
-    assert asyncio.run(grab()) == len(replicas)
+    aid, cid, pid, replicas = _name_replicas(store, name)
+    assert asyncio.run(_reserve_as_dead_frontend(replicas, pid, aid, cid, name)) == \
+        len(replicas)
     t0 = time.monotonic()
     assert _rest_put(second.base_url, f"/named/default/default/{name}", b"after") == 201
     # it had to wait for the 2 s lease (not a timing assertion: a lower bound the protocol
@@ -197,6 +180,21 @@ def _name_replicas(store: StoreCluster, name: str) -> tuple[int, int, int, list[
     cid = next(c.id for c in account.containers if c.name == "default")
     pid = name_partition(cfg.cluster_map.name_partition_ids, account.id, cid)
     return account.id, cid, pid, list(cfg.cluster_map.replicas_in(pid, "dc1"))
+
+
+async def _reserve_as_dead_frontend(replicas: list[Any], pid: int, aid: int, cid: int,
+                                    name: str) -> int:
+    """A frontend that reserves ``name`` on every replica (a 2 s lease) and then dies before
+    it writes; how many replicas granted it."""
+    held = 0
+    for n in replicas:
+        c = NodeClient(n.host, n.port)
+        try:
+            ok, _ = await c.name_reserve(pid, aid, cid, name, b"dead-frontend", 2000)
+            held += ok
+        finally:
+            await c.close()
+    return held
 
 
 def _node_requests(store: StoreCluster, op: str) -> float:
@@ -241,19 +239,8 @@ def test_an_upsert_waits_for_a_reservation_holder_and_then_wins(
     # waits for the lease, and its entry is the one every frontend then reads
     name = f"race/{uuid.uuid4().hex}"
     aid, cid, pid, replicas = _name_replicas(store, name)
-
-    async def grab() -> int:
-        held = 0
-        for n in replicas:
-            c = NodeClient(n.host, n.port)
-            try:
-                ok, _ = await c.name_reserve(pid, aid, cid, name, b"dead-frontend", 2000)
-                held += ok
-            finally:
-                await c.close()
-        return held
-
-    assert asyncio.run(grab()) == len(replicas)
+    assert asyncio.run(_reserve_as_dead_frontend(replicas, pid, aid, cid, name)) == \
+        len(replicas)
     t0 = time.monotonic()
     assert _rest_put(second.base_url, f"/named/default/default/{name}", b"upsert",
                      upsert=True) == 201
