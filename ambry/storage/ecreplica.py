@@ -143,11 +143,10 @@ class EcReplicaMixin:
         every byte but its freed payloads, read back as the punched segment), giving back
         the header and tail pages hole punching keeps; returns segments rewritten."""
         done = 0
+        sealed = {s.number: s for s in self.log.segments[:-1]}
         for number, fs in sorted(self.ec.freed.items()):
-            if not fs.complete:
-                continue
-            seg = next((s for s in self.log.segments[:-1] if s.number == number), None)
-            if seg is None or seg.generation != fs.generation or \
+            seg = sealed.get(number)
+            if not fs.complete or seg is None or seg.generation != fs.generation or \
                     isinstance(seg.file, SkeletonFile):
                 continue
             damage: list[Damage] = []
