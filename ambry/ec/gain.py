@@ -1,11 +1,11 @@
 """Whether encoding a sealed segment pays (docs/erasure-coding.md, "When encoding pays").
 
 Encoding adds k + m fragment files per datacenter; it frees, on each replica of that
-datacenter, only the file-system pages that lie wholly inside record payloads (hole punching
-frees whole pages; a page shared with a record header, key or properties stays). For small
-records (a 4 KiB payload never covers a whole page) that is nothing, so encoding would add
-bytes and free none. The encode job asks :func:`worth_encoding` first and leaves a segment
-that does not pay replicated ("left replicated: small records" in ``ambry admin ec-status``).
+datacenter, the payloads of the segment's records (a wholly freed segment is rewritten as
+its skeleton: headers, keys and properties only, ``ambry.storage.skeleton``). For records of
+a few hundred bytes the record overhead outweighs that, so encoding would add more than it
+frees. The encode job asks :func:`worth_encoding` first and leaves a segment that does not pay
+replicated ("left replicated: small records" in ``ambry admin ec-status``).
 
 Pure functions; no I/O.
 """
@@ -16,19 +16,19 @@ from collections.abc import Iterable
 
 from ambry.ec.layout import SegmentLayout
 
-__all__ = ["PAGE_BYTES", "fragment_disk_bytes", "punchable_bytes", "worth_encoding"]
+__all__ = ["PAGE_BYTES", "fragment_disk_bytes", "freeable_bytes", "worth_encoding"]
 
-#: the file system's allocation unit that hole punching frees (ext4, xfs: 4 KiB)
+#: the file system's allocation unit (ext4, xfs: 4 KiB): fragment files round up to it
 PAGE_BYTES = 4096
 #: a fragment file's header and checksum table per stripe (ambry.ec.fragfile)
 _FRAG_HEADER_BYTES = 64
 _FRAG_TABLE_BYTES_PER_STRIPE = 8
 
 
-def punchable_bytes(spans: Iterable[tuple[int, int]], page_bytes: int = PAGE_BYTES) -> int:
-    """Bytes of the whole pages that lie inside the union of ``spans`` ((offset, length) in
-    one file): what punching those spans out frees. Adjacent or overlapping spans merge, so
-    a page run across neighbouring spans counts whole."""
+def freeable_bytes(spans: Iterable[tuple[int, int]]) -> int:
+    """Bytes of the union of ``spans`` ((offset, length) of payloads in one segment): what
+    freeing the segment gives back on a replica once it is a skeleton. Overlapping spans
+    count once."""
     total = 0
     cur_a = cur_b = -1
     for a, n in sorted((a, n) for a, n in spans if n > 0):
@@ -36,17 +36,9 @@ def punchable_bytes(spans: Iterable[tuple[int, int]], page_bytes: int = PAGE_BYT
         if a <= cur_b:
             cur_b = max(cur_b, b)
             continue
-        total += _whole_pages(cur_a, cur_b, page_bytes)
+        total += max(0, cur_b - cur_a)
         cur_a, cur_b = a, b
-    return total + _whole_pages(cur_a, cur_b, page_bytes)
-
-
-def _whole_pages(a: int, b: int, page: int) -> int:
-    if b <= a:
-        return 0
-    first = -(-a // page) * page
-    last = b // page * page
-    return max(0, last - first)
+    return total + max(0, cur_b - cur_a)
 
 
 def fragment_disk_bytes(k: int, m: int, segment_bytes: int, stripe_bytes: int,

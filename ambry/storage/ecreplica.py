@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ambry.common.blobstate import BlobState
 from ambry.common.errors import DataCorrupt, InvalidArgument
+from ambry.ec.gain import freeable_bytes
 from ambry.storage.disk import Disk
 from ambry.storage.ecstate import DIR_ENTRY, EcRecord, EcState, FragmentReader
 from ambry.storage.format import RECORD_HEADER_SIZE, RecordType, body_checksum
@@ -86,7 +87,7 @@ class EcReplicaMixin:
                               f"{damage[0].reason} (not encoded)")
         # a wholly freed segment becomes its skeleton (every payload byte goes), so that is
         # what freeing it gives back in the end (whole pages only, until it is whole)
-        return seg.size, bytes(out), sum(n for _off, n in spans)
+        return seg.size, bytes(out), freeable_bytes(spans)
 
     def ec_read(self, number: int, offset: int, length: int) -> bytes:
         seg = self.log.segment(number)
