@@ -28,6 +28,7 @@ from ambry.storage.api import EcRecord, EcStore, RunIO
 from ambry.storage.ecstate import DIR_ENTRY, current, ec_key
 from ambry.warm.encoder import EncodeFailed, write_fragments
 from ambry.warm.fetch import FragmentFetcher
+from ambry.warm.status import PeerSilent, replica_rows
 
 __all__ = ["MAX_DIRECTORY_BYTES", "EncodeJob"]
 
@@ -121,27 +122,20 @@ class EncodeJob:
         a spare node goes on without them)."""
         mine = {(r.source_hex, r.segment, r.generation)
                 for r in await self.run_io(self.store.ec_records) if r.datacenter == self.dc}
-        for peer in self.cfg.cluster_map.replicas_in(self.pid, self.dc):
-            if peer.id == self.node_id or peer.id in skip:
-                continue
-            try:
-                reply = await self.client(peer.id).request(
-                    "ec_status", timeout_ms=self.ec.fragment_timeout_ms)
-                await reply.release()
-            except Exception as e:  # noqa: BLE001 - a peer we cannot ask: wait
-                log.info("partition %d: cannot ask %s for its EC records (%s); encoding "
-                         "waits", self.pid, peer.id, e)
+        try:
+            rows = await replica_rows(self.cfg.cluster_map, self.client, self.pid, self.dc,
+                                      self.ec.fragment_timeout_ms, {self.node_id, *skip})
+        except PeerSilent as e:  # a peer we cannot ask: wait
+            log.info("partition %d: cannot ask %s for its EC records (%r); encoding waits",
+                     self.pid, e.node, e.cause)
+            return False
+        for peer, p in rows.items():
+            theirs = {(r["source"], r["segment"], r["generation"])
+                      for r in (p or {}).get("records") or () if r["datacenter"] == self.dc}
+            if theirs - mine:
+                log.info("partition %d: %s holds %d EC records of %s this replica lacks yet; "
+                         "encoding waits", self.pid, peer, len(theirs - mine), self.dc)
                 return False
-            for p in reply.header["partitions"]:
-                if p["partition"] != self.pid:
-                    continue
-                theirs = {(r["source"], r["segment"], r["generation"])
-                          for r in p.get("records") or () if r["datacenter"] == self.dc}
-                if theirs - mine:
-                    log.info("partition %d: %s holds %d EC records of %s this replica lacks "
-                             "yet; encoding waits", self.pid, peer.id, len(theirs - mine),
-                             self.dc)
-                    return False
         return True
 
     async def encode(self, number: int, generation: int) -> bool:

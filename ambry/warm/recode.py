@@ -56,6 +56,7 @@ from ambry.storage.format import RECORD_HEADER_SIZE, decode_record_header
 from ambry.warm.encoder import EncodeFailed, write_fragments
 from ambry.warm.fetch import FragmentFetcher, read_limit_s
 from ambry.warm.repair import Survey, tables_hash
+from ambry.warm.status import PeerSilent, replica_rows
 
 __all__ = ["Recoder"]
 
@@ -329,24 +330,18 @@ class Recoder:
     async def _replica_views(self) -> list[dict[str, Any]] | None:
         """Per replica of this datacenter: the records it holds and those its freed segments
         read through (as key texts); None when one does not answer."""
-        views = []
-        for peer in self.cfg.cluster_map.replicas_in(self.pid, self.dc):
-            try:
-                reply = await self.client(peer.id).request(
-                    "ec_status", timeout_ms=self.ec.fragment_timeout_ms)
-                await reply.release()
-            except (AmbryError, OSError, TimeoutError) as e:
-                log.info("partition %d: cannot ask %s what it reads through (%s); old "
-                         "fragments stay", self.pid, peer.id, e)
-                return None
-            part = next((p for p in reply.header["partitions"] if p["partition"] == self.pid),
-                        None)
-            if part is None:
-                return None
-            views.append({"records": {f"{r['source']}/{r['segment']}/{r['generation']}"
-                                      for r in part.get("records") or ()},
-                          "refs": set(part.get("refs") or ())})
-        return views
+        try:
+            rows = await replica_rows(self.cfg.cluster_map, self.client, self.pid, self.dc,
+                                      self.ec.fragment_timeout_ms)
+        except PeerSilent as e:
+            log.info("partition %d: cannot ask %s what it reads through (%r); old fragments "
+                     "stay", self.pid, e.node, e.cause)
+            return None
+        if any(p is None for p in rows.values()):
+            return None
+        return [{"records": {f"{r['source']}/{r['segment']}/{r['generation']}"
+                             for r in p.get("records") or ()},
+                 "refs": set(p.get("refs") or ())} for p in rows.values() if p is not None]
 
 
 class _RecordStream:

@@ -22,7 +22,7 @@ Does not own the node ops it calls (``ambry.storage.fragments``) nor repairing w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,8 @@ from ambry.ec.fragfile import HEADER_BYTES
 from ambry.ec.layout import SegmentLayout
 from ambry.protocol.client import NodeClient
 
-__all__ = ["Survey", "fragment_file_bytes", "summarize", "survey"]
+__all__ = ["PeerSilent", "Survey", "fragment_file_bytes", "replica_rows", "summarize",
+           "survey"]
 
 
 @dataclass
@@ -60,6 +61,32 @@ async def _ask(c: NodeClient, op: str, args: dict[str, Any] | None, timeout_ms: 
     reply = await c.request(op, args, timeout_ms=timeout_ms)
     await reply.release()
     return dict(reply.header)
+
+
+class PeerSilent(Exception):
+    """A replica that did not answer ``ec_status`` (``node``; the error in ``cause``)."""
+
+    def __init__(self, node: str, cause: BaseException) -> None:
+        super().__init__(f"{node}: {cause!r}")
+        self.node, self.cause = node, cause
+
+
+async def replica_rows(cmap: ClusterMap, client: Callable[[str], NodeClient], partition: int,
+                       datacenter: str, timeout_ms: int, skip: Collection[str] = ()
+                       ) -> dict[str, dict[str, Any] | None]:
+    """Replica node -> its ``ec_status`` row of ``partition`` (None if it has none), for
+    every replica of the partition in ``datacenter`` not in ``skip``, asked one at a time;
+    :class:`PeerSilent` for the first that does not answer."""
+    out: dict[str, dict[str, Any] | None] = {}
+    for peer in cmap.replicas_in(partition, datacenter):
+        if peer.id in skip:
+            continue
+        try:
+            rows = (await _ask(client(peer.id), "ec_status", None, timeout_ms))["partitions"]
+        except Exception as e:
+            raise PeerSilent(peer.id, e) from e
+        out[peer.id] = next((p for p in rows if p["partition"] == partition), None)
+    return out
 
 
 async def survey(cmap: ClusterMap, client: Callable[[str], NodeClient], *,
