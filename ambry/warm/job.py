@@ -28,7 +28,7 @@ from ambry.storage.api import EcRecord, EcStore, RunIO
 from ambry.storage.ecstate import DIR_ENTRY, current, ec_key
 from ambry.warm.encoder import EncodeFailed, write_fragments
 from ambry.warm.fetch import FragmentFetcher
-from ambry.warm.status import PeerSilent, replica_rows
+from ambry.warm.status import PeerSilent, ask_about_blobs, replica_rows
 
 __all__ = ["MAX_DIRECTORY_BYTES", "EncodeJob"]
 
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 #: the directory of an EC_SEGMENT record travels in replication's reply header (1 MiB):
 #: a segment with more PUT records than fit is left replicated (32 bytes a record)
 MAX_DIRECTORY_BYTES = 512 * 1024
-_MISSING_BATCH = 4096
 
 
 class EncodeJob:
@@ -82,25 +81,23 @@ class EncodeJob:
         return done
 
     async def _peers_have(self, directory: bytes) -> bool:
-        uuids = [e[0] for e in DIR_ENTRY.iter_unpack(directory)]
-        for peer in self.cfg.cluster_map.partition(self.pid).replicas:
-            if peer == self.node_id:
-                continue
-            for i in range(0, len(uuids), _MISSING_BATCH):
-                try:
-                    reply = await self.client(peer).request(
-                        "ec_missing", {"partition": self.pid,
-                                       "uuids": uuids[i:i + _MISSING_BATCH]},
-                        timeout_ms=self.ec.fragment_timeout_ms)
-                    await reply.release()
-                except Exception as e:  # noqa: BLE001 - a peer we cannot ask: wait
-                    log.info("partition %d: cannot ask %s what it lacks (%s); encoding waits",
-                             self.pid, peer, e)
-                    return False
-                if reply.header["missing"]:
-                    log.info("partition %d: %s still lacks %d blobs of the segment; waiting",
-                             self.pid, peer, len(reply.header["missing"]))
-                    return False
+        """Every other replica, in every datacenter, has each PUT of ``directory`` or its
+        tombstone (nobody will need to pull it from here again)."""
+        peers = [p for p in self.cfg.cluster_map.partition(self.pid).replicas
+                 if p != self.node_id]
+        try:
+            lacking = await ask_about_blobs(self.client, peers, "ec_missing", self.pid,
+                                            [e[0] for e in DIR_ENTRY.iter_unpack(directory)],
+                                            self.ec.fragment_timeout_ms)
+        except PeerSilent as e:  # a peer we cannot ask: wait
+            log.info("partition %d: cannot ask %s what it lacks (%r); encoding waits",
+                     self.pid, e.node, e.cause)
+            return False
+        for peer, missing in lacking.items():
+            if missing:
+                log.info("partition %d: %s still lacks %d blobs of the segment; waiting",
+                         self.pid, peer, len(missing))
+                return False
         return True
 
     async def _covered(self, directory: bytes) -> bool:

@@ -56,13 +56,11 @@ from ambry.storage.format import RECORD_HEADER_SIZE, decode_record_header
 from ambry.warm.encoder import EncodeFailed, write_fragments
 from ambry.warm.fetch import FragmentFetcher, read_limit_s
 from ambry.warm.repair import Survey, tables_hash
-from ambry.warm.status import PeerSilent, replica_rows
+from ambry.warm.status import PeerSilent, ask_about_blobs, replica_rows
 
 __all__ = ["Recoder"]
 
 log = logging.getLogger(__name__)
-
-_BATCH = 4096  # uuids per ec_live question (the op takes at most 10000)
 
 
 class Recoder:
@@ -187,22 +185,16 @@ class Recoder:
     async def _alive_somewhere(self, uuids: list[bytes]) -> set[bytes] | None:
         """The blobs among ``uuids`` a replica of this datacenter holds alive; None when one
         does not answer."""
-        alive: set[bytes] = set()
-        for peer in self.cfg.cluster_map.replicas_in(self.pid, self.dc):
-            if peer.id == self.node_id:
-                continue
-            for i in range(0, len(uuids), _BATCH):
-                try:
-                    reply = await self.client(peer.id).request(
-                        "ec_live", {"partition": self.pid, "uuids": uuids[i:i + _BATCH]},
-                        timeout_ms=self.ec.fragment_timeout_ms)
-                    await reply.release()
-                except (AmbryError, OSError, TimeoutError) as e:
-                    log.info("partition %d: cannot ask %s which blobs it holds alive (%s); "
-                             "re-encoding waits", self.pid, peer.id, e)
-                    return None
-                alive.update(bytes(u) for u in reply.header["live"])
-        return alive
+        peers = [p.id for p in self.cfg.cluster_map.replicas_in(self.pid, self.dc)
+                 if p.id != self.node_id]
+        try:
+            alive = await ask_about_blobs(self.client, peers, "ec_live", self.pid, uuids,
+                                          self.ec.fragment_timeout_ms)
+        except PeerSilent as e:
+            log.info("partition %d: cannot ask %s which blobs it holds alive (%r); "
+                     "re-encoding waits", self.pid, e.node, e.cause)
+            return None
+        return set().union(*alive.values())
 
     # ---------------------------------------------------------------- re-encode
     async def recode(self, rec: EcRecord, live: bytes,

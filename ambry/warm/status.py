@@ -31,8 +31,8 @@ from ambry.ec.fragfile import HEADER_BYTES
 from ambry.ec.layout import SegmentLayout
 from ambry.protocol.client import NodeClient
 
-__all__ = ["PeerSilent", "Survey", "fragment_file_bytes", "replica_rows", "summarize",
-           "survey"]
+__all__ = ["UUID_BATCH", "PeerSilent", "Survey", "ask_about_blobs", "fragment_file_bytes",
+           "replica_rows", "summarize", "survey"]
 
 
 @dataclass
@@ -86,6 +86,32 @@ async def replica_rows(cmap: ClusterMap, client: Callable[[str], NodeClient], pa
         except Exception as e:
             raise PeerSilent(peer.id, e) from e
         out[peer.id] = next((p for p in rows if p["partition"] == partition), None)
+    return out
+
+
+#: blob uuids per ec_missing / ec_live question (the ops take at most 10000)
+UUID_BATCH = 4096
+
+
+async def ask_about_blobs(client: Callable[[str], NodeClient], peers: Collection[str], op: str,
+                          partition: int, uuids: list[bytes], timeout_ms: int
+                          ) -> dict[str, set[bytes]]:
+    """Peer -> the uuids among ``uuids`` it names in its answer to ``op`` (``ec_missing``:
+    those it lacks; ``ec_live``: those it holds alive), asked peer by peer in batches;
+    :class:`PeerSilent` for the first that does not answer."""
+    field = {"ec_missing": "missing", "ec_live": "live"}[op]
+    out: dict[str, set[bytes]] = {}
+    for peer in peers:
+        named: set[bytes] = set()
+        for i in range(0, len(uuids), UUID_BATCH):
+            try:
+                answer = await _ask(client(peer), op, {"partition": partition,
+                                                      "uuids": uuids[i:i + UUID_BATCH]},
+                                    timeout_ms)
+            except Exception as e:
+                raise PeerSilent(peer, e) from e
+            named.update(bytes(u) for u in answer[field])
+        out[peer] = named
     return out
 
 
